@@ -1,0 +1,80 @@
+"""The adapter contract between the pure core and one live system (Delta, BentoML, Grafana, ...).
+
+`observe` reads actual state from the live system itself (Delta commit metadata, model-store labels,
+routing files, dashboard versions) and must be cheap and import-light: `specd plan` calls it. `apply`
+performs one planned action idempotently: re-running it after a crash at any point lands in the same
+state. Health vocabulary follows Flux/Argo CD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from daemon.spec.environment import EnvironmentSpec
+
+if TYPE_CHECKING:
+    from daemon.graph import Resource
+    from daemon.plan import Action
+
+HEALTHY, PROGRESSING, DEGRADED, MISSING = "Healthy", "Progressing", "Degraded", "Missing"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one live resource is, as read from the live system."""
+
+    exists: bool
+    fingerprint: str | None = None  # fingerprint of what is live now
+    revision: str | None = None  # git sha that produced it
+    health: str = MISSING
+    message: str = ""
+    # fingerprint -> handle (e.g. "3" for a Delta version): earlier states that can be brought back without recompute
+    restorable: Mapping[str, str] = field(default_factory=dict)
+    prune: bool | None = None  # the prune policy recorded when it was applied (for removed specs)
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+MISSING_OBSERVED = Observed(exists=False)
+
+
+@dataclass(frozen=True)
+class AdapterContext:
+    env: EnvironmentSpec
+    home: Path  # state root ($SPECD_HOME)
+    repo_dir: Path  # checkout of the revision being applied
+    revision: str  # git sha (or "worktree")
+    progress: Callable[[str], None] = lambda message: None
+
+    @property
+    def storage_root(self) -> str:
+        root = self.env.storage.root
+        if "://" in root or root.startswith("/"):
+            return root
+        return str(self.home / root)
+
+    @property
+    def data_root(self) -> Path:
+        root = Path(self.env.storage.data_root)
+        return root if root.is_absolute() else (self.repo_dir / root)
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    message: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Adapter(Protocol):
+    kind: str
+
+    def observe(self, resources: Sequence[Resource]) -> dict[str, Observed]:
+        """Observed state for each desired resource key, plus every other live resource specd manages."""
+
+    def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:
+        """Carry out one action. Raise daemon.errors.ApplyError(transient=...) on failure."""
+
+    def describe(self, action: Action, resource: Resource | None) -> str:
+        """One short, pure line for the plan text (what will happen, rough cost)."""

@@ -1,0 +1,39 @@
+"""Errors that point at the exact place in a spec: `path:line: field: message`.
+
+A commit is rejected whole, with every problem listed at once, so validation collects `SpecIssue`s
+instead of raising on the first one; `SpecErrors` carries them all to the CLI and the daemon status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class SpecIssue:
+    """One problem in one spec file. `line` is 0 when it cannot be known."""
+
+    path: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class SpecErrors(Exception):
+    """All the problems of one revision; the revision is rejected as a whole."""
+
+    def __init__(self, issues: list[SpecIssue]):
+        self.issues = sorted(set(issues))
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class ApplyError(Exception):
+    """An action failed. `transient` errors are retried with backoff; others fail at once."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient

@@ -1,0 +1,77 @@
+"""The environment overlay (`environments/<env>.yaml`): where and on what the same specs run.
+
+dev/staging/prod differ only here: storage root, devices, ports, endpoints, schedules and policies.
+Sections belong to the capability that reads them; each is strict, so a typo fails validation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from daemon.spec.base import SecretRef, SpecModel
+
+
+class StorageSection(SpecModel):
+    # Relative roots live under the state home ($SPECD_HOME); absolute paths and s3:// URIs as given.
+    root: str = "lake"
+    data_root: str = "."  # file sources resolve under this (relative: the repo checkout)
+    storage_options: dict[str, str] = Field(default_factory=dict)  # object-store options (values may be secret refs)
+
+
+class DaemonSection(SpecModel):
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    poll_interval_s: float = Field(default=15.0, gt=0)
+    debounce_s: float = Field(default=0.3, ge=0)
+    max_parallel_actions: int = Field(default=4, ge=1)
+    action_retries: int = Field(default=2, ge=0)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+
+
+class PrefectSection(SpecModel):
+    api_url: str | None = None  # None: the daemon starts and owns a local server (SQLite)
+    host: str = "127.0.0.1"
+    port: int = Field(default=4200, ge=0, le=65535)
+
+
+class TrainingSection(SpecModel):
+    accelerator: Literal["cpu", "gpu", "cuda", "auto"] = "cpu"
+    devices: int | str = 1
+    num_nodes: int = Field(default=1, ge=1)
+    precision: str = "32-true"
+    strategy: str = "auto"
+    max_concurrent_candidates: int = Field(default=1, ge=1)
+    gpu_ids: list[int] = Field(default_factory=list)
+
+
+class ServicesSection(SpecModel):
+    host: str = "127.0.0.1"
+    port_base: int = Field(default=3100, ge=1024, le=65000)
+    workers: int = Field(default=1, ge=1)
+    start_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class GrafanaSection(SpecModel):
+    url: str | None = None  # None: write dashboards and provisioning files under the state home
+    token: SecretRef | None = None
+    folder: str = "specd"
+    on_drift: Literal["restore", "report"] = "restore"
+
+
+class PrometheusSection(SpecModel):
+    scrape_interval_s: float = Field(default=15.0, gt=0)
+
+
+class EnvironmentSpec(SpecModel):
+    name: str
+    prune: bool = False  # delete live resources whose spec was removed (per-resource `prune` overrides)
+    schedules_enabled: bool = True
+    storage: StorageSection = StorageSection()
+    daemon: DaemonSection = DaemonSection()
+    prefect: PrefectSection = PrefectSection()
+    training: TrainingSection = TrainingSection()
+    services: ServicesSection = ServicesSection()
+    grafana: GrafanaSection = GrafanaSection()
+    prometheus: PrometheusSection = PrometheusSection()
