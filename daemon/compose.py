@@ -297,7 +297,18 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = ()) -> Compose
                 issues.append(SpecIssue("<override>", 0, key, "no spec with that name"))
     if issues:
         raise SpecErrors(issues)
-    return Composed(env, tuple(docs))
+    composed = Composed(env, tuple(docs))
+    derived: list[SpecDoc] = []
+    for kind in KINDS:
+        if kind.derive:
+            derived.extend(load_object(kind.derive)(composed))
+    if derived:
+        names = {(d.kind, d.name) for d in docs}
+        clashes = [SpecIssue(d.path, 0, "", f"derived {d.kind} {d.name!r} clashes with a spec of the same name") for d in derived if (d.kind, d.name) in names]
+        if clashes:
+            raise SpecErrors(clashes)
+        composed = Composed(env, tuple(docs) + tuple(derived))
+    return composed
 
 
 def directory_of(doc: SpecDoc) -> str:

@@ -23,6 +23,9 @@ class Kind:
     adapter: str  # "module:Class" of the adapter (observe + apply)
     code_version: str
     order: int  # tie-breaker for display and waves: tables before models before services
+    # Optional "module:function(composed) -> list[SpecDoc]": resources derived from other specs
+    # (e.g. one generated dashboard per service). Must be pure and light.
+    derive: str | None = None
 
 
 KINDS: tuple[Kind, ...] = (

@@ -78,3 +78,7 @@ class Adapter(Protocol):
 
     def describe(self, action: Action, resource: Resource | None) -> str:
         """One short, pure line for the plan text (what will happen, rough cost)."""
+
+    # Optional: def check(self, resources: Sequence[Resource], graph: Graph) -> list[SpecIssue]
+    # Checks that need the live systems or other resources (a model's feature columns against its
+    # table's schema). Called by plan/validate after observe; issues reject the revision like schema errors.
