@@ -1,0 +1,1 @@
+"""Training of model candidates: spec → job → subprocess → BentoML store + releases."""
