@@ -1,0 +1,151 @@
+"""File sources: CSV, Parquet, JSON and NDJSON files (a path or a glob) under the data root.
+
+DuckDB reads the files (parallel, typed CSV sniffing, `nullstr`/`delim`/... options by their DuckDB
+names) and hands back Arrow batches as a stream, so a 10 GB input never sits in memory. Object-store
+URIs (`s3://`, `gs://`, `file://`) go through pyarrow's filesystems instead (no DuckDB extensions
+needed offline). Globs are resolved here, against the data root, so a path can never escape it and a
+missing input is a clear error naming the table and the path.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flows.tables.sources import SourceContext, SourceError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_OPTION_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def resolve_files(spec: Any, ctx: SourceContext) -> list[Path]:
+    """The files a local path or glob matches, sorted; each must stay inside the data root."""
+    root = ctx.data_root.resolve()
+    pattern = str(root / spec.path)
+    matches = sorted(Path(p) for p in globlib.glob(pattern, recursive=True)) if globlib.has_magic(spec.path) else [Path(pattern)]
+    files = [p for p in matches if p.is_file()]
+    if not files:
+        raise SourceError(f"table {ctx.table}: source.path {spec.path!r} matched no files under {root}")
+    for path in files:
+        if not path.resolve().is_relative_to(root):
+            raise SourceError(f"table {ctx.table}: source.path {spec.path!r} resolves outside the data root ({path})")
+    return files
+
+
+def input_digest(spec: Any, ctx: SourceContext) -> str | None:
+    if "://" in spec.path:
+        return None
+    try:
+        files = resolve_files(spec, ctx)
+    except SourceError:
+        return "missing"
+    return digest_files(files, ctx.data_root.resolve())
+
+
+def digest_files(files: list[Path], root: Path) -> str:
+    """size + mtime of every file (cheap; a rewrite with identical size and mtime is not seen)."""
+    h = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        h.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def read(spec: Any, ctx: SourceContext) -> pa.RecordBatchReader:
+    if "://" in spec.path:
+        return read_uri(spec, ctx)
+    return read_paths(resolve_files(spec, ctx), spec.format, spec.options, getattr(spec, "row_id", None), ctx)
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def duckdb_scan(files: list[Path], file_format: str, options: Mapping[str, Any]) -> str:
+    """The DuckDB table function call reading these files with these options."""
+    listed = "[" + ", ".join(_literal(str(p)) for p in files) + "]"
+    opts = dict(options)
+    for key in opts:
+        if not _OPTION_NAME.match(key):
+            raise SourceError(f"source.options: {key!r} is not a reader option name")
+    if file_format == "ndjson":
+        opts.setdefault("format", "newline_delimited")
+    elif file_format == "json":
+        opts.setdefault("format", "auto")
+    function = {"csv": "read_csv", "parquet": "read_parquet", "json": "read_json", "ndjson": "read_json"}[file_format]
+    args = "".join(f", {key} = {_literal(value)}" for key, value in sorted(opts.items()))
+    return f"{function}({listed}{args})"
+
+
+def read_paths(files: list[Path], file_format: str, options: Mapping[str, Any], row_id: str | None, ctx: SourceContext) -> pa.RecordBatchReader:
+    import duckdb
+
+    connection = duckdb.connect()
+    connection.execute("SET preserve_insertion_order = true")
+    try:
+        reader = connection.sql(f"SELECT * FROM {duckdb_scan(files, file_format, options)}").to_arrow_reader(ctx.batch_rows)
+    except duckdb.Error as exc:
+        connection.close()
+        first = str(exc).splitlines()[0]
+        raise SourceError(f"table {ctx.table}: cannot read {file_format} input {[p.name for p in files][:3]}: {first}") from None
+    return keep_alive(reader, connection, row_id, ctx)
+
+
+def keep_alive(reader: pa.RecordBatchReader, owner: Any, row_id: str | None, ctx: SourceContext) -> pa.RecordBatchReader:
+    """Re-stream `reader`, holding `owner` (its connection) open, optionally numbering rows, and turning
+    engine errors mid-stream (a malformed row 10 M lines in) into a SourceError naming the table."""
+    import pyarrow as pa
+
+    schema = reader.schema
+    if row_id:
+        if row_id in schema.names:
+            raise SourceError(f"table {ctx.table}: source.row_id {row_id!r} clashes with an input column")
+        schema = schema.insert(0, pa.field(row_id, pa.int64(), nullable=False))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        offset = 0
+        try:
+            for batch in reader:
+                if row_id:
+                    ids = pa.array(range(offset, offset + batch.num_rows), type=pa.int64())
+                    batch = pa.RecordBatch.from_arrays([ids, *batch.columns], schema=schema)
+                offset += batch.num_rows
+                yield batch
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise SourceError(f"table {ctx.table}: bad input after {offset} rows: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("duckdb") or type(exc).__module__.startswith("_duckdb"):
+                raise SourceError(f"table {ctx.table}: bad input after {offset} rows: {str(exc).splitlines()[0]}") from None
+            raise
+        finally:
+            close = getattr(owner, "close", None)
+            if close:
+                close()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def read_uri(spec: Any, ctx: SourceContext) -> pa.RecordBatchReader:
+    """Object-store (or file://) URIs through pyarrow.dataset: a file or a prefix of files."""
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    filesystem, path = pafs.FileSystem.from_uri(spec.path)
+    fmt = {"csv": "csv", "parquet": "parquet", "json": "json", "ndjson": "json"}[spec.format]
+    try:
+        dataset = ds.dataset(path, format=fmt, filesystem=filesystem)
+        reader = dataset.scanner(batch_size=ctx.batch_rows).to_reader()
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"table {ctx.table}: cannot read source.path {spec.path!r}: {str(exc).splitlines()[0]}") from None
+    return keep_alive(reader, None, getattr(spec, "row_id", None), ctx)
