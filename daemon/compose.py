@@ -206,12 +206,31 @@ def _locate(files: list[Path], key_path: tuple, loader: _FileLoader) -> tuple[st
     return loader.rel(files[-1]), _line(files[-1], key_path)
 
 
-def _pydantic_issues(exc: ValidationError, files: list[Path], loader: _FileLoader) -> list[SpecIssue]:
+def _data_path(loc: tuple, data: Any) -> tuple:
+    """pydantic's error location minus its own markers (union tags like "file", "function-after[...]"):
+    keep the parts that really index into the data, plus a trailing missing key."""
+    path: list[Any] = []
+    node = data
+    for index, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            path.append(part)
+        elif index == len(loc) - 1 and isinstance(part, str) and "[" not in part:
+            path.append(part)  # a missing required field
+    return tuple(path)
+
+
+def _pydantic_issues(exc: ValidationError, files: list[Path], loader: _FileLoader, data: Any = None) -> list[SpecIssue]:
     issues = []
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
-        # pydantic puts discriminated-union tags in loc; drop non-key parts ("file", "function-after[...]")
-        key_path = tuple(p for p in loc if isinstance(p, int) or "[" not in str(p))
+        if data is not None:
+            key_path = _data_path(loc, data)
+        else:
+            key_path = tuple(p for p in loc if isinstance(p, int) or "[" not in str(p))
         field_name = ".".join(str(p) for p in key_path)
         where, line = _locate(files, key_path, loader)
         issues.append(SpecIssue(where, line, field_name, error["msg"]))
@@ -234,7 +253,7 @@ def load_environment(root: Path, env_name: str, overrides: Sequence[str] = ()) -
     try:
         return EnvironmentSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecErrors(_pydantic_issues(exc, files, loader)) from None
+        raise SpecErrors(_pydantic_issues(exc, files, loader, data)) from None
 
 
 def _spec_files(root: Path, kind: Kind) -> list[Path]:
@@ -284,7 +303,7 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = ()) -> Compose
             try:
                 spec = model.model_validate(data)
             except ValidationError as exc:
-                issues.extend(_pydantic_issues(exc, files, loader))
+                issues.extend(_pydantic_issues(exc, files, loader, data))
                 continue
             normalised = spec.model_dump(mode="json", by_alias=True)
             docs.append(SpecDoc(kind.name, name, rel, spec, normalised))

@@ -26,11 +26,17 @@ def parse_with_lines(text: str) -> tuple[Any, dict[KeyPath, int]]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        # The context mark is where the broken construct starts (an unclosed bracket or quote); the
+        # problem mark is where the parser gave up, often the end of the file. Point at the start.
+        mark = exc.context_mark or exc.problem_mark
         line = mark.line + 1 if mark else 0
         column = mark.column + 1 if mark else 0
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise YamlSyntaxError(line, column, f"YAML syntax error: {problem} (column {column})") from None
+        problem = exc.problem or "invalid YAML"
+        if exc.context:
+            problem = f"{exc.context} (column {column}): {problem}"
+        else:
+            problem = f"{problem} (column {column})"
+        raise YamlSyntaxError(line, column, f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:  # pragma: no cover - non-marked errors are rare
         raise YamlSyntaxError(0, 0, f"YAML syntax error: {exc}") from None
     lines: dict[KeyPath, int] = {}

@@ -1,0 +1,101 @@
+"""The daemon's Prometheus metrics and its small HTTP server: /metrics, /healthz, /status.
+
+Base units and `_total` counters; a git sha is never a counter label (revisions go in `_info` gauges
+whose old series are removed on change). Single-process registry: no multiprocess mode in the daemon.
+Binds to 127.0.0.1 unless configured otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+RECONCILE_RUNS = Counter("specd_reconcile_runs", "Reconcile cycles by result (success, failed, rejected, noop).", ["result"])
+RECONCILE_DURATION = Histogram(
+    "specd_reconcile_duration_seconds",
+    "Duration of reconcile cycles that applied changes or checked for drift.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+RESOURCES = Gauge("specd_resources", "Resources by kind, sync and health.", ["kind", "sync", "health"])
+RESOURCE_SYNCED = Gauge("specd_resource_synced", "1 when the resource matches its spec.", ["kind", "name"])
+RESOURCE_HEALTHY = Gauge("specd_resource_healthy", "1 when the resource is healthy.", ["kind", "name"])
+LAST_SUCCESS = Gauge("specd_last_successful_sync_timestamp_seconds", "Unix time of the last cycle that left everything in sync.")
+DESIRED_REVISION = Gauge("specd_desired_revision_info", "The git revision the daemon is trying to apply.", ["revision"])
+APPLIED_REVISION = Gauge("specd_applied_revision_info", "The git revision last applied completely.", ["revision"])
+REJECTED_COMMITS = Counter("specd_rejected_commits", "Commits rejected as invalid (nothing was applied).")
+ACTIONS = Counter("specd_actions", "Applied actions by kind, op and result.", ["kind", "op", "result"])
+ACTION_DURATION = Histogram(
+    "specd_action_duration_seconds", "Duration of one applied action.", ["kind", "op"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+IN_SYNC = Gauge("specd_in_sync", "1 when the applied revision equals the desired revision and all resources are synced.")
+
+
+def set_revision(gauge: Gauge, revision: str | None) -> None:
+    gauge.clear()
+    if revision:
+        gauge.labels(revision=revision).set(1)
+
+
+def record_statuses(statuses: Iterable[Any]) -> None:
+    """Replace the per-resource gauges with the current statuses (removed resources disappear)."""
+    statuses = list(statuses)
+    tally = Tally((s.kind, s.sync, s.health) for s in statuses)
+    RESOURCES.clear()
+    RESOURCE_SYNCED.clear()
+    RESOURCE_HEALTHY.clear()
+    for (kind, sync, health), count in tally.items():
+        RESOURCES.labels(kind=kind, sync=sync, health=health).set(count)
+    for s in statuses:
+        RESOURCE_SYNCED.labels(kind=s.kind, name=s.name).set(1 if s.sync == "Synced" else 0)
+        RESOURCE_HEALTHY.labels(kind=s.kind, name=s.name).set(1 if s.health == "Healthy" else 0)
+
+
+class MetricsServer:
+    """/metrics (Prometheus text), /healthz (liveness), /status (the daemon's status as JSON)."""
+
+    def __init__(self, host: str, port: int, status: Callable[[], dict[str, Any]]):
+        self.status = status
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._send(200, b'{"status":"ok"}', "application/json")
+                elif path == "/status":
+                    body = json.dumps(outer.status(), default=str).encode()
+                    self._send(200, body, "application/json")
+                else:
+                    self._send(404, b'{"error":"not found"}', "application/json")
+
+            def _send(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet: scrapes every few seconds
+                return
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="specd-metrics", daemon=True)
+
+    def start(self) -> MetricsServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,142 @@
+"""Child processes the daemon owns: start them in their own group, find them again, stop them fully.
+
+After a `kill -9` of the daemon its children live on. A pid file records pid + the process start time
+(from /proc), so a restarted daemon adopts its own child instead of starting a second one, and never
+mistakes a recycled pid for it. Stopping sends SIGINT, then SIGTERM, then SIGKILL to the whole group
+(a Prefect worker ignores the first SIGTERM for many seconds, per DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time in clock ticks since boot (field 22 of /proc/PID/stat), or None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[19])
+
+
+def alive(pid: int, start_time: int | None = None) -> bool:
+    current = process_start_time(pid)
+    if current is None:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    if state == "Z":
+        return False
+    return start_time is None or current == start_time
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    pid: int
+    start_time: int
+    meta: dict
+
+    @classmethod
+    def read(cls, path: Path) -> PidRecord | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(int(data["pid"]), int(data["start_time"]), dict(data.get("meta", {})))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps({"pid": self.pid, "start_time": self.start_time, "meta": self.meta}))
+        os.replace(tmp, path)
+
+    def alive(self) -> bool:
+        return alive(self.pid, self.start_time)
+
+
+def spawn(cmd: list[str], *, log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    """Start a long-lived child in its own session (its own process group), output to a log file."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+    try:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True)
+    finally:
+        log.close()
+
+
+def record_for(proc: subprocess.Popen, meta: dict | None = None) -> PidRecord:
+    for _ in range(50):
+        start = process_start_time(proc.pid)
+        if start is not None:
+            return PidRecord(proc.pid, start, meta or {})
+        time.sleep(0.01)
+    raise RuntimeError(f"process {proc.pid} vanished right after start")
+
+
+def stop_group(pid: int, start_time: int | None = None, *, grace_s: float = 10.0) -> bool:
+    """SIGINT → SIGTERM → SIGKILL to the process group led by `pid`. True if it was running."""
+    if not alive(pid, start_time):
+        return False
+    for sig, wait in ((signal.SIGINT, grace_s / 2), (signal.SIGTERM, grace_s / 2), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            _reap(pid)
+            if not alive(pid, start_time):
+                return True
+            time.sleep(0.05)
+    return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+# -- short-lived workers (builds, training) that must not outlive a stopping daemon -----------------
+_tracked: dict[int, subprocess.Popen] = {}
+
+
+def track(proc: subprocess.Popen) -> subprocess.Popen:
+    """Register a worker subprocess so a graceful daemon stop terminates it (no orphans)."""
+    _tracked[proc.pid] = proc
+    return proc
+
+
+def untrack(proc: subprocess.Popen) -> None:
+    _tracked.pop(proc.pid, None)
+
+
+def terminate_tracked(grace_s: float = 5.0) -> int:
+    """Stop every tracked worker that is still running; return how many were stopped."""
+    stopped = 0
+    for pid, proc in list(_tracked.items()):
+        if proc.poll() is None:
+            try:
+                os.killpg(pid, signal.SIGTERM) if os.getpgid(pid) == pid else proc.terminate()
+            except ProcessLookupError:
+                continue
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            stopped += 1
+        _tracked.pop(pid, None)
+    return stopped
