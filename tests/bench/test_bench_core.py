@@ -1,0 +1,26 @@
+"""Small-size runs of the core benchmarks, so they keep working (not timed tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.bench]
+
+
+def test_bench_plan_small(capsys):
+    from tests.bench.bench_plan import main
+
+    figures = main(["--size", "60", "--repeat", "2", "--hydra-sample", "3"])
+    out = capsys.readouterr().out
+    assert "ratio warm/floor" in out and "ratio hydra/warm" in out
+    assert figures["warm_s"] > 0 and figures["floor_s"] > 0
+
+
+@pytest.mark.e2e
+def test_bench_daemon_small(capsys, prefect_api):
+    from tests.bench.bench_daemon import main
+
+    figures = main(["--commits", "1", "--poll", "1", "--idle-s", "2"])
+    out = capsys.readouterr().out
+    assert "ratio remote/local" in out and "ratio =" in out
+    assert figures["local_s"] > 0 and figures["rss_mb"] > 0
