@@ -2,8 +2,9 @@
 
 Connection strings and tokens never live in Git: a database URL is a `${secret:NAME}` (the one literal
 allowed is an embedded SQLite file under the data root, which has no credentials), and an API's auth
-header value is a secret. Both sources can be incremental: with a `cursor` column they emit only rows
-newer than the watermark of the previous build, so a scheduled refresh reads what is new.
+header value is a secret. Both honour the table's `incremental.cursor`: they emit only rows newer than
+the watermark of the previous build (the SQL source in cursor order), so a scheduled refresh reads
+only what is new.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import posixpath
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field
 
 from daemon.secrets import is_secret_ref
 from daemon.spec.base import SecretRef, SpecModel
-from daemon.spec.table_transforms import ColumnName
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -55,7 +55,6 @@ class SqlSource(SpecModel):
     type: Literal["sql"]
     url: Annotated[str, AfterValidator(_database_url)]
     query: Annotated[str, AfterValidator(_select_query)]
-    cursor: ColumnName | None = None  # incremental: only rows with cursor > the previous build's max, ordered
     chunk_rows: int = Field(default=50_000, ge=1, le=1_000_000)
     connect_timeout_s: float = Field(default=10.0, gt=0)
 
@@ -101,16 +100,9 @@ class HttpSource(SpecModel):
     auth: HttpAuth | None = None
     records: str = Field(default="", pattern=_DOTTED)  # dotted path to the list of records; '' = the body
     pagination: PaginationSpec = PaginationSpec()
-    cursor: ColumnName | None = None  # incremental: only records with cursor > the previous build's max
-    cursor_param: str | None = None  # also send the watermark to the API as this query parameter
+    cursor_param: str | None = None  # incremental tables: also send the watermark as this query parameter
     timeout_s: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=5, ge=0, le=20)
     backoff_s: float = Field(default=0.5, ge=0)
     max_backoff_s: float = Field(default=30.0, ge=0)
     batch_rows: int = Field(default=10_000, ge=1)
-
-    @model_validator(mode="after")
-    def _cursor_param_needs_cursor(self) -> HttpSource:
-        if self.cursor_param and not self.cursor:
-            raise ValueError("cursor_param needs cursor (the record field that orders the records)")
-        return self
