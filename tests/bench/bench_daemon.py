@@ -81,7 +81,7 @@ def build_seconds(home: Path, sha: str) -> float:
 def start_daemon(repo_arg: str, home: Path, port: int, poll_s: float) -> subprocess.Popen:
     env = {**os.environ, "SPECD_HOME": str(home), "BENTOML_HOME": str(home / "bentoml")}
     cmd = [sys.executable, "-m", "daemon.cli", "run", "--repo", repo_arg, "--branch", "main", "--home", str(home), "--metrics-port", str(port), "-o", f"env.daemon.poll_interval_s={poll_s}"]
-    log = open(home.parent / f"daemon-{port}.log", "wb")  # noqa: SIM115
+    log = open(home.parent / f"daemon-{port}.log", "wb")
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 

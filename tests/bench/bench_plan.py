@@ -20,7 +20,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench.repo_gen import generate  # noqa: E402
+from tests.bench.repo_gen import generate
 
 
 def timed(fn, repeat: int) -> float:

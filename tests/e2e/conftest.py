@@ -18,6 +18,8 @@ from tests.conftest import ROOT, free_port
 
 
 class DaemonProcess:
+    EMBEDDED = "embedded"  # prefect_api value: let the daemon start and own its Prefect server
+
     def __init__(self, repo: Path, home: Path, prefect_api: str | None, extra_env: dict[str, str] | None = None):
         self.repo = repo
         self.home = home
@@ -29,12 +31,13 @@ class DaemonProcess:
 
     def start(self) -> DaemonProcess:
         env = {**os.environ, "SPECD_HOME": str(self.home), "BENTOML_HOME": str(self.home / "bentoml"), "PYTHONUNBUFFERED": "1", **self.extra_env}
-        if self.prefect_api:
+        env.pop("PREFECT_API_URL", None)
+        if self.prefect_api and self.prefect_api != self.EMBEDDED:
             env["PREFECT_API_URL"] = self.prefect_api
         cmd = [sys.executable, "-m", "daemon.cli", "run", "--repo", str(self.repo), "--home", str(self.home), "--env", "dev", "--metrics-port", str(self.port)]
         if not self.prefect_api:
             cmd.append("--no-prefect")
-        self.log = open(self.log_path, "ab")  # noqa: SIM115
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

@@ -9,12 +9,13 @@ import sys
 from tests.conftest import ROOT
 
 HEAVY = ("torch", "bentoml", "prefect", "lightning", "pytorch_lightning")
-PROBE = """
+PROBE = f"""
 import json, sys
 from daemon.cli import main
 codes = [main(["validate", "--repo", sys.argv[1], "--home", sys.argv[2]]), main(["plan", "--repo", sys.argv[1], "--home", sys.argv[2]])]
-print(json.dumps({"codes": codes, "heavy": sorted(m for m in sys.modules if m.split(".")[0] in %r)}))
-""" % (HEAVY,)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
+print(json.dumps({{"codes": codes, "heavy": heavy}}))
+"""
 
 
 def test_validate_and_plan_of_the_example_specs_stay_light(tmp_path):
