@@ -1,0 +1,292 @@
+"""The A/B router service: one BentoML service that serves every variant of a model by weight.
+
+Started by the daemon's supervisor as `bentoml serve bentos.ab_service:ABService` with
+`SPECD_ROUTING_FILE` pointing at the routing file the daemon owns; everything that can change without a
+restart (variants, weights, sticky key, batching, API keys, logging) is read from that file by each
+worker (see `live_routing`). Endpoints (a Starlette app mounted on the service, so that bad input gets our
+own 4xx messages naming the field):
+
+- `POST /predict`  {"features": {...}} or {"instances": [...]} (+ optional sticky key) →
+  prediction(s), probability, variant, model version, request id
+- `POST /feedback` {"request_id", "label", "row"?} → ground truth for `specd ab`
+- `GET  /status`   this worker's routing, degradation and logging state
+- BentoML's own `/readyz` (ready once a routing is live), `/livez`, `/metrics`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import time
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import bentoml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bentos.batching import Arrivals, Batcher, predict_unbatched
+from bentos.live_routing import Live, RoutingWatcher
+from bentos.routing import key_digest
+from bentos.validation import RequestError, parse_body, sticky_key_of, validate_request
+
+log = logging.getLogger("specd.service")
+ROUTING_ENV = "SPECD_ROUTING_FILE"
+REMEMBERED_REQUESTS = 100_000  # request id -> variant, so feedback is counted per variant
+
+
+def _service() -> ABService:
+    return bentoml.get_current_service()
+
+
+async def predict(request: Request) -> JSONResponse:
+    return await _service().handle_predict(request)
+
+
+async def feedback(request: Request) -> JSONResponse:
+    return await _service().handle_feedback(request)
+
+
+async def status(request: Request) -> JSONResponse:
+    return JSONResponse(_service().status())
+
+
+app = Starlette(routes=[
+    Route("/predict", predict, methods=["POST"]),
+    Route("/feedback", feedback, methods=["POST"]),
+    Route("/status", status, methods=["GET"]),
+])
+
+
+@bentoml.asgi_app(app, path="/")
+@bentoml.service(
+    name="specd_ab",
+    workers=int(os.environ.get("SPECD_SERVICE_WORKERS", "1")),
+    traffic={"timeout": 60},
+)
+class ABService:
+    def __init__(self) -> None:
+        from bentos.prediction_log import DeltaLog  # noqa: F401  (fail at start, not on the first request)
+        from bentos.service_metrics import create_metrics
+        from flows.training.artifact import load_predictor
+
+        self.metrics = create_metrics()
+        self.arrivals: Arrivals | None = None  # created on the event loop
+        self.logs: dict[str, Any] = {}
+        self._log_key: tuple | None = None
+        self._recent: OrderedDict[str, str] = OrderedDict()
+        routing_file = os.environ.get(ROUTING_ENV)
+        if not routing_file:
+            raise RuntimeError(f"{ROUTING_ENV} is not set; the daemon's supervisor starts this service")
+        self.watcher = RoutingWatcher(Path(routing_file), load_predictor, self._make_batcher, self._on_swap)
+        self.watcher.start()
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    async def __is_ready__(self) -> bool:
+        return self.watcher.live is not None
+
+    @bentoml.on_shutdown
+    def _shutdown(self) -> None:
+        self.watcher.stop()
+        for delta_log in self.logs.values():
+            delta_log.close()
+
+    def _make_batcher(self, variant: str, predictor: Any, settings: dict[str, Any]) -> Batcher | None:
+        batching = settings.get("batching") or {}
+        if not batching.get("enabled", True):
+            return None
+        service = settings.get("service_name", "")
+        histogram = self.metrics.batch_size.labels(service, variant)
+        return Batcher(
+            predictor.predict,
+            max_batch_size=int(batching.get("max_batch_size", 64)),
+            max_latency_ms=float(batching.get("max_latency_ms", 50.0)),
+            arrivals=self._arrivals_ref(),
+            on_batch=histogram.observe,
+        )
+
+    def _arrivals_ref(self) -> Arrivals:
+        if self.arrivals is None:
+            self.arrivals = Arrivals()
+        return self.arrivals
+
+    def _on_swap(self, old: Live | None, new: Live) -> None:
+        service = new.routing.service
+        for variant in new.routing.variants:
+            self.metrics.weight.labels(service, variant.name).set(variant.weight)
+        if old is not None:
+            for variant in old.routing.variants:
+                if variant.name not in new.variants:
+                    self.metrics.weight.labels(old.routing.service, variant.name).set(0)
+        self._configure_logs(new)
+
+    def _configure_logs(self, live: Live) -> None:
+        from bentos.prediction_log import FEEDBACK_COLUMNS, PREDICTION_COLUMNS, DeltaLog
+
+        settings = live.settings.get("prediction_log") or {}
+        key = (settings.get("predictions_uri"), settings.get("feedback_uri"), settings.get("queue_size"),
+               settings.get("flush_interval_s"), bool(settings.get("enabled")))
+        if key == self._log_key:
+            return
+        old_logs, self.logs, self._log_key = self.logs, {}, key
+        if settings.get("enabled"):
+            options = _storage_options(settings.get("storage_options") or {})
+            counter = self.metrics.dropped.labels(live.routing.service)
+            for name, uri, columns in (("predictions", settings["predictions_uri"], PREDICTION_COLUMNS),
+                                       ("feedback", settings["feedback_uri"], FEEDBACK_COLUMNS)):
+                self.logs[name] = DeltaLog(uri, columns, queue_size=int(settings.get("queue_size", 10000)),
+                                           flush_interval_s=float(settings.get("flush_interval_s", 1.0)),
+                                           storage_options=options, on_drop=counter.inc)
+        for delta_log in old_logs.values():
+            delta_log.close(timeout=0)  # its thread flushes what it holds, then ends
+
+    # ---- endpoints -------------------------------------------------------------------------------
+    async def handle_predict(self, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        arrivals = self._arrivals_ref()
+        arrivals.begin()
+        arrived = True
+        live = self.watcher.live
+        service = live.routing.service if live else "unknown"
+        variant_name = "none"
+        try:
+            if live is None:
+                raise RequestError(503, "", "no routing is live yet (models loading)")
+            _check_api_key(request, live.settings.get("auth") or {})
+            body = parse_body(await request.body())
+            routing = live.routing
+            key = sticky_key_of(body, routing.sticky_field)
+            if key is None and routing.sticky_header:
+                key = request.headers.get(routing.sticky_header)
+            variant = routing.choose(key)
+            variant_name = variant.name
+            loaded = live.variants[variant.name]
+            parsed = validate_request(body, loaded.schema, max_rows=int(live.settings.get("max_request_rows", 256)),
+                                      sticky_field=routing.sticky_field, known=live.known_features)
+            arrivals.end()
+            arrived = False
+            if loaded.batcher is not None:
+                output = await loaded.batcher.submit(parsed.columns, parsed.rows)
+            else:
+                output = await predict_unbatched(loaded.predictor.predict, parsed.columns)
+        except RequestError as exc:
+            if exc.status >= 500:
+                log.warning("predict: %s", exc)
+            self.metrics.requests.labels(service, variant_name, str(exc.status)).inc()
+            return JSONResponse(exc.to_json(), status_code=exc.status)
+        except Exception:
+            log.exception("prediction failed (variant %s)", variant_name)
+            self.metrics.requests.labels(service, variant_name, "500").inc()
+            return JSONResponse({"error": "prediction failed; see the service log", "variant": variant_name}, status_code=500)
+        finally:
+            if arrived:
+                arrivals.end()
+        elapsed = time.perf_counter() - started
+        request_id = uuid.uuid4().hex
+        self._observe(live, loaded.tag, variant_name, parsed, output, elapsed, request_id, key)
+        answer: dict[str, Any] = {"request_id": request_id, "variant": variant_name, "model": live.routing.model,
+                                  "model_version": loaded.tag}
+        if parsed.single:
+            answer["prediction"] = output["prediction"][0]
+            if "probability" in output:
+                answer["probability"] = output["probability"][0]
+        else:
+            answer["predictions"] = output["prediction"]
+            if "probability" in output:
+                answer["probabilities"] = output["probability"]
+        return JSONResponse(answer, headers={"X-Request-Id": request_id, "X-Specd-Variant": variant_name})
+
+    def _observe(self, live: Live, tag: str, variant: str, parsed: Any, output: dict[str, list], elapsed: float,
+                 request_id: str, key: str | None) -> None:
+        service = live.routing.service
+        self.metrics.requests.labels(service, variant, "200").inc()
+        self.metrics.duration.labels(service, variant).observe(elapsed)
+        values = output.get("probability") or output["prediction"]
+        histogram = self.metrics.prediction.labels(service, variant)
+        for value in values:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                histogram.observe(value)
+            elif isinstance(value, list) and value:
+                histogram.observe(max(value))  # multiclass: confidence of the predicted class
+        self._recent[request_id] = variant
+        if len(self._recent) > REMEMBERED_REQUESTS:
+            self._recent.popitem(last=False)
+        predictions_log = self.logs.get("predictions")
+        if predictions_log is None:
+            return
+        import json
+        from datetime import UTC, datetime
+
+        now = datetime.now(UTC)
+        probabilities = output.get("probability")
+        for row in range(parsed.rows):
+            probability = probabilities[row] if probabilities else None
+            if isinstance(probability, list):
+                probability = max(probability)
+            predictions_log.record({
+                "request_id": request_id, "row": row, "ts": now, "service": service, "variant": variant,
+                "model_tag": tag, "routing_fingerprint": live.routing.fingerprint, "sticky_key": key,
+                "prediction": str(output["prediction"][row]), "probability": probability,
+                "latency_ms": elapsed * 1000.0,
+                "features": json.dumps({name: values[row] for name, values in parsed.columns.items()}),
+            })
+
+    async def handle_feedback(self, request: Request) -> JSONResponse:
+        from datetime import UTC, datetime
+
+        live = self.watcher.live
+        service = live.routing.service if live else "unknown"
+        try:
+            if live is not None:
+                _check_api_key(request, live.settings.get("auth") or {})
+            body = parse_body(await request.body())
+            unknown = sorted(set(body) - {"request_id", "label", "row", "variant"})
+            if unknown:
+                raise RequestError(400, unknown[0], "unknown field; expected request_id, label, row, variant")
+            request_id = body.get("request_id")
+            if not isinstance(request_id, str) or not request_id:
+                raise RequestError(400, "request_id", "required: the request_id a /predict answer returned")
+            if "label" not in body or body["label"] is None or isinstance(body["label"], dict | list):
+                raise RequestError(400, "label", "required: the observed ground truth (a string or a number)")
+            row = body.get("row", 0)
+            if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+                raise RequestError(400, "row", "must be a non-negative integer (the row of an `instances` request)")
+            variant = self._recent.get(request_id) or body.get("variant") or "unknown"
+            if not isinstance(variant, str):
+                raise RequestError(400, "variant", "must be a string")
+        except RequestError as exc:
+            return JSONResponse(exc.to_json(), status_code=exc.status)
+        self.metrics.feedback.labels(service, variant).inc()
+        feedback_log = self.logs.get("feedback")
+        accepted = feedback_log.record({"request_id": request_id, "row": row, "ts": datetime.now(UTC), "service": service,
+                                        "variant": variant, "label": str(body["label"])}) if feedback_log else False
+        return JSONResponse({"accepted": accepted, "request_id": request_id, "variant": variant}, status_code=202)
+
+    def status(self) -> dict[str, Any]:
+        out = self.watcher.status()
+        out["prediction_log"] = {name: {"uri": lg.uri, "written": lg.written, "dropped": lg.dropped, "last_error": lg.last_error}
+                                 for name, lg in self.logs.items()}
+        return out
+
+
+def _check_api_key(request: Request, auth: dict[str, Any]) -> None:
+    if not auth.get("required"):
+        return
+    header = auth.get("header", "X-API-Key")
+    presented = request.headers.get(header)
+    if not presented:
+        raise RequestError(401, header, "missing API key")
+    digest = key_digest(presented)
+    if not any(hmac.compare_digest(digest, known) for known in auth.get("key_sha256", [])):
+        raise RequestError(401, header, "invalid API key")
+
+
+def _storage_options(options: dict[str, str]) -> dict[str, str]:
+    from daemon.secrets import is_secret_ref, resolve_secret
+
+    return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
