@@ -9,25 +9,13 @@ the only non-pydantic import (croniter) happens inside the cron validator.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from daemon.spec.base import Ref, RelativePath, ResourceName, SpecModel
-
-try:  # the transforms helper's models; until they land a table has no transform stages
-    from daemon.spec.table_transforms import CleanSpec, FeaturesSpec, PrivacySpec, QualitySpec
-
-    OptionalClean, OptionalFeatures = CleanSpec | None, FeaturesSpec | None
-    OptionalQuality, OptionalPrivacy = QualitySpec | None, PrivacySpec | None
-except ImportError:  # pragma: no cover - transitional
-    OptionalClean = OptionalFeatures = OptionalQuality = OptionalPrivacy = None  # type: ignore[misc]
-try:
-    from daemon.spec.table_sources import HttpSource, SqlSource
-
-    _EXTERNAL_SOURCES: tuple = (SqlSource, HttpSource)
-except ImportError:  # pragma: no cover - transitional
-    _EXTERNAL_SOURCES = ()
+from daemon.spec.table_sources import HttpSource, SqlSource
+from daemon.spec.table_transforms import CleanSpec, FeaturesSpec, PrivacySpec, QualitySpec
 
 FileFormat = Literal["csv", "parquet", "json", "ndjson"]
 ReaderOption = str | int | float | bool
@@ -127,7 +115,7 @@ class SyntheticSource(SpecModel):
 
 
 Source = Annotated[
-    Union[(FileSource, PackageSource, TableSource, CallableSource, SyntheticSource, *_EXTERNAL_SOURCES)],  # noqa: UP007
+    FileSource | PackageSource | TableSource | CallableSource | SyntheticSource | SqlSource | HttpSource,
     Field(discriminator="type"),
 ]
 
@@ -191,10 +179,10 @@ class TableSpec(SpecModel):
     description: str = ""
     layer: Literal["bronze", "silver", "gold", "other"] = "other"
     source: Source
-    clean: OptionalClean = None
-    features: OptionalFeatures = None
-    quality: OptionalQuality = None
-    privacy: OptionalPrivacy = None
+    clean: CleanSpec | None = None
+    features: FeaturesSpec | None = None
+    quality: QualitySpec | None = None
+    privacy: PrivacySpec | None = None
     write: WriteSpec = WriteSpec()
     incremental: IncrementalSpec | None = None
     partition_by: list[str] = Field(default_factory=list)
@@ -206,7 +194,10 @@ class TableSpec(SpecModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TableSpec:
-        if self.write.mode == "append" and self.incremental is None:
+        source_cursor = getattr(self.source, "cursor", None)
+        if self.incremental and source_cursor and source_cursor != self.incremental.cursor:
+            raise ValueError(f"incremental.cursor {self.incremental.cursor!r} differs from source.cursor {source_cursor!r}")
+        if self.write.mode == "append" and self.cursor is None:
             raise ValueError("write.mode 'append' needs incremental.cursor (a rebuild would append every row again)")
         if self.schedule is not None:
             _check_cron(self.schedule)
@@ -214,11 +205,16 @@ class TableSpec(SpecModel):
             raise ValueError("partition_by columns of a merge table must be among write.keys")
         return self
 
+    @property
+    def cursor(self) -> str | None:
+        """The incremental cursor column, declared on the table or on its (sql/http) source."""
+        return self.incremental.cursor if self.incremental else getattr(self.source, "cursor", None)
+
     def references(self) -> list[Ref]:
         refs: list[Ref] = []
         if isinstance(self.source, TableSource):
             refs += [Ref("table", name, ("source", "inputs", i)) for i, name in enumerate(self.source.inputs)]
-        if self.features is not None and hasattr(self.features, "references"):
+        if self.features is not None:
             refs += self.features.references()
         return refs
 

@@ -16,7 +16,9 @@ ROLE = "specd.role"  # "table" or "quarantine"
 OPERATION = "specd.operation"  # build, restore, compact, vacuum
 PRUNE = "specd.prune"  # "true"/"false"/"" (environment decides): recorded so removed specs can be judged
 INPUT_DIGEST = "specd.input_digest"  # digest of external inputs (files outside git, packaged data)
-DATA_ID = "specd.data_id"  # identity of the table's contents; downstream tables record what they read
+BUILD_KEY = "specd.build_key"  # fingerprint + input digest + upstream data ids (see build_key)
+BATCH = "specd.batch"  # the app-transaction version committed with this build
+DATA_ID = "specd.data_id"  # identity of the contents: the build key (overwrite) or key@batch
 UPSTREAM = "specd.upstream"  # JSON {table: data_id} of the inputs this build read
 WATERMARK = "specd.watermark"  # incremental tables: highest cursor value committed
 APP_ID_PREFIX = "specd:"
@@ -40,3 +42,16 @@ def is_local(uri: str) -> bool:
 
 def local_path(uri: str) -> str:
     return uri.removeprefix("file://")
+
+
+def build_key(fingerprint: str, input_digest: str | None, upstream_ids: dict[str, str]) -> str:
+    """Identity of one build's inputs: the spec fingerprint, external inputs and upstream contents.
+
+    Overwrite tables are a pure function of it, so it doubles as their data identity (`DATA_ID`):
+    downstream builds record the ids they read, and a restore brings back a version's id with it.
+    """
+    import hashlib
+    import json
+
+    material = json.dumps([fingerprint, input_digest, sorted(upstream_ids.items())], separators=(",", ":"))
+    return hashlib.sha256(material.encode()).hexdigest()[:32]

@@ -57,6 +57,7 @@ class SourceContext:
     resolve_secret: Callable[[str], str] = _no_secrets  # "secret:NAME" -> value (apply time only)
     allowed_modules: tuple[str, ...] = DEFAULT_ALLOWED_MODULES  # `_target_` allowlist (prefixes)
     batch_rows: int = 131_072
+    lineage: dict[str, Any] = field(default_factory=dict)  # readers record what they read (upstream versions)
 
 
 def reader_module(source_type: str) -> Any:

@@ -28,7 +28,11 @@ def resolve_files(spec: Any, ctx: SourceContext) -> list[Path]:
     """The files a local path or glob matches, sorted; each must stay inside the data root."""
     root = ctx.data_root.resolve()
     pattern = str(root / spec.path)
-    matches = sorted(Path(p) for p in globlib.glob(pattern, recursive=True)) if globlib.has_magic(spec.path) else [Path(pattern)]
+    matches = (
+        sorted(Path(p) for p in globlib.glob(pattern, recursive=True))
+        if globlib.has_magic(spec.path)
+        else [Path(pattern)]
+    )
     files = [p for p in matches if p.is_file()]
     if not files:
         raise SourceError(f"table {ctx.table}: source.path {spec.path!r} matched no files under {root}")
@@ -88,21 +92,29 @@ def duckdb_scan(files: list[Path], file_format: str, options: Mapping[str, Any])
     return f"{function}({listed}{args})"
 
 
-def read_paths(files: list[Path], file_format: str, options: Mapping[str, Any], row_id: str | None, ctx: SourceContext) -> pa.RecordBatchReader:
+def read_paths(
+    files: list[Path], file_format: str, options: Mapping[str, Any], row_id: str | None, ctx: SourceContext
+) -> pa.RecordBatchReader:
     import duckdb
 
     connection = duckdb.connect()
     connection.execute("SET preserve_insertion_order = true")
     try:
-        reader = connection.sql(f"SELECT * FROM {duckdb_scan(files, file_format, options)}").to_arrow_reader(ctx.batch_rows)
+        reader = connection.sql(f"SELECT * FROM {duckdb_scan(files, file_format, options)}").to_arrow_reader(
+            ctx.batch_rows
+        )
     except duckdb.Error as exc:
         connection.close()
         first = str(exc).splitlines()[0]
-        raise SourceError(f"table {ctx.table}: cannot read {file_format} input {[p.name for p in files][:3]}: {first}") from None
+        raise SourceError(
+            f"table {ctx.table}: cannot read {file_format} input {[p.name for p in files][:3]}: {first}"
+        ) from None
     return keep_alive(reader, connection, row_id, ctx)
 
 
-def keep_alive(reader: pa.RecordBatchReader, owner: Any, row_id: str | None, ctx: SourceContext) -> pa.RecordBatchReader:
+def keep_alive(
+    reader: pa.RecordBatchReader, owner: Any, row_id: str | None, ctx: SourceContext
+) -> pa.RecordBatchReader:
     """Re-stream `reader`, holding `owner` (its connection) open, optionally numbering rows, and turning
     engine errors mid-stream (a malformed row 10 M lines in) into a SourceError naming the table."""
     import pyarrow as pa
@@ -126,7 +138,9 @@ def keep_alive(reader: pa.RecordBatchReader, owner: Any, row_id: str | None, ctx
             raise SourceError(f"table {ctx.table}: bad input after {offset} rows: {str(exc).splitlines()[0]}") from None
         except Exception as exc:
             if type(exc).__module__.startswith("duckdb") or type(exc).__module__.startswith("_duckdb"):
-                raise SourceError(f"table {ctx.table}: bad input after {offset} rows: {str(exc).splitlines()[0]}") from None
+                raise SourceError(
+                    f"table {ctx.table}: bad input after {offset} rows: {str(exc).splitlines()[0]}"
+                ) from None
             raise
         finally:
             close = getattr(owner, "close", None)
@@ -147,5 +161,7 @@ def read_uri(spec: Any, ctx: SourceContext) -> pa.RecordBatchReader:
         dataset = ds.dataset(path, format=fmt, filesystem=filesystem)
         reader = dataset.scanner(batch_size=ctx.batch_rows).to_reader()
     except (OSError, ValueError) as exc:
-        raise SourceError(f"table {ctx.table}: cannot read source.path {spec.path!r}: {str(exc).splitlines()[0]}") from None
+        raise SourceError(
+            f"table {ctx.table}: cannot read source.path {spec.path!r}: {str(exc).splitlines()[0]}"
+        ) from None
     return keep_alive(reader, None, getattr(spec, "row_id", None), ctx)

@@ -1,0 +1,403 @@
+"""Build one table: source → DuckDB → clean → features → quality → privacy → table + quarantine.
+
+One streaming pass: the source's Arrow batches flow through DuckDB views (one per stage), come out as
+record batches, get their PII protected, are split into good and quarantined rows, and are written as
+Parquet files that one Delta commit makes visible, together with the row accounting, the watermark and
+the lineage (fingerprint, git sha, build key, upstream data ids). Memory is bounded by the batch size
+and DuckDB's memory limit (it spills), never by the input size. When cleaning is declared the input is
+first staged into a DuckDB table (its counters scan it twice; dedup and median fills need it whole).
+
+Runs in its own process (`python -m flows.tables.build JOB RESULT`, started with spawn semantics) so
+a crash or a deltalake panic cannot take the daemon down, and a kill -9 anywhere leaves no half version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flows.tables import (
+    BATCH,
+    BUILD_KEY,
+    DATA_ID,
+    FINGERPRINT,
+    GIT_SHA,
+    INPUT_DIGEST,
+    OPERATION,
+    PRUNE,
+    QUALITY,
+    ROLE,
+    ROWS_PREFIX,
+    TABLE,
+    UPSTREAM,
+    WATERMARK,
+    build_key,
+    table_uri,
+)
+from flows.tables import quarantine as quarantine_store
+from flows.tables.sources import SourceContext, SourceError, input_digest, read_source
+from flows.tables.stages import REASON_COLUMN, StageError
+from flows.tables.watermark import Watcher, decode_watermark
+from flows.tables.write import (
+    ConcurrentCommit,
+    SchemaMismatch,
+    StagedFiles,
+    WriteRequest,
+    commit_staged,
+    declared_schema,
+    merge,
+    next_batch,
+    open_table,
+    plan_schema,
+    table_schema,
+)
+
+
+class BuildFailed(Exception):
+    def __init__(self, message: str, *, transient: bool = False, reason: str = "BuildFailed"):
+        super().__init__(message)
+        self.transient = transient
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """Everything a build needs, as plain JSON-able data (it crosses a process boundary)."""
+
+    name: str
+    spec: dict[str, Any]  # normalised TableSpec (by alias)
+    fingerprint: str
+    git_sha: str
+    storage_root: str
+    data_root: str
+    repo_dir: str
+    state_dir: str  # local, durable: locks, quarantine spools, DuckDB spill files
+    upstream: dict[str, str] = field(default_factory=dict)  # table name -> Delta URI
+    storage_options: dict[str, str] = field(default_factory=dict)  # resolved
+    prune: bool | None = None
+    allowed_modules: tuple[str, ...] = ("flows.tables.sources.",)
+    batch_rows: int = 131_072
+    duckdb_memory_limit: str = "2GB"
+
+
+@dataclass
+class BuildReport:
+    name: str
+    version: int | None = None
+    committed: bool = False
+    rows: dict[str, int] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+    watermark: Any = None
+    message: str = ""
+
+
+@contextmanager
+def table_lock(state_dir: str, name: str) -> Iterator[None]:
+    """One build of a table at a time on this machine (the daemon and a scheduled refresh may race)."""
+    import fcntl
+
+    directory = Path(state_dir) / "locks"
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / f"{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def upstream_ids(job: BuildJob, names: list[str]) -> dict[str, str]:
+    """The data id of each upstream table as it is now (what this build is about to read)."""
+    from flows.tables.delta_log import read_table_log
+
+    ids = {}
+    for name in names:
+        log = read_table_log(job.upstream.get(name, table_uri(job.storage_root, name)), job.storage_options or None)
+        latest = log.latest if log else None
+        ids[name] = str(latest.metadata.get(DATA_ID, "")) if latest else "missing"
+    return ids
+
+
+def run_build(job: BuildJob) -> BuildReport:
+    from daemon.spec.table import TableSpec
+
+    spec = TableSpec.model_validate(job.spec)
+    with table_lock(job.state_dir, job.name):
+        return _build(job, spec)
+
+
+def _metadata(job: BuildJob, key: str, digest: str | None, upstream: dict[str, str]) -> dict[str, str]:
+    return {
+        FINGERPRINT: job.fingerprint,
+        GIT_SHA: job.git_sha,
+        TABLE: job.name,
+        ROLE: "table",
+        OPERATION: "build",
+        PRUNE: "" if job.prune is None else str(job.prune).lower(),
+        BUILD_KEY: key,
+        INPUT_DIGEST: digest or "",
+        UPSTREAM: json.dumps(upstream, sort_keys=True),
+    }
+
+
+def _build(job: BuildJob, spec: Any) -> BuildReport:
+    import duckdb
+    import pyarrow as pa
+
+    from flows.tables import stages
+
+    uri = table_uri(job.storage_root, job.name)
+    options = job.storage_options or None
+    table = open_table(uri, options)
+    batch = next_batch(table, job.name)
+    spool_dir = Path(job.state_dir) / "quarantine-pending" / job.name
+    latest_meta = _latest_metadata(uri, options)
+    quarantine_store.recover(spool_dir, job.storage_root, job.name, batch - 1, spec.write.mode, lambda b: latest_meta, options)
+
+    cursor = spec.cursor
+    watermark = decode_watermark(latest_meta.get(WATERMARK)) if cursor and table is not None else None
+    ctx = SourceContext(
+        table=job.name, data_root=Path(job.data_root), repo_dir=Path(job.repo_dir), upstream=job.upstream,
+        storage_options=job.storage_options, cursor=cursor, watermark=watermark,
+        resolve_secret=_resolve_secret, allowed_modules=tuple(job.allowed_modules), batch_rows=job.batch_rows,
+    )
+    digest = input_digest(spec.source, ctx)  # before reading: a change during the build makes it stale
+    upstream = upstream_ids(job, spec.upstream_tables())
+    key = build_key(job.fingerprint, digest, upstream)
+    metadata = _metadata(job, key, digest, upstream)
+
+    watcher = Watcher(read_source(spec.source, ctx), cursor, watermark)
+    work = Path(tempfile.mkdtemp(prefix=f"build-{job.name}-", dir=_ensure(Path(job.state_dir) / "tmp")))
+    connection = duckdb.connect(str(work / "build.duckdb"))
+    try:
+        connection.execute(f"SET memory_limit = '{job.duckdb_memory_limit}'")
+        connection.execute(f"SET temp_directory = '{work / 'spill'}'")
+        connection.execute("SET preserve_insertion_order = false" if spec.clean or spec.features else "SET preserve_insertion_order = true")
+        connection.register("_specd_stream", watcher.reader())
+        view, reason, counts_sql = "_specd_stream", False, None
+        if spec.clean is not None:
+            connection.execute("CREATE TABLE _specd_input AS SELECT * FROM _specd_stream")
+            result = stages.clean(connection, "_specd_input", spec.clean)
+            view, reason, counts_sql = result.view, result.carries_reason, result.counts_sql
+        if spec.features is not None:
+            joined = spec.features.referenced_tables()
+            if joined:
+                from flows.tables.sources.tables import register_upstream
+
+                register_upstream(connection, joined, ctx)
+            result = stages.features(connection, view, spec.features, {n: n for n in joined}, reason)
+            view, reason = result.view, result.carries_reason
+        if spec.quality is not None:
+            result = stages.quality(connection, view, spec.quality, reason)
+            view, reason = result.view, result.carries_reason
+        return _stream_and_write(job, spec, connection, view, reason, table, batch, spool_dir, metadata, watcher, key, counts_sql)
+    except (StageError, SchemaMismatch) as exc:
+        raise BuildFailed(f"table {job.name}: {exc}" if not str(exc).startswith("table ") else str(exc), reason="InvalidSpec") from None
+    except SourceError as exc:
+        raise BuildFailed(str(exc), transient=exc.transient, reason="SourceFailed") from None
+    except ConcurrentCommit as exc:
+        raise BuildFailed(str(exc), transient=True, reason="ConcurrentCommit") from None
+    except duckdb.Error as exc:
+        raise BuildFailed(f"table {job.name}: {str(exc).splitlines()[0]}", reason="QueryFailed") from None
+    except pa.ArrowInvalid as exc:
+        raise BuildFailed(f"table {job.name}: {str(exc).splitlines()[0]}", reason="BadData") from None
+    finally:
+        connection.close()
+        _remove_tree(work)
+
+
+def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reason: bool, table: Any, batch: int,
+                      spool_dir: Path, metadata: dict[str, str], watcher: Watcher, key: str, counts_sql: str | None) -> BuildReport:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from flows.tables import stages
+    from flows.tables.write import cast_batch
+
+    uri = table_uri(job.storage_root, job.name)
+    options = job.storage_options or None
+    out = connection.sql(f'SELECT * FROM "{view}"').to_arrow_reader(job.batch_rows)
+    protect, protected_schema = stages.protector(spec.privacy, _resolve_secret)
+    produced = out.schema.remove(out.schema.get_field_index(REASON_COLUMN)) if reason else out.schema
+    output_schema = protected_schema(produced) if protected_schema else produced
+    missing_partitions = [c for c in spec.partition_by if c not in output_schema.names]
+    if missing_partitions:
+        raise StageError(f"partition_by: {missing_partitions} not among the output columns {output_schema.names}")
+    if spec.write.mode == "merge":
+        missing_keys = [k for k in spec.write.keys if k not in output_schema.names]
+        if missing_keys:
+            raise StageError(f"write.keys: {missing_keys} not among the output columns {output_schema.names}")
+    declared = declared_schema(spec.schema_.columns) if spec.schema_.columns else None
+    target, schema_mode = plan_schema(output_schema, table_schema(table), declared, spec.schema_.policy, job.name)
+    action = spec.quality.action if spec.quality is not None else "quarantine"
+    spool = quarantine_store.Spool(spool_dir, batch) if reason else None
+    counts = {"written": 0, "quarantined": 0}
+    failures: dict[str, int] = {}
+    checks = stages.TableChecks(spec.quality)
+
+    def good_rows() -> Iterator[pa.RecordBatch]:
+        for raw in out:
+            if protect:  # protect first: plaintext never reaches a file, quarantine included
+                reasons = raw.column(REASON_COLUMN) if reason else None
+                body = protect(raw.drop_columns([REASON_COLUMN]) if reason else raw)
+                raw = body.append_column(REASON_COLUMN, reasons) if reason else body
+            if not reason:
+                counts["written"] += raw.num_rows
+                checks.add(raw)
+                yield cast_batch(raw, target)
+                continue
+            reasons = raw.column(REASON_COLUMN)
+            failed = pc.is_valid(reasons)
+            if pc.any(failed).as_py():
+                for check, n in stages.failure_counts(reasons).items():
+                    failures[check] = failures.get(check, 0) + n
+            if action == "warn":
+                quarantined = pc.and_(failed, pc.match_substring(reasons, ".cast"))
+            elif action == "fail":
+                quarantined = pc.and_(failed, pc.match_substring(reasons, ".cast"))
+            else:
+                quarantined = failed
+            quarantined = pc.fill_null(quarantined, False)
+            bad = raw.filter(quarantined)
+            if bad.num_rows:
+                spool.add(bad)
+                counts["quarantined"] += bad.num_rows
+            good = raw.filter(pc.invert(quarantined)).drop_columns([REASON_COLUMN])
+            counts["written"] += good.num_rows
+            checks.add(good)
+            yield cast_batch(good, target)
+
+    request = WriteRequest(uri, job.name, spec.write.mode, target, tuple(spec.write.keys), tuple(spec.partition_by),
+                           schema_mode, batch=batch, storage_options=options)
+    merging = spec.write.mode == "merge" and table is not None
+    staging_dir = Path(job.state_dir) / "tmp" / f"merge-{job.name}-{batch}" if merging else None
+    staged = StagedFiles(request, str(staging_dir) if staging_dir else None)
+    try:
+        staged.write(good_rows())
+        failed_checks = {k: v for k, v in failures.items() if not k.endswith(".cast")}
+        table_failures = checks.failures()
+        for check, _ in table_failures:
+            failed_checks[check] = failed_checks.get(check, 0) + 1
+            failures[check] = failures.get(check, 0) + 1
+        status = "passed" if not failed_checks else {"fail": "failed", "warn": "warned"}.get(action, "quarantined")
+        quality = {"status": status, "failures": failures, "action": action, "table_checks": dict(table_failures)}
+        if status == "failed":
+            if spool:
+                spool.discard()
+            details = ", ".join(f"{k}: {v}" for k, v in sorted(failed_checks.items()))
+            raise BuildFailed(f"table {job.name}: quality checks failed ({details}); nothing was written", reason="QualityFailed")
+        clean_counts = connection.execute(counts_sql).fetchone() if counts_sql else None
+        rows = _account(job.name, watcher, counts, clean_counts, spec.features is not None and spec.features.aggregate is not None)
+        meta = dict(metadata)
+        meta.update({f"{ROWS_PREFIX}{k}": str(v) for k, v in rows.items()})
+        meta[QUALITY] = json.dumps(quality, sort_keys=True)
+        meta[BATCH] = str(batch)
+        meta[DATA_ID] = key if spec.write.mode == "overwrite" else f"{key}@{batch}"
+        new_watermark = watcher.watermark_json()
+        if new_watermark is not None:
+            meta[WATERMARK] = new_watermark
+        if spec.write.mode != "overwrite" and table is not None and rows["read"] == 0 and _latest_metadata(uri, options).get(BUILD_KEY) == key:
+            if spool:
+                spool.discard()
+            return BuildReport(job.name, table.version(), False, rows, quality, watcher.max_value, "no new rows since the watermark")
+        spool_path = spool.close(_quarantine_schema(target)) if spool else None
+        if merging:
+            import pyarrow.dataset as ds
+
+            source = ds.dataset(str(staging_dir), format="parquet", schema=target).scanner().to_reader()
+            version = merge(request, source, meta)
+        else:
+            version = commit_staged(request, staged, meta)
+        if spool_path is not None:
+            quarantine_store.commit(job.storage_root, job.name, batch, spool_path, spec.write.mode, meta, options)
+            spool_path.unlink(missing_ok=True)
+        return BuildReport(job.name, version, True, rows, quality, watcher.max_value, _summary(rows, quality))
+    finally:
+        if staging_dir is not None:
+            _remove_tree(staging_dir)
+
+
+def _account(name: str, watcher: Watcher, counts: dict[str, int], clean_counts: Any, aggregates: bool) -> dict[str, int]:
+    """read = written + quarantined + deduplicated + filtered, each counted where it happens; a gap means
+    rows went missing, which fails the build. Aggregating tables fold many rows into one: the folded
+    rows are reported as filtered."""
+    rows = {"read": watcher.rows, "written": counts["written"], "quarantined": counts["quarantined"], "deduplicated": 0, "filtered": 0}
+    if clean_counts is not None:
+        if int(clean_counts[0]) != watcher.rows:
+            raise BuildFailed(f"table {name}: staged {clean_counts[0]} rows but read {watcher.rows}", reason="AccountingMismatch")
+        rows["filtered"], rows["deduplicated"] = int(clean_counts[1]), int(clean_counts[2])
+    gap = rows["read"] - rows["written"] - rows["quarantined"] - rows["deduplicated"] - rows["filtered"]
+    if gap and not aggregates:
+        raise BuildFailed(f"table {name}: row accounting does not balance ({rows}, {gap} rows unaccounted)", reason="AccountingMismatch")
+    rows["filtered"] += gap
+    return rows
+
+
+def _quarantine_schema(target: Any) -> Any:
+    import pyarrow as pa
+
+    return target.append(pa.field(REASON_COLUMN, pa.string()))
+
+
+def _summary(rows: dict[str, int], quality: dict[str, Any]) -> str:
+    text = f"{rows['written']} rows written"
+    for name in ("quarantined", "deduplicated", "filtered"):
+        if rows[name]:
+            text += f", {rows[name]} {name}"
+    if quality.get("status") in ("warned", "quarantined"):
+        text += " (quality warnings)"
+    return text
+
+
+def _latest_metadata(uri: str, options: dict[str, str] | None) -> dict[str, Any]:
+    from flows.tables.delta_log import read_table_log
+
+    log = read_table_log(uri, options)
+    return dict(log.latest.metadata) if log and log.latest else {}
+
+
+def _resolve_secret(ref: str) -> str:
+    from daemon.secrets import resolve_secret
+
+    return resolve_secret(ref)
+
+
+def _ensure(path: Path) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.tables.build JOB.json RESULT.json`: exit 0 ok, 2 failed, 3 failed but retryable."""
+    args = argv if argv is not None else sys.argv[1:]
+    job_path, result_path = Path(args[0]), Path(args[1])
+    data = json.loads(job_path.read_text())
+    data["allowed_modules"] = tuple(data.get("allowed_modules", ()))
+    job = BuildJob(**data)
+    try:
+        report = run_build(job)
+        payload: dict[str, Any] = {"ok": True, **asdict(report)}
+        code = 0
+    except BuildFailed as exc:
+        payload, code = {"ok": False, "error": str(exc), "reason": exc.reason, "transient": exc.transient}, 3 if exc.transient else 2
+    tmp = result_path.with_suffix(".partial")
+    tmp.write_text(json.dumps(payload, default=str))
+    os.replace(tmp, result_path)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

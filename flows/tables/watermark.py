@@ -1,0 +1,86 @@
+"""The incremental cursor: filter a source stream past the watermark, count it, and track its new maximum.
+
+The watermark lives in the Delta log (commit metadata of the last build), so it advances atomically with
+the rows it covers. It is stored as JSON `{"type": <arrow type>, "value": <json>}` so the comparison
+happens in the column's own type (timestamps as timestamps, not as strings).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def decode_watermark(text: str | None) -> Any:
+    if not text:
+        return None
+    data = json.loads(text)
+    value, type_name = data["value"], data["type"]
+    if type_name.startswith("timestamp") or type_name.startswith("date"):
+        import pyarrow as pa
+
+        return pa.scalar(value).cast(_arrow_type(type_name)).as_py()
+    return value
+
+
+def _arrow_type(name: str) -> pa.DataType:
+    import pyarrow as pa
+
+    if name.startswith("timestamp["):
+        unit = name[len("timestamp["):].split(",")[0].rstrip("]")
+        tz = name.split("tz=")[1].rstrip("]") if "tz=" in name else None
+        return pa.timestamp(unit, tz=tz)
+    return pa.type_for_alias(name)
+
+
+class Watcher:
+    """Wraps the source stream: drops rows at or below the watermark, counts the rest, tracks max(cursor)."""
+
+    def __init__(self, reader: pa.RecordBatchReader, cursor: str | None, watermark: Any):
+        self.source = reader
+        self.cursor = cursor
+        self.watermark = watermark
+        self.rows = 0
+        self.max_value: Any = None
+        self.cursor_type: pa.DataType | None = None
+        if cursor and cursor not in reader.schema.names:
+            from flows.tables.sources import SourceError
+
+            raise SourceError(f"incremental cursor {cursor!r} is not a source column ({', '.join(reader.schema.names)})")
+        if cursor:
+            self.cursor_type = reader.schema.field(cursor).type
+
+    def reader(self) -> pa.RecordBatchReader:
+        import pyarrow as pa
+
+        return pa.RecordBatchReader.from_batches(self.source.schema, self._batches())
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        bound = pa.scalar(self.watermark).cast(self.cursor_type) if self.cursor and self.watermark is not None else None
+        for batch in self.source:
+            if self.cursor:
+                column = batch.column(self.cursor)
+                if bound is not None:
+                    batch = batch.filter(pc.fill_null(pc.greater(column, bound), False))
+                    column = batch.column(self.cursor)
+                if batch.num_rows:
+                    top = pc.max(column).as_py()
+                    if top is not None and (self.max_value is None or top > self.max_value):
+                        self.max_value = top
+            self.rows += batch.num_rows
+            yield batch
+
+    def watermark_json(self) -> str | None:
+        value = self.max_value if self.max_value is not None else self.watermark
+        if not self.cursor or value is None:
+            return None
+        if hasattr(value, "isoformat"):
+            value = value.isoformat()
+        return json.dumps({"type": str(self.cursor_type), "value": value})
