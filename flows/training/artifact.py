@@ -92,6 +92,17 @@ def record_decision(tag: str, model_fingerprint: str, decision: str, root: str |
         atomic_write_json(path, decisions)
 
 
+def _bentoml_safe(value: Any) -> Any:
+    """BentoML metadata takes basic types only: drop None, stringify the rest of the unknowns."""
+    if isinstance(value, Mapping):
+        return {str(k): _bentoml_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_bentoml_safe(v) for v in value if v is not None]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
 def save_model(
     tag: str,
     *,
@@ -118,7 +129,7 @@ def save_model(
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, weights)
         full_config = {"format": FORMAT, **config, "weights_sha256": _sha256(weights)}
         with bentoml.models.create(
-            tag, labels={k: str(v) for k, v in labels.items()}, metadata=dict(metadata or {}), _model_store=store
+            tag, labels={k: str(v) for k, v in labels.items()}, metadata=_bentoml_safe(dict(metadata or {})), _model_store=store
         ) as model:
             shutil.copyfile(weights, Path(model.path) / WEIGHTS)
             (Path(model.path) / CONFIG).write_text(json.dumps(full_config, indent=2), encoding="utf-8")  # keeps feature order
