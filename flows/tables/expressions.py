@@ -1,0 +1,161 @@
+"""Safe SQL text for the transform stages: quoting, literals, and DuckDB's own check of spec expressions.
+
+The stages paste identifiers, literals and expressions from specs into statements. Identifiers and
+literals are always quoted here; expressions were already checked lexically by the spec models, and
+`check_table_expressions` parses each one with DuckDB (`json_serialize_sql`, no data, no catalog) so a
+bad expression is reported with its field at validate/plan time instead of failing a build later.
+Subqueries are refused: an expression that reads another table would bypass the dependency graph.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from functools import cache
+from typing import Any
+
+REASON_COLUMN = "_specd_quarantine_reason"
+
+
+def ident(name: str) -> str:
+    """A quoted DuckDB identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(value: Any) -> str:
+    """A DuckDB literal for a scalar from a spec (str, int, float, bool, None)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return f"'{value}'::DOUBLE"
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"unsupported literal {value!r}")
+
+
+_SAFE_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ,()\[\]=:]*$")
+_STRING_TYPES = {"VARCHAR", "STRING", "TEXT", "UTF8", "LARGE_STRING", "CHAR", "BPCHAR"}
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+
+
+def sql_type(name: str) -> str:
+    """A DuckDB type name for a column type reported by the engine (Arrow or DuckDB spelling)."""
+    from daemon.spec.table_transforms import duckdb_type
+
+    try:
+        return duckdb_type(name)
+    except ValueError:
+        if not _SAFE_TYPE.match(name):
+            raise ValueError(f"unsupported column type {name!r}") from None
+        return name.upper()
+
+
+def is_string_type(name: str) -> bool:
+    return sql_type(name).split("(")[0] in _STRING_TYPES
+
+
+def is_integer_type(name: str) -> bool:
+    return sql_type(name) in _INTEGER_TYPES
+
+
+# ---------------------------------------------------------------- DuckDB parser check
+_ROLE_TEMPLATES = {
+    "scalar": "SELECT ({expr}) AS _specd_x",
+    "predicate": "SELECT 1 WHERE ({expr})",
+    "aggregate": "SELECT ({expr}) AS _specd_x",
+    "window": "SELECT {expr} OVER () AS _specd_x",
+}
+
+
+@cache
+def _connection():
+    import duckdb
+
+    return duckdb.connect(":memory:")
+
+
+def _walk(node: Any):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def check_expression(expr: str, role: str = "scalar") -> str | None:
+    """Why DuckDB would not accept `expr` in its slot, or None. Needs no data and no tables."""
+    from daemon.spec.table_transforms import check_expression_text
+
+    problem = check_expression_text(expr)
+    if problem:
+        return problem
+    if role == "window" and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\s*\(.*\)$", expr, re.DOTALL):
+        return "a window expression must be one function call, e.g. sum(amount) or lag(amount, 1)"
+    statement = _ROLE_TEMPLATES[role].format(expr=expr)
+    raw = _connection().execute("SELECT json_serialize_sql(?)", [statement]).fetchone()[0]
+    tree = json.loads(raw)
+    if tree.get("error"):
+        return f"DuckDB cannot parse it: {tree.get('error_message', 'syntax error')}"
+    statements = tree.get("statements", [])
+    if len(statements) != 1:
+        return "it must be exactly one expression"
+    node = statements[0]["node"]
+    if node.get("type") != "SELECT_NODE" or len(node.get("select_list", [])) != 1:
+        return "it must be exactly one expression"
+    if role == "window" and node["select_list"][0].get("class") != "WINDOW":
+        return "a window expression must be an aggregate or window function call"
+    expression_part = node["where_clause"] if role == "predicate" else node["select_list"]
+    for item in _walk(expression_part):
+        if item.get("class") == "SUBQUERY":
+            return "subqueries are not allowed (join the other table under features.joins instead)"
+    return None
+
+
+def check_regex(pattern: str) -> str | None:
+    """DuckDB uses RE2, which rejects some Python-valid patterns (look-arounds, backreferences)."""
+    try:
+        _connection().execute("SELECT regexp_matches('', ?)", [pattern]).fetchall()
+    except Exception as exc:  # duckdb raises InvalidInputException with RE2's message
+        return f"DuckDB (RE2) rejects the pattern: {str(exc).splitlines()[0]}"
+    return None
+
+
+def check_table_expressions(spec: Any) -> list[tuple[tuple, str]]:
+    """(field path, message) for every SQL expression of a table spec that DuckDB would reject.
+
+    `spec` is a TableSpec (or anything with optional clean/features/quality attributes). The core's
+    TableAdapter.check turns these into SpecIssues at validate/plan time.
+    """
+    problems: list[tuple[tuple, str]] = []
+    clean = getattr(spec, "clean", None)
+    if clean is not None and clean.where:
+        problem = check_expression(clean.where, "predicate")
+        if problem:
+            problems.append((("clean", "where"), problem))
+    features = getattr(spec, "features", None)
+    if features is not None:
+        for path, expr, role in features.expressions():
+            problem = check_expression(expr, "predicate" if path[-1] == "having" else role)
+            if problem:
+                problems.append((("features", *path), problem))
+    quality = getattr(spec, "quality", None)
+    if quality is not None:
+        for name, expr in quality.rules.items():
+            problem = check_expression(expr, "predicate")
+            if problem:
+                problems.append((("quality", "rules", name), problem))
+        for column, checks in quality.columns.items():
+            if checks.regex is not None:
+                problem = check_regex(checks.regex)
+                if problem:
+                    problems.append((("quality", "columns", column, "regex"), problem))
+    return problems
