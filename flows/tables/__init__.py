@@ -27,9 +27,16 @@ QUALITY = "specd.quality"  # JSON {"status": "passed|warned|failed", "failures":
 ROW_COUNTERS = ("read", "written", "quarantined", "deduplicated", "filtered")
 
 
+TABLES_DIR = "tables"  # under the storage root; other kinds keep their own Delta tables beside it
+
+
+def tables_root(storage_root: str) -> str:
+    return f"{storage_root.rstrip('/')}/{TABLES_DIR}"
+
+
 def table_uri(storage_root: str, name: str) -> str:
     """The Delta table location of table `name` under a storage root (local path or object-store URI)."""
-    return f"{storage_root.rstrip('/')}/{name}"
+    return f"{tables_root(storage_root)}/{name}"
 
 
 def quarantine_name(name: str) -> str:

@@ -380,19 +380,24 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def run_job(data: dict[str, Any]) -> dict[str, Any]:
+    """Run a build from its JSON form; the result payload (`ok`, rows, version... or `error`, `reason`,
+    `transient`). Entry point of the build worker processes and of `main`."""
+    data = dict(data)
+    data["allowed_modules"] = tuple(data.get("allowed_modules", ()))
+    try:
+        report = run_build(BuildJob(**data))
+    except BuildFailed as exc:
+        return {"ok": False, "error": str(exc), "reason": exc.reason, "transient": exc.transient}
+    return {"ok": True, **asdict(report)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m flows.tables.build JOB.json RESULT.json`: exit 0 ok, 2 failed, 3 failed but retryable."""
     args = argv if argv is not None else sys.argv[1:]
     job_path, result_path = Path(args[0]), Path(args[1])
-    data = json.loads(job_path.read_text())
-    data["allowed_modules"] = tuple(data.get("allowed_modules", ()))
-    job = BuildJob(**data)
-    try:
-        report = run_build(job)
-        payload: dict[str, Any] = {"ok": True, **asdict(report)}
-        code = 0
-    except BuildFailed as exc:
-        payload, code = {"ok": False, "error": str(exc), "reason": exc.reason, "transient": exc.transient}, 3 if exc.transient else 2
+    payload = run_job(json.loads(job_path.read_text()))
+    code = 0 if payload["ok"] else (3 if payload.get("transient") else 2)
     tmp = result_path.with_suffix(".partial")
     tmp.write_text(json.dumps(payload, default=str))
     os.replace(tmp, result_path)

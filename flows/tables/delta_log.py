@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows.tables import FINGERPRINT, is_local, local_path
+from flows.tables import FINGERPRINT, is_local, local_path, tables_root
 
 LOG_DIR = "_delta_log"
 
@@ -153,10 +153,10 @@ def _read_remote(uri: str, storage_options: dict[str, str] | None) -> TableLog |
 
 
 def list_tables(storage_root: str) -> list[str]:
-    """Names of the directories under a local storage root that hold a Delta log."""
+    """Names of the tables under a local storage root (directories holding a Delta log)."""
     if not is_local(storage_root):
         return []
-    root = local_path(storage_root)
+    root = local_path(tables_root(storage_root))
     try:
         entries = os.scandir(root)
     except (FileNotFoundError, NotADirectoryError):
