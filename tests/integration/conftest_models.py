@@ -40,6 +40,13 @@ def write_penguin_table(uri: str | Path, rows: int | None = None) -> None:
     write_deltalake(str(uri), frame.to_arrow(), mode="overwrite")
 
 
+def gold_uri(home: Path) -> str:
+    """Where the tables kind keeps gold_penguin_features under the default storage root (`<home>/lake`)."""
+    from flows.tables import table_uri
+
+    return table_uri(str(home / "lake"), GOLD)
+
+
 def example_spec() -> dict[str, Any]:
     return yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
 
