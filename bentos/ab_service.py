@@ -75,6 +75,7 @@ class ABService:
         from bentos.service_metrics import create_metrics
         from flows.training.artifact import load_predictor
 
+        _die_with_arbiter()
         self.metrics = create_metrics()
         self.arrivals: Arrivals | None = None  # created on the event loop
         self.logs: dict[str, Any] = {}
@@ -272,6 +273,24 @@ class ABService:
         out["prediction_log"] = {name: {"uri": lg.uri, "written": lg.written, "dropped": lg.dropped, "last_error": lg.last_error}
                                  for name, lg in self.logs.items()}
         return out
+
+
+def _die_with_arbiter() -> None:
+    """Workers run in sessions of their own: ask Linux to SIGTERM this worker when its arbiter dies, so a
+    SIGKILLed `bentoml serve` leaves no worker holding the port (the supervisor also sweeps)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the arbiter died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _check_api_key(request: Request, auth: dict[str, Any]) -> None:

@@ -104,7 +104,9 @@ class RoutingWatcher:
         except (OSError, ValueError, KeyError) as exc:
             self._fail(None, f"unreadable routing file: {exc}")
             return False
-        if self.live is not None and routing.fingerprint == self.live.routing.fingerprint and routing == self.live.routing:
+        if self.live is not None and routing == self.live.routing:
+            self.failed_fingerprint, self.error = None, None  # e.g. the daemon put the live routing back
+            self.write_status()  # acknowledges this file (its identity), so the daemon stops waiting
             return False
         try:
             new = self._load(routing)
@@ -165,6 +167,7 @@ class RoutingWatcher:
             "variants": [
                 {"name": v.name, "model_tag": v.model_tag, "weight": v.weight, "role": v.role} for v in live.routing.variants
             ] if live else [],
+            "seen": list(self._identity) if self._identity else None,  # identity of the last routing file processed
             "failed_fingerprint": self.failed_fingerprint,
             "error": self.error,
             "degraded": self.error is not None,

@@ -69,14 +69,49 @@ def process_start_time(pid: int) -> int | None:
     return None if fields[0] == "Z" else int(fields[19])
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def service_processes(routing_file: Path) -> list[int]:
+    """Every live process started for this service, found by the routing file in its environment.
+
+    BentoML's process manager (circus) puts each worker in a session of its own, so the arbiter's
+    process group does not reach the workers; their environment does (they inherit it).
+    """
+    marker = f"SPECD_ROUTING_FILE={routing_file}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0") and process_start_time(int(entry.name)) is not None:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    return bool(group_members(pgid))  # a group of zombies is gone, just not reaped yet
 
 
 def is_ready(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -88,6 +123,10 @@ def is_ready(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 class Supervisor:
+    # Processes started by this daemon process (any instance), so that their exit is reaped: a zombie
+    # arbiter would otherwise look alive to `kill(pid, 0)`.
+    _children: dict[int, subprocess.Popen] = {}
+
     def __init__(self, home: Path, *, start_timeout_s: float = 60.0, backoff_base_s: float = 1.0,
                  backoff_max_s: float = 60.0, stable_after_s: float = 60.0, stop_grace_s: float = 10.0):
         self.home = Path(home)
@@ -97,7 +136,6 @@ class Supervisor:
         self.backoff_max_s = backoff_max_s
         self.stable_after_s = stable_after_s
         self.stop_grace_s = stop_grace_s
-        self._children: dict[int, subprocess.Popen] = {}  # processes this instance started (to reap them)
 
     # ---- paths and records ---------------------------------------------------------------------------
     def service_dir(self, name: str) -> Path:
@@ -259,45 +297,36 @@ class Supervisor:
         })
 
     def _kill_group(self, record: dict[str, Any]) -> bool:
-        """SIGTERM the group (graceful: workers flush their logs), then SIGKILL whatever is left."""
+        """SIGTERM the arbiter's group (graceful: workers flush their logs), then SIGTERM and finally
+        SIGKILL every process of the service that is left — workers included, found by environment."""
+        name = record["launch"]["name"]
         pgid = record.get("pid")
-        if not pgid:
-            return False
-        leader_ours = process_start_time(pgid) == record.get("start_time")
-        if not leader_ours and not self._group_is_ours(pgid, record):
-            return False
-        was_running = leader_ours
-        for sig, wait in ((signal.SIGTERM, self.stop_grace_s), (signal.SIGKILL, 5.0)):
+        was_running = bool(pgid) and process_start_time(pgid) == record.get("start_time")
+        if was_running:
             try:
-                os.killpg(pgid, sig)
+                os.killpg(pgid, signal.SIGTERM)
             except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
+                pass
+            deadline = time.monotonic() + self.stop_grace_s
+            while time.monotonic() < deadline and (process_start_time(pgid) == record.get("start_time")
+                                                   or service_processes(self.routing_file(name))):
                 self._reap(pgid)
-                if not group_alive(pgid):
-                    return was_running
                 time.sleep(0.05)
-        self._reap(pgid)
+        for sig, wait in ((signal.SIGTERM, self.stop_grace_s / 2), (signal.SIGKILL, 5.0)):
+            left = service_processes(self.routing_file(name))
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and service_processes(self.routing_file(name)):
+                time.sleep(0.05)
+        if pgid:
+            self._reap(pgid)
         return was_running
-
-    @staticmethod
-    def _group_is_ours(pgid: int, record: dict[str, Any]) -> bool:
-        """The leader is gone: only signal the group if its members started after our leader did."""
-        if not group_alive(pgid):
-            return False
-        started = record.get("start_time") or 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[2]) == pgid and int(fields[19]) < started:
-                return False  # a process older than our leader: this group id was reused
-        return True
 
     def _reap(self, pid: int) -> None:
         proc = self._children.get(pid)

@@ -185,9 +185,13 @@ class ServiceAdapter:
                             {"port": launch.port, "variants": {v.name: v.model_tag for v in routing.variants}})
 
     def _wait_applied(self, name: str, fingerprint: str, workers: int) -> None:
+        """Every worker has processed this very file (its identity) and loaded it, or one failed to."""
+        from bentos.routing import file_identity
+
+        identity = list(file_identity(self.supervisor.routing_file(name)) or ())
         deadline = time.monotonic() + max(ACK_TIMEOUT_S, self.ctx.env.services.start_timeout_s)
         while time.monotonic() < deadline:
-            statuses = self.worker_statuses(name)
+            statuses = [s for s in self.worker_statuses(name) if s.get("seen") == identity]
             failed = [s for s in statuses if s.get("failed_fingerprint") == fingerprint]
             if failed:
                 raise _LoadFailed(failed[0].get("error") or "unknown error")
