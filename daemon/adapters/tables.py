@@ -110,7 +110,7 @@ class TableAdapter:
         if fingerprint == resource.fingerprint and meta.get(BUILD_KEY) != key:
             fingerprint = f"{fingerprint}{STALE}"  # same spec, different inputs: plan sees a change
         restorable: dict[str, str] = {}
-        if _rebuilds_whole(resource.spec):
+        if resource.spec.cursor is None and resource.spec.write.mode != "append":  # incremental: never roll back
             for commit in log.commits:
                 if commit.version != log.version and commit.complete and commit.metadata.get(BUILD_KEY) == key:
                     restorable[str(commit.metadata[FINGERPRINT])] = str(commit.version)

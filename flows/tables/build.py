@@ -173,10 +173,10 @@ def _build(job: BuildJob, spec: Any) -> BuildReport:
     key = build_key(job.fingerprint, digest, upstream)
     metadata = _metadata(job, key, digest, upstream)
 
-    watcher = Watcher(read_source(spec.source, ctx), cursor, watermark)
     work = Path(tempfile.mkdtemp(prefix=f"build-{job.name}-", dir=_ensure(Path(job.state_dir) / "tmp")))
     connection = duckdb.connect(str(work / "build.duckdb"))
     try:
+        watcher = Watcher(read_source(spec.source, ctx), cursor, watermark)
         connection.execute(f"SET memory_limit = '{job.duckdb_memory_limit}'")
         connection.execute(f"SET temp_directory = '{work / 'spill'}'")
         connection.execute("SET preserve_insertion_order = false" if spec.clean or spec.features else "SET preserve_insertion_order = true")
@@ -389,6 +389,9 @@ def run_job(data: dict[str, Any]) -> dict[str, Any]:
         report = run_build(BuildJob(**data))
     except BuildFailed as exc:
         return {"ok": False, "error": str(exc), "reason": exc.reason, "transient": exc.transient}
+    except Exception as exc:  # a bug or an engine error we did not classify: report it, keep the worker
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return {"ok": False, "error": f"table {data.get('name')}: {type(exc).__name__}: {first}", "reason": "BuildError", "transient": False}
     return {"ok": True, **asdict(report)}
 
 
