@@ -183,11 +183,12 @@ class TableAdapter:
             return self.delete(action.name)
         return ApplyOutcome("nothing to do")
 
-    def build(self, resource: Resource, git_sha: str | None = None) -> ApplyOutcome:
+    def job_for(self, resource: Resource, git_sha: str | None = None) -> dict[str, Any]:
+        """The build job (plain JSON data) for one desired table."""
         from flows.tables.build import BuildJob
 
         spec = resource.spec
-        job = BuildJob(
+        return asdict(BuildJob(
             name=resource.name,
             spec=dict(resource.data),
             fingerprint=resource.fingerprint,
@@ -200,10 +201,13 @@ class TableAdapter:
             storage_options=self._options() or {},
             prune=spec.prune,
             allowed_modules=allowed_modules(),
-        )
+        ))
+
+    def build(self, resource: Resource, git_sha: str | None = None) -> ApplyOutcome:
+        job = self.job_for(resource, git_sha)
         self.ctx.progress(f"table {resource.name}: building")
         started = time.monotonic()
-        result = self._run(asdict(job))
+        result = self._run(job)
         if not result.get("ok"):
             self._record_failure(resource, result)
             raise ApplyError(result.get("error", "build failed"), transient=bool(result.get("transient")))

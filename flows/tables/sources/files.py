@@ -49,16 +49,31 @@ def input_digest(spec: Any, ctx: SourceContext) -> str | None:
         files = resolve_files(spec, ctx)
     except SourceError:
         return "missing"
-    return digest_files(files, ctx.data_root.resolve())
+    return digest_files(files, ctx.data_root.resolve(), ctx.repo_dir.resolve() if ctx.repo_dir else None)
 
 
-def digest_files(files: list[Path], root: Path) -> str:
-    """size + mtime of every file (cheap; a rewrite with identical size and mtime is not seen)."""
+_content_digests: dict[tuple[str, int, int], str] = {}
+
+
+def digest_files(files: list[Path], root: Path, repo: Path | None = None) -> str:
+    """Files inside the Git checkout by content (every commit has a fresh checkout, so their mtimes mean
+    nothing); files outside it, the big ones, by size + mtime (cheap; an in-place rewrite that keeps
+    both is not seen). Content hashes are cached by (path, size, mtime) for the life of the process."""
     h = hashlib.sha256()
     for path in files:
         stat = path.stat()
         rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
-        h.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        if repo is not None and path.resolve().is_relative_to(repo):
+            key = (str(path), stat.st_size, stat.st_mtime_ns)
+            if key not in _content_digests:
+                content = hashlib.sha256()
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        content.update(block)
+                _content_digests[key] = content.hexdigest()
+            h.update(f"{rel}\0{_content_digests[key]}\n".encode())
+        else:
+            h.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return h.hexdigest()[:32]
 
 
