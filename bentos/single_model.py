@@ -1,0 +1,26 @@
+"""Baseline for the benchmark: the plainest BentoML service of one model (no routing, no logging).
+
+`tests/bench/bench_services.py` measures the A/B router against this in the same run: same model,
+same request body, same worker count — the difference is what routing, validation, metrics and
+prediction logging cost. The model tag comes from `SPECD_MODEL_TAG`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import bentoml
+
+
+@bentoml.service(name="specd_single", workers=int(os.environ.get("SPECD_SERVICE_WORKERS", "1")), traffic={"timeout": 60})
+class SingleModel:
+    def __init__(self) -> None:
+        from flows.training.artifact import load_predictor
+
+        self.predictor = load_predictor(os.environ["SPECD_MODEL_TAG"])
+
+    @bentoml.api
+    def predict(self, features: dict[str, Any]) -> dict[str, Any]:
+        output = self.predictor.predict({name: [value] for name, value in features.items()})
+        return {name: values[0] for name, values in output.items()}
