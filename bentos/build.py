@@ -22,6 +22,7 @@ BENTO_ROUTING = "/home/bentoml/bento/src/routing.json"  # where BentoML containe
 
 def build(routing_file: Path) -> str:
     import bentoml
+    from bentoml._internal.bento.build_config import BentoEnvSchema
 
     routing = read_routing(routing_file)
     version = f"{routing.fingerprint[:16]}"
@@ -45,7 +46,7 @@ def build(routing_file: Path) -> str:
             labels=labels,
             description=f"specd service {routing.service} at {routing.revision[:12]}",
             include=["bentos/**/*.py", "daemon/**/*.py", "flows/**/*.py", "routing.json"],
-            envs=[{"name": "SPECD_ROUTING_FILE", "value": BENTO_ROUTING}],
+            envs=[BentoEnvSchema(name="SPECD_ROUTING_FILE", value=BENTO_ROUTING)],
             python={"packages": ["torch", "numpy", "pydantic", "pydantic-settings", "deltalake", "pyarrow", "PyYAML"]},
             models=sorted({v.model_tag for v in routing.variants}),
             build_ctx=str(context),
