@@ -86,26 +86,25 @@ def _over_distinct(array: pa.Array, function: Callable[[list], list], out_type: 
 
 
 def hmac_sha256_hex(array: pa.Array, key: bytes) -> pa.Array:
+    """HMAC-SHA256 (RFC 2104) as hex; the key's inner/outer states are hashed once, then copied."""
     block = hashlib.sha256(key).digest() if len(key) > 64 else key
     block = block.ljust(64, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+    inner_copy = hashlib.sha256(bytes(b ^ 0x36 for b in block)).copy
+    outer_copy = hashlib.sha256(bytes(b ^ 0x5C for b in block)).copy
+
+    def one(value: bytes | None) -> str | None:
+        if value is None:
+            return None
+        inner = inner_copy()
+        inner.update(value)
+        outer = outer_copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
     def digest_all(values: list) -> list:
-        out = []
-        append = out.append
-        for value in _utf8_bytes(values):
-            if value is None:
-                append(None)
-                continue
-            h = inner.copy()
-            h.update(value)
-            o = outer.copy()
-            o.update(h.digest())
-            append(o.hexdigest())
-        return out
+        return list(map(one, values))
 
-    return _over_distinct(_as_text(array), digest_all, pa.string())
+    return _over_distinct(pc.cast(_as_text(array), pa.binary()), digest_all, pa.string())
 
 
 def encrypt_array(array: pa.Array, key: bytes, column: str) -> pa.Array:
