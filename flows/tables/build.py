@@ -312,7 +312,7 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
             import pyarrow.dataset as ds
 
             source = ds.dataset(str(staging_dir), format="parquet", schema=target).scanner().to_reader()
-            version = merge(request, source, meta)
+            version = merge(request, source, meta, delete_missing=spec.cursor is None)
         else:
             version = commit_staged(request, staged, meta)
         if spool_path is not None:

@@ -310,15 +310,17 @@ def add_new_columns(table: DeltaTable, schema: pa.Schema) -> None:
         table.alter.add_columns([DeltaField(f.name, f.type, nullable=True) for f in fields])
 
 
-def merge(request: WriteRequest, source: pa.RecordBatchReader, metadata: Mapping[str, str]) -> int:
-    """Upsert `source` into the table on `request.keys` in one commit (table must exist)."""
+def merge(request: WriteRequest, source: pa.RecordBatchReader, metadata: Mapping[str, str], *, delete_missing: bool = False) -> int:
+    """Upsert `source` into the table on `request.keys` in one commit (table must exist). With
+    `delete_missing` (a full, non-incremental source) rows whose key left the source are deleted, so
+    the table mirrors its definition while only changed rows are rewritten."""
     from deltalake.exceptions import CommitFailedError
 
     table = open_table(request.uri, request.storage_options)
     assert table is not None
     predicate = " AND ".join(f't."{k}" = s."{k}"' for k in request.keys)
     try:
-        (
+        merger = (
             table.merge(
                 source,
                 predicate,
@@ -329,8 +331,10 @@ def merge(request: WriteRequest, source: pa.RecordBatchReader, metadata: Mapping
             )
             .when_matched_update_all()
             .when_not_matched_insert_all()
-            .execute()
         )
+        if delete_missing:
+            merger = merger.when_not_matched_by_source_delete()
+        merger.execute()
     except CommitFailedError as exc:
         raise ConcurrentCommit(f"table {request.name}: a concurrent commit won ({exc}); the build will be retried") from None
     return open_table(request.uri, request.storage_options).version()  # type: ignore[union-attr]

@@ -115,10 +115,14 @@ def test_merge_upserts_on_keys_without_duplicates(world: TableWorld) -> None:
     world.write("data/orders.csv", ORDERS)
     world.write("specs/tables/orders.yaml", BRONZE + "write: {mode: merge, keys: [id]}\n")
     world.converge()
-    world.write("data/orders.csv", "id,customer,amount\n1,changed,100.0\n99,new,1.0\n")
+    changed = ORDERS.replace("1,c1,1.5\n", "1,changed,100.0\n").replace("20,c2,20.5\n", "") + "99,new,1.0\n"
+    world.write("data/orders.csv", changed)
     world.converge()
-    rows = {r["id"]: r for r in DeltaTable(world.uri("orders")).to_pyarrow_table().to_pylist()}
-    assert len(rows) == 21 and rows[1]["customer"] == "changed" and rows[99]["amount"] == 1.0 and rows[2]["customer"] == "c2"
+    table = DeltaTable(world.uri("orders"))
+    rows = {r["id"]: r for r in table.to_pyarrow_table().to_pylist()}
+    assert len(rows) == 20 and rows[1]["customer"] == "changed" and rows[99]["amount"] == 1.0 and rows[2]["customer"] == "c2"
+    assert 20 not in rows  # a full (non-incremental) source is mirrored: keys that left it are deleted
+    assert table.history(1)[0]["operation"] == "MERGE"
 
 
 def test_enforce_fails_with_a_readable_diff_and_evolve_adds_columns(world: TableWorld) -> None:
