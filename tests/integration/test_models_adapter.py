@@ -99,3 +99,15 @@ def test_train_promote_reuse_reject_and_restore(tmp_path: Path) -> None:
     assert logs_before and _logs(home) == logs_before
     assert registry.current_release("penguin_sex", root).fingerprint == v1.fingerprint
     assert adapter.observe([v1])["model/penguin_sex"].fingerprint == v1.fingerprint
+
+    # 6. `specd models` lists every version with lineage, metrics and decisions; the restored one is current
+    from daemon import cli_models
+
+    (listing,) = cli_models.collect(root, "penguin_sex")
+    assert listing["current"] == v1.fingerprint and len(listing["releases"]) == 3
+    current = [r for r in listing["releases"] if r["current"]]
+    assert [r["fingerprint"] for r in current] == [v1.fingerprint]
+    lineage = current[0]["candidates"]["a"]["lineage"]
+    assert lineage["delta_version"] == "0" and lineage["table"] == GOLD and lineage["git_sha"] == "rev1"
+    text = cli_models._text([listing])
+    assert f"* {v1.fingerprint[:12]}" in text and "boom       diverged" in text and "kept champion" in text
