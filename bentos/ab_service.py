@@ -15,7 +15,6 @@ own 4xx messages naming the field):
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import time
@@ -32,8 +31,8 @@ from starlette.routing import Route
 
 from bentos.batching import Arrivals, Batcher, predict_unbatched
 from bentos.live_routing import Live, RoutingWatcher
-from bentos.routing import key_digest
-from bentos.validation import RequestError, parse_body, sticky_key_of, validate_request
+from bentos.validation import RequestError, check_api_key, parse_body, sticky_key_of, validate_request
+from bentos.worker import die_with_arbiter, storage_options
 
 log = logging.getLogger("specd.service")
 ROUTING_ENV = "SPECD_ROUTING_FILE"
@@ -75,7 +74,7 @@ class ABService:
         from bentos.service_metrics import create_metrics
         from flows.training.artifact import load_predictor
 
-        _die_with_arbiter()
+        die_with_arbiter()
         self.metrics = create_metrics()
         self.arrivals: Arrivals | None = None  # created on the event loop
         self.logs: dict[str, Any] = {}
@@ -124,6 +123,10 @@ class ABService:
             for variant in old.routing.variants:
                 if variant.name not in new.variants:
                     self.metrics.weight.labels(old.routing.service, variant.name).set(0)
+            kept = {id(v.batcher) for v in new.variants.values()}
+            for loaded in old.variants.values():
+                if loaded.batcher is not None and id(loaded.batcher) not in kept:
+                    loaded.batcher.retire()  # requests already queued on it still finish there
         self._configure_logs(new)
 
     def _configure_logs(self, live: Live) -> None:
@@ -136,7 +139,7 @@ class ABService:
             return
         old_logs, self.logs, self._log_key = self.logs, {}, key
         if settings.get("enabled"):
-            options = _storage_options(settings.get("storage_options") or {})
+            options = storage_options(settings.get("storage_options") or {})
             counter = self.metrics.dropped.labels(live.routing.service)
             for name, uri, columns in (("predictions", settings["predictions_uri"], PREDICTION_COLUMNS),
                                        ("feedback", settings["feedback_uri"], FEEDBACK_COLUMNS)):
@@ -158,7 +161,7 @@ class ABService:
         try:
             if live is None:
                 raise RequestError(503, "", "no routing is live yet (models loading)")
-            _check_api_key(request, live.settings.get("auth") or {})
+            check_api_key(request, live.settings.get("auth") or {})
             body = parse_body(await request.body())
             routing = live.routing
             key = sticky_key_of(body, routing.sticky_field)
@@ -244,7 +247,7 @@ class ABService:
         service = live.routing.service if live else "unknown"
         try:
             if live is not None:
-                _check_api_key(request, live.settings.get("auth") or {})
+                check_api_key(request, live.settings.get("auth") or {})
             body = parse_body(await request.body())
             unknown = sorted(set(body) - {"request_id", "label", "row", "variant"})
             if unknown:
@@ -264,8 +267,11 @@ class ABService:
             return JSONResponse(exc.to_json(), status_code=exc.status)
         self.metrics.feedback.labels(service, variant).inc()
         feedback_log = self.logs.get("feedback")
+        label = body["label"]
+        if isinstance(label, float) and label.is_integer():
+            label = int(label)  # 1.0 and 1 are the same class
         accepted = feedback_log.record({"request_id": request_id, "row": row, "ts": datetime.now(UTC), "service": service,
-                                        "variant": variant, "label": str(body["label"])}) if feedback_log else False
+                                        "variant": variant, "label": str(label)}) if feedback_log else False
         return JSONResponse({"accepted": accepted, "request_id": request_id, "variant": variant}, status_code=202)
 
     def status(self) -> dict[str, Any]:
@@ -273,39 +279,3 @@ class ABService:
         out["prediction_log"] = {name: {"uri": lg.uri, "written": lg.written, "dropped": lg.dropped, "last_error": lg.last_error}
                                  for name, lg in self.logs.items()}
         return out
-
-
-def _die_with_arbiter() -> None:
-    """Workers run in sessions of their own: ask Linux to SIGTERM this worker when its arbiter dies, so a
-    SIGKILLed `bentoml serve` leaves no worker holding the port (the supervisor also sweeps)."""
-    import ctypes
-    import signal
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the arbiter died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _check_api_key(request: Request, auth: dict[str, Any]) -> None:
-    if not auth.get("required"):
-        return
-    header = auth.get("header", "X-API-Key")
-    presented = request.headers.get(header)
-    if not presented:
-        raise RequestError(401, header, "missing API key")
-    digest = key_digest(presented)
-    if not any(hmac.compare_digest(digest, known) for known in auth.get("key_sha256", [])):
-        raise RequestError(401, header, "invalid API key")
-
-
-def _storage_options(options: dict[str, str]) -> dict[str, str]:
-    from daemon.secrets import is_secret_ref, resolve_secret
-
-    return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}

@@ -71,10 +71,13 @@ class Batcher:
         self._pending: deque[_Job] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._retired = False
 
     async def submit(self, columns: dict[str, list[Any]], rows: int) -> dict[str, list[Any]]:
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._run())
         job = _Job(columns, rows, asyncio.get_running_loop().create_future())
         self._pending.append(job)
         self._wake.set()
@@ -84,9 +87,18 @@ class Batcher:
         if self._task is not None:
             self._task.cancel()
 
+    def retire(self) -> None:
+        """No new requests will come (a routing swap replaced this batcher): finish the queue, then end.
+        Thread-safe: called from the routing watcher."""
+        self._retired = True
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
     async def _run(self) -> None:
         while True:
             while not self._pending:
+                if self._retired:
+                    return
                 self._wake.clear()
                 await self._wake.wait()
             batch = [self._pending.popleft()]

@@ -8,11 +8,14 @@ fills it); a missing key, an unknown key, a wrong type or a non-finite number is
 
 from __future__ import annotations
 
+import hmac
 import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from bentos.routing import key_digest
 
 
 class RequestError(Exception):
@@ -144,3 +147,16 @@ def _json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+def check_api_key(request: Any, auth: Mapping[str, Any]) -> None:
+    """401 naming the header when the service requires a key and the request has none or a wrong one."""
+    if not auth.get("required"):
+        return
+    header = auth.get("header", "X-API-Key")
+    presented = request.headers.get(header)
+    if not presented:
+        raise RequestError(401, header, "missing API key")
+    digest = key_digest(presented)
+    if not any(hmac.compare_digest(digest, known) for known in auth.get("key_sha256", [])):
+        raise RequestError(401, header, "invalid API key")

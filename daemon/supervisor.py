@@ -1,8 +1,9 @@
 """Supervision of `bentoml serve` processes: start, readiness, restart with backoff, adoption, stop.
 
 Why the daemon supervises instead of a process manager: the desired set of services comes from Git, and
-a spec removal must stop its process. Each service gets its own process group (`start_new_session`), so
-a stop or a crash clean-up reaches the arbiter *and* its workers — a worker orphaned by a SIGKILLed
+a spec removal must stop its process. Each service gets its own session (`start_new_session`); BentoML's
+process manager gives each worker a session of its own too, so a stop or a crash clean-up finds every
+process of a service by the routing-file path in its environment — a worker orphaned by a SIGKILLed
 arbiter would keep the listening socket and block the restart.
 
 State lives in files under `<home>/run/services/<name>/` (see `daemon.paths.runtime_dir`): `process.json`
@@ -69,22 +70,6 @@ def process_start_time(pid: int) -> int | None:
     return None if fields[0] == "Z" else int(fields[19])
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
-
-
 def service_processes(routing_file: Path) -> list[int]:
     """Every live process started for this service, found by the routing file in its environment.
 
@@ -102,16 +87,6 @@ def service_processes(routing_file: Path) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return bool(group_members(pgid))  # a group of zombies is gone, just not reaped yet
 
 
 def is_ready(host: str, port: int, timeout: float = 1.0) -> bool:

@@ -93,3 +93,19 @@ def test_a_failing_model_fails_its_batch_only():
         return ok
 
     assert asyncio.run(main()) == {"prediction": [5]}
+
+
+def test_retired_batcher_finishes_its_queue_then_ends():
+    calls: list[int] = []
+
+    async def main():
+        batcher = Batcher(_model(calls, delay=0.02), max_batch_size=1, max_latency_ms=10)
+        pending = [asyncio.ensure_future(batcher.submit({"x": [i]}, 1)) for i in range(3)]
+        await asyncio.sleep(0)
+        batcher.retire()  # as after a routing swap: queued requests still finish on this variant
+        results = await asyncio.gather(*pending)
+        await asyncio.wait_for(batcher._task, 1)
+        return results, batcher._task.done()
+
+    results, ended = asyncio.run(main())
+    assert [r["prediction"] for r in results] == [[0], [2], [4]] and ended

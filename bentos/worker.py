@@ -1,0 +1,29 @@
+"""Process-level setup of a service worker: die with the arbiter, resolve storage secrets."""
+
+from __future__ import annotations
+
+import os
+
+
+def die_with_arbiter() -> None:
+    """Workers run in sessions of their own: ask Linux to SIGTERM this worker when its arbiter dies, so a
+    SIGKILLed `bentoml serve` leaves no worker holding the port (the supervisor also sweeps)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the arbiter died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def storage_options(options: dict[str, str]) -> dict[str, str]:
+    from daemon.secrets import is_secret_ref, resolve_secret
+
+    return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
