@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from daemon.plan import Action
 
 ACK_TIMEOUT_S = 60.0
+HISTORY = 20  # routings remembered per service (restorable fingerprints)
 NOT_RUNNING = "~not-running"  # suffix on the observed fingerprint: the plan re-applies to start it again
 
 
@@ -98,22 +99,24 @@ class ServiceAdapter:
                                    "variants": {v["name"]: {"model_tag": v["model_tag"], "weight": v["weight"]} for v in routing.get("variants", [])}}
         failure = self._read_json(self.supervisor.service_dir(name) / "apply_error.json")
         prune = settings.get("prune")
+        restorable = {p.stem: f"routing {p.stem[:12]}, models already in the store"
+                      for p in (self.supervisor.service_dir(name) / "history").glob("*.json") if p.stem != fingerprint}
         if state.launch is None:
-            return Observed(True, f"{fingerprint}{NOT_RUNNING}", revision, DEGRADED, "routing exists but no process (stopped)", prune=prune, details=details)
+            return Observed(True, f"{fingerprint}{NOT_RUNNING}", revision, DEGRADED, "routing exists but no process (stopped)", prune=prune, restorable=restorable, details=details)
         if resource is not None and self.launch_for(name, resource.spec) != state.launch:
             fingerprint = f"{fingerprint}~launch-changed"
         if not state.running:
-            return Observed(True, fingerprint, revision, DEGRADED, f"process not running: {state.message}", prune=prune, details=details)
+            return Observed(True, fingerprint, revision, DEGRADED, f"process not running: {state.message}", prune=prune, restorable=restorable, details=details)
         degraded = [w for w in workers if w.get("degraded")]
         if failure or degraded:
             message = (failure or {}).get("message") or f"worker {degraded[0]['pid']}: {degraded[0]['error']}"
-            return Observed(True, fingerprint, revision, DEGRADED, message, prune=prune, details=details)
+            return Observed(True, fingerprint, revision, DEGRADED, message, prune=prune, restorable=restorable, details=details)
         if not state.ready:
-            return Observed(True, fingerprint, revision, PROGRESSING, "starting (not ready yet)", prune=prune, details=details)
+            return Observed(True, fingerprint, revision, PROGRESSING, "starting (not ready yet)", prune=prune, restorable=restorable, details=details)
         lagging = [w["pid"] for w in workers if w.get("applied_fingerprint") != routing.get("fingerprint")]
         if lagging:
-            return Observed(True, fingerprint, revision, PROGRESSING, f"workers {lagging} still loading the routing", prune=prune, details=details)
-        return Observed(True, fingerprint, revision, HEALTHY, f"serving on {state.launch.host}:{state.launch.port}", prune=prune, details=details)
+            return Observed(True, fingerprint, revision, PROGRESSING, f"workers {lagging} still loading the routing", prune=prune, restorable=restorable, details=details)
+        return Observed(True, fingerprint, revision, HEALTHY, f"serving on {state.launch.host}:{state.launch.port}", prune=prune, restorable=restorable, details=details)
 
     def worker_statuses(self, name: str) -> list[dict[str, Any]]:
         """Status files of live workers (a dead worker's file is ignored)."""
@@ -178,6 +181,7 @@ class ServiceAdapter:
         except (TimeoutError, RuntimeError) as exc:
             raise ApplyError(f"service {name}: {exc}", transient=True) from None
         (self.supervisor.service_dir(name) / "apply_error.json").unlink(missing_ok=True)
+        self._remember(name, routing)
         if spec.artifact.build:
             notes.append(self._build_bento(name, routing_file))
         split = ", ".join(f"{v.name} {v.weight:.0%} ({v.model_tag})" for v in routing.variants)
@@ -202,6 +206,15 @@ class ServiceAdapter:
                 raise RuntimeError(f"process exited while loading the routing\n{self.supervisor.log_tail(name)}")
             time.sleep(0.05)
         raise TimeoutError(f"workers did not load routing {fingerprint[:12]} within the timeout")
+
+    def _remember(self, name: str, routing: Any) -> None:
+        """Keep the last HISTORY routings that went live: `plan` shows a revert as a restore."""
+        from bentos.routing import routing_to_dict, write_json_atomic
+
+        history = self.supervisor.service_dir(name) / "history"
+        write_json_atomic(history / f"{routing.fingerprint}.json", routing_to_dict(routing), mode=0o600)
+        for old in sorted(history.glob("*.json"), key=lambda p: p.stat().st_mtime)[:-HISTORY]:
+            old.unlink(missing_ok=True)
 
     def _record_failure(self, name: str, message: str) -> None:
         from bentos.routing import write_json_atomic

@@ -149,6 +149,8 @@ def test_zero_failed_requests_while_champion_swaps_and_is_restored(live):
     assert champion_tags_after == {models["a"]}
     assert len(load.served) > 100
     assert Supervisor(home).read_record("penguin_api")["pid"] == pid  # no restart
+    observed = live["adapter"].observe([cs.resource(live["spec"], "fp2")])["service/penguin_api"]
+    assert observed.fingerprint == "fp1" and "fp2" in observed.restorable  # plan: a revert is a restore
 
 
 def test_model_that_fails_to_load_keeps_previous_routing(live):
