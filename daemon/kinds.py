@@ -32,6 +32,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("table", "tables", "daemon.spec.table:TableSpec", "daemon.adapters.tables:TableAdapter", "table/1", 10),
     Kind("model", "models", "daemon.spec.model:ModelSpec", "daemon.adapters.models:ModelAdapter", "model/1", 20),
     Kind("service", "services", "daemon.spec.service:ServiceSpec", "daemon.adapters.services:ServiceAdapter", "service/1", 30),
+    Kind("dashboard", "dashboards", "daemon.spec.dashboard:DashboardSpec", "daemon.adapters.dashboards:DashboardAdapter", "dashboard/1", 40, derive="daemon.spec.dashboard:derive_dashboards"),
 )
 
 

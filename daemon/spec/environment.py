@@ -56,12 +56,20 @@ class ServicesSection(SpecModel):
 class GrafanaSection(SpecModel):
     url: str | None = None  # None: write dashboards and provisioning files under the state home
     token: SecretRef | None = None
-    folder: str = "specd"
-    on_drift: Literal["restore", "report"] = "restore"
+    folder: str = "specd"  # one folder per environment (base.yaml: specd-${name})
+    on_drift: Literal["restore", "report"] = "restore"  # a dashboard edited by hand in Grafana
+    datasource_uid: str | None = None  # None: dashboards offer a Prometheus datasource picker
+    timeout_s: float = Field(default=5.0, gt=0)
+    retries: int = Field(default=3, ge=0)  # per request, with exponential backoff, before the action fails (transient)
+    retry_backoff_s: float = Field(default=0.5, ge=0)
 
 
 class PrometheusSection(SpecModel):
     scrape_interval_s: float = Field(default=15.0, gt=0)
+    evaluation_interval_s: float = Field(default=15.0, gt=0)
+    out_of_sync_for: str = Field(default="15m", pattern=r"^([0-9]+(ms|s|m|h|d))+$")  # SpecdOutOfSync alert delay
+    sync_stale_after_s: float = Field(default=3600.0, gt=0)  # SpecdSyncStale: no successful sync for this long
+    reload_url: str | None = None  # e.g. http://127.0.0.1:9090/-/reload: POSTed after the config or rules change
 
 
 class EnvironmentSpec(SpecModel):

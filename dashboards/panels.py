@@ -1,0 +1,283 @@
+"""What each generated dashboard shows and alerts on, per resource kind, as dashboard-spec data.
+
+One function per kind returns the dict a `DashboardSpec` validates: rows of panels (PromQL over the
+CONTRACTS.md metrics), alert rules, and — for the platform — the Prometheus scrape targets. Windows are
+fixed (`[5m]`), not Grafana variables, so the same text runs unchanged against Prometheus' HTTP API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+WINDOW = "5m"
+QUANTILES = ((0.5, "p50"), (0.9, "p90"), (0.99, "p99"))
+DAEMON_JOB = "specd-daemon"
+SERVICES_JOB = "specd-services"
+
+
+def _sel(metric: str, **labels: str) -> str:
+    """`metric{k="v"}`; a value starting with `~` is a regex match (`code="~5.."` → `code=~"5.."`)."""
+    inner = ",".join(f'{k}=~"{v[1:]}"' if v.startswith("~") else f'{k}="{v}"' for k, v in labels.items())
+    return f"{metric}{{{inner}}}" if inner else metric
+
+
+def _rate(metric: str, by: str = "", **labels: str) -> str:
+    grouping = f" by ({by})" if by else ""
+    return f"sum{grouping} (rate({_sel(metric, **labels)}[{WINDOW}]))"
+
+
+def _quantile(q: float, histogram: str, by: str = "", **labels: str) -> str:
+    keys = ", ".join(["le"] + ([by] if by else []))
+    return f"histogram_quantile({q}, sum by ({keys}) (rate({_sel(histogram + '_bucket', **labels)}[{WINDOW}])))"
+
+
+def _mean(histogram: str, by: str = "", **labels: str) -> str:
+    return f"{_rate(histogram + '_sum', by, **labels)} / {_rate(histogram + '_count', by, **labels)}"
+
+
+def _panel(title: str, expr: str, legend: str = "", unit: str = "short", **extra: Any) -> dict[str, Any]:
+    return {"title": title, "expr": expr, "legend": legend, "unit": unit, **extra}
+
+
+def _multi(title: str, queries: list[tuple[str, str]], unit: str = "short", **extra: Any) -> dict[str, Any]:
+    return {"title": title, "queries": [{"expr": e, "legend": legend} for e, legend in queries], "unit": unit, **extra}
+
+
+def _instant_table(title: str, queries: list[tuple[str, str]], **extra: Any) -> dict[str, Any]:
+    return {
+        "title": title,
+        "type": "table",
+        "queries": [{"expr": e, "legend": legend, "instant": True} for e, legend in queries],
+        **extra,
+    }
+
+
+def _alert(name: str, expr: str, summary: str, for_: str, severity: str, resource: str, description: str = "") -> dict[str, Any]:
+    return {
+        "name": name,
+        "expr": expr,
+        "for": for_,
+        "severity": severity,
+        "summary": summary,
+        "description": description,
+        "labels": {"specd_resource": resource},
+    }
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
+
+
+def service_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    svc = {"service": name}
+    requests = "specd_service_requests_total"
+    errors = f'sum by (variant) (rate({_sel(requests, code="~5..", **svc)}[{WINDOW}]))'
+    client_errors = f'sum by (variant) (rate({_sel(requests, code="~4..", **svc)}[{WINDOW}]))'
+    per_variant = _rate(requests, "variant", **svc)
+    zero = f"({per_variant} * 0)"
+    error_ratio = f"({errors} or {zero}) / {per_variant}"
+    total = _rate(requests, **svc)
+    slo = data.get("slo") or {}
+    p99_slo_s = float(slo.get("latency_p99_ms", 100.0)) / 1000.0
+    max_error_rate = float(slo.get("error_rate", 0.01))
+    variants = ", ".join(f"{v.get('name')} {v.get('weight')}" for v in data.get("variants", []))
+    latency = "specd_service_request_duration_seconds"
+    rows = [
+        {"title": "Traffic", "panels": [
+            _panel("Requests per second by variant", per_variant, "{{variant}}", "reqps"),
+            _panel("Traffic share by variant", f"{per_variant} / ignoring(variant) group_left {total}", "{{variant}}", "percentunit", stack=True),
+            _panel("Configured weight by variant", _sel("specd_service_variant_weight", **svc), "{{variant}}", "percentunit"),
+        ]},
+        {"title": "Latency", "panels": [
+            _multi("Latency percentiles by variant", [(_quantile(q, latency, "variant", **svc), f"{label} {{{{variant}}}}") for q, label in QUANTILES], "s", width=16),
+            _multi("p99 latency against the SLO", [(_quantile(0.99, latency, **svc), "p99"), (f"vector({p99_slo_s})", "SLO")], "s", width=8),
+        ]},
+        {"title": "Errors", "panels": [
+            _multi("Error ratio by variant", [(error_ratio, "5xx {{variant}}"), (f"({client_errors} or {zero}) / {per_variant}", "4xx {{variant}}")], "percentunit"),
+            _panel("Requests by status code", _rate(requests, "variant, code", **svc), "{{variant}} {{code}}", "reqps"),
+        ]},
+        {"title": "Batching", "panels": [
+            _panel("Mean batch size by variant", _mean("specd_service_batch_size", "variant", **svc), "{{variant}}"),
+            _panel("p90 batch size by variant", _quantile(0.9, "specd_service_batch_size", "variant", **svc), "{{variant}}"),
+        ]},
+        {"title": "A/B comparison", "panels": [
+            _instant_table("Variants side by side", [
+                (per_variant, "requests/s"),
+                (_quantile(0.99, latency, "variant", **svc), "p99 latency (s)"),
+                (error_ratio, "error ratio"),
+                (_mean("specd_service_prediction", "variant", **svc), "mean prediction"),
+            ], width=24),
+            _panel("Mean prediction by variant", _mean("specd_service_prediction", "variant", **svc), "{{variant}}"),
+            _panel("Feedback per second by variant", f"{_rate('specd_service_feedback_total', 'variant', **svc)} or {zero}", "{{variant}}", "reqps"),
+            _panel("Prediction log records dropped", f"{_rate('specd_service_prediction_log_dropped_total', **svc)} or ({total} * 0)", "dropped/s", "short"),
+        ]},
+    ]
+    resource = f"service/{name}"
+    alerts = [
+        _alert(f"SpecdService{_camel(name)}Down", f'up{{job="{SERVICES_JOB}",specd_service="{name}"}} == 0',
+               f"service {name} is not answering /metrics", "2m", "critical", resource),
+        _alert(f"SpecdService{_camel(name)}LatencySLO", f"{_quantile(0.99, latency, **svc)} > {p99_slo_s}",
+               f"service {name}: p99 latency above its SLO of {p99_slo_s * 1000:g} ms", "10m", "warning", resource),
+        _alert(f"SpecdService{_camel(name)}ErrorRateSLO",
+               f"(sum(rate({_sel(requests, code='~5..', **svc)}[{WINDOW}])) or ({total} * 0)) / {total} > {max_error_rate}",
+               f"service {name}: 5xx ratio above its SLO of {max_error_rate:g}", "10m", "critical", resource),
+    ]
+    return {
+        "title": f"Service {name}",
+        "description": f"Live traffic of service {name} (model {data.get('model')}; variants {variants}).",
+        "tags": ["specd", "service"],
+        "rows": rows,
+        "alerts": alerts,
+        "generated_for": resource,
+    }
+
+
+def model_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    mod = {"model": name}
+    fairness = f'specd_model_candidate_metric{{model="{name}",metric=~".*(parity|opportunity|fairness).*"}}'
+    rows = [
+        {"title": "Candidates", "panels": [
+            _instant_table("Candidate metrics (held-out)", [(_sel("specd_model_candidate_metric", **mod), "{{candidate}} {{metric}}")], width=16),
+            _instant_table("Champion", [(_sel("specd_model_champion_info", **mod), "{{candidate}} {{version}}")], width=8),
+            _panel("Candidate metrics over time", _sel("specd_model_candidate_metric", **mod), "{{candidate}} {{metric}}"),
+            _panel("Training duration by candidate", _sel("specd_model_training_duration_seconds", **mod), "{{candidate}}", "s"),
+        ]},
+        {"title": "Promotion", "panels": [
+            _panel("Promotion decisions (cumulative)", f"sum by (decision) ({_sel('specd_model_promotions_total', **mod)})", "{{decision}}"),
+            _panel("Champion history", _sel("specd_model_champion_info", **mod), "{{candidate}} {{version}}", type="stat"),
+        ]},
+        {"title": "Fairness", "panels": [
+            _panel("Fairness gaps by candidate", fairness, "{{candidate}} {{metric}}", width=24),
+        ]},
+    ]
+    return {
+        "title": f"Model {name}",
+        "description": f"A/B candidates of model {name}: held-out metrics, promotions, fairness.",
+        "tags": ["specd", "model"],
+        "rows": rows,
+        "generated_for": f"model/{name}",
+    }
+
+
+def table_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    tab = {"table": name}
+    written = _sel("specd_table_rows_written_total", **tab)
+    # Row counters appear with a table's first non-zero count; the version gauge exists after any build.
+    zero = f"(sum({_sel('specd_table_version', **tab)}) * 0)"
+
+    def total(counter: str) -> str:
+        return f"(sum({_sel(counter, **tab)}) or {zero})"
+
+    failures = f"sum by (check) (increase({_sel('specd_table_quality_failures_total', **tab)}[1h]))"
+    age = f"time() - {_sel('specd_table_last_commit_timestamp_seconds', **tab)}"
+    rows = [
+        {"title": "Freshness", "panels": [
+            _panel("Time since last commit", age, "age", "s", type="stat", width=8),
+            _panel("Delta version", _sel("specd_table_version", **tab), "version", type="stat", width=8),
+            _panel("Rows written in the last hour", f"sum(increase({written}[1h])) or {zero}", "rows", type="stat", width=8),
+        ]},
+        {"title": "Rows", "panels": [
+            _multi("Rows per second", [
+                (f"sum(rate({_sel('specd_table_rows_read_total', **tab)}[{WINDOW}])) or {zero}", "read"),
+                (f"sum(rate({written}[{WINDOW}])) or {zero}", "written"),
+            ], "rowsps"),
+            _multi("Rows removed (cumulative)", [
+                (total("specd_table_rows_deduplicated_total"), "deduplicated"),
+                (total("specd_table_rows_filtered_total"), "filtered"),
+            ]),
+        ]},
+        {"title": "Quality", "panels": [
+            _panel("Quality failures by check (1h)", f"{failures} or {zero}", "{{check}}"),
+            _multi("Quarantine", [
+                (total("specd_table_rows_quarantined_total"), "quarantined rows (cumulative)"),
+                (f"{total('specd_table_rows_quarantined_total')} / clamp_min({total('specd_table_rows_read_total')}, 1)", "share of rows read"),
+            ]),
+        ]},
+    ]
+    resource = f"table/{name}"
+    alerts = [
+        _alert(f"SpecdTable{_camel(name)}QualityFailed", f"(sum(increase({_sel('specd_table_quality_failures_total', **tab)}[15m])) or {zero}) > 0",
+               f"table {name}: quality checks failed", "0m", "warning", resource),
+    ]
+    max_age = stale_after_seconds(data)
+    if max_age is not None:
+        alerts.append(_alert(f"SpecdTable{_camel(name)}Stale", f"{age} > {max_age:g}",
+                             f"table {name}: no commit for more than {max_age:g} s", "5m", "warning", resource))
+    return {
+        "title": f"Table {name}",
+        "description": f"Delta table {name} ({data.get('layer', 'other')} layer): freshness, rows, quality, quarantine.",
+        "tags": ["specd", "table"],
+        "rows": rows,
+        "alerts": alerts,
+        "generated_for": resource,
+    }
+
+
+def stale_after_seconds(data: dict[str, Any]) -> float | None:
+    """When a table counts as stale: its freshness max_age, else twice its refresh schedule's period."""
+    quality = data.get("quality") or {}
+    freshness = quality.get("freshness") if isinstance(quality, dict) else None
+    if freshness and freshness.get("max_age"):
+        from daemon.spec.table_transforms import duration_seconds
+
+        return float(duration_seconds(freshness["max_age"]))
+    schedule = data.get("schedule")
+    if schedule:
+        from croniter import croniter  # light; only for scheduled tables
+
+        it = croniter(schedule, 0)
+        first, second = it.get_next(float), it.get_next(float)
+        return 2 * (second - first)
+    return None
+
+
+def platform_dashboard(env: Any, services: list[tuple[str, str, int]]) -> dict[str, Any]:
+    prom = env.prometheus
+    reconcile = "specd_reconcile_duration_seconds"
+    rows = [
+        {"title": "Sync", "panels": [
+            _panel("In sync with Git", "specd_in_sync", "in sync", type="stat", width=6),
+            _panel("Since last successful sync", "time() - specd_last_successful_sync_timestamp_seconds", "age", "s", type="stat", width=6),
+            _instant_table("Desired vs applied revision", [("specd_desired_revision_info", "desired {{revision}}"), ("specd_applied_revision_info", "applied {{revision}}")], width=12),
+            _panel("Rejected commits (1h)", "sum(increase(specd_rejected_commits_total[1h]))", "rejected", type="stat", width=6),
+            _panel("Resources by sync and health", "sum by (kind, sync, health) (specd_resources)", "{{kind}} {{sync}} {{health}}", width=18),
+        ]},
+        {"title": "Resources", "panels": [
+            _instant_table("Sync and health of every resource", [
+                ("specd_resource_synced", "synced {{kind}}/{{name}}"),
+                ("specd_resource_healthy", "healthy {{kind}}/{{name}}"),
+            ], width=24),
+        ]},
+        {"title": "Reconcile", "panels": [
+            _multi("Reconcile duration", [(_quantile(q, reconcile), label) for q, label in QUANTILES], "s"),
+            _panel("Reconcile runs by result", _rate("specd_reconcile_runs_total", "result"), "{{result}}", "ops"),
+            _panel("Actions by kind, op and result (1h)", "sum by (kind, op, result) (increase(specd_actions_total[1h]))", "{{kind}} {{op}} {{result}}"),
+            _panel("p90 action duration by kind", _quantile(0.9, "specd_action_duration_seconds", "kind"), "{{kind}}", "s"),
+        ]},
+        {"title": "Scrape targets", "panels": [
+            _instant_table("Targets up", [(f'up{{job=~"{DAEMON_JOB}|{SERVICES_JOB}"}}', "{{job}} {{instance}}")], width=24),
+        ]},
+    ]
+    alerts = [
+        _alert("SpecdDaemonDown", f'up{{job="{DAEMON_JOB}"}} == 0', "the specd daemon is not answering /metrics", "2m", "critical", "platform"),
+        _alert("SpecdOutOfSync", "specd_in_sync == 0", f"specd has been out of sync with Git for {prom.out_of_sync_for}",
+               prom.out_of_sync_for, "warning", "platform"),
+        _alert("SpecdSyncStale", f"time() - specd_last_successful_sync_timestamp_seconds > {prom.sync_stale_after_s:g}",
+               f"no successful sync for more than {prom.sync_stale_after_s:g} s", "5m", "warning", "platform"),
+        _alert("SpecdResourceUnhealthy", "specd_resource_healthy == 0", "a resource managed by specd is not healthy",
+               "10m", "warning", "platform", "{{ $labels.kind }}/{{ $labels.name }} is not healthy"),
+        _alert("SpecdCommitRejected", "sum(increase(specd_rejected_commits_total[15m])) > 0",
+               "a commit was rejected as invalid; nothing of it was applied", "0m", "warning", "platform"),
+    ]
+    scrape = [{"job": DAEMON_JOB, "targets": [f"{env.daemon.metrics_host}:{env.daemon.metrics_port}"]}]
+    for name, host, port in services:
+        scrape.append({"job": SERVICES_JOB, "targets": [f"{host}:{port}"], "labels": {"specd_service": name}})
+    return {
+        "title": "specd platform",
+        "description": f"The specd control plane in environment {env.name}: sync, health, reconciles.",
+        "tags": ["specd", "platform"],
+        "rows": rows,
+        "alerts": alerts,
+        "scrape": scrape,
+        "generated_for": "platform",
+    }
