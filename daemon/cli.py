@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--branch", default=None, help="branch to follow (default: the repository's current branch, or main)")
     p.add_argument("--metrics-port", type=int, default=None, help="override env daemon.metrics_port (0: any free port)")
     p.add_argument("--no-prefect", action="store_true", help="apply in-process instead of through Prefect (no Prefect server)")
+    p.add_argument("--keep-services", action="store_true", help="leave services running on stop; the next daemon adopts them (no downtime across daemon restarts)")
 
     p = sub.add_parser("status", help="per-resource sync and health, and the applied revision")
     _common(p)
@@ -210,7 +211,7 @@ def cmd_run(args) -> int:
                 branch = _git(Path(args.repo), "symbolic-ref", "--short", "HEAD")
             except subprocess.CalledProcessError:
                 pass
-    daemon = Daemon(specd_home(args.home), args.repo, branch, args.env, tuple(args.override), metrics_port=args.metrics_port, use_prefect=not args.no_prefect)
+    daemon = Daemon(specd_home(args.home), args.repo, branch, args.env, tuple(args.override), metrics_port=args.metrics_port, use_prefect=not args.no_prefect, keep_services=args.keep_services)
     try:
         return daemon.run()
     except AlreadyRunning as exc:
@@ -231,7 +232,7 @@ def cmd_status(args) -> int:
         lock.acquire()
         running = False
         lock.release()
-    except Exception:  # noqa: BLE001 - held by a running daemon
+    except Exception:
         running = True
     if running and status_file.exists():
         data = json.loads(status_file.read_text())
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - one readable line instead of a traceback
+    except Exception as exc:
         if args.verbose:
             raise
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)

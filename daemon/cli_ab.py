@@ -175,7 +175,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     if not any(a.dest == "home" for a in parser._actions):
         parser.add_argument("--home", default=None, help="state home (default $SPECD_HOME or ./.specd)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(handler=run)
     return parser
 
 

@@ -79,7 +79,7 @@ class DaemonState:
 
 
 class Daemon:
-    def __init__(self, home: Path, repo: str, branch: str, env_name: str, overrides: tuple[str, ...] = (), *, metrics_port: int | None = None, use_prefect: bool = True, max_backoff_s: float = 300.0):
+    def __init__(self, home: Path, repo: str, branch: str, env_name: str, overrides: tuple[str, ...] = (), *, metrics_port: int | None = None, use_prefect: bool = True, max_backoff_s: float = 300.0, keep_services: bool = False):
         self.home = home
         self.env_name = env_name
         self.overrides = overrides
@@ -98,6 +98,8 @@ class Daemon:
         self.prefect_server = None
         self.metrics_server: metrics.MetricsServer | None = None
         self.watcher = None
+        self.keep_services = keep_services
+        self.supervisor = None
         self.tick_hooks: list = []
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -110,6 +112,7 @@ class Daemon:
             self._start_metrics(env)
             self._start_prefect(env)
             self._start_watching(env)
+            self._start_supervision()
             self.journal.append("DaemonStarted", None, pid=os.getpid(), repo=str(self.source.repo), branch=self.source.branch, env=self.env_name)
             poll = env.daemon.poll_interval_s if env else 15.0
             while not self.stopping.is_set():
@@ -133,13 +136,13 @@ class Daemon:
 
     def shutdown(self) -> None:
         procs.terminate_tracked()
-        for hook in self.tick_hooks:
-            stop = getattr(hook, "stop_all", None)
-            if stop:
-                try:
-                    stop()
-                except Exception:  # noqa: BLE001 - best effort on the way out
-                    log.exception("stopping %s failed", hook)
+        if self.supervisor and not self.keep_services:
+            try:
+                stopped = self.supervisor.stop_all()
+                if stopped:
+                    log.info("stopped services: %s", ", ".join(stopped))
+            except Exception:  # best effort on the way out
+                log.exception("stopping services failed")
         if self.watcher:
             self.watcher.stop()
         if self.prefect_server:
@@ -193,11 +196,18 @@ class Daemon:
 
         self.watcher = RefWatcher(self.source.git_dir, self.wake.set, env.daemon.debounce_s if env else 0.3).start()
 
+    def _start_supervision(self) -> None:
+        """Restart crashed services (with backoff) between cycles; adopt the ones already running."""
+        from daemon.supervisor import Supervisor
+
+        self.supervisor = Supervisor(self.home)
+        self.tick_hooks.append(self.supervisor)
+
     def _tick(self) -> None:
         for hook in self.tick_hooks:
             try:
                 hook.tick()
-            except Exception:  # noqa: BLE001 - supervision must never kill the loop
+            except Exception:  # supervision must never kill the loop
                 log.exception("tick of %s failed", hook)
 
     # -- one cycle ------------------------------------------------------------------------------------
@@ -226,7 +236,7 @@ class Daemon:
             desired = self.last_valid  # keep the last valid revision converged
         try:
             result = self._reconcile(desired)
-        except Exception as exc:  # noqa: BLE001 - an adapter bug must not kill the daemon
+        except Exception as exc:  # an adapter bug must not kill the daemon
             log.exception("reconcile of %s failed", desired.revision[:12])
             metrics.RECONCILE_RUNS.labels(result="failed").inc()
             self.journal.append("ReconcileFailed", desired.revision, message=f"{type(exc).__name__}: {exc}")

@@ -67,7 +67,7 @@ class PidRecord:
 def spawn(cmd: list[str], *, log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
     """Start a long-lived child in its own session (its own process group), output to a log file."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+    log = open(log_path, "ab")  # handed to the child, closed below
     try:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True)
     finally:
