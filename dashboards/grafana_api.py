@@ -119,10 +119,12 @@ class GrafanaPublisher:
         version = int(model.get("version") or found.get("meta", {}).get("version") or 0)
         history = self._versions(uid)
         restorable: dict[str, str] = {}
+        last_applied: re.Match[str] | None = None  # the newest version specd wrote
         for entry in history:
             match = MESSAGE.match(entry.get("message") or "")
             if match and match["fingerprint"] not in restorable:
                 restorable[match["fingerprint"]] = f"version {entry.get('version')}"
+                last_applied = last_applied or match
         latest = history[0] if history else {}
         match = MESSAGE.match(latest.get("message") or "")
         drift = ""
@@ -139,8 +141,8 @@ class GrafanaPublisher:
         return LiveDashboard(
             key,
             uid,
-            match["fingerprint"] if match else marker.get("fingerprint"),
-            match["revision"] if match else marker.get("revision"),
+            last_applied["fingerprint"] if last_applied else marker.get("fingerprint"),
+            last_applied["revision"] if last_applied else marker.get("revision"),
             marker.get("prune"),
             drift,
             version,
