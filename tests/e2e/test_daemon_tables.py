@@ -85,8 +85,8 @@ def test_revert_restores_the_earlier_delta_version_without_recompute(spec_repo, 
     silver = table(home, "silver_orders")
     assert silver.history(1)[0]["operation"] == "RESTORE"
     assert silver.to_pyarrow_table().sort_by("id").equals(original)
-    applied = [e for e in daemon.journal() if e["type"] == "ActionSucceeded" and e["revision"] == reverted]
-    assert [e["op"] for e in applied] == ["restore"], applied  # bronze untouched, silver restored, nothing rebuilt
+    applied = [e for e in daemon.journal() if e["type"] == "ActionSucceeded" and e["revision"] == reverted and e["resource"].startswith("table/")]
+    assert [(e["resource"], e["op"]) for e in applied] == [("table/silver_orders", "restore")], applied  # nothing rebuilt
     assert elapsed < 30
 
 
