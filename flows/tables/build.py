@@ -183,9 +183,13 @@ def _build(job: BuildJob, spec: Any) -> BuildReport:
         connection.register("_specd_stream", watcher.reader())
         view, reason, counts_sql = "_specd_stream", False, None
         if spec.clean is not None:
-            connection.execute("CREATE TABLE _specd_input AS SELECT * FROM _specd_stream")
-            result = stages.clean(connection, "_specd_input", spec.clean)
-            view, reason, counts_sql = result.view, result.carries_reason, result.counts_sql
+            # The clean counters need a second scan only when rows can both be filtered and deduplicated;
+            # otherwise the rows missing at the end are exactly the filtered (or the deduplicated) ones.
+            twice = spec.clean.dedupe is not None and _clean_filters(spec.clean)
+            if twice:
+                connection.execute("CREATE TABLE _specd_input AS SELECT * FROM _specd_stream")
+            result = stages.clean(connection, "_specd_input" if twice else "_specd_stream", spec.clean)
+            view, reason, counts_sql = result.view, result.carries_reason, result.counts_sql if twice else None
         if spec.features is not None:
             joined = spec.features.referenced_tables()
             if joined:
@@ -294,7 +298,8 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
             details = ", ".join(f"{k}: {v}" for k, v in sorted(failed_checks.items()))
             raise BuildFailed(f"table {job.name}: quality checks failed ({details}); nothing was written", reason="QualityFailed")
         clean_counts = connection.execute(counts_sql).fetchone() if counts_sql else None
-        rows = _account(job.name, watcher, counts, clean_counts, spec.features is not None and spec.features.aggregate is not None)
+        aggregates = spec.features is not None and spec.features.aggregate is not None
+        rows = _account(job.name, watcher, counts, clean_counts, aggregates, spec.clean is not None and spec.clean.dedupe is not None)
         meta = dict(metadata)
         meta.update({f"{ROWS_PREFIX}{k}": str(v) for k, v in rows.items()})
         meta[QUALITY] = json.dumps(quality, sort_keys=True)
@@ -324,7 +329,11 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
             _remove_tree(staging_dir)
 
 
-def _account(name: str, watcher: Watcher, counts: dict[str, int], clean_counts: Any, aggregates: bool) -> dict[str, int]:
+def _clean_filters(clean: Any) -> bool:
+    return bool(clean.where) or any(r.nulls is not None and r.nulls.strategy == "drop" for r in clean.columns.values())
+
+
+def _account(name: str, watcher: Watcher, counts: dict[str, int], clean_counts: Any, aggregates: bool, dedupes: bool = False) -> dict[str, int]:
     """read = written + quarantined + deduplicated + filtered, each counted where it happens; a gap means
     rows went missing, which fails the build. Aggregating tables fold many rows into one: the folded
     rows are reported as filtered."""
@@ -334,9 +343,12 @@ def _account(name: str, watcher: Watcher, counts: dict[str, int], clean_counts: 
             raise BuildFailed(f"table {name}: staged {clean_counts[0]} rows but read {watcher.rows}", reason="AccountingMismatch")
         rows["filtered"], rows["deduplicated"] = int(clean_counts[1]), int(clean_counts[2])
     gap = rows["read"] - rows["written"] - rows["quarantined"] - rows["deduplicated"] - rows["filtered"]
-    if gap and not aggregates:
+    if gap < 0 or (gap and clean_counts is not None and not aggregates):
         raise BuildFailed(f"table {name}: row accounting does not balance ({rows}, {gap} rows unaccounted)", reason="AccountingMismatch")
-    rows["filtered"] += gap
+    if dedupes and clean_counts is None and not aggregates:
+        rows["deduplicated"] += gap  # the only way rows leave a clean stage without filters
+    else:
+        rows["filtered"] += gap
     return rows
 
 

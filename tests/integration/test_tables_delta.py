@@ -130,7 +130,8 @@ def test_enforce_fails_with_a_readable_diff_and_evolve_adds_columns(world: Table
     world.write("specs/tables/orders.yaml", BRONZE + "write: {mode: merge, keys: [id]}\n")
     world.converge()
     version = DeltaTable(world.uri("orders")).version()
-    world.write("data/orders.csv", "id,customer,amount,channel\n1,x,2.5,web\n")
+    with_channel = "id,customer,amount,channel\n" + "".join(line + ",web\n" for line in ORDERS.splitlines()[1:])
+    world.write("data/orders.csv", with_channel)
     with pytest.raises(ApplyError) as failure:
         world.converge()
     message = str(failure.value)
@@ -139,7 +140,7 @@ def test_enforce_fails_with_a_readable_diff_and_evolve_adds_columns(world: Table
     world.write("specs/tables/orders.yaml", BRONZE + "write: {mode: merge, keys: [id]}\nschema: {policy: evolve}\n")
     world.converge()
     table = DeltaTable(world.uri("orders")).to_pyarrow_table()
-    assert "channel" in table.column_names and table.num_rows == 20
+    assert table.column("channel").to_pylist() == ["web"] * 20 and table.num_rows == 20
     world.write("data/orders.csv", "id,customer,amount\n1,x,oops\n")
     with pytest.raises(ApplyError, match="~ amount: table has double, output has string"):
         world.converge()
