@@ -26,8 +26,8 @@ READERS: dict[str, str] = {
     "table": "flows.tables.sources.tables",
     "callable": "flows.tables.sources.callable",
     "synthetic": "flows.tables.sources.synthetic",
-    "sql": "flows.tables.sources.sql",
-    "http": "flows.tables.sources.http",
+    "sql": "flows.tables.sources.sql_db",
+    "http": "flows.tables.sources.http_api",
 }
 
 DEFAULT_ALLOWED_MODULES = ("flows.tables.sources.",)
