@@ -7,6 +7,7 @@ fixed (`[5m]`), not Grafana variables, so the same text runs unchanged against P
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 WINDOW = "5m"
@@ -222,13 +223,16 @@ def stale_after_seconds(data: dict[str, Any]) -> float | None:
 
         return float(duration_seconds(freshness["max_age"]))
     schedule = data.get("schedule")
-    if schedule:
-        from croniter import croniter  # light; only for scheduled tables
+    return 2 * _cron_period_s(schedule) if schedule else None
 
-        it = croniter(schedule, 0)
-        first, second = it.get_next(float), it.get_next(float)
-        return 2 * (second - first)
-    return None
+
+@lru_cache(maxsize=1024)
+def _cron_period_s(schedule: str) -> float:
+    from croniter import croniter  # light; only for scheduled tables
+
+    it = croniter(schedule, 0)
+    first, second = it.get_next(float), it.get_next(float)
+    return second - first
 
 
 def platform_dashboard(env: Any, services: list[tuple[str, str, int]]) -> dict[str, Any]:
