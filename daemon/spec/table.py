@@ -197,6 +197,8 @@ class TableSpec(SpecModel):
         source_cursor = getattr(self.source, "cursor", None)
         if self.incremental and source_cursor and source_cursor != self.incremental.cursor:
             raise ValueError(f"incremental.cursor {self.incremental.cursor!r} differs from source.cursor {source_cursor!r}")
+        if self.incremental is not None and self.write.mode == "overwrite":
+            raise ValueError("incremental tables need write.mode 'append' or 'merge' (an overwrite would keep only the new rows)")
         if self.write.mode == "append" and self.cursor is None:
             raise ValueError("write.mode 'append' needs incremental.cursor (a rebuild would append every row again)")
         if self.schedule is not None:

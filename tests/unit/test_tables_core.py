@@ -31,6 +31,7 @@ FILE = {"type": "file", "path": "data/x.csv", "format": "csv"}
         ({"source": FILE, "schedule": "every day"}, "not a valid cron expression"),
         ({"source": FILE, "write": {"mode": "append"}}, "needs incremental.cursor"),
         ({"source": FILE, "write": {"mode": "merge"}}, "needs write.keys"),
+        ({"source": FILE, "incremental": {"cursor": "ts"}}, "need write.mode 'append' or 'merge'"),
         ({"source": FILE, "write": {"mode": "merge", "keys": ["id"]}, "partition_by": ["day"]}, "must be among write.keys"),
         ({"source": {**FILE, "path": "../outside.csv"}}, "escapes its root"),
         ({"source": {"type": "package", "package": "x;y", "path": "a.csv", "format": "csv"}}, "not a Python package name"),
