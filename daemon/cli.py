@@ -98,18 +98,24 @@ def _worktree_revision(repo: Path) -> str:
 
 
 def _desired(args, rev: str | None):
+    from daemon.compose_cache import ComposeCache
     from daemon.reconcile import load_desired
     from daemon.source import GitSource
 
     repo = args.repo
     home = specd_home(args.home)
-    if rev is None:
-        path = Path(repo).absolute()
-        return load_desired(path, args.env, _worktree_revision(path), args.override)
-    source = GitSource(repo, "HEAD", home)
-    source.fetch()
-    sha = source.resolve(rev)
-    return load_desired(source.checkout(sha), args.env, sha, args.override)
+    cache = ComposeCache(home / "cache" / f"compose-{args.env}.pickle") if home.exists() else None
+    try:
+        if rev is None:
+            path = Path(repo).absolute()
+            return load_desired(path, args.env, _worktree_revision(path), args.override, cache)
+        source = GitSource(repo, "HEAD", home)
+        source.fetch()
+        sha = source.resolve(rev)
+        return load_desired(source.checkout(sha), args.env, sha, args.override, cache)
+    finally:
+        if cache is not None:
+            cache.save()
 
 
 def _print_errors(exc: SpecErrors) -> None:

@@ -11,6 +11,8 @@ Every problem of the revision is collected and raised together as `SpecErrors`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from daemon.compose_cache import ComposeCache, cache_key
 from daemon.errors import SpecErrors, SpecIssue
 from daemon.kinds import KINDS, Kind, load_object
 from daemon.secrets import find_credential_literals
@@ -261,12 +264,13 @@ def _spec_files(root: Path, kind: Kind) -> list[Path]:
     return sorted(directory.rglob("*.yaml")) if directory.is_dir() else []
 
 
-def compose(root: Path, env_name: str, overrides: Sequence[str] = ()) -> Composed:
+def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: ComposeCache | None = None) -> Composed:
     """Load and validate every spec under `root/specs` for one environment. Raises SpecErrors."""
     root = Path(root)
     issues: list[SpecIssue] = []
     env = load_environment(root, env_name, overrides)
     env_data = env.model_dump(mode="json", by_alias=True)
+    env_digest = hashlib.sha1(json.dumps(env_data, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
     parsed = parse_overrides(overrides)
     loader = _FileLoader(root)
     group_root = root / SPECS_DIR
@@ -286,6 +290,13 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = ()) -> Compose
                 continue
             seen[(kind.name, name)] = rel
             own = [(k[len(prefix) + len(name) + 1:], v) for k, v in parsed if k.startswith(f"{prefix}{name}.")]
+            key = None
+            if cache is not None and not own:
+                key = cache_key(kind.name, name, path.read_text(encoding="utf-8"), env_digest)
+                hit = cache.get(key)
+                if hit is not None:
+                    docs.append(SpecDoc(kind.name, name, rel, hit[0], hit[1]))
+                    continue
             try:
                 data, files = _materialise(loader, path, group_root, env_data, own)
             except YamlSyntaxError as exc:
@@ -307,6 +318,8 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = ()) -> Compose
                 continue
             normalised = spec.model_dump(mode="json", by_alias=True)
             docs.append(SpecDoc(kind.name, name, rel, spec, normalised))
+            if cache is not None:
+                cache.put(key, (spec, normalised))
     known_override_prefixes = ("env.",) + tuple(k.directory + "." for k in KINDS)
     for key, _ in parsed:
         if not key.startswith(known_override_prefixes):

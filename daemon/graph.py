@@ -75,7 +75,7 @@ def fingerprint(kind: str, name: str, data: Mapping[str, Any], upstream: Mapping
 InputDigester = Callable[[SpecDoc], Mapping[str, str]]
 
 
-def _ref_line(root_path: str, doc: SpecDoc, field: tuple, read_text: Callable[[str], str] | None) -> int:
+def _ref_line(doc: SpecDoc, field: tuple, read_text: Callable[[str], str] | None) -> int:
     if read_text is None:
         return 0
     try:
@@ -96,10 +96,10 @@ def build_graph(composed: Composed, input_digests: InputDigester | None = None, 
         for ref in refs:
             target = f"{ref.kind}/{ref.name}"
             if target not in docs:
-                line = _ref_line("", doc, ref.field, read_text)
+                line = _ref_line(doc, ref.field, read_text)
                 issues.append(SpecIssue(doc.path, line, ".".join(map(str, ref.field)), f"unknown {ref.kind} {ref.name!r}"))
             elif target == key:
-                line = _ref_line("", doc, ref.field, read_text)
+                line = _ref_line(doc, ref.field, read_text)
                 issues.append(SpecIssue(doc.path, line, ".".join(map(str, ref.field)), f"{doc.kind} {doc.name!r} depends on itself"))
             else:
                 targets.append(target)
@@ -127,23 +127,28 @@ def build_graph(composed: Composed, input_digests: InputDigester | None = None, 
 
 
 def _topological(docs: Mapping[str, SpecDoc], deps: Mapping[str, tuple[str, ...]]) -> list:
-    """Kahn's algorithm; on a cycle, return one SpecIssue per file on the cycle."""
-    remaining = {k: set(v) for k, v in deps.items()}
+    """Kahn's algorithm, deterministic (sorted ready set); on a cycle, one SpecIssue per file on it."""
+    import heapq
+
+    waiting = {k: len(v) for k, v in deps.items()}
+    children: dict[str, list[str]] = {}
+    for key, parents in deps.items():
+        for parent in parents:
+            children.setdefault(parent, []).append(key)
+    ready = [k for k, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
     order: list[str] = []
-    ready = sorted(k for k, v in remaining.items() if not v)
     while ready:
-        key = ready.pop(0)
+        key = heapq.heappop(ready)
         order.append(key)
-        del remaining[key]
-        newly = []
-        for other, parents in remaining.items():
-            if key in parents:
-                parents.discard(key)
-                if not parents:
-                    newly.append(other)
-        ready = sorted(ready + newly)
-    if not remaining:
+        for child in children.get(key, ()):
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                heapq.heappush(ready, child)
+    if len(order) == len(deps):
         return order
+    done = set(order)
+    remaining = {k: {p for p in deps[k] if p not in done} for k in deps if k not in done}
     cycle = _find_cycle(remaining)
     text = " -> ".join(cycle + [cycle[0]])
     return [SpecIssue(docs[k].path, 0, "", f"dependency cycle: {text}") for k in cycle]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import metrics, procs
+from daemon.compose_cache import ComposeCache
 from daemon.errors import SpecErrors
 from daemon.executor import FAILED, SUCCEEDED, ActionResult
 from daemon.paths import bentoml_home, journal_path, lock_path
@@ -92,6 +93,7 @@ class Daemon:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.desired_cache: dict[str, Desired] = {}
+        self.compose_cache = ComposeCache()  # validated documents by content: a commit recomposes only what changed
         self.last_valid: Desired | None = None
         self.backoff: dict[str, Backoff] = {}
         self.lock = DaemonLock(lock_path(home))
@@ -215,7 +217,7 @@ class Daemon:
         if sha not in self.desired_cache:
             checkout = self.source.checkout(sha)
             self.desired_cache = {k: v for k, v in list(self.desired_cache.items())[-4:]}
-            self.desired_cache[sha] = load_desired(checkout, self.env_name, sha, self.overrides)
+            self.desired_cache[sha] = load_desired(checkout, self.env_name, sha, self.overrides, self.compose_cache)
         return self.desired_cache[sha]
 
     def cycle(self) -> None:

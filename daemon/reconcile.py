@@ -13,6 +13,7 @@ from pathlib import Path
 
 from daemon.adapters.base import Adapter, AdapterContext, Observed
 from daemon.compose import Composed, compose
+from daemon.compose_cache import ComposeCache
 from daemon.errors import SpecErrors, SpecIssue
 from daemon.executor import ActionResult, execute
 from daemon.graph import Graph, Resource, build_graph
@@ -28,9 +29,9 @@ class Desired:
     graph: Graph
 
 
-def load_desired(checkout: Path, env_name: str, revision: str, overrides: Sequence[str] = ()) -> Desired:
+def load_desired(checkout: Path, env_name: str, revision: str, overrides: Sequence[str] = (), cache: ComposeCache | None = None) -> Desired:
     """Compose + graph one revision. Raises SpecErrors listing every problem at once."""
-    composed = compose(checkout, env_name, overrides)
+    composed = compose(checkout, env_name, overrides, cache)
 
     def read_text(rel: str) -> str:
         return (checkout / rel).read_text(encoding="utf-8")
