@@ -12,6 +12,7 @@ event (errors, quality failures, dropped logs) use `or ... * 0` so panels show 0
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from daemon.compose import Composed, SpecDoc
 
 PLATFORM_NAME = "platform"
+# Generated specs validated before, by their content: validation (PromQL parsing included) is most of
+# derive's cost, and a daemon cycle or a warm plan regenerates the same dashboards every time.
+_VALIDATED: dict[str, tuple[Any, dict[str, Any]]] = {}
 DERIVED_PREFIX = {"table": "table-", "model": "model-", "service": "service-"}
 
 
@@ -52,14 +56,20 @@ def derive_all(composed: Composed) -> list[SpecDoc]:
     docs: list[SpecDoc] = []
     issues: list[SpecIssue] = []
     for name, path, data in generated:
-        try:
-            spec = DashboardSpec.model_validate(data)
-        except ValidationError as exc:  # a generator bug or an odd name: reject with the source file
-            for error in exc.errors(include_url=False):
-                field = ".".join(str(p) for p in error["loc"])
-                issues.append(SpecIssue(path, 0, f"generated dashboard {name}: {field}", error["msg"]))
-            continue
-        docs.append(SpecDoc("dashboard", name, path, spec, spec.model_dump(mode="json", by_alias=True)))
+        key = json.dumps(data, sort_keys=True, default=str)
+        hit = _VALIDATED.get(key)
+        if hit is None:
+            try:
+                spec = DashboardSpec.model_validate(data)
+            except ValidationError as exc:  # a generator bug or an odd name: reject with the source file
+                for error in exc.errors(include_url=False):
+                    field = ".".join(str(p) for p in error["loc"])
+                    issues.append(SpecIssue(path, 0, f"generated dashboard {name}: {field}", error["msg"]))
+                continue
+            if len(_VALIDATED) > 20_000:
+                _VALIDATED.clear()
+            hit = _VALIDATED[key] = (spec, spec.model_dump(mode="json", by_alias=True))
+        docs.append(SpecDoc("dashboard", name, path, hit[0], hit[1]))
     if issues:
         raise SpecErrors(issues)
     return docs

@@ -1,0 +1,48 @@
+"""Scheduled refreshes through the daemon: a `schedule:` in a table spec becomes a Prefect deployment
+served by a runner the daemon starts; removing it deletes the deployment and stops the runner."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from daemon.procs import PidRecord
+
+pytestmark = [pytest.mark.e2e]
+
+TABLE = "source: {type: file, path: data/x.csv, format: csv}\n"
+
+
+def deployments() -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    async def names() -> set[str]:
+        async with get_client() as client:
+            return {d.name for d in await client.read_deployments() if d.name.startswith("specd-table-")}
+
+    return asyncio.run(names())
+
+
+def test_schedules_follow_the_specs(spec_repo, home, daemon_factory):
+    spec_repo.write("data/x.csv", "a\n1\n")
+    spec_repo.write("specs/tables/hourly.yaml", TABLE + 'schedule: "0 * * * *"\n')
+    sha = spec_repo.commit("hourly refresh")
+    daemon = daemon_factory(spec_repo.path)
+    daemon.wait_converged(sha)
+    assert "specd-table-hourly" in deployments()
+    runner = PidRecord.read(home / "run" / "schedules-runner.json")
+    assert runner is not None and runner.alive()
+
+    spec_repo.write("specs/tables/hourly.yaml", TABLE)
+    sha = spec_repo.commit("no schedule")
+    daemon.wait_converged(sha)
+    deadline = time.monotonic() + 20
+    while "specd-table-hourly" in deployments() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "specd-table-hourly" not in deployments()
+    deadline = time.monotonic() + 30
+    while runner.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not runner.alive(), "the schedule runner kept running with no schedules"
