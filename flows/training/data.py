@@ -2,7 +2,9 @@
 
 Reads only the needed columns of exactly the Delta version recorded in the job, so a candidate can be
 retrained bit-for-bit from its lineage. Splits are seeded and independent of the candidate, so every
-candidate — and the re-scored champion — is evaluated on the same holdout rows.
+candidate — and the re-scored champion — is evaluated on the same holdout rows. Group and time splits
+keep their promise in the cross-validation folds too (a group never on both sides; validate only on
+rows later than those fitted on), so CV spread is not flattered by leakage.
 """
 
 from __future__ import annotations
@@ -53,46 +55,100 @@ class Split:
     folds: tuple[tuple[np.ndarray, np.ndarray], ...] = ()  # (fit, validate) indices within the train rows
 
 
-def make_split(frame: Any, split: Mapping[str, Any]) -> Split:
-    """Random, group- or time-based holdout (seeded); optional k folds over the training rows."""
+NULL_GROUP = "\x00null"  # nulls form one group of their own (never equal to a real string value)
+
+
+def _group_keys(frame: Any, column: str) -> np.ndarray:
+    return np.array([NULL_GROUP if v is None else str(v) for v in frame[column].to_list()], dtype=object)
+
+
+def _latest_times(times: np.ndarray, rows: np.ndarray, fraction: float) -> np.ndarray:
+    """Rows (of `rows`) whose time is at or after a cutoff chosen so that about `fraction` of them are at or
+    after it; never all of them. Ties never straddle the cutoff: every kept row is strictly later than every
+    other row."""
+    values, counts = np.unique(times[rows], return_counts=True)
+    if values.size < 2:
+        raise ValueError("a time-based split needs at least two distinct times")
+    held, cut = 0, values.size
+    while cut > 1 and held < rows.size * fraction:  # keep at least one time for training
+        cut -= 1
+        held += counts[cut]
+    return rows[times[rows] >= values[cut]]
+
+
+def _holdout(frame: Any, split: Mapping[str, Any], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     rows = frame.height
-    rng = np.random.default_rng(int(split.get("seed", 0)))
-    holdout_fraction = float(split.get("holdout", 0.2))
+    fraction = float(split.get("holdout", 0.2))
     by = split.get("by", "random")
     if by == "random":
         order = rng.permutation(rows)
-        cut = max(1, round(rows * holdout_fraction))
-        holdout, train = np.sort(order[:cut]), np.sort(order[cut:])
-    elif by == "group":
-        keys = np.array([str(v) for v in frame[split["column"]].to_list()])
-        groups = np.array(sorted(set(keys.tolist())))
-        counts = {g: int((keys == g).sum()) for g in groups.tolist()}
+        cut = max(1, round(rows * fraction))
+        return np.sort(order[cut:]), np.sort(order[:cut])
+    if by == "group":
+        keys = _group_keys(frame, split["column"])
+        groups, counts = np.unique(keys.astype(str), return_counts=True)
+        size = dict(zip(groups.tolist(), counts.tolist(), strict=True))
         chosen: list[str] = []
         held = 0
-        for group in groups[rng.permutation(len(groups))].tolist()[:-1]:  # keep at least one group for training
+        for group in groups[rng.permutation(groups.size)].tolist()[:-1]:  # keep at least one group for training
             chosen.append(group)
-            held += counts[group]
-            if held >= rows * holdout_fraction:
+            held += size[group]
+            if held >= rows * fraction:
                 break
-        mask = np.isin(keys, list(chosen))
-        holdout, train = np.flatnonzero(mask), np.flatnonzero(~mask)
-    elif by == "time":
-        order = np.argsort(frame[split["column"]].to_numpy(), kind="stable")
-        cut = max(1, round(rows * holdout_fraction))
-        holdout, train = np.sort(order[rows - cut:]), np.sort(order[:rows - cut])
-    else:
-        raise ValueError(f"unknown split {by!r}")
-    folds: list[tuple[np.ndarray, np.ndarray]] = []
-    k = int(split.get("folds", 0) or 0)
-    if k >= 2:
-        shuffled = train[np.random.default_rng(int(split.get("seed", 0)) + 1).permutation(train.size)]
-        parts = np.array_split(shuffled, k)
-        for i in range(k):
-            validate = np.sort(parts[i])
-            fit = np.sort(np.concatenate([p for j, p in enumerate(parts) if j != i]))
-            folds.append((fit, validate))
+        mask = np.isin(keys.astype(str), chosen)
+        return np.flatnonzero(~mask), np.flatnonzero(mask)
+    if by == "time":
+        series = frame[split["column"]]
+        present = np.flatnonzero(series.is_not_null().to_numpy())  # rows without a time belong to neither side
+        times = series.to_numpy()
+        holdout = _latest_times(times, present, fraction)
+        return np.setdiff1d(present, holdout), np.sort(holdout)
+    raise ValueError(f"unknown split {by!r}")
+
+
+def _folds(frame: Any, split: Mapping[str, Any], train: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k (fit, validate) pairs over the training rows, honouring the split kind: random folds; group folds
+    (a group lies in one validation fold only); time folds walking forward (validate strictly after fit)."""
+    by = split.get("by", "random")
+    rng = np.random.default_rng(int(split.get("seed", 0)) + 1)
+    if by == "random":
+        parts = np.array_split(train[rng.permutation(train.size)], k)
+        return [(np.sort(np.concatenate([p for j, p in enumerate(parts) if j != i])), np.sort(parts[i])) for i in range(k)]
+    if by == "group":
+        keys = _group_keys(frame, split["column"]).astype(str)[train]
+        groups, counts = np.unique(keys, return_counts=True)
+        if groups.size < k:
+            raise ValueError(f"{k}-fold cross-validation by group needs ≥ {k} groups in the training rows, found {groups.size}")
+        order = rng.permutation(groups.size)
+        order = order[np.argsort(-counts[order], kind="stable")]  # largest first, ties in seeded order
+        fold_of, load = {}, np.zeros(k, dtype=np.int64)
+        for index in order.tolist():  # each group to the lightest fold (balanced like scikit-learn's GroupKFold)
+            target = int(np.argmin(load))
+            fold_of[groups[index]] = target
+            load[target] += counts[index]
+        assignment = np.array([fold_of[key] for key in keys.tolist()])
+        return [(np.sort(train[assignment != i]), np.sort(train[assignment == i])) for i in range(k)]
+    times = frame[split["column"]].to_numpy()
+    values = np.unique(times[train])
+    if values.size < k + 1:
+        raise ValueError(f"{k}-fold cross-validation by time needs ≥ {k + 1} distinct times in the training rows, found {values.size}")
+    chunks = np.array_split(values, k + 1)  # fold i fits on chunks[0..i] and validates on chunk i+1
+    folds = []
+    for i in range(k):
+        cutoff, end = chunks[i + 1][0], chunks[i + 1][-1]
+        folds.append((np.sort(train[times[train] < cutoff]), np.sort(train[(times[train] >= cutoff) & (times[train] <= end)])))
+    return folds
+
+
+def make_split(frame: Any, split: Mapping[str, Any]) -> Split:
+    """Seeded holdout — random, by group (no group on both sides) or by time (holdout strictly later than
+    every training row; rows without a time are left out) — plus optional k folds over the training rows."""
+    rng = np.random.default_rng(int(split.get("seed", 0)))
+    train, holdout = _holdout(frame, split, rng)
     if train.size == 0 or holdout.size == 0:
         raise ValueError(f"split leaves {train.size} training and {holdout.size} holdout rows")
+    k = int(split.get("folds", 0) or 0)
+    folds = _folds(frame, split, train, k) if k >= 2 else []
     return Split(train, holdout, tuple(folds))
 
 
