@@ -8,6 +8,7 @@ so the daemon process never imports torch or Lightning.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from flows.training import registry
 from flows.training.artifact import artifact_complete, record_decision
 from flows.training.data import resolve_features
 from flows.training.jobs import candidate_fingerprint, evaluate_job, train_job
-from flows.training.launch import gpu_slots, run_jobs
+from flows.training.launch import GpuId, command_for, gpu_slots, run_jobs, visible_gpus
 from flows.training.promote import Rule, decide
 
 if TYPE_CHECKING:
@@ -39,15 +40,21 @@ def _pin_data(name: str, table: str, uri: str, options: dict[str, str]) -> tuple
     return log.version, data_id, columns
 
 
-def _resources(ctx: AdapterContext) -> tuple[dict[str, Any], list[list[int] | None], int | None]:
-    training = ctx.env.training
+def training_resources(training: Any, environ: Mapping[str, str] | None = None,
+                       cpu_count: int | None = None) -> tuple[dict[str, Any], list[Sequence[GpuId] | None], int | None]:
+    """(resources for every job, one slot per concurrently running candidate, torch threads per CPU job).
+
+    GPU: the GPUs (`training.gpu_ids`, else the visible ones) are cut into disjoint sets of `devices`, one
+    candidate per set at a time; when none can be found, candidates run one at a time (never two on the
+    same GPUs unknowingly). CPU: `max_concurrent_candidates` at once, the cores shared out between them.
+    """
     resources = {"accelerator": training.accelerator, "devices": training.devices, "num_nodes": training.num_nodes,
-                 "precision": training.precision, "strategy": training.strategy}
+                 "precision": training.precision, "strategy": training.strategy, "launcher": training.launcher}
     concurrency = training.max_concurrent_candidates
-    if training.accelerator in ("gpu", "cuda") and training.gpu_ids:
-        slots = gpu_slots(training.gpu_ids, training.devices, concurrency)
-        return resources, slots, None
-    threads = max(1, (os.cpu_count() or 1) // concurrency)
+    if training.accelerator in ("gpu", "cuda"):
+        gpus: Sequence[GpuId] = training.gpu_ids or visible_gpus(environ)
+        return resources, (gpu_slots(gpus, training.devices, concurrency) if gpus else [None]), None
+    threads = max(1, (cpu_count or os.cpu_count() or 1) // concurrency)
     return resources, [None] * concurrency, threads
 
 
@@ -60,7 +67,7 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
     if unknown:
         raise ApplyError(f"model {name}: columns {unknown} are not in table {spec.data.table!r} (version {version})")
     code_version = kind_by_name("model").code_version
-    resources, slots, threads = _resources(ctx)
+    resources, slots, threads = training_resources(ctx.env.training)
     spec_data = dict(resource.data)
     selection = {"table": spec.data.table, "target": spec.data.target, "features": features}
 
@@ -83,6 +90,10 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
     to_train = [j for c, j in jobs.items() if c not in reused]
     score_tags = list(reused.values()) + ([champion] if champion and champion not in {j["tag"] for j in jobs.values()} else [])
     first = next(iter(jobs.values()))
+    try:
+        command_for(first, work_dir / "job.json", slots[0])
+    except ValueError as exc:
+        raise ApplyError(f"model {name}: {exc}") from None
     launch = list(to_train) + ([evaluate_job(first, score_tags, work_dir, fingerprint)] if score_tags else [])
     ctx.progress(f"model {name}: training {[j['candidate'] for j in to_train] or 'nothing'}, re-scoring {len(score_tags)} stored model(s)")
     runs = run_jobs(launch, work_dir, log_dir, slots=slots, env={"BENTOML_HOME": root}, progress=ctx.progress) if launch else []
@@ -109,7 +120,11 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
         if candidate in reused:
             score = scores.get(job["tag"], {})
             status = "reused" if "metrics" in score else "failed"
-            candidates[candidate] = {"tag": job["tag"], "status": status, "metrics": score.get("metrics", {}),
+            metrics = dict(score.get("metrics", {}))
+            cv = _stored_cv(job["tag"], root)  # CV ran on the same training rows when it was trained
+            if cv and metrics:
+                metrics["cv"] = cv
+            candidates[candidate] = {"tag": job["tag"], "status": status, "metrics": metrics,
                                      "message": score.get("error", "")}
         else:
             result = results[candidate]
@@ -128,7 +143,10 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
         model=name, fingerprint=fingerprint, champion=decision.champion, challengers=decision.challengers,
         decision=decision.reason, git_sha=ctx.revision, candidates=_compact(candidates),
         champion_metrics=_scalars(champion_metrics),
-        data={"table": spec.data.table, "uri": uri, "delta_version": version, "data_id": data_id, "prune": spec.prune},
+        data={"table": spec.data.table, "uri": uri, "delta_version": version, "data_id": data_id, "prune": spec.prune,
+              "promotion": {"metric": promotion.metric, "direction": spec.metric_direction(),
+                            "min_improvement": promotion.min_improvement},
+              "split": spec_data["split"]},
     )
     for candidate in candidates.values():
         if candidate["status"] in ("trained", "reused"):
@@ -142,6 +160,15 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
     return ApplyOutcome(decision.reason, {"champion": decision.champion, "challengers": list(decision.challengers),
                                           "trained": trained, "reused": list(reused), "outcome": decision.outcome,
                                           "delta_version": version})
+
+
+def _stored_cv(tag: str, root: str) -> dict[str, Any]:
+    from flows.training.artifact import read_model_info
+
+    try:
+        return dict(read_model_info(tag, root)["metadata"].get("cv") or {})
+    except (OSError, ValueError):
+        return {}
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -38,12 +38,16 @@ class PrefectSection(SpecModel):
 
 class TrainingSection(SpecModel):
     accelerator: Literal["cpu", "gpu", "cuda", "auto"] = "cpu"
-    devices: int | str = 1
+    devices: int | str = 1  # per candidate (per node): GPUs, or CPU processes under ddp
     num_nodes: int = Field(default=1, ge=1)
     precision: str = "32-true"
     strategy: str = "auto"
-    max_concurrent_candidates: int = Field(default=1, ge=1)
-    gpu_ids: list[int] = Field(default_factory=list)
+    # lightning: one `python -m flows.training.run` per candidate (Lightning starts the DDP ranks);
+    # torchrun: `torchrun --nproc_per_node=devices --nnodes=num_nodes` starts them (rendezvous from
+    # SPECD_RDZV_ENDPOINT or MASTER_ADDR:MASTER_PORT when num_nodes > 1, else --standalone).
+    launcher: Literal["lightning", "torchrun"] = "lightning"
+    max_concurrent_candidates: int = Field(default=1, ge=1)  # candidates trained at once (disjoint GPU sets)
+    gpu_ids: list[int] = Field(default_factory=list)  # empty: CUDA_VISIBLE_DEVICES or nvidia-smi decides
 
 
 class ServicesSection(SpecModel):

@@ -2,8 +2,10 @@
 
 Each job runs in its own session (process group) so that it — and any DDP ranks Lightning or torchrun
 start under it — can be stopped as a unit; nothing is left behind when the caller is interrupted. GPU
-sets come from the environment's `training.gpu_ids` split into groups of `devices`, one group per
-concurrently running candidate (`CUDA_VISIBLE_DEVICES`).
+sets come from the environment's `training.gpu_ids` (else the visible GPUs) split into groups of
+`devices`, one group per concurrently running candidate (`CUDA_VISIBLE_DEVICES`); a group returns to the
+pool when its candidate ends. On CPU, `max_concurrent_candidates` jobs run at once. Pure parts
+(`gpu_slots`, `command_for`) are unit-tested; `run_jobs` takes the command builder as a parameter.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class JobRun:
     returncode: int
     seconds: float
     result: dict[str, Any] | None
+    gpus: tuple[GpuId, ...] | None = None  # the CUDA_VISIBLE_DEVICES set it ran on (None: CPU / not restricted)
+    started_at: float = 0.0  # wall clock (time.time()) at start and end: shows which jobs overlapped
+    ended_at: float = 0.0
 
     def log_tail(self, lines: int = 12) -> str:
         try:
@@ -39,26 +44,88 @@ class JobRun:
             return ""
 
 
-def gpu_slots(gpu_ids: Sequence[int], devices: int | str, concurrency: int) -> list[list[int] | None]:
-    """Disjoint GPU sets, one per concurrent slot; [None] * concurrency when no GPU ids are configured."""
+GpuId = int | str  # an index, or whatever CUDA_VISIBLE_DEVICES named (e.g. a GPU UUID)
+
+
+def visible_gpus(environ: Mapping[str, str] | None = None, *, query: Callable[[], str] | None = None) -> list[str]:
+    """The GPUs this process may hand out when `training.gpu_ids` is empty: CUDA_VISIBLE_DEVICES when set,
+    else the indices `nvidia-smi` lists, else none (then GPU candidates run one at a time on all GPUs)."""
+    environ = os.environ if environ is None else environ
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [part.strip() for part in visible.split(",") if part.strip() and part.strip() != "-1"]
+    try:
+        listing = query() if query else subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listing.splitlines() if line.strip()]
+
+
+def gpu_slots(gpu_ids: Sequence[GpuId], devices: int | str, concurrency: int) -> list[list[GpuId] | None]:
+    """Disjoint GPU sets, one per concurrently running candidate.
+
+    `devices` GPUs per candidate ("auto"/-1: all of them), at most `concurrency` sets; GPUs left over
+    after the last full set stay idle rather than being shared. No GPU ids: [None] * concurrency (CPU).
+    Example: 4 GPUs, devices=2, concurrency=4 → [[0, 1], [2, 3]] (two candidates at a time).
+    """
     if not gpu_ids:
         return [None] * max(1, concurrency)
-    per_job = len(gpu_ids) if devices in ("auto", -1, "-1") else max(1, int(devices))
-    slots = [list(gpu_ids[i:i + per_job]) for i in range(0, len(gpu_ids) - per_job + 1, per_job)]
+    per_job = len(gpu_ids) if str(devices) in ("auto", "-1") else max(1, int(devices))
+    slots: list[list[GpuId] | None] = [list(gpu_ids[i:i + per_job]) for i in range(0, len(gpu_ids) - per_job + 1, per_job)]
     return slots[:max(1, concurrency)] or [list(gpu_ids)]
 
 
-def command_for(job: Mapping[str, Any], job_path: Path) -> list[str]:
-    """torchrun when the job asks for several processes per node via `launcher: torchrun`, else python -m."""
+def _nproc(devices: int | str, gpus: Sequence[GpuId] | None) -> int:
+    if str(devices) in ("auto", "-1"):
+        return len(gpus) if gpus else 1
+    return max(1, int(devices))
+
+
+def rendezvous_endpoint(environ: Mapping[str, str]) -> str | None:
+    """host:port of the c10d rendezvous for multi-node torchrun: SPECD_RDZV_ENDPOINT, else MASTER_ADDR:MASTER_PORT."""
+    if environ.get("SPECD_RDZV_ENDPOINT"):
+        return environ["SPECD_RDZV_ENDPOINT"]
+    if environ.get("MASTER_ADDR") and environ.get("MASTER_PORT"):
+        return f"{environ['MASTER_ADDR']}:{environ['MASTER_PORT']}"
+    return None
+
+
+def command_for(job: Mapping[str, Any], job_path: Path, gpus: Sequence[GpuId] | None = None,
+                environ: Mapping[str, str] | None = None) -> list[str]:
+    """The command line of one job.
+
+    `launcher: lightning` (default): `python -m flows.training.run job.json`; Lightning starts the other
+    DDP ranks itself by re-executing that entry point. `launcher: torchrun`: `torchrun` starts
+    `devices` ranks per node (`--nproc_per_node`) on `num_nodes` nodes (`--nnodes`). One node without a
+    rendezvous endpoint → `--standalone`; otherwise c10d rendezvous at SPECD_RDZV_ENDPOINT (or
+    MASTER_ADDR:MASTER_PORT) with an id every node derives alike (SPECD_RDZV_ID, else the candidate tag).
+    Raises ValueError when several nodes are asked for and no endpoint is set.
+    """
+    environ = os.environ if environ is None else environ
+    entry = ["-m", "flows.training.run", str(job_path)]
     resources = job.get("resources", {})
-    if resources.get("launcher") == "torchrun":
-        nproc = str(resources.get("devices", 1))
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                "-m", "flows.training.run", str(job_path)]
-    return [sys.executable, "-m", "flows.training.run", str(job_path)]
+    if resources.get("launcher", "lightning") != "torchrun":
+        return [sys.executable, *entry]
+    nnodes = int(resources.get("num_nodes", 1))
+    command = [sys.executable, "-m", "torch.distributed.run",
+               f"--nproc_per_node={_nproc(resources.get('devices', 1), gpus)}", f"--nnodes={nnodes}"]
+    endpoint = rendezvous_endpoint(environ)
+    if endpoint is None:
+        if nnodes > 1:
+            raise ValueError(f"torchrun on {nnodes} nodes needs a rendezvous: set SPECD_RDZV_ENDPOINT=host:port "
+                             "(or MASTER_ADDR and MASTER_PORT) in the daemon's environment on every node")
+        command.append("--standalone")
+    else:
+        default_id = str(job.get("tag", job.get("candidate", "specd"))).replace(":", "-")
+        command += ["--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}", f"--rdzv_id={environ.get('SPECD_RDZV_ID') or default_id}"]
+        if environ.get("SPECD_NODE_RANK"):  # optional: a fixed rank per node (c10d assigns one otherwise)
+            command.append(f"--node_rank={environ['SPECD_NODE_RANK']}")
+    return command + entry
 
 
-def _environment(extra: Mapping[str, str], gpus: list[int] | None) -> dict[str, str]:
+def _environment(extra: Mapping[str, str], gpus: Sequence[GpuId] | None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(CODE_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("PYTHONHASHSEED", "0")
@@ -87,17 +154,19 @@ def run_jobs(
     work_dir: Path,
     log_dir: Path,
     *,
-    slots: Sequence[list[int] | None] = (None,),
+    slots: Sequence[Sequence[GpuId] | None] = (None,),
     env: Mapping[str, str] | None = None,
     progress: Callable[[str], None] = lambda message: None,
     timeout_s: float | None = None,
+    command: Callable[[Mapping[str, Any], Path, Sequence[GpuId] | None], list[str]] = command_for,
 ) -> list[JobRun]:
-    """Run every job (at most len(slots) at a time); returns one JobRun per job, in input order."""
+    """Run every job, at most len(slots) at a time, each slot's GPU set used by one job at a time; returns
+    one JobRun per job, in input order. `command` builds a job's command line (tests swap in a probe)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     pending = list(enumerate(jobs))
     free = list(slots)
-    running: dict[int, tuple[subprocess.Popen, list[int] | None, float, Any, Path, Path]] = {}
+    running: dict[int, tuple[subprocess.Popen, Sequence[GpuId] | None, float, float, Any, Path, Path]] = {}
     results: dict[int, JobRun] = {}
     lock = threading.Lock()
     try:
@@ -111,12 +180,18 @@ def run_jobs(
                 log_path = log_dir / f"{name}.log"
                 Path(job["result_path"]).unlink(missing_ok=True)
                 handle = log_path.open("w", encoding="utf-8")
-                process = subprocess.Popen(command_for(job, job_path), cwd=CODE_ROOT, env=_environment(env or {}, gpus),
+                try:
+                    argv = command(job, job_path, gpus)
+                except BaseException:
+                    handle.close()
+                    raise
+                started_at = time.time()
+                process = subprocess.Popen(argv, cwd=CODE_ROOT, env=_environment(env or {}, gpus),
                                            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-                progress(f"started {name} (pid {process.pid}{', gpus ' + str(gpus) if gpus else ''})")
-                running[index] = (process, gpus, time.monotonic(), handle, job_path, log_path)
+                progress(f"started {name} (pid {process.pid}{', gpus ' + ','.join(map(str, gpus)) if gpus else ''})")
+                running[index] = (process, gpus, time.monotonic(), started_at, handle, job_path, log_path)
             for index in list(running):
-                process, gpus, started, handle, job_path, log_path = running[index]
+                process, gpus, started, started_at, handle, job_path, log_path = running[index]
                 code = process.poll()
                 if code is None and timeout_s and time.monotonic() - started > timeout_s:
                     _stop(process)
@@ -130,12 +205,13 @@ def run_jobs(
                 except (OSError, ValueError):
                     result = None
                 with lock:
-                    results[index] = JobRun(job_path, result_path, log_path, code, time.monotonic() - started, result)
+                    results[index] = JobRun(job_path, result_path, log_path, code, time.monotonic() - started, result,
+                                            tuple(gpus) if gpus is not None else None, started_at, time.time())
                 del running[index]
                 free.append(gpus)
             time.sleep(0.05)
     finally:
-        for process, _, _, handle, _, _ in running.values():  # interrupted: leave no process behind
+        for process, _, _, _, handle, _, _ in running.values():  # interrupted: leave no process behind
             _stop(process)
             handle.close()
     return [results[i] for i in range(len(jobs))]

@@ -160,7 +160,8 @@ def train(job: dict[str, Any]) -> dict[str, Any] | None:
         return None
     stats = {"train_seconds": round(fitted["seconds"], 3), "samples_per_s": round(fitted["samples_per_s"], 1),
              "final_loss": fitted["final_loss"], "train_rows": int(prepared.split.train.size),
-             "holdout_rows": int(prepared.split.holdout.size)}
+             "holdout_rows": int(prepared.split.holdout.size), "world_size": int(fitted["trainer"].world_size),
+             "launcher": "torchrun" if os.environ.get("TORCHELASTIC_RUN_ID") else "lightning"}
     if fitted["diverged"]:
         return {**result, **stats, "status": "diverged", "message": f"training loss is not finite (final {fitted['final_loss']})"}
     try:
