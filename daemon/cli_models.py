@@ -2,7 +2,8 @@
 
 Reads only the model store (release files and model.yaml of each stored candidate) — no torch, no
 bentoml import — so it answers in milliseconds: which release is current, who is champion and why, which
-Delta version and git sha each candidate was trained from, and its holdout metrics.
+Delta version and git sha each candidate was trained from, its holdout metrics and, when the spec asks
+for k-fold cross-validation, the CV mean ± spread of the promotion metric.
 """
 
 from __future__ import annotations
@@ -44,12 +45,23 @@ def collect(root: str, name: str | None = None) -> list[dict[str, Any]]:
                     "tag": tag, "status": info.get("status"), "stored": stored,
                     "metrics": {k: v for k, v in (info.get("metrics") or {}).items() if isinstance(v, int | float)},
                     "fairness": (info.get("metrics") or {}).get("fairness", {}),
+                    "cv": (info.get("metrics") or {}).get("cv", {}),
                     "lineage": {k.removeprefix("specd."): v for k, v in labels.items()},
                 }
             releases.append({**release.to_json(), "current": current is not None and current.fingerprint == release.fingerprint,
-                             "candidates": candidates})
+                             "promotion_metric": (release.data.get("promotion") or {}).get("metric"), "candidates": candidates})
         out.append({"model": model, "current": current.fingerprint if current else None, "releases": releases})
     return out
+
+
+def cv_text(cv: dict[str, Any], metric: str | None) -> str:
+    """"cv roc_auc 0.9120 ± 0.0150 (5 folds)": mean and spread (std over folds) of the promotion metric."""
+    if not cv:
+        return ""
+    name = metric if metric in cv else next((m for m in SHOWN_METRICS if m in cv), None)
+    if name is None or not isinstance(cv[name], dict):
+        return ""
+    return f"cv {name} {cv[name]['mean']:.4f} ± {cv[name]['std']:.4f} ({cv.get('folds', '?')} folds)"
 
 
 def _text(models: list[dict[str, Any]]) -> str:
@@ -70,7 +82,9 @@ def _text(models: list[dict[str, Any]]) -> str:
                 shown = ", ".join(f"{k} {info['metrics'][k]:.4f}" for k in SHOWN_METRICS if k in info["metrics"])
                 fairness = "; ".join(f"{a}: dpd {v.get('demographic_parity_difference', 0):.3f}" for a, v in info["fairness"].items())
                 stored = "" if info["stored"] else " (artifact missing)"
-                lines.append(f"      - {candidate:<10} {info['status']:<9} {info['tag']}{stored}  {shown}{'  ' + fairness if fairness else ''}")
+                cv = cv_text(info["cv"], release.get("promotion_metric"))
+                lines.append(f"      - {candidate:<10} {info['status']:<9} {info['tag']}{stored}  {shown}"
+                             f"{'  ' + cv if cv else ''}{'  ' + fairness if fairness else ''}")
     return "\n".join(lines)
 
 

@@ -80,8 +80,11 @@ class ModelAdapter:
         env = self.ctx.env.training
         unit = "GPU" if env.accelerator in ("gpu", "cuda") else "CPU"
         names = ", ".join(spec.candidates)
-        return (f"train up to {len(spec.candidates)} candidate(s) ({names}) on {unit}, "
-                f"promote by {spec.promotion.metric} ({spec.metric_direction()}, ≥ +{spec.promotion.min_improvement})")
+        margin = spec.promotion.min_improvement
+        needed = f"by ≥ {margin:g}" if margin > 0 else "any improvement"
+        folds = f", {spec.split.folds}-fold CV" if spec.split.folds else ""
+        return (f"train up to {len(spec.candidates)} candidate(s) ({names}) on {unit}{folds}, "
+                f"promote by {spec.promotion.metric} ({spec.metric_direction()}, {needed})")
 
     # -- apply ---------------------------------------------------------------------------------------
     def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:

@@ -105,8 +105,12 @@ def decide(
         return Decision(tag, challengers(tag), name, "promoted", reason, failures)
     improvement = sign * (score - champion_score)
     if improvement > 0 and improvement >= rule.min_improvement:
-        reason = f"promoted {name}: {rule.metric} {score:.4f} vs champion {champion_score:.4f} (+{improvement:.4f} ≥ {rule.min_improvement}){suffix}"
+        reason = f"promoted {name}: {rule.metric} {score:.4f} vs champion {champion_score:.4f} (+{improvement:.4f} ≥ {rule.min_improvement:g}){suffix}"
         return Decision(tag, challengers(tag), name, "promoted", reason, failures)
+    if rule.min_improvement > 0:
+        shortfall = f"improvement {improvement:+.4f} < required {rule.min_improvement:g}"
+    else:  # any gain would have done: say it did not improve, not "+0.0000 < required 0"
+        shortfall = "no improvement" if improvement == 0 else f"worse by {abs(improvement):.4g}"
     reason = (f"kept champion: best candidate {name} {rule.metric} {score:.4f} vs champion {champion_score:.4f} "
-              f"(improvement {improvement:+.4f} < required {rule.min_improvement}){suffix}")
+              f"({shortfall}){suffix}")
     return Decision(champion_tag, challengers(champion_tag), None, "kept", reason, failures)

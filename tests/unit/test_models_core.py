@@ -86,3 +86,28 @@ def test_releases_are_atomic_and_restorable(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
         registry.set_current("m", "nope", tmp_path)
     assert registry.list_models(tmp_path) == ["m"]
+
+
+@pytest.mark.parametrize(("challenger", "expected"), [(0.9, "(no improvement)"), (0.88, "(worse by 0.02)")])
+def test_kept_message_without_a_required_margin(challenger: float, expected: str) -> None:
+    rule = Rule("roc_auc", True, 0.0)
+    decision = decide(rule, {"b": {"tag": "m:b", "status": "trained", "metrics": {"roc_auc": challenger}}}, "m:old", {"roc_auc": 0.9})
+    assert decision.outcome == "kept" and expected in decision.reason, decision.reason
+    assert "required" not in decision.reason
+
+
+def test_promotion_by_a_minimized_metric_against_the_champion() -> None:
+    rule = Rule("rmse", False, 10.0)
+    better = decide(rule, {"b": {"tag": "m:b", "status": "trained", "metrics": {"rmse": 280.0}}}, "m:a", {"rmse": 300.0})
+    assert better.champion == "m:b" and "(+20.0000 ≥ 10)" in better.reason
+    marginal = decide(rule, {"b": {"tag": "m:b", "status": "trained", "metrics": {"rmse": 295.0}}}, "m:a", {"rmse": 300.0})
+    assert marginal.champion == "m:a" and "improvement +5.0000 < required 10" in marginal.reason
+
+
+def test_cv_text_shows_the_promotion_metric_mean_and_spread() -> None:
+    from daemon.cli_models import cv_text
+
+    cv = {"folds": 3, "accuracy": {"mean": 0.9, "std": 0.01}, "f1": {"mean": 0.85, "std": 0.02}}
+    assert cv_text(cv, "f1") == "cv f1 0.8500 ± 0.0200 (3 folds)"
+    assert cv_text(cv, None) == "cv accuracy 0.9000 ± 0.0100 (3 folds)"
+    assert cv_text({}, "f1") == ""
