@@ -18,26 +18,18 @@ from pathlib import Path
 
 
 def process_start_time(pid: int) -> int | None:
-    """Start time in clock ticks since boot (field 22 of /proc/PID/stat), or None if gone."""
+    """Start time in clock ticks since boot (field 22 of /proc/PID/stat); None if gone or a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2:].split()
-    return int(fields[19])
+    return None if fields[0] == "Z" else int(fields[19])
 
 
 def alive(pid: int, start_time: int | None = None) -> bool:
     current = process_start_time(pid)
-    if current is None:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    if state == "Z":
-        return False
-    return start_time is None or current == start_time
+    return current is not None and (start_time is None or current == start_time)
 
 
 @dataclass(frozen=True)

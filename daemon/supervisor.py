@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.paths import bentoml_home, runtime_dir
+from daemon.procs import process_start_time
 
 SERVICE_TARGET = "bentos.ab_service:ABService"
 CODE_ROOT = Path(__file__).resolve().parent.parent  # the checkout that holds daemon/, bentos/, flows/
@@ -58,16 +59,6 @@ class ProcessState:
     launch: Launch | None
     restarts: int
     message: str
-
-
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks since boot), or None when there is no such live process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return None if fields[0] == "Z" else int(fields[19])
 
 
 def service_processes(routing_file: Path) -> list[int]:
