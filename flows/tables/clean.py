@@ -6,13 +6,19 @@ parallel and spills to disk like any DuckDB query, with no Python per row. Order
 1. per column: string normalisation, then `TRY_CAST` (a bad value becomes NULL, or, with
    `on_cast_error: quarantine`, the row gets a `_specd_quarantine_reason` of `<column>.cast`);
 2. filter: `where` plus `nulls: drop` columns (rows already bound for quarantine are kept for it);
-3. deduplicate by keys, keeping the latest row by `keep_latest_by`;
+3. deduplicate by keys, keeping the latest row by `keep_latest_by` (NULLs last);
 4. per column: null fills (constant, mean, median, mode, forward fill) over the remaining rows;
 5. per column: clipping to bounds or quantiles of the remaining rows.
 
-`counts_sql` counts read/filtered/deduplicated rows in one more scan of the input view, so the pipeline
-can account for every row (read = written + quarantined + deduplicated + filtered); it needs an input
-that can be scanned twice (a table or a file scan, not a one-shot Arrow stream).
+Deduplication is one window sort computing both `row_number()` and the key group's `count(*)`. Alone,
+`QUALIFY row_number() ... = 1` is rewritten by DuckDB 2.0 into an `arg_max_nulls_last` aggregate over
+whole rows, which measured 1.3-1.9x slower here on streamed input; the second window keeps the sort
+plan, and the group size it computes is what lets the pipeline count deduplicated rows in the same
+pass (`group_rows_column`): no staging of the input, no second scan.
+
+`counts_sql` counts read/filtered/deduplicated rows in one more scan of the input view, for pipelines
+that cannot carry the group size to the end (an aggregating feature stage); it needs an input that can
+be scanned twice (a table or a file scan, not a one-shot Arrow stream).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from daemon.spec.table_transforms import CleanSpec, ColumnCleaning, duckdb_type
 from flows.tables.expressions import REASON_COLUMN, ident, is_integer_type, is_string_type, literal, sql_type
 
 KEEP = "_specd_keep"
+GROUP_ROWS = "_specd_dedupe_rows"  # rows of the key group a deduplicated row stands for
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class CleanSql:
     counts_sql: str  # one row: rows_read, rows_filtered, rows_deduplicated (scans the input view again)
     adds_reason: bool  # True when `sql` carries `_specd_quarantine_reason` (cast failures to quarantine)
     columns: dict[str, str]  # output column -> DuckDB type (without the reason column)
+    group_rows_column: str | None = None  # set when `sql` carries each kept row's key-group size
 
 
 class CleanError(ValueError):
@@ -125,8 +133,25 @@ def _replace(select_from: str, replacements: dict[str, str], extra: str = "") ->
     return f"SELECT {star}{extra} FROM {select_from}"
 
 
-def clean_sql(input_view: str, spec: CleanSpec, columns: dict[str, str]) -> CleanSql:
-    """The cleaning SELECT over `input_view`, whose columns (name -> type) are `columns`."""
+def dedupe_sql(source: str, keys: list[str], latest_by: str | None, group_rows: str | None = None) -> str:
+    """One row per key: the one with the largest `latest_by` (NULL counts as the smallest), ties and
+    all-NULL groups broken arbitrarily, as `QUALIFY row_number() OVER (... DESC NULLS LAST) = 1` is.
+    NULL keys form one group, as in GROUP BY. `group_rows`: also return each group's size in that column."""
+    partition = ", ".join(ident(k) for k in keys)
+    order = f" ORDER BY {ident(latest_by)} DESC NULLS LAST" if latest_by else ""
+    size = f"count(*) OVER (PARTITION BY {partition})"
+    ranked = (
+        f"SELECT *, {size} AS {ident(group_rows or GROUP_ROWS)} FROM {source} "
+        f"QUALIFY row_number() OVER (PARTITION BY {partition}{order}) = 1"
+    )
+    return ranked if group_rows else f"SELECT * EXCLUDE ({ident(GROUP_ROWS)}) FROM ({ranked})"
+
+
+def clean_sql(input_view: str, spec: CleanSpec, columns: dict[str, str], *, group_rows: bool = False) -> CleanSql:
+    """The cleaning SELECT over `input_view`, whose columns (name -> type) are `columns`.
+
+    `group_rows`: with `dedupe`, every kept row carries `GROUP_ROWS` = the size of its key group, so the
+    rows deduplicated are sum(GROUP_ROWS) - rows, counted while streaming (the caller drops the column)."""
     types = {name: sql_type(t) for name, t in columns.items()}
     for name in spec.columns:
         _check_column(name, types, f"clean.columns.{name}")
@@ -180,8 +205,9 @@ def clean_sql(input_view: str, spec: CleanSpec, columns: dict[str, str]) -> Clea
         ("_specd_clean_filter", f"SELECT * FROM _specd_clean_cast WHERE {keep_predicate}"),
     ]
     last = "_specd_clean_filter"
-    if rank:
-        steps.append(("_specd_clean_dedupe", f"SELECT * FROM {last} QUALIFY {rank} = 1"))
+    if spec.dedupe is not None:
+        counted = GROUP_ROWS if group_rows else None
+        steps.append(("_specd_clean_dedupe", dedupe_sql(last, spec.dedupe.keys, spec.dedupe.keep_latest_by, counted)))
         last = "_specd_clean_dedupe"
     if fills:
         steps.append(("_specd_clean_fill", _replace(last, fills)))
@@ -204,4 +230,5 @@ def clean_sql(input_view: str, spec: CleanSpec, columns: dict[str, str]) -> Clea
         f"count(*) FILTER (WHERE {KEEP} AND _specd_rank > 1) AS rows_deduplicated "
         "FROM _specd_clean_marked"
     )
-    return CleanSql(sql=sql, counts_sql=counts_sql, adds_reason=adds_reason, columns=dict(types))
+    carried = GROUP_ROWS if group_rows and spec.dedupe is not None else None
+    return CleanSql(sql=sql, counts_sql=counts_sql, adds_reason=adds_reason, columns=dict(types), group_rows_column=carried)
