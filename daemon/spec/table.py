@@ -58,6 +58,9 @@ class TableSource(SpecModel):
     type: Literal["table"]
     inputs: list[ResourceName] = Field(min_length=1)
     sql: str | None = None  # default: SELECT * FROM the single input
+    # The query may compute columns from ones this table declares under `privacy.columns` (otherwise a
+    # validation error: such a column would be written in plaintext unless declared there too).
+    allow_pii_derivation: bool = False
 
     @model_validator(mode="after")
     def _sql_for_many(self) -> TableSource:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, model_validator
 
 from daemon.spec.base import Ref, ResourceName, SecretRef, SpecModel
 
@@ -278,20 +278,51 @@ class JoinSpec(SpecModel):
     prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_]*$")  # prepended to the brought-in column names
 
 
+class DerivedColumn(SpecModel):
+    """A derived column in its long form: the expression plus an explicit PII decision.
+
+    A derived column computed from a column declared under `privacy.columns` would be written in
+    plaintext (privacy protects columns by name), so validation rejects it unless the derived column is
+    itself declared there or marked `allow_pii_derivation: true` (e.g. an e-mail's domain, judged not
+    to identify anyone)."""
+
+    expr: SqlExpression
+    allow_pii_derivation: bool = False
+
+
+# `name: expr` or `name: {expr: ..., allow_pii_derivation: true}` (one error message, not one per form)
+ColumnExpression = Annotated[
+    Annotated[SqlExpression, Tag("str[expr]")] | Annotated[DerivedColumn, Tag("dict[DerivedColumn]")],
+    Discriminator(lambda value: "dict[DerivedColumn]" if isinstance(value, dict | DerivedColumn) else "str[expr]"),
+]
+
+
+def _expr(value: str | DerivedColumn) -> str:
+    return value.expr if isinstance(value, DerivedColumn) else value
+
+
+def _pii_allowed(value: str | DerivedColumn) -> bool:
+    return isinstance(value, DerivedColumn) and value.allow_pii_derivation
+
+
 class WindowSpec(SpecModel):
     expr: SqlExpression  # an aggregate or window function: sum(amount), lag(amount), row_number()
     partition_by: list[ColumnName] = Field(default_factory=list)
     order_by: list[ColumnName] = Field(default_factory=list)
     descending: bool = False
     frame: Annotated[str, AfterValidator(_frame)] | None = None
+    allow_pii_derivation: bool = False  # see DerivedColumn
 
 
 class AggregateSpec(SpecModel):
     """Group-by aggregation; the table's rows become one per group (the warehouse layer)."""
 
     by: list[ColumnName] = Field(default_factory=list)  # empty: one row for the whole table
-    aggregates: dict[ColumnName, SqlExpression] = Field(min_length=1)
+    aggregates: dict[ColumnName, ColumnExpression] = Field(min_length=1)
     having: SqlExpression | None = None
+
+    def aggregate_expressions(self) -> dict[str, str]:
+        return {name: _expr(value) for name, value in self.aggregates.items()}
 
 
 class FeaturesSpec(SpecModel):
@@ -299,7 +330,7 @@ class FeaturesSpec(SpecModel):
     drop/select. Derived `columns` are evaluated in order and may use the ones before them."""
 
     joins: list[JoinSpec] = Field(default_factory=list)
-    columns: dict[ColumnName, SqlExpression] = Field(default_factory=dict)
+    columns: dict[ColumnName, ColumnExpression] = Field(default_factory=dict)
     windows: dict[ColumnName, WindowSpec] = Field(default_factory=dict)
     aggregate: AggregateSpec | None = None
     drop: list[ColumnName] = Field(default_factory=list)
@@ -311,13 +342,25 @@ class FeaturesSpec(SpecModel):
     def references(self, field_prefix: tuple = ("features",)) -> list[Ref]:
         return [Ref("table", join.table, (*field_prefix, "joins", i, "table")) for i, join in enumerate(self.joins)]
 
+    def column_expressions(self) -> dict[str, str]:
+        """Derived column name -> SQL expression, in declaration order (short and long forms alike)."""
+        return {name: _expr(value) for name, value in self.columns.items()}
+
+    def derived_outputs(self) -> list[tuple[tuple, str, str, str, bool]]:
+        """(field path, column, expression, role, allow_pii_derivation) of every column a feature step
+        computes, in evaluation order: columns, windows, then aggregates."""
+        found = [(("columns", k), k, _expr(v), "scalar", _pii_allowed(v)) for k, v in self.columns.items()]
+        found += [(("windows", k, "expr"), k, w.expr, "window", w.allow_pii_derivation) for k, w in self.windows.items()]
+        if self.aggregate:
+            found += [(("aggregate", "aggregates", k), k, _expr(v), "aggregate", _pii_allowed(v))
+                      for k, v in self.aggregate.aggregates.items()]
+        return found
+
     def expressions(self) -> list[tuple[tuple, str, str]]:
         """(field path, expression, role) for every SQL expression, for the DuckDB parser check.
         role: 'scalar', 'window' (aggregate or window function) or 'aggregate'."""
-        found: list[tuple[tuple, str, str]] = [(("columns", k), v, "scalar") for k, v in self.columns.items()]
-        found += [(("windows", k, "expr"), w.expr, "window") for k, w in self.windows.items()]
+        found: list[tuple[tuple, str, str]] = [(path, expr, role) for path, _, expr, role, _ in self.derived_outputs()]
         if self.aggregate:
-            found += [(("aggregate", "aggregates", k), v, "aggregate") for k, v in self.aggregate.aggregates.items()]
             if self.aggregate.having:
                 found.append((("aggregate", "having"), self.aggregate.having, "aggregate"))
         return found

@@ -91,6 +91,16 @@ def _walk(node: Any):
             yield from _walk(value)
 
 
+def parse_tree(statement: str) -> dict[str, Any]:
+    """DuckDB's parse tree of one SQL statement as JSON data (`error` is true when it does not parse)."""
+    return json.loads(_connection().execute("SELECT json_serialize_sql(?)", [statement]).fetchone()[0])
+
+
+def walk(node: Any):
+    """Every JSON object in a parse tree, depth first."""
+    return _walk(node)
+
+
 def check_expression(expr: str, role: str = "scalar") -> str | None:
     """Why DuckDB would not accept `expr` in its slot, or None. Needs no data and no tables."""
     from daemon.spec.table_transforms import check_expression_text
@@ -100,9 +110,7 @@ def check_expression(expr: str, role: str = "scalar") -> str | None:
         return problem
     if role == "window" and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\s*\(.*\)$", expr, re.DOTALL):
         return "a window expression must be one function call, e.g. sum(amount) or lag(amount, 1)"
-    statement = _ROLE_TEMPLATES[role].format(expr=expr)
-    raw = _connection().execute("SELECT json_serialize_sql(?)", [statement]).fetchone()[0]
-    tree = json.loads(raw)
+    tree = parse_tree(_ROLE_TEMPLATES[role].format(expr=expr))
     if tree.get("error"):
         return f"DuckDB cannot parse it: {tree.get('error_message', 'syntax error')}"
     statements = tree.get("statements", [])

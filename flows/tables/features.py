@@ -18,7 +18,7 @@ validate time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from daemon.spec.table_transforms import FeaturesSpec, JoinSpec, WindowSpec
 from flows.tables.expressions import REASON_COLUMN, ident, literal
@@ -69,13 +69,21 @@ def _window(name: str, window: WindowSpec) -> str:
 
 
 def features_sql(
-    input_view: str, spec: FeaturesSpec, inputs: Mapping[str, str], *, carries_reason: bool = False
+    input_view: str,
+    spec: FeaturesSpec,
+    inputs: Mapping[str, str],
+    *,
+    carries_reason: bool = False,
+    carried: Sequence[str] = (),
 ) -> str:
     """The feature SELECT over `input_view`; `inputs` maps each joined table's name to its view.
 
     `carries_reason`: the input has the clean stage's `_specd_quarantine_reason` column; it is kept
     through every step (an aggregate would group quarantined rows away, so that combination is refused).
+    `carried`: more pipeline bookkeeping columns (`_specd_*`) kept through every step the same way.
     """
+    if carried and spec.aggregate is not None:
+        raise FeaturesError(f"features.aggregate: cannot carry the per-row columns {list(carried)} through an aggregate")
     if carries_reason and spec.aggregate is not None:
         raise FeaturesError(
             "features.aggregate: cannot aggregate rows that cleaning sends to quarantine "
@@ -87,13 +95,13 @@ def features_sql(
         if view is None:
             raise FeaturesError(f"features.joins[{index}].table: no input view for table {join.table!r}")
         sql = _join(sql, index, join, view)
-    for name, expr in spec.columns.items():
+    for name, expr in spec.column_expressions().items():
         sql = _replace_or_add(sql, name, f"({expr})")
     for name, window in spec.windows.items():
         sql = _replace_or_add(sql, name, _window(name, window))
     if spec.aggregate is not None:
         keys = [ident(k) for k in spec.aggregate.by]
-        items = keys + [f"({expr}) AS {ident(name)}" for name, expr in spec.aggregate.aggregates.items()]
+        items = keys + [f"({expr}) AS {ident(name)}" for name, expr in spec.aggregate.aggregate_expressions().items()]
         sql = f"SELECT {', '.join(items)} FROM ({sql}) AS _specd_g"
         if keys:
             sql += f" GROUP BY {', '.join(keys)}"
@@ -102,6 +110,7 @@ def features_sql(
     if spec.drop:
         sql = f"SELECT * EXCLUDE ({', '.join(ident(c) for c in spec.drop)}) FROM ({sql})"
     if spec.select is not None:
-        final = [ident(c) for c in spec.select] + ([ident(REASON_COLUMN)] if carries_reason else [])
+        final = [ident(c) for c in spec.select] + [ident(c) for c in carried]
+        final += [ident(REASON_COLUMN)] if carries_reason else []
         sql = f"SELECT {', '.join(final)} FROM ({sql})"
     return sql
