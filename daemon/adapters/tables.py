@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from daemon.plan import Action
 
 DIGESTED_SOURCES = ("file", "package")  # sources whose inputs live outside Git and can be digested cheaply
-CALLABLE_MODULES_ENV = "SPECD_TABLE_CALLABLE_MODULES"  # extra `_target_` module prefixes, comma-separated
+CALLABLE_MODULES_ENV = "SPECD_TABLE_CALLABLE_MODULES"  # overrides the overlay's tables.callable_modules
 STALE = "+stale-inputs"
 CODE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -125,13 +125,15 @@ class TableAdapter:
 
     # ------------------------------------------------------------------------------------ check
     def check(self, resources: Sequence[Resource], graph: Graph) -> list[SpecIssue]:
-        """SQL expressions of the transform stages, parsed by DuckDB at validate/plan time."""
+        """SQL expressions of the transform stages, parsed by DuckDB at validate/plan time, and derived
+        columns that would carry a protected (privacy) column's plaintext."""
         from daemon.yamlpos import line_for, parse_with_lines
         from flows.tables.expressions import check_table_expressions
+        from flows.tables.pii import pii_derivations
 
         issues = []
         for resource in resources:
-            problems = check_table_expressions(resource.spec)
+            problems = check_table_expressions(resource.spec) + pii_derivations(resource.spec)
             if not problems:
                 continue
             try:
@@ -200,7 +202,7 @@ class TableAdapter:
             upstream={name: table_uri(self.root, name) for name in spec.upstream_tables()},
             storage_options=self._options() or {},
             prune=spec.prune,
-            allowed_modules=allowed_modules(),
+            allowed_modules=allowed_modules(self.ctx.env.tables.callable_modules),
         ))
 
     def build(self, resource: Resource, git_sha: str | None = None) -> ApplyOutcome:
@@ -219,6 +221,8 @@ class TableAdapter:
     def restore(self, resource: Resource, version: int) -> ApplyOutcome:
         from deltalake import CommitProperties, DeltaTable
 
+        from flows.tables.build import table_lock
+        from flows.tables.quarantine import restore_matching
         from flows.tables.write import commit_with_retries
 
         uri = table_uri(self.root, resource.name)
@@ -228,10 +232,14 @@ class TableAdapter:
             raise ApplyError(f"table {resource.name}: version {version} can no longer be restored (vacuumed)")
         metadata = {k: str(v) for k, v in earlier.metadata.items()}
         metadata.update({OPERATION: "restore", GIT_SHA: self.ctx.revision, "specd.restored_from": str(version)})
-        table = DeltaTable(uri, storage_options=self._options())
-        commit_with_retries(lambda: table.restore(version, commit_properties=CommitProperties(custom_metadata=metadata)), resource.name)
+        with table_lock(str(self.state_dir), resource.name):  # not while a build of it runs
+            # The quarantine first: killed in between, the plan still shows the restore and a re-run
+            # finds the quarantine already matching.
+            note = restore_matching(self.root, resource.name, earlier.metadata, self.ctx.revision, self._options())
+            table = DeltaTable(uri, storage_options=self._options())
+            commit_with_retries(lambda: table.restore(version, commit_properties=CommitProperties(custom_metadata=metadata)), resource.name)
         record_version(resource.name, table_version(uri, self._options()))
-        return ApplyOutcome(f"restored version {version} as v{table_version(uri, self._options())} (no recompute)")
+        return ApplyOutcome(f"restored version {version} as v{table_version(uri, self._options())} (no recompute){note}")
 
     def delete(self, name: str) -> ApplyOutcome:
         for target in (name, quarantine_name(name)):
@@ -310,9 +318,12 @@ def run_build_process(job: dict[str, Any], state_dir: Path) -> dict[str, Any]:
                 "error": f"table {job['name']}: build process died ({how}): " + " | ".join(tail)}
 
 
-def allowed_modules() -> tuple[str, ...]:
-    extra = tuple(p.strip() for p in os.environ.get(CALLABLE_MODULES_ENV, "").split(",") if p.strip())
-    return DEFAULT_ALLOWED_MODULES + extra
+def allowed_modules(configured: Sequence[str] = ()) -> tuple[str, ...]:
+    """`_target_` module prefixes a callable source may use: the built-in ones plus the environment
+    overlay's `tables.callable_modules`, or SPECD_TABLE_CALLABLE_MODULES (comma-separated) when set."""
+    override = os.environ.get(CALLABLE_MODULES_ENV)
+    extra = override.split(",") if override is not None else list(configured)
+    return DEFAULT_ALLOWED_MODULES + tuple(dict.fromkeys(p.strip() for p in extra if p.strip()))
 
 
 def table_version(uri: str, options: dict[str, str] | None = None) -> int | None:

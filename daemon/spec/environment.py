@@ -6,7 +6,7 @@ Sections belong to the capability that reads them; each is strict, so a typo fai
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -76,6 +76,15 @@ class PrometheusSection(SpecModel):
     reload_url: str | None = None  # e.g. http://127.0.0.1:9090/-/reload: POSTed after the config or rules change
 
 
+class TablesSection(SpecModel):
+    # Module prefixes whose functions a `callable` table source may name as `_target_`, on top of the
+    # built-in `flows.tables.sources.` (e.g. `mycompany.ingest.`). SPECD_TABLE_CALLABLE_MODULES
+    # (comma-separated) replaces this list when set.
+    callable_modules: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\.?$")]] = Field(
+        default_factory=list
+    )
+
+
 class EnvironmentSpec(SpecModel):
     name: str
     prune: bool = False  # delete live resources whose spec was removed (per-resource `prune` overrides)
@@ -87,3 +96,4 @@ class EnvironmentSpec(SpecModel):
     services: ServicesSection = ServicesSection()
     grafana: GrafanaSection = GrafanaSection()
     prometheus: PrometheusSection = PrometheusSection()
+    tables: TablesSection = TablesSection()

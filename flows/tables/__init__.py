@@ -24,6 +24,9 @@ WATERMARK = "specd.watermark"  # incremental tables: highest cursor value commit
 APP_ID_PREFIX = "specd:"
 ROWS_PREFIX = "specd.rows_"  # rows_read, rows_written, rows_quarantined, rows_deduplicated, rows_filtered
 QUALITY = "specd.quality"  # JSON {"status": "passed|warned|failed", "failures": {check: count}}
+# The `<table>__quarantine` state that goes with a table commit (restore brings both back together):
+QUARANTINE_BATCH = "specd.quarantine_batch"  # build number its quarantine rows were committed under (-1: none)
+QUARANTINE_VERSION = "specd.quarantine_version"  # that quarantine table version (-1: no quarantine table)
 ROW_COUNTERS = ("read", "written", "quarantined", "deduplicated", "filtered")
 
 

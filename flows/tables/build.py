@@ -33,12 +33,15 @@ from flows.tables import (
     OPERATION,
     PRUNE,
     QUALITY,
+    QUARANTINE_BATCH,
+    QUARANTINE_VERSION,
     ROLE,
     ROWS_PREFIX,
     TABLE,
     UPSTREAM,
     WATERMARK,
     build_key,
+    quarantine_name,
     table_uri,
 )
 from flows.tables import quarantine as quarantine_store
@@ -58,6 +61,8 @@ from flows.tables.write import (
     plan_schema,
     table_schema,
 )
+
+NO_NEW_ROWS = "no new rows since the watermark"
 
 
 class BuildFailed(Exception):
@@ -149,7 +154,6 @@ def _metadata(job: BuildJob, key: str, digest: str | None, upstream: dict[str, s
 
 def _build(job: BuildJob, spec: Any) -> BuildReport:
     import duckdb
-    import pyarrow as pa
 
     from flows.tables import stages
 
@@ -175,50 +179,111 @@ def _build(job: BuildJob, spec: Any) -> BuildReport:
 
     work = Path(tempfile.mkdtemp(prefix=f"build-{job.name}-", dir=_ensure(Path(job.state_dir) / "tmp")))
     connection = duckdb.connect(str(work / "build.duckdb"))
+    watcher: Watcher | None = None
     try:
         watcher = Watcher(read_source(spec.source, ctx), cursor, watermark)
+        if watcher.columnless:
+            return _nothing_read(job, spec, table, batch, metadata, latest_meta, key)
         connection.execute(f"SET memory_limit = '{job.duckdb_memory_limit}'")
         connection.execute(f"SET temp_directory = '{work / 'spill'}'")
         connection.execute("SET preserve_insertion_order = false" if spec.clean or spec.features else "SET preserve_insertion_order = true")
         connection.register("_specd_stream", watcher.reader())
-        view, reason, counts_sql = "_specd_stream", False, None
+        view, reason, counts_sql, group_rows = "_specd_stream", False, None, None
         if spec.clean is not None:
-            # The clean counters need a second scan only when rows can both be filtered and deduplicated;
-            # otherwise the rows missing at the end are exactly the filtered (or the deduplicated) ones.
-            twice = spec.clean.dedupe is not None and _clean_filters(spec.clean)
+            # Deduplicated rows are counted in the stream itself (each kept row carries its key group's
+            # size) unless an aggregating feature stage folds rows away; then, when rows can also be
+            # filtered, the counters need the input staged and scanned a second time.
+            aggregates = spec.features is not None and spec.features.aggregate is not None
+            in_stream = spec.clean.dedupe is not None and not aggregates
+            twice = spec.clean.dedupe is not None and aggregates and _clean_filters(spec.clean)
             if twice:
                 connection.execute("CREATE TABLE _specd_input AS SELECT * FROM _specd_stream")
-            result = stages.clean(connection, "_specd_input" if twice else "_specd_stream", spec.clean)
-            view, reason, counts_sql = result.view, result.carries_reason, result.counts_sql if twice else None
+            result = stages.clean(connection, "_specd_input" if twice else "_specd_stream", spec.clean, group_rows=in_stream)
+            view, reason, group_rows = result.view, result.carries_reason, result.group_rows_column
+            counts_sql = result.counts_sql if twice else None
         if spec.features is not None:
             joined = spec.features.referenced_tables()
             if joined:
                 from flows.tables.sources.tables import register_upstream
 
                 register_upstream(connection, joined, ctx)
-            result = stages.features(connection, view, spec.features, {n: n for n in joined}, reason)
+            carried = (group_rows,) if group_rows else ()
+            result = stages.features(connection, view, spec.features, {n: n for n in joined}, reason, carried)
             view, reason = result.view, result.carries_reason
         if spec.quality is not None:
             result = stages.quality(connection, view, spec.quality, reason)
             view, reason = result.view, result.carries_reason
-        return _stream_and_write(job, spec, connection, view, reason, table, batch, spool_dir, metadata, watcher, key, counts_sql)
-    except (StageError, SchemaMismatch) as exc:
-        raise BuildFailed(f"table {job.name}: {exc}" if not str(exc).startswith("table ") else str(exc), reason="InvalidSpec") from None
-    except SourceError as exc:
-        raise BuildFailed(str(exc), transient=exc.transient, reason="SourceFailed") from None
-    except ConcurrentCommit as exc:
-        raise BuildFailed(str(exc), transient=True, reason="ConcurrentCommit") from None
-    except duckdb.Error as exc:
-        raise BuildFailed(f"table {job.name}: {str(exc).splitlines()[0]}", reason="QueryFailed") from None
-    except pa.ArrowInvalid as exc:
-        raise BuildFailed(f"table {job.name}: {str(exc).splitlines()[0]}", reason="BadData") from None
+        return _stream_and_write(job, spec, connection, view, reason, table, batch, spool_dir, metadata, watcher, key,
+                                 counts_sql, group_rows)
+    except BuildFailed:
+        raise
+    except Exception as exc:
+        # A failure inside the source stream surfaces as DuckDB's (or Arrow's) own error: report the
+        # source's original one, with its transient-ness, instead.
+        original = watcher.error if watcher is not None and watcher.error is not None else exc
+        raise classify_failure(job.name, original, from_source=original is not exc) from None
     finally:
         connection.close()
         _remove_tree(work)
 
 
+def classify_failure(name: str, exc: BaseException, *, from_source: bool = False) -> BaseException:
+    """The BuildFailed for an exception a build raised (its reason and whether a retry can help), or
+    the exception itself when it is not one we understand (run_job reports it as a BuildError)."""
+    import duckdb
+    import pyarrow as pa
+
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, StageError | SchemaMismatch):
+        return BuildFailed(str(exc) if str(exc).startswith("table ") else f"table {name}: {exc}", reason="InvalidSpec")
+    if isinstance(exc, SourceError):
+        text = str(exc) if str(exc).startswith("table ") else f"table {name}: {exc}"
+        return BuildFailed(text, transient=exc.transient, reason="SourceFailed")
+    if isinstance(exc, ConcurrentCommit):
+        return BuildFailed(str(exc), transient=True, reason="ConcurrentCommit")
+    if from_source and not isinstance(exc, pa.ArrowInvalid):
+        transient = isinstance(exc, ConnectionError | TimeoutError)
+        return BuildFailed(f"table {name}: the source failed while streaming: {type(exc).__name__}: {first}",
+                           transient=transient, reason="SourceFailed")
+    if isinstance(exc, duckdb.Error):
+        return BuildFailed(f"table {name}: {first}", reason="QueryFailed")
+    if isinstance(exc, pa.ArrowInvalid):
+        return BuildFailed(f"table {name}: {first}", reason="BadData")
+    return exc
+
+
+def _nothing_read(job: BuildJob, spec: Any, table: Any, batch: int, metadata: dict[str, str], latest_meta: dict[str, Any],
+                  key: str) -> BuildReport:
+    """The source returned no records and so no columns (an HTTP API with nothing new). An incremental
+    table just has no new rows: nothing is committed while its build key is unchanged; after a spec
+    change an empty commit records the new lineage with the same watermark. Anything else cannot be
+    built from nothing, and says so."""
+    from flows.tables import ROW_COUNTERS
+
+    if table is None or spec.cursor is None:
+        what = "create the table from" if table is None else "rebuild the table from (it is left as it is)"
+        raise BuildFailed(f"table {job.name}: the source returned no records, so not even its columns are known: "
+                          f"nothing to {what}", reason="EmptySource")
+    rows = dict.fromkeys(ROW_COUNTERS, 0)
+    quality = {"status": "passed", "failures": {}, "action": spec.quality.action if spec.quality else "quarantine", "table_checks": {}}
+    watermark = latest_meta.get(WATERMARK)
+    if latest_meta.get(BUILD_KEY) == key:
+        return BuildReport(job.name, table.version(), False, rows, quality, decode_watermark(watermark), NO_NEW_ROWS)
+    meta = dict(metadata)
+    meta.update({f"{ROWS_PREFIX}{k}": "0" for k in rows})
+    meta.update({QUALITY: json.dumps(quality, sort_keys=True), BATCH: str(batch), DATA_ID: str(latest_meta.get(DATA_ID, ""))})
+    for carried in (WATERMARK, QUARANTINE_BATCH, QUARANTINE_VERSION):
+        if latest_meta.get(carried) is not None:
+            meta[carried] = str(latest_meta[carried])
+    uri = table_uri(job.storage_root, job.name)
+    request = WriteRequest(uri, job.name, "append", table_schema(table), batch=batch, storage_options=job.storage_options or None)
+    version = commit_staged(request, StagedFiles(request), meta)  # no files: lineage only
+    return BuildReport(job.name, version, True, rows, quality, decode_watermark(watermark), f"{NO_NEW_ROWS} (lineage recorded)")
+
+
 def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reason: bool, table: Any, batch: int,
-                      spool_dir: Path, metadata: dict[str, str], watcher: Watcher, key: str, counts_sql: str | None) -> BuildReport:
+                      spool_dir: Path, metadata: dict[str, str], watcher: Watcher, key: str, counts_sql: str | None,
+                      group_rows: str | None = None) -> BuildReport:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -229,7 +294,8 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
     options = job.storage_options or None
     out = connection.sql(f'SELECT * FROM "{view}"').to_arrow_reader(job.batch_rows)
     protect, protected_schema = stages.protector(spec.privacy, _resolve_secret)
-    produced = out.schema.remove(out.schema.get_field_index(REASON_COLUMN)) if reason else out.schema
+    bookkeeping = [c for c in (REASON_COLUMN if reason else None, group_rows) if c]
+    produced = pa.schema([f for f in out.schema if f.name not in bookkeeping])
     output_schema = protected_schema(produced) if protected_schema else produced
     missing_partitions = [c for c in spec.partition_by if c not in output_schema.names]
     if missing_partitions:
@@ -242,12 +308,15 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
     target, schema_mode = plan_schema(output_schema, table_schema(table), declared, spec.schema_.policy, job.name)
     action = spec.quality.action if spec.quality is not None else "quarantine"
     spool = quarantine_store.Spool(spool_dir, batch) if reason else None
-    counts = {"written": 0, "quarantined": 0}
+    counts = {"written": 0, "quarantined": 0, "deduplicated": 0}
     failures: dict[str, int] = {}
-    checks = stages.TableChecks(spec.quality)
+    checks = stages.TableChecks(spec.quality)  # row count / freshness over the written batches: no rescan
 
     def good_rows() -> Iterator[pa.RecordBatch]:
         for raw in out:
+            if group_rows:  # each kept row stands for its whole key group
+                counts["deduplicated"] += int(pc.sum(raw.column(group_rows)).as_py() or 0) - raw.num_rows
+                raw = raw.drop_columns([group_rows])
             if protect:  # protect first: plaintext never reaches a file, quarantine included
                 reasons = raw.column(REASON_COLUMN) if reason else None
                 body = protect(raw.drop_columns([REASON_COLUMN]) if reason else raw)
@@ -286,7 +355,8 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
     try:
         staged.write(good_rows())
         failed_checks = {k: v for k, v in failures.items() if not k.endswith(".cast")}
-        table_failures = checks.failures()
+        nothing_new = spec.cursor is not None and table is not None and watcher.rows == 0
+        table_failures = [] if nothing_new else checks.failures()  # an unchanged table keeps its verdict
         for check, _ in table_failures:
             failed_checks[check] = failed_checks.get(check, 0) + 1
             failures[check] = failures.get(check, 0) + 1
@@ -299,7 +369,7 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
             raise BuildFailed(f"table {job.name}: quality checks failed ({details}); nothing was written", reason="QualityFailed")
         clean_counts = connection.execute(counts_sql).fetchone() if counts_sql else None
         aggregates = spec.features is not None and spec.features.aggregate is not None
-        rows = _account(job.name, watcher, counts, clean_counts, aggregates, spec.clean is not None and spec.clean.dedupe is not None)
+        rows = _account(job.name, watcher, counts, clean_counts, aggregates)
         meta = dict(metadata)
         meta.update({f"{ROWS_PREFIX}{k}": str(v) for k, v in rows.items()})
         meta[QUALITY] = json.dumps(quality, sort_keys=True)
@@ -311,8 +381,9 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
         if spec.write.mode != "overwrite" and table is not None and rows["read"] == 0 and _latest_metadata(uri, options).get(BUILD_KEY) == key:
             if spool:
                 spool.discard()
-            return BuildReport(job.name, table.version(), False, rows, quality, watcher.max_value, "no new rows since the watermark")
+            return BuildReport(job.name, table.version(), False, rows, quality, watcher.max_value, NO_NEW_ROWS)
         spool_path = spool.close(_quarantine_schema(target)) if spool else None
+        meta.update(quarantine_lineage(job.storage_root, job.name, batch if spool_path is not None else None, options))
         if merging:
             import pyarrow.dataset as ds
 
@@ -333,11 +404,13 @@ def _clean_filters(clean: Any) -> bool:
     return bool(clean.where) or any(r.nulls is not None and r.nulls.strategy == "drop" for r in clean.columns.values())
 
 
-def _account(name: str, watcher: Watcher, counts: dict[str, int], clean_counts: Any, aggregates: bool, dedupes: bool = False) -> dict[str, int]:
-    """read = written + quarantined + deduplicated + filtered, each counted where it happens; a gap means
-    rows went missing, which fails the build. Aggregating tables fold many rows into one: the folded
-    rows are reported as filtered."""
-    rows = {"read": watcher.rows, "written": counts["written"], "quarantined": counts["quarantined"], "deduplicated": 0, "filtered": 0}
+def _account(name: str, watcher: Watcher, counts: dict[str, int], clean_counts: Any, aggregates: bool) -> dict[str, int]:
+    """read = written + quarantined + deduplicated + filtered, each counted where it happens (rows
+    deduplicated in the stream from the key-group sizes, or by the clean counters' second scan); a gap
+    means rows went missing, which fails the build. Aggregating tables fold many rows into one: the
+    folded rows are reported as filtered."""
+    rows = {"read": watcher.rows, "written": counts["written"], "quarantined": counts["quarantined"],
+            "deduplicated": counts.get("deduplicated", 0), "filtered": 0}
     if clean_counts is not None:
         if int(clean_counts[0]) != watcher.rows:
             raise BuildFailed(f"table {name}: staged {clean_counts[0]} rows but read {watcher.rows}", reason="AccountingMismatch")
@@ -345,11 +418,25 @@ def _account(name: str, watcher: Watcher, counts: dict[str, int], clean_counts: 
     gap = rows["read"] - rows["written"] - rows["quarantined"] - rows["deduplicated"] - rows["filtered"]
     if gap < 0 or (gap and clean_counts is not None and not aggregates):
         raise BuildFailed(f"table {name}: row accounting does not balance ({rows}, {gap} rows unaccounted)", reason="AccountingMismatch")
-    if dedupes and clean_counts is None and not aggregates:
-        rows["deduplicated"] += gap  # the only way rows leave a clean stage without filters
-    else:
-        rows["filtered"] += gap
+    rows["filtered"] += gap  # rows a filter (clean.where, nulls: drop, an inner join) or an aggregate took
     return rows
+
+
+def quarantine_lineage(storage_root: str, name: str, committing: int | None, options: dict[str, str] | None) -> dict[str, str]:
+    """Which state of `<name>__quarantine` goes with the table commit being made, so a restore of the
+    table can bring its quarantine back to match: the build number (app transaction) that quarantine
+    state was committed under, and its version. `committing`: this build's number when its quarantine
+    spool is committed right after the table (the version is then the next one: quarantine commits
+    happen under the table's build lock; restore re-checks it against the build number). -1 when there
+    is no quarantine table yet."""
+    from flows.tables.delta_log import read_table_log
+
+    log = read_table_log(table_uri(storage_root, quarantine_name(name)), options)
+    if committing is not None:
+        return {QUARANTINE_BATCH: str(committing), QUARANTINE_VERSION: str(log.version + 1 if log else 0)}
+    if log is None or log.latest is None:
+        return {QUARANTINE_BATCH: "-1", QUARANTINE_VERSION: "-1"}
+    return {QUARANTINE_BATCH: str(log.latest.metadata.get(BATCH, "")), QUARANTINE_VERSION: str(log.version)}
 
 
 def _quarantine_schema(target: Any) -> Any:

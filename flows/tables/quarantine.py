@@ -6,6 +6,11 @@ the build number (the table's app-transaction version). After the table commit, 
 to the quarantine table under the same number; a build killed between the two commits is completed by
 `recover` on the next run, and a build killed before the table commit has its spool discarded. Either
 way each quarantined row lands exactly once, next to the batch that produced it.
+
+Each table commit records which quarantine state goes with it (`specd.quarantine_batch` /
+`specd.quarantine_version`, see build.quarantine_lineage), so restoring the table to an earlier version
+brings its quarantine back to the matching version too (`restore_matching`) instead of leaving the
+rows quarantined by a later build next to a table that no longer has them.
 """
 
 from __future__ import annotations
@@ -14,7 +19,18 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flows.tables import BATCH, FINGERPRINT, GIT_SHA, OPERATION, ROLE, TABLE, quarantine_name, table_uri
+from flows.tables import (
+    BATCH,
+    FINGERPRINT,
+    GIT_SHA,
+    OPERATION,
+    QUARANTINE_BATCH,
+    QUARANTINE_VERSION,
+    ROLE,
+    TABLE,
+    quarantine_name,
+    table_uri,
+)
 from flows.tables.write import app_id, open_table
 
 if TYPE_CHECKING:
@@ -100,3 +116,41 @@ def recover(directory: Path, storage_root: str, name: str, committed_batch: int,
             done += commit(storage_root, name, batch, path, mode, metadata_of(batch), storage_options)
         path.unlink(missing_ok=True)
     return done
+
+
+def restore_matching(storage_root: str, name: str, table_metadata: dict[str, Any], git_sha: str,
+                     storage_options: dict[str, str] | None = None) -> str:
+    """Bring `<name>__quarantine` back to the state recorded with a table commit (its metadata); returns
+    a note for the restore message ("" when nothing had to change). The recorded version is used when
+    the commit there carries the recorded build number; otherwise (a maintenance commit took that
+    version number) the latest commit of that build number, which holds the same rows."""
+    from deltalake import CommitProperties, DeltaTable
+
+    from flows.tables.delta_log import read_table_log
+    from flows.tables.write import commit_with_retries
+
+    batch, version = table_metadata.get(QUARANTINE_BATCH), table_metadata.get(QUARANTINE_VERSION)
+    q_name = quarantine_name(name)
+    uri = table_uri(storage_root, q_name)
+    log = read_table_log(uri, storage_options)
+    if batch is None or version is None or log is None or log.latest is None:
+        return ""  # committed before quarantine lineage was recorded, or no quarantine table to roll back
+    batch = str(batch)
+    base = {FINGERPRINT: str(table_metadata.get(FINGERPRINT, "")), GIT_SHA: git_sha, TABLE: name, ROLE: "quarantine",
+            OPERATION: "restore"}
+    table = DeltaTable(uri, storage_options=storage_options)
+    if str(version) == "-1":  # the table version had no quarantine yet: nothing was quarantined then
+        if str(log.latest.metadata.get(BATCH)) == "-1" or not table.to_pyarrow_dataset().count_rows():
+            return ""
+        meta = {**base, BATCH: "-1"}
+        commit_with_retries(lambda: table.delete(commit_properties=CommitProperties(custom_metadata=meta)), q_name)
+        return "; quarantine emptied (none at that version)"
+    if str(log.latest.metadata.get(BATCH)) == batch:
+        return ""  # already holds that build's quarantine state (also after a compaction or an earlier restore)
+    same_build = [c for c in log.commits if str(c.metadata.get(BATCH)) == batch]
+    target = next((c for c in same_build if str(c.version) == str(version)), same_build[-1] if same_build else None)
+    if target is None or not target.complete:
+        return f"; its quarantine state of build {batch} is no longer there (vacuumed): quarantine left as it is"
+    meta = {**{k: str(v) for k, v in target.metadata.items()}, **base, BATCH: batch, "specd.restored_from": str(target.version)}
+    commit_with_retries(lambda: table.restore(target.version, commit_properties=CommitProperties(custom_metadata=meta)), q_name)
+    return f"; quarantine restored to its version {target.version}"

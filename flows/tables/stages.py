@@ -28,28 +28,30 @@ class StageResult:
     view: str
     carries_reason: bool  # the view has the _specd_quarantine_reason column
     counts_sql: str | None = None  # clean: one row (rows_read, rows_filtered, rows_deduplicated)
+    group_rows_column: str | None = None  # clean with dedupe: each row's key-group size (see clean.py)
 
 
 def columns_of(connection: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:
     return {row[0]: row[1] for row in connection.execute(f'DESCRIBE SELECT * FROM "{view}"').fetchall()}
 
 
-def clean(connection: duckdb.DuckDBPyConnection, view: str, spec: Any) -> StageResult:
+def clean(connection: duckdb.DuckDBPyConnection, view: str, spec: Any, *, group_rows: bool = False) -> StageResult:
     from flows.tables.clean import CleanError, clean_sql
 
     try:
-        result = clean_sql(view, spec, columns_of(connection, view))
+        result = clean_sql(view, spec, columns_of(connection, view), group_rows=group_rows)
     except CleanError as exc:
         raise StageError(str(exc)) from None
     connection.execute(f"CREATE VIEW _specd_cleaned AS {result.sql}")
-    return StageResult("_specd_cleaned", result.adds_reason, result.counts_sql)
+    return StageResult("_specd_cleaned", result.adds_reason, result.counts_sql, result.group_rows_column)
 
 
-def features(connection: duckdb.DuckDBPyConnection, view: str, spec: Any, inputs: Mapping[str, str], carries_reason: bool) -> StageResult:
+def features(connection: duckdb.DuckDBPyConnection, view: str, spec: Any, inputs: Mapping[str, str], carries_reason: bool,
+             carried: tuple[str, ...] = ()) -> StageResult:
     from flows.tables.features import FeaturesError, features_sql
 
     try:
-        sql = features_sql(view, spec, inputs, carries_reason=carries_reason)
+        sql = features_sql(view, spec, inputs, carries_reason=carries_reason, carried=carried)
     except FeaturesError as exc:
         raise StageError(str(exc)) from None
     connection.execute(f"CREATE VIEW _specd_features AS {sql}")

@@ -38,7 +38,15 @@ def _arrow_type(name: str) -> pa.DataType:
 
 
 class Watcher:
-    """Wraps the source stream: drops rows at or below the watermark, counts the rest, tracks max(cursor)."""
+    """Wraps the source stream: drops rows at or below the watermark, counts the rest, tracks max(cursor).
+
+    It is also where the source's own exception is kept: DuckDB consumes this stream and reports any
+    failure inside it as its own `InvalidInputException`, which would turn an API's transient 503 on a
+    later page into a permanent query error. `error` holds the original so the build can re-raise it.
+
+    A source that returned nothing at all may not even know its columns (an HTTP API with no records):
+    `columnless` is then True and the build treats it as "no rows", not as a missing cursor column.
+    """
 
     def __init__(self, reader: pa.RecordBatchReader, cursor: str | None, watermark: Any):
         self.source = reader
@@ -47,11 +55,13 @@ class Watcher:
         self.rows = 0
         self.max_value: Any = None
         self.cursor_type: pa.DataType | None = None
-        if cursor and cursor not in reader.schema.names:
+        self.error: BaseException | None = None
+        self.columnless = len(reader.schema) == 0
+        if cursor and not self.columnless and cursor not in reader.schema.names:
             from flows.tables.sources import SourceError
 
             raise SourceError(f"incremental cursor {cursor!r} is not a source column ({', '.join(reader.schema.names)})")
-        if cursor:
+        if cursor and not self.columnless:
             self.cursor_type = reader.schema.field(cursor).type
 
     def reader(self) -> pa.RecordBatchReader:
@@ -60,10 +70,19 @@ class Watcher:
         return pa.RecordBatchReader.from_batches(self.source.schema, self._batches())
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._filtered()
+        except Exception as exc:  # kept for the build: DuckDB would re-raise it as its own error
+            self.error = exc
+            raise
+
+    def _filtered(self) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        bound = pa.scalar(self.watermark).cast(self.cursor_type) if self.cursor and self.watermark is not None else None
+        bound = None
+        if self.cursor and self.watermark is not None and self.cursor_type is not None:
+            bound = pa.scalar(self.watermark).cast(self.cursor_type)
         for batch in self.source:
             if self.cursor:
                 column = batch.column(self.cursor)
@@ -79,7 +98,7 @@ class Watcher:
 
     def watermark_json(self) -> str | None:
         value = self.max_value if self.max_value is not None else self.watermark
-        if not self.cursor or value is None:
+        if not self.cursor or value is None or self.cursor_type is None:
             return None
         if hasattr(value, "isoformat"):
             value = value.isoformat()

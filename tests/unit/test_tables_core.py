@@ -106,6 +106,36 @@ def test_watcher_filters_past_the_watermark_and_tracks_the_new_one() -> None:
     assert decode_watermark(stamp).isoformat() == "2024-03-01T10:00:00"
 
 
+def test_watcher_keeps_the_sources_own_error_and_accepts_a_columnless_stream() -> None:
+    from daemon.errors import ApplyError
+    from flows.tables.sources import SourceError
+
+    def failing():
+        yield pa.record_batch({"ts": pa.array([1, 2], pa.int64())})
+        raise SourceError("table t: GET /items failed after 3 attempts (last: HTTP 503)", transient=True)
+
+    watcher = Watcher(pa.RecordBatchReader.from_batches(pa.schema([("ts", pa.int64())]), failing()), "ts", None)
+    with pytest.raises(SourceError):
+        list(watcher.reader())
+    assert isinstance(watcher.error, SourceError) and isinstance(watcher.error, ApplyError) and watcher.error.transient
+    assert watcher.rows == 2
+    empty = Watcher(pa.RecordBatchReader.from_batches(pa.schema([]), iter(())), "ts", 7)
+    assert empty.columnless and empty.watermark_json() is None and list(empty.reader()) == []
+
+
+def test_callable_modules_come_from_the_overlay_and_the_env_var_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.adapters.tables import allowed_modules
+    from daemon.spec.environment import EnvironmentSpec
+
+    env = EnvironmentSpec.model_validate({"name": "dev", "tables": {"callable_modules": ["mycompany.loaders."]}})
+    monkeypatch.delenv("SPECD_TABLE_CALLABLE_MODULES", raising=False)
+    assert allowed_modules(env.tables.callable_modules) == ("flows.tables.sources.", "mycompany.loaders.")
+    monkeypatch.setenv("SPECD_TABLE_CALLABLE_MODULES", "other.mod, ,third.")
+    assert allowed_modules(env.tables.callable_modules) == ("flows.tables.sources.", "other.mod", "third.")
+    with pytest.raises(ValidationError, match="callable_modules"):
+        EnvironmentSpec.model_validate({"name": "dev", "tables": {"callable_modules": ["os; rm -rf"]}})
+
+
 def test_callable_allowlist_matches_module_prefixes_only() -> None:
     prefixes = ("flows.tables.sources.", "mycompany.loaders")
     assert allowed("flows.tables.sources.synthetic.generate", prefixes)

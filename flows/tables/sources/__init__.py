@@ -6,6 +6,9 @@ A reader module exposes `read(spec, ctx: SourceContext) -> pyarrow.RecordBatchRe
 batch size, never by the input size. Registering a new type is one line in `READERS`.
 
 This module stays import-light (observe uses `input_digest`); readers import pyarrow/duckdb inside `read`.
+
+`SourceError` is a `daemon.errors.ApplyError`, so whether a failure is transient (an API that answered
+503 on page 7, an unreachable database) travels with it to the daemon, which retries those with backoff.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from daemon.errors import ApplyError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -33,12 +38,9 @@ READERS: dict[str, str] = {
 DEFAULT_ALLOWED_MODULES = ("flows.tables.sources.",)
 
 
-class SourceError(Exception):
-    """A source could not be read. The message names the table and the offending path/field."""
-
-    def __init__(self, message: str, *, transient: bool = False):
-        super().__init__(message)
-        self.transient = transient
+class SourceError(ApplyError):
+    """A source could not be read. The message names the table and the offending path/field;
+    `transient` (retry later) or not (fix the spec or the data) is decided where the fault is seen."""
 
 
 def _no_secrets(ref: str) -> str:
