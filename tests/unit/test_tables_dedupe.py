@@ -26,10 +26,11 @@ def messy(seed: int, rows: int = 4000, tie_rows_identical: bool = False) -> pa.T
     updated[rng.random(rows) < 0.3] = np.nan
     updated[k1 % 37 == 0] = np.nan  # whole groups without any order value
     payload = rng.integers(0, 1000, rows)
-    if tie_rows_identical:  # every tied row identical: the kept row is fully determined
-        payload = (k1 * 7 + np.nan_to_num(updated, nan=-1) * 1000).astype(np.int64)
+    null_key = rng.random(rows) < 0.05
+    if tie_rows_identical:  # every tied row identical (NULL keys included): the kept row is fully determined
+        payload = (np.where(null_key, -1, k1) * 7 + np.nan_to_num(updated, nan=-1) * 1000).astype(np.int64)
     return pa.table({
-        "k1": pa.array(k1, mask=rng.random(rows) < 0.05),
+        "k1": pa.array(k1, mask=null_key),
         "k2": pa.array(k2, type=pa.string()),
         "updated": pa.array(updated, from_pandas=True).cast(pa.int64()).cast(pa.timestamp("us")),
         "payload": pa.array(payload),
