@@ -91,9 +91,9 @@ def _shutdown_locked() -> None:
 def shutdown() -> None:
     """Stop the workers (the daemon calls this on exit; running builds are abandoned, never half-committed)."""
     with _lock:
-        pool = _pool
+        # ProcessPoolExecutor.shutdown() sets `_processes` to None: take the workers before it
+        processes = list((getattr(_pool, "_processes", None) or {}).values())
         _shutdown_locked()
-    if pool is not None:
-        for process in list(getattr(pool, "_processes", {}).values()):
-            if process.is_alive():
-                process.terminate()
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
