@@ -263,6 +263,8 @@ class Daemon:
     def _validated(self, sha: str) -> Desired | None:
         if self.state.rejected and self.state.rejected["revision"] == sha:
             return None
+        if self.last_valid is not None and self.last_valid.revision == sha:
+            return self.last_valid  # validated once per revision: idle cycles only observe
         try:
             desired = self._desired(sha)
             check(make_adapters(context_for(desired, self.home)), desired.graph)

@@ -13,6 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+WRITE_EVENTS = frozenset({"created", "modified", "moved", "deleted", "closed"})
+
+
 class Debouncer:
     """Calls `action` once, `delay_s` after the last of a burst of `trigger()` calls."""
 
@@ -57,6 +60,10 @@ class RefWatcher:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event) -> None:  # type: ignore[no-untyped-def]
+                # Reads raise inotify events too (watchdog's "opened", "closed_no_write"): reacting to
+                # them would make our own `git rev-parse` wake the loop again and again.
+                if event.event_type not in WRITE_EVENTS:
+                    return
                 for path in (getattr(event, "src_path", ""), getattr(event, "dest_path", "")):
                     if path and is_ref_change(str(path), watcher.git_dir):
                         watcher.debouncer.trigger()

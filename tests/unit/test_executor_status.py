@@ -119,3 +119,30 @@ def test_journal_survives_a_torn_last_line(tmp_path):
     assert journal.last("ReconcileSucceeded")["revision"] == "rev1"
     journal.append("RevisionRejected", "rev2", errors=["x"])
     assert json.loads(journal.path.read_text().splitlines()[-1])["type"] == "RevisionRejected"
+
+
+def test_ref_watcher_wakes_on_commits_not_on_reads(tmp_path):
+    import subprocess
+    import time
+
+    from daemon.watch import RefWatcher
+
+    repo = tmp_path / "r"
+    repo.mkdir()
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e.invalid", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e.invalid", "PATH": "/usr/bin:/bin"}
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "one"], cwd=repo, check=True, env=env)
+    wakes = []
+    watcher = RefWatcher(repo / ".git", lambda: wakes.append(time.monotonic()), debounce_s=0.05).start()
+    try:
+        for _ in range(5):  # what the daemon does every cycle: read the ref
+            subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True)
+        time.sleep(0.5)
+        assert wakes == []
+        subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "two"], cwd=repo, check=True, env=env)
+        deadline = time.monotonic() + 5
+        while not wakes and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(wakes) == 1
+    finally:
+        watcher.stop()
