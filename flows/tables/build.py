@@ -41,16 +41,21 @@ from flows.tables import (
     UPSTREAM,
     WATERMARK,
     build_key,
-    quarantine_name,
     table_uri,
 )
 from flows.tables import quarantine as quarantine_store
-from flows.tables.sources import SourceContext, SourceError, input_digest, read_source
+from flows.tables.report import (
+    NO_NEW_ROWS,
+    BuildFailed,
+    BuildReport,
+    account_rows,
+    classify_failure,
+    quarantine_lineage,
+)
+from flows.tables.sources import SourceContext, input_digest, read_source
 from flows.tables.stages import REASON_COLUMN, StageError
 from flows.tables.watermark import Watcher, decode_watermark
 from flows.tables.write import (
-    ConcurrentCommit,
-    SchemaMismatch,
     StagedFiles,
     WriteRequest,
     commit_staged,
@@ -61,15 +66,6 @@ from flows.tables.write import (
     plan_schema,
     table_schema,
 )
-
-NO_NEW_ROWS = "no new rows since the watermark"
-
-
-class BuildFailed(Exception):
-    def __init__(self, message: str, *, transient: bool = False, reason: str = "BuildFailed"):
-        super().__init__(message)
-        self.transient = transient
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -90,17 +86,6 @@ class BuildJob:
     allowed_modules: tuple[str, ...] = ("flows.tables.sources.",)
     batch_rows: int = 131_072
     duckdb_memory_limit: str = "2GB"
-
-
-@dataclass
-class BuildReport:
-    name: str
-    version: int | None = None
-    committed: bool = False
-    rows: dict[str, int] = field(default_factory=dict)
-    quality: dict[str, Any] = field(default_factory=dict)
-    watermark: Any = None
-    message: str = ""
 
 
 @contextmanager
@@ -227,31 +212,6 @@ def _build(job: BuildJob, spec: Any) -> BuildReport:
         _remove_tree(work)
 
 
-def classify_failure(name: str, exc: BaseException, *, from_source: bool = False) -> BaseException:
-    """The BuildFailed for an exception a build raised (its reason and whether a retry can help), or
-    the exception itself when it is not one we understand (run_job reports it as a BuildError)."""
-    import duckdb
-    import pyarrow as pa
-
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, StageError | SchemaMismatch):
-        return BuildFailed(str(exc) if str(exc).startswith("table ") else f"table {name}: {exc}", reason="InvalidSpec")
-    if isinstance(exc, SourceError):
-        text = str(exc) if str(exc).startswith("table ") else f"table {name}: {exc}"
-        return BuildFailed(text, transient=exc.transient, reason="SourceFailed")
-    if isinstance(exc, ConcurrentCommit):
-        return BuildFailed(str(exc), transient=True, reason="ConcurrentCommit")
-    if from_source and not isinstance(exc, pa.ArrowInvalid):
-        transient = isinstance(exc, ConnectionError | TimeoutError)
-        return BuildFailed(f"table {name}: the source failed while streaming: {type(exc).__name__}: {first}",
-                           transient=transient, reason="SourceFailed")
-    if isinstance(exc, duckdb.Error):
-        return BuildFailed(f"table {name}: {first}", reason="QueryFailed")
-    if isinstance(exc, pa.ArrowInvalid):
-        return BuildFailed(f"table {name}: {first}", reason="BadData")
-    return exc
-
-
 def _nothing_read(job: BuildJob, spec: Any, table: Any, batch: int, metadata: dict[str, str], latest_meta: dict[str, Any],
                   key: str) -> BuildReport:
     """The source returned no records and so no columns (an HTTP API with nothing new). An incremental
@@ -369,7 +329,7 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
             raise BuildFailed(f"table {job.name}: quality checks failed ({details}); nothing was written", reason="QualityFailed")
         clean_counts = connection.execute(counts_sql).fetchone() if counts_sql else None
         aggregates = spec.features is not None and spec.features.aggregate is not None
-        rows = _account(job.name, watcher, counts, clean_counts, aggregates)
+        rows = account_rows(job.name, watcher.rows, counts, clean_counts, aggregates)
         meta = dict(metadata)
         meta.update({f"{ROWS_PREFIX}{k}": str(v) for k, v in rows.items()})
         meta[QUALITY] = json.dumps(quality, sort_keys=True)
@@ -402,41 +362,6 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
 
 def _clean_filters(clean: Any) -> bool:
     return bool(clean.where) or any(r.nulls is not None and r.nulls.strategy == "drop" for r in clean.columns.values())
-
-
-def _account(name: str, watcher: Watcher, counts: dict[str, int], clean_counts: Any, aggregates: bool) -> dict[str, int]:
-    """read = written + quarantined + deduplicated + filtered, each counted where it happens (rows
-    deduplicated in the stream from the key-group sizes, or by the clean counters' second scan); a gap
-    means rows went missing, which fails the build. Aggregating tables fold many rows into one: the
-    folded rows are reported as filtered."""
-    rows = {"read": watcher.rows, "written": counts["written"], "quarantined": counts["quarantined"],
-            "deduplicated": counts.get("deduplicated", 0), "filtered": 0}
-    if clean_counts is not None:
-        if int(clean_counts[0]) != watcher.rows:
-            raise BuildFailed(f"table {name}: staged {clean_counts[0]} rows but read {watcher.rows}", reason="AccountingMismatch")
-        rows["filtered"], rows["deduplicated"] = int(clean_counts[1]), int(clean_counts[2])
-    gap = rows["read"] - rows["written"] - rows["quarantined"] - rows["deduplicated"] - rows["filtered"]
-    if gap < 0 or (gap and clean_counts is not None and not aggregates):
-        raise BuildFailed(f"table {name}: row accounting does not balance ({rows}, {gap} rows unaccounted)", reason="AccountingMismatch")
-    rows["filtered"] += gap  # rows a filter (clean.where, nulls: drop, an inner join) or an aggregate took
-    return rows
-
-
-def quarantine_lineage(storage_root: str, name: str, committing: int | None, options: dict[str, str] | None) -> dict[str, str]:
-    """Which state of `<name>__quarantine` goes with the table commit being made, so a restore of the
-    table can bring its quarantine back to match: the build number (app transaction) that quarantine
-    state was committed under, and its version. `committing`: this build's number when its quarantine
-    spool is committed right after the table (the version is then the next one: quarantine commits
-    happen under the table's build lock; restore re-checks it against the build number). -1 when there
-    is no quarantine table yet."""
-    from flows.tables.delta_log import read_table_log
-
-    log = read_table_log(table_uri(storage_root, quarantine_name(name)), options)
-    if committing is not None:
-        return {QUARANTINE_BATCH: str(committing), QUARANTINE_VERSION: str(log.version + 1 if log else 0)}
-    if log is None or log.latest is None:
-        return {QUARANTINE_BATCH: "-1", QUARANTINE_VERSION: "-1"}
-    return {QUARANTINE_BATCH: str(log.latest.metadata.get(BATCH, "")), QUARANTINE_VERSION: str(log.version)}
 
 
 def _quarantine_schema(target: Any) -> Any:
