@@ -87,7 +87,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, prefect_api: str):
     home = root / "home"
     base, port = free_service_port()
     daemon = DaemonProcess(repo.path, home, prefect_api, {"SPECD_SERVICE_PORT_BASE": str(base)})
-    daemon.extra_env["SPECD_METRICS_PORT"] = str(daemon.port)  # the generated scrape config names the real port
+    # `--metrics-port` alone leaves the generated scrape config on the env's port (9464): give the env the real one
+    daemon.extra_env["SPECD_METRICS_PORT"] = str(daemon.port)
     started = time.monotonic()
     daemon.start()
     try:
