@@ -180,9 +180,19 @@ def property_diff(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, 
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             out.extend(property_diff(a, b, path + "."))
+        elif _keyed(a) is not None and _keyed(b) is not None:  # lists of named items: variants, columns
+            out.extend(line.replace(".[", "[", 1) for line in property_diff(_keyed(a), _keyed(b), path + "."))
         else:
             out.append(f"{path}: {_short(a)} → {_short(b)}")
     return out
+
+
+def _keyed(value: Any) -> dict[str, Any] | None:
+    """A list of dicts that all have a distinct `name`, as {"[name]": item}; else None."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, dict) and "name" in v for v in value):
+        return None
+    keyed = {f"[{v['name']}]": v for v in value}
+    return keyed if len(keyed) == len(value) else None
 
 
 class _Absent:

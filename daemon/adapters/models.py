@@ -79,12 +79,24 @@ class ModelAdapter:
         spec = resource.spec
         env = self.ctx.env.training
         unit = "GPU" if env.accelerator in ("gpu", "cuda") else "CPU"
-        names = ", ".join(spec.candidates)
         margin = spec.promotion.min_improvement
         needed = f"by ≥ {margin:g}" if margin > 0 else "any improvement"
         folds = f", {spec.split.folds}-fold CV" if spec.split.folds else ""
-        return (f"train up to {len(spec.candidates)} candidate(s) ({names}) on {unit}{folds}, "
-                f"promote by {spec.promotion.metric} ({spec.metric_direction()}, {needed})")
+        rule = f"promote by {spec.promotion.metric} ({spec.metric_direction()}, {needed})"
+        try:
+            from daemon.adapters.models_train import preview
+
+            uri, options = source_table(self.ctx, spec.data.table)
+            to_train, reused, minutes = preview(self.ctx, resource, uri, options, self.root)
+        except Exception:  # no live table yet (or unreadable): say what the spec asks for
+            names = ", ".join(spec.candidates)
+            return f"train up to {len(spec.candidates)} candidate(s) ({names}) on {unit}{folds}, {rule}"
+        work = f"train candidate{'s' if len(to_train) != 1 else ''} {', '.join(to_train)} on {unit}{folds}" if to_train else "train nothing"
+        if minutes is not None:
+            work += f" (~{max(minutes, 0.1):.1f} {unit}-min)"
+        if reused:
+            work += f", reuse {', '.join(reused)} from the store"
+        return f"{work}; {rule}"
 
     # -- apply ---------------------------------------------------------------------------------------
     def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:

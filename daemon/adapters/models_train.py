@@ -182,3 +182,32 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
 def _compact(candidates: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {name: {**info, "metrics": _scalars(info.get("metrics") or {})} for name, info in candidates.items()}
 
+
+
+def preview(ctx: AdapterContext, resource: Resource, uri: str, options: dict[str, str], root: str) -> tuple[list[str], list[str], float | None]:
+    """For the plan text: (candidates to train, candidates reused from the store, rough minutes).
+
+    Uses the table as it is live now (a table rebuilt in the same apply retrains everything) and the
+    training times recorded in the model's current release. Light: reads the Delta log and store files.
+    """
+    from flows.training.artifact import candidate_tag, model_dir
+
+    spec = resource.spec
+    version, data_id, columns = _pin_data(resource.name, spec.data.table, uri, options)
+    features = resolve_features(columns, spec.data.target, spec.data.features, spec.data.exclude)
+    selection = {"table": spec.data.table, "target": spec.data.target, "features": features}
+    code_version = kind_by_name("model").code_version
+    to_train, reused = [], []
+    for candidate in spec.candidates:
+        cfp = candidate_fingerprint(data=selection, task=spec.task, split=dict(resource.data)["split"], config=spec.candidate_config(candidate),
+                                    table_uri=uri, delta_version=version, data_id=data_id, code_version=code_version)
+        stored = (model_dir(candidate_tag(resource.name, candidate, cfp), root) / "model.yaml").is_file()
+        (reused if stored else to_train).append(candidate)
+    current = registry.current_release(resource.name, root)
+    seconds = [c.get("train_seconds") for c in (current.candidates if current else {}).values()]
+    seconds = [s for s in seconds if isinstance(s, int | float)]
+    if not to_train or not seconds:
+        return to_train, reused, None
+    per_candidate = max(seconds) + 6.0  # process start and Lightning import (~5 s) included
+    waves = -(-len(to_train) // max(1, ctx.env.training.max_concurrent_candidates))
+    return to_train, reused, per_candidate * waves / 60

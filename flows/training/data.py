@@ -44,8 +44,11 @@ def read_table(uri: str, version: int | None, columns: Sequence[str], storage_op
     """The pinned Delta version as a Polars DataFrame (only the needed columns)."""
     import polars as pl
 
-    frame = pl.read_delta(uri, version=version, columns=list(dict.fromkeys(columns)), storage_options=dict(storage_options or {}) or None)
-    return frame
+    names = list(dict.fromkeys(columns))
+    frame = pl.read_delta(uri, version=version, columns=names, storage_options=dict(storage_options or {}) or None)
+    # A canonical row order: two builds of the same data may store rows in different orders, and the
+    # seeded split and shuffles work on positions. Sorting makes same data + same seed = same model.
+    return frame.sort(names, nulls_last=True, maintain_order=True)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 from flows.training.artifact import candidate_tag
 
 # Bump when the training loop's output for the same job changes (part of every candidate fingerprint).
-TRAINING_CODE_VERSION = "train/2"  # 2: time splits never straddle a tie; group/time-aware CV folds
+TRAINING_CODE_VERSION = "train/3"  # 2: time splits never straddle a tie; group/time-aware CV folds; 3: rows in canonical order before the split
 
 
 def _canonical(value: Any) -> str:

@@ -126,3 +126,13 @@ def test_no_changes_text(two_tables):
 
 def test_property_diff():
     assert property_diff({"a": 1, "b": {"c": [1]}}, {"a": 1, "b": {"c": [1, 2]}, "d": "x"}) == ["b.c: [1] → [1, 2]", 'd: (unset) → "x"']
+
+
+def test_property_diff_of_named_lists_is_per_item():
+    old = {"variants": [{"name": "champion", "weight": 90}, {"name": "challenger", "weight": 10}]}
+    new = {"variants": [{"name": "champion", "weight": 80}, {"name": "challenger", "weight": 20}, {"name": "c", "weight": 5}]}
+    assert property_diff(old, new) == [
+        'variants[c]: (unset) → {"name": "c", "weight": 5}',
+        "variants[challenger].weight: 10 → 20",
+        "variants[champion].weight: 90 → 80",
+    ]

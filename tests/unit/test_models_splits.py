@@ -94,3 +94,26 @@ def test_random_split_and_folds_partition_the_rows(table) -> None:
     assert split.holdout.size == round(table.height * 0.2)
     assert np.union1d(split.train, split.holdout).size == table.height
     assert np.sort(np.concatenate([v for _, v in split.folds])).tolist() == split.train.tolist()
+
+
+def test_row_order_of_a_rebuild_does_not_change_the_split(tmp_path):
+    """Two builds of the same data may store rows in different orders; the split must not care."""
+    import numpy as np
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from flows.training.data import make_split, read_table
+
+    rng = np.random.default_rng(0)
+    ids = np.arange(200)
+    values = rng.normal(size=200)
+    forward = pa.table({"id": ids, "x": values})
+    shuffled = forward.take(rng.permutation(200))
+    write_deltalake(str(tmp_path / "a"), forward)
+    write_deltalake(str(tmp_path / "b"), shuffled)
+    splits = []
+    for name in ("a", "b"):
+        frame = read_table(str(tmp_path / name), None, ["id", "x"])
+        split = make_split(frame, {"holdout": 0.25, "seed": 3})
+        splits.append(sorted(frame["id"].to_numpy()[split.holdout].tolist()))
+    assert splits[0] == splits[1]
