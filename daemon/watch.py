@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-
 WRITE_EVENTS = frozenset({"created", "modified", "moved", "deleted", "closed"})
 
 
