@@ -217,7 +217,10 @@ def cmd_run(args) -> int:
                 branch = _git(Path(args.repo), "symbolic-ref", "--short", "HEAD")
             except subprocess.CalledProcessError:
                 pass
-    daemon = Daemon(specd_home(args.home), args.repo, branch, args.env, tuple(args.override), metrics_port=args.metrics_port, use_prefect=not args.no_prefect, keep_services=args.keep_services)
+    overrides = list(args.override)
+    if args.metrics_port:  # the generated Prometheus scrape config must point at the port actually served
+        overrides.append(f"env.daemon.metrics_port={args.metrics_port}")
+    daemon = Daemon(specd_home(args.home), args.repo, branch, args.env, tuple(overrides), metrics_port=args.metrics_port, use_prefect=not args.no_prefect, keep_services=args.keep_services)
     try:
         return daemon.run()
     except AlreadyRunning as exc:
