@@ -18,7 +18,7 @@ from daemon.adapters.base import AdapterContext
 from daemon.errors import SpecIssue
 from daemon.yamlpos import YamlSyntaxError, line_for, parse_with_lines
 from flows.tables import is_local, local_path, table_uri
-from flows.training.data import schema_type
+from flows.training.schema import schema_type
 
 if TYPE_CHECKING:
     from daemon.graph import Graph, Resource

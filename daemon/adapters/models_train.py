@@ -19,10 +19,10 @@ from daemon.errors import ApplyError
 from daemon.kinds import kind_by_name
 from flows.training import registry
 from flows.training.artifact import artifact_complete, record_decision
-from flows.training.data import resolve_features
 from flows.training.jobs import candidate_fingerprint, evaluate_job, train_job
 from flows.training.launch import GpuId, command_for, gpu_slots, run_jobs, visible_gpus
 from flows.training.promote import Rule, decide
+from flows.training.schema import resolve_features
 
 if TYPE_CHECKING:
     from daemon.graph import Resource

@@ -26,12 +26,12 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from flows.training import preprocess
 from flows.training.registry import atomic_write_json, store_root
+
+if TYPE_CHECKING:  # numpy and the preprocessing code load only when a model is saved or used:
+    import numpy as np  # `plan` reads the store through this module (artifact_complete)
 
 FORMAT = "specd-tabular/1"
 WEIGHTS, CONFIG, DECISIONS = "weights.pt", "config.json", "specd-decisions.json"
@@ -155,6 +155,8 @@ class Predictor:
         return self.config["task"]
 
     def transform(self, columns: Mapping[str, Any]) -> np.ndarray:
+        from flows.training import preprocess
+
         return preprocess.transform(self.config["preprocessing"], columns)
 
     def predict(self, columns: Mapping[str, Any]) -> dict[str, list]:
@@ -212,8 +214,10 @@ def make_test_model(
     weights, so two seeds give two models that disagree. `features` defaults to a mix of float, int and
     string columns like the penguin example.
     """
+    import numpy as np
     import torch
 
+    from flows.training import preprocess
     from flows.training.networks import build_network
 
     features = dict(features or {"bill_length_mm": "float64", "flipper_length_mm": "float64", "year": "int64", "island": "string"})
