@@ -36,7 +36,7 @@ log = logging.getLogger("specd")
 
 
 class AlreadyRunning(RuntimeError):
-    pass
+    """Another daemon holds this state home's lock."""
 
 
 class DaemonLock:

@@ -21,7 +21,7 @@ WORKTREE = "worktree"
 
 
 class SourceError(Exception):
-    pass
+    """git could not give us the revision or its files (message from git itself)."""
 
 
 def _git(args: list[str], cwd: Path | None = None, *, binary: bool = False, timeout: float = 120) -> str | bytes:

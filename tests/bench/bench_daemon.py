@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.bench.prefect_env import prefect_api  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.invalid", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@example.invalid"}
@@ -149,24 +150,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--poll", type=float, default=5.0, help="poll interval of the remote-style baseline")
     parser.add_argument("--idle-s", type=float, default=20.0)
     args = parser.parse_args(argv)
-    server = None
-    if not os.environ.get("PREFECT_API_URL"):
-        from daemon.prefect_server import LocalPrefectServer, configure_client_env
-
-        prefect_home = Path(tempfile.mkdtemp(prefix="bench-prefect-"))
-        configure_client_env(prefect_home)
-        server = LocalPrefectServer(prefect_home, port=free_port())
-        os.environ["PREFECT_API_URL"] = server.start(timeout_s=120)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            repo = make_repo(Path(tmp) / "repo")
-            local, local_over = measure(repo, str(repo), Path(tmp) / "home-local", args.commits, 30.0)
-            remote, remote_over = measure(repo, f"file://{repo}", Path(tmp) / "home-remote", args.commits, args.poll)
-            rss, cpu = idle_cost(repo, Path(tmp) / "home-idle", args.idle_s)
-            bare = bare_python_rss()
-    finally:
-        if server:
-            server.stop()
+    with prefect_api(), tempfile.TemporaryDirectory() as tmp:
+        repo = make_repo(Path(tmp) / "repo")
+        local, local_over = measure(repo, str(repo), Path(tmp) / "home-local", args.commits, 30.0)
+        remote, remote_over = measure(repo, f"file://{repo}", Path(tmp) / "home-remote", args.commits, args.poll)
+        rss, cpu = idle_cost(repo, Path(tmp) / "home-idle", args.idle_s)
+        bare = bare_python_rss()
     med = statistics.median
     print(f"commit → converged, {args.commits} commits of a 100-row table (median)")
     print(f"  local repo (inotify):          {med(local):6.2f} s   overhead beyond the build {med(local_over):5.2f} s (target ≤ 2 s)")

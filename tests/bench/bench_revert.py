@@ -16,7 +16,6 @@ Run: python tests/bench/bench_revert.py [--size 40] [--reverts 3] [--threads 3]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import free_port  # noqa: E402
+from tests.bench.prefect_env import prefect_api  # noqa: E402
 from tests.e2e.conftest import DaemonProcess  # noqa: E402
 from tests.e2e.conftest_journeys import (  # noqa: E402
     MODEL,
@@ -126,20 +125,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     if args.size == SHRUNK_EPOCHS:
         parser.error(f"--size must differ from the starting {SHRUNK_EPOCHS} epochs, or nothing is retrained")
-    server = None
-    if not os.environ.get("PREFECT_API_URL"):
-        from daemon.prefect_server import LocalPrefectServer, configure_client_env
-
-        prefect_home = Path(tempfile.mkdtemp(prefix="bench-prefect-"))
-        configure_client_env(prefect_home)
-        server = LocalPrefectServer(prefect_home, port=free_port())
-        os.environ["PREFECT_API_URL"] = server.start(timeout_s=120)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-revert-") as tmp:
-            f = run(args.size, args.reverts, args.threads, os.environ["PREFECT_API_URL"], Path(tmp))
-    finally:
-        if server:
-            server.stop()
+    with prefect_api() as api, tempfile.TemporaryDirectory(prefix="bench-revert-") as tmp:
+        f = run(args.size, args.reverts, args.threads, api, Path(tmp))
     champion = "new champion promoted" if f["champion_changed"] else "champion kept, challenger retrained"
     print(f"forward change (retrain 2 candidates, {args.size} epochs; {champion}):")
     print(f"  commit → 100 % traffic on the new release       {f['forward_s']:7.2f} s   (model action {f['forward_model_s']:.1f} s)")
