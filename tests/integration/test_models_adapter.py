@@ -41,7 +41,7 @@ def test_train_promote_reuse_reject_and_restore(tmp_path: Path) -> None:
     v1 = model_resource(small_spec())
     plan, outcomes = plan_and_apply(adapter, [v1])
     assert [a.op for a in plan.actions] == [Op.CREATE]
-    assert "train up to 1 candidate" in plan.actions[0].summary
+    assert "train candidate a on CPU" in plan.actions[0].summary
     release = registry.current_release("penguin_sex", root)
     assert release is not None and release.fingerprint == v1.fingerprint
     champion = release.champion
