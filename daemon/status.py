@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from daemon.adapters.base import DEGRADED, HEALTHY, MISSING, PROGRESSING, Observed
-from daemon.executor import BLOCKED, FAILED, SUCCEEDED, ActionResult
+from daemon.executor import BLOCKED, FAILED, ActionResult
 from daemon.graph import Graph
 
 SYNCED, OUT_OF_SYNC = "Synced", "OutOfSync"
-__all__ = ["DEGRADED", "HEALTHY", "MISSING", "PROGRESSING", "ResourceStatus", "resource_statuses", "Journal"]
 
 
 @dataclass(frozen=True)
@@ -155,5 +154,3 @@ def diff_statuses(before: Mapping[str, ResourceStatus], after: Iterable[Resource
             changed.append(status)
     return changed
 
-
-__all__ += ["Condition", "diff_statuses", "SYNCED", "OUT_OF_SYNC", "SUCCEEDED"]
