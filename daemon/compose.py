@@ -328,7 +328,9 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
             if not issues:
                 issues.append(SpecIssue("<override>", 0, key, "no spec with that name"))
     if issues:
-        raise SpecErrors(issues)
+        valid = {f"{d.kind}/{d.name}" for d in docs}
+        broken = frozenset(f"{kind}/{name}" for (kind, name) in seen if f"{kind}/{name}" not in valid)
+        raise SpecErrors(issues, partial=(Composed(env, tuple(docs)), broken))
     composed = Composed(env, tuple(docs))
     derived: list[SpecDoc] = []
     for kind in KINDS:

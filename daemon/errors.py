@@ -26,8 +26,11 @@ class SpecIssue:
 class SpecErrors(Exception):
     """All the problems of one revision; the revision is rejected as a whole."""
 
-    def __init__(self, issues: list[SpecIssue]):
+    def __init__(self, issues: list[SpecIssue], partial: object = None):
         self.issues = sorted(set(issues))
+        # What did validate (compose: the valid documents and the keys of the broken ones), so that later
+        # checks such as unknown references can still run and every error is reported at once.
+        self.partial = partial
         super().__init__("\n".join(str(i) for i in self.issues))
 
 

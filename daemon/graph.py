@@ -85,8 +85,11 @@ def _ref_line(doc: SpecDoc, field: tuple, read_text: Callable[[str], str] | None
     return line_for(lines, field)
 
 
-def build_graph(composed: Composed, input_digests: InputDigester | None = None, read_text: Callable[[str], str] | None = None) -> Graph:
-    """Resolve references, reject unknown ones and cycles, compute waves and fingerprints."""
+def resolve_references(
+    composed: Composed, read_text: Callable[[str], str] | None = None, broken: frozenset[str] = frozenset()
+) -> tuple[dict[str, tuple[str, ...]], list[SpecIssue]]:
+    """Each resource's upstream keys, and an issue per unknown or self reference. References to a
+    resource in `broken` (its own file failed validation and is reported already) are not unknown."""
     docs = composed.by_key()
     issues: list[SpecIssue] = []
     deps: dict[str, tuple[str, ...]] = {}
@@ -95,15 +98,23 @@ def build_graph(composed: Composed, input_digests: InputDigester | None = None, 
         targets = []
         for ref in refs:
             target = f"{ref.kind}/{ref.name}"
+            field = ".".join(map(str, ref.field))
+            if target in broken:
+                continue
             if target not in docs:
-                line = _ref_line(doc, ref.field, read_text)
-                issues.append(SpecIssue(doc.path, line, ".".join(map(str, ref.field)), f"unknown {ref.kind} {ref.name!r}"))
+                issues.append(SpecIssue(doc.path, _ref_line(doc, ref.field, read_text), field, f"unknown {ref.kind} {ref.name!r}"))
             elif target == key:
-                line = _ref_line(doc, ref.field, read_text)
-                issues.append(SpecIssue(doc.path, line, ".".join(map(str, ref.field)), f"{doc.kind} {doc.name!r} depends on itself"))
+                issues.append(SpecIssue(doc.path, _ref_line(doc, ref.field, read_text), field, f"{doc.kind} {doc.name!r} depends on itself"))
             else:
                 targets.append(target)
         deps[key] = tuple(sorted(set(targets)))
+    return deps, issues
+
+
+def build_graph(composed: Composed, input_digests: InputDigester | None = None, read_text: Callable[[str], str] | None = None) -> Graph:
+    """Resolve references, reject unknown ones and cycles, compute waves and fingerprints."""
+    docs = composed.by_key()
+    deps, issues = resolve_references(composed, read_text)
     if issues:
         raise SpecErrors(issues)
 

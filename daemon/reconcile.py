@@ -16,7 +16,7 @@ from daemon.compose import Composed, compose
 from daemon.compose_cache import ComposeCache
 from daemon.errors import SpecErrors, SpecIssue
 from daemon.executor import ActionResult, execute
-from daemon.graph import Graph, Resource, build_graph
+from daemon.graph import Graph, Resource, build_graph, resolve_references
 from daemon.kinds import KINDS, load_object
 from daemon.plan import Action, Plan, make_plan, property_diff
 
@@ -31,11 +31,17 @@ class Desired:
 
 def load_desired(checkout: Path, env_name: str, revision: str, overrides: Sequence[str] = (), cache: ComposeCache | None = None) -> Desired:
     """Compose + graph one revision. Raises SpecErrors listing every problem at once."""
-    composed = compose(checkout, env_name, overrides, cache)
-
     def read_text(rel: str) -> str:
         return (checkout / rel).read_text(encoding="utf-8")
 
+    try:
+        composed = compose(checkout, env_name, overrides, cache)
+    except SpecErrors as exc:
+        if exc.partial is None:
+            raise
+        valid, broken = exc.partial  # report unknown references of the valid files in the same breath
+        _, reference_issues = resolve_references(valid, read_text, broken)
+        raise SpecErrors(exc.issues + reference_issues) from None
     graph = build_graph(composed, read_text=read_text)
     return Desired(revision, checkout, composed, graph)
 

@@ -136,3 +136,17 @@ def test_property_diff_of_named_lists_is_per_item():
         "variants[challenger].weight: 10 → 20",
         "variants[champion].weight: 90 → 80",
     ]
+
+
+def test_unknown_references_are_reported_with_schema_errors(spec_repo):
+    from daemon.reconcile import load_desired
+
+    spec_repo.write("specs/tables/raw.yaml", FILE + "layer: platinum\n")  # invalid: reported by compose
+    spec_repo.write("specs/tables/clean.yaml", sql("raw"))  # refers to the broken one: not "unknown"
+    spec_repo.write("specs/tables/gold.yaml", "# gold\n" + sql("nope"))  # unknown: reported at once
+    with pytest.raises(SpecErrors) as info:
+        load_desired(spec_repo.path, "dev", "rev")
+    messages = [str(i) for i in info.value.issues]
+    assert any(m.startswith("specs/tables/raw.yaml:2: layer:") for m in messages), messages
+    assert "specs/tables/gold.yaml:4: source.inputs.0: unknown table 'nope'" in messages
+    assert not any("unknown table 'raw'" in m for m in messages)
