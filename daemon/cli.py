@@ -162,8 +162,9 @@ def cmd_plan(args) -> int:
 
 def cmd_apply(args) -> int:
     from daemon.executor import SUCCEEDED
-    from daemon.paths import bentoml_home
+    from daemon.paths import bentoml_home, journal_path
     from daemon.reconcile import apply, check, context_for, make_adapters, observe, plan
+    from daemon.status import Journal
 
     home = specd_home(args.home)
     os.environ.setdefault("BENTOML_HOME", str(bentoml_home(home)))
@@ -201,6 +202,12 @@ def cmd_apply(args) -> int:
         if server:
             server.stop()
     failed = [r for r in results if r.status != SUCCEEDED]
+    journal = Journal(journal_path(home))  # the same record the daemon keeps: `specd status` reads it
+    for result in results:
+        kind = "ActionSucceeded" if result.status == SUCCEEDED else "ActionFailed"
+        journal.append(kind, desired.revision, resource=result.key, op=result.op, message=result.message, duration_s=round(result.duration_s, 3), via="specd apply")
+    if not failed:
+        journal.append("ReconcileSucceeded", desired.revision, actions=len(results), via="specd apply")
     print(f"Applied {total - len(failed)}/{total} action(s)" + (f"; {len(failed)} failed or blocked." if failed else "."))
     return EXIT_ERROR if failed else EXIT_OK
 
