@@ -6,14 +6,15 @@ overlay's `tables.callable_modules`, which is itself one of the things they test
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow as pa
 import pytest
+
+from tests.conftest import http_server
 
 MODULE = __name__
 
@@ -53,16 +54,9 @@ def _handler(api: ScriptedApi) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def api() -> Iterator[ScriptedApi]:
     state = ScriptedApi()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(_handler(state)) as port:
+        state.port = port
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def one_shot_events(rows: int, hours_old: float) -> Iterator[pa.RecordBatch]:

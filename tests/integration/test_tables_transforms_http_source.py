@@ -8,7 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,6 +16,7 @@ import pytest
 
 from daemon.spec.table_sources import HttpSource
 from flows.tables.sources import SourceContext, SourceError, read_source
+from tests.conftest import http_server
 
 pytestmark = pytest.mark.integration
 TOKEN = "tok-123-secret"
@@ -100,16 +101,9 @@ def make_handler(api: Api):
 @pytest.fixture
 def api() -> Iterator[Api]:
     state = Api()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(make_handler(state)) as port:
+        state.port = port
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def ctx(tmp_path: Path, **kwargs) -> SourceContext:
