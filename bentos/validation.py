@@ -17,18 +17,24 @@ from typing import Any
 
 from bentos.routing import key_digest
 
+MAX_REPORTED = 20  # bad fields listed in one answer
+
 
 class RequestError(Exception):
     """A client error: HTTP `status`, the offending `field` (JSON path) and a message."""
 
-    def __init__(self, status: int, field: str, message: str):
+    def __init__(self, status: int, field: str, message: str, others: list[RequestError] | None = None):
         super().__init__(f"{field}: {message}" if field else message)
         self.status = status
         self.field = field
         self.message = message
+        self.others = others or []  # further bad fields of the same request, so one round trip shows all
 
     def to_json(self) -> dict[str, Any]:
-        return {"error": str(self), "field": self.field, "status": self.status}
+        body: dict[str, Any] = {"error": str(self), "field": self.field, "status": self.status}
+        if self.others:
+            body["errors"] = [{"field": e.field, "error": e.message} for e in [self, *self.others]]
+        return body
 
 
 @dataclass(frozen=True)
@@ -88,16 +94,26 @@ def validate_request(
         paths = [f"instances[{i}]" for i in range(len(instances))]
         single = False
     columns: dict[str, list[Any]] = {name: [] for name in schema}
+    problems: list[RequestError] = []
     for row, path in zip(rows_in, paths, strict=True):
+        if len(problems) >= MAX_REPORTED:
+            break
         if not isinstance(row, dict):
-            raise RequestError(400, path, f"expected an object of features, got {_json_type(row)}")
+            problems.append(RequestError(400, path, f"expected an object of features, got {_json_type(row)}"))
+            continue
         extra = sorted(set(row) - (known if known is not None else set(schema)))
-        if extra:
-            raise RequestError(400, f"{path}.{extra[0]}", f"unknown feature; the model expects {list(schema)}")
+        problems += [RequestError(400, f"{path}.{name}", f"unknown feature; the model expects {list(schema)}") for name in extra]
         for name, dtype in schema.items():
             if name not in row:
-                raise RequestError(400, f"{path}.{name}", f"missing feature (type {dtype}; use null for a missing value)")
-            columns[name].append(_check_value(row[name], dtype, f"{path}.{name}"))
+                problems.append(RequestError(400, f"{path}.{name}", f"missing feature (type {dtype}; use null for a missing value)"))
+                continue
+            try:
+                columns[name].append(_check_value(row[name], dtype, f"{path}.{name}"))
+            except RequestError as exc:
+                problems.append(exc)
+    if problems:
+        first, *others = problems[:MAX_REPORTED]
+        raise RequestError(first.status, first.field, first.message, others)
     return ParsedRequest(columns, len(rows_in), single, _sticky_key(body, sticky_field), dict(body))
 
 

@@ -65,3 +65,20 @@ def test_union_of_variant_features_is_accepted():
     body = {"features": {**ROW, "body_mass_g": 4000.0}}  # the challenger needs one more feature
     parsed = validate_request(body, SCHEMA, max_rows=1, known=frozenset(SCHEMA) | {"body_mass_g"})
     assert set(parsed.columns) == set(SCHEMA)
+
+
+def test_every_bad_field_of_a_request_is_listed_once():
+    schema = {"bill_length_mm": "float64", "year": "int64", "island": "string"}
+    body = {"instances": [{"bill_length_mm": "long", "year": 2007.5, "island": "Dream"}, {"year": 2008, "island": 3, "beak": 1}]}
+    with pytest.raises(RequestError) as info:
+        validate_request(body, schema, max_rows=10)
+    answer = info.value.to_json()
+    assert answer["status"] == 400 and answer["field"] == "instances[0].bill_length_mm"
+    assert [e["field"] for e in answer["errors"]] == [
+        "instances[0].bill_length_mm",
+        "instances[0].year",
+        "instances[1].beak",
+        "instances[1].bill_length_mm",
+        "instances[1].island",
+    ]
+    assert "missing feature" in answer["errors"][3]["error"]
