@@ -72,9 +72,6 @@ def fingerprint(kind: str, name: str, data: Mapping[str, Any], upstream: Mapping
     return hashlib.sha256(canonical_json(material).encode()).hexdigest()
 
 
-InputDigester = Callable[[SpecDoc], Mapping[str, str]]
-
-
 def _ref_line(doc: SpecDoc, field: tuple, read_text: Callable[[str], str] | None) -> int:
     if read_text is None:
         return 0
@@ -111,7 +108,7 @@ def resolve_references(
     return deps, issues
 
 
-def build_graph(composed: Composed, input_digests: InputDigester | None = None, read_text: Callable[[str], str] | None = None) -> Graph:
+def build_graph(composed: Composed, read_text: Callable[[str], str] | None = None) -> Graph:
     """Resolve references, reject unknown ones and cycles, compute waves and fingerprints."""
     docs = composed.by_key()
     deps, issues = resolve_references(composed, read_text)
@@ -130,8 +127,7 @@ def build_graph(composed: Composed, input_digests: InputDigester | None = None, 
         waves[key] = 1 + max((waves[d] for d in deps[key]), default=-1)
         kind = kind_by_name(doc.kind)
         upstream = {d: fingerprints[d] for d in deps[key]}
-        inputs = input_digests(doc) if input_digests else {}
-        fingerprints[key] = fingerprint(doc.kind, doc.name, doc.data, upstream, kind.code_version, inputs)
+        fingerprints[key] = fingerprint(doc.kind, doc.name, doc.data, upstream, kind.code_version)
         resources.append(Resource(key, doc.kind, doc.name, doc.path, doc.spec, doc.data, deps[key], fingerprints[key], waves[key]))
     resources.sort(key=lambda r: (r.wave, kind_by_name(r.kind).order, r.name))
     return Graph(tuple(resources))

@@ -82,10 +82,8 @@ def plan(desired: Desired, observed: Mapping[str, Observed], adapters: Mapping[s
     base_data = {r.key: r.data for r in base.graph.resources} if base else {}
     changes = {}
     for resource in desired.graph.resources:
-        if resource.key in base_data or base is not None:
-            lines = property_diff(base_data.get(resource.key), resource.data)
-            if lines and resource.key in base_data:
-                changes[resource.key] = tuple(lines)
+        if resource.key in base_data and (lines := property_diff(base_data[resource.key], resource.data)):
+            changes[resource.key] = tuple(lines)
 
     def describe(action: Action, resource: Resource | None) -> str:
         adapter = adapters.get(action.kind)

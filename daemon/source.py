@@ -17,8 +17,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-WORKTREE = "worktree"
-
 
 class SourceError(Exception):
     """git could not give us the revision or its files (message from git itself)."""
@@ -57,7 +55,6 @@ class GitSource:
             if not path.exists():
                 raise SourceError(f"repository {self.repo} does not exist")
             self.git_dir = Path(_git(["rev-parse", "--absolute-git-dir"], cwd=path))
-            self.work_tree = path
 
     # -- revisions -------------------------------------------------------------------------------
     def fetch(self) -> None:
@@ -78,13 +75,6 @@ class GitSource:
 
     def resolve(self, rev: str) -> str:
         return str(_git(["--git-dir", str(self.git_dir), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"]))
-
-    def subject(self, sha: str) -> str:
-        return str(_git(["--git-dir", str(self.git_dir), "log", "-1", "--format=%s", sha]))
-
-    def watch_paths(self) -> list[Path]:
-        """Files whose change means a new commit on a local repo (refs and packed-refs)."""
-        return [self.git_dir / "refs" / "heads", self.git_dir]
 
     # -- files -----------------------------------------------------------------------------------
     def checkout(self, sha: str) -> Path:
@@ -112,13 +102,3 @@ class GitSource:
         for stale in self.checkouts.glob(".*-*"):
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
-
-    def read_text_at(self, sha: str, rel_path: str) -> str:
-        return str(_git(["--git-dir", str(self.git_dir), "show", f"{sha}:{rel_path}"]))
-
-
-def local_head(repo: Path) -> str | None:
-    try:
-        return str(_git(["rev-parse", "--verify", "--quiet", "HEAD"], cwd=repo))
-    except SourceError:
-        return None
