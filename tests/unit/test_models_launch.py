@@ -134,3 +134,27 @@ def test_training_section_launcher_field() -> None:
     assert command[2] == "torch.distributed.run" and "--nnodes=2" in command and "--nproc_per_node=2" in command
     with pytest.raises(ValidationError):
         TrainingSection(launcher="mpirun")
+
+
+def test_a_stopping_daemon_terminates_running_training(tmp_path):
+    """Training runs in its own session; the daemon's graceful stop reaches it through procs.track."""
+    import threading
+    import time
+
+    from daemon import procs
+
+    job = {"mode": "train", "candidate": "slow", "result_path": str(tmp_path / "result.json")}
+    runs: list = []
+
+    def sleeper(job, path, gpus):
+        return [sys.executable, "-c", "import time; time.sleep(60)"]
+
+    thread = threading.Thread(target=lambda: runs.extend(run_jobs([job], tmp_path, tmp_path, command=sleeper)))
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not procs._tracked and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert procs.terminate_tracked() == 1
+    thread.join(timeout=20)
+    assert not thread.is_alive() and runs[0].returncode != 0 and runs[0].result is None
+    assert procs._tracked == {}
