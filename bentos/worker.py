@@ -24,6 +24,6 @@ def die_with_arbiter() -> None:
 
 
 def storage_options(options: dict[str, str]) -> dict[str, str]:
-    from daemon.secrets import is_secret_ref, resolve_secret
+    from daemon.shared.secrets import is_secret_ref, resolve_secret
 
     return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}

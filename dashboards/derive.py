@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from dashboards import panels
 
 if TYPE_CHECKING:
-    from daemon.compose import Composed, SpecDoc
+    from daemon.core.compose import Composed, SpecDoc
 
 PLATFORM_NAME = "platform"
 # Generated specs validated before, by their content: validation (PromQL parsing included) is most of
@@ -34,9 +34,9 @@ def derived_name(kind: str, name: str) -> str:
 
 
 def derive_all(composed: Composed) -> list[SpecDoc]:
-    from daemon.compose import SpecDoc
-    from daemon.errors import SpecErrors, SpecIssue
-    from daemon.spec.dashboard import DashboardSpec
+    from daemon.core.compose import SpecDoc
+    from daemon.core.errors import SpecErrors, SpecIssue
+    from daemon.schema.dashboard import DashboardSpec
 
     env = composed.env
     generated: list[tuple[str, str, dict[str, Any]]] = []  # (name, path, spec data)
@@ -80,7 +80,7 @@ def service_address(data: dict[str, Any], name: str, env: Any) -> tuple[str, int
     host = data.get("host") or env.services.host
     port = data.get("port")
     if port is None:
-        from daemon.spec.service import default_port
+        from daemon.schema.service import default_port
 
         port = default_port(name, env.services.port_base)
     return host, int(port)

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from daemon.spec.dashboard import dashboard_uid, folder_uid
+from daemon.schema.dashboard import dashboard_uid, folder_uid
 
 MARKER = "__specd"  # same key as dashboards.render.MARKER (kept here so observe never imports the SDK)
 

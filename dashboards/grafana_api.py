@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from daemon.spec.dashboard import folder_uid
+from daemon.schema.dashboard import folder_uid
 from dashboards.files import MARKER, LiveDashboard
 
 T = TypeVar("T")

@@ -219,7 +219,7 @@ def stale_after_seconds(data: dict[str, Any]) -> float | None:
     quality = data.get("quality") or {}
     freshness = quality.get("freshness") if isinstance(quality, dict) else None
     if freshness and freshness.get("max_age"):
-        from daemon.spec.table_transforms import duration_seconds
+        from daemon.schema.table_transforms import duration_seconds
 
         return float(duration_seconds(freshness["max_age"]))
     schedule = data.get("schedule")

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from daemon.spec.dashboard import DashboardSpec
-from daemon.spec.environment import EnvironmentSpec
+from daemon.schema.dashboard import DashboardSpec
+from daemon.schema.environment import EnvironmentSpec
 
 PROMETHEUS_DIR = "prometheus"
 CONFIG_FILE = "prometheus.yml"

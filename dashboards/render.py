@@ -19,7 +19,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import StackingMode
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
-from daemon.spec.dashboard import DashboardSpec, PanelSpec, dashboard_uid
+from daemon.schema.dashboard import DashboardSpec, PanelSpec, dashboard_uid
 from dashboards.files import MARKER, content_hash
 
 SCHEMA_VERSION = 41  # Grafana 11.6 (grafana-foundation-sdk 11.6.x)

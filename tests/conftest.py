@@ -1,6 +1,6 @@
 """Shared fixtures: temporary git repositories of specs, state homes, free ports, one Prefect server.
 
-Area-specific fixtures live next to their tests. The Prefect server is started once per session (a
+Area-specific helpers and fixtures live in tests/helpers/ (imported as tests.helpers.<area>). The Prefect server is started once per session (a
 server start costs 10–20 s) and only by tests that ask for it.
 """
 
@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Area fixtures live in tests/helpers/ and are registered here, once, for every suite.
+pytest_plugins = ["tests.helpers.tables", "tests.helpers.tables_faults", "tests.helpers.tables_transforms"]
 
 
 def free_port() -> int:
@@ -82,7 +85,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.environ["PREFECT_API_URL"] = os.environ["SPECD_TEST_PREFECT_API_URL"]
         yield os.environ["PREFECT_API_URL"]
         return
-    from daemon.prefect_server import LocalPrefectServer, configure_client_env
+    from daemon.runtime.prefect_server import LocalPrefectServer, configure_client_env
 
     home = tmp_path_factory.mktemp("prefect-home")
     configure_client_env(home)

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from daemon.spec.environment import EnvironmentSpec
+from daemon.schema.environment import EnvironmentSpec
 
 if TYPE_CHECKING:
-    from daemon.graph import Resource
-    from daemon.plan import Action
+    from daemon.core.graph import Resource
+    from daemon.core.plan import Action
 
 HEALTHY, PROGRESSING, DEGRADED, MISSING = "Healthy", "Progressing", "Degraded", "Missing"
 
@@ -74,7 +74,7 @@ class Adapter(Protocol):
         """Observed state for each desired resource key, plus every other live resource specd manages."""
 
     def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:
-        """Carry out one action. Raise daemon.errors.ApplyError(transient=...) on failure."""
+        """Carry out one action. Raise daemon.core.errors.ApplyError(transient=...) on failure."""
 
     def describe(self, action: Action, resource: Resource | None) -> str:
         """One short, pure line for the plan text (what will happen, rough cost)."""

@@ -17,13 +17,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from daemon.adapters.base import DEGRADED, HEALTHY, AdapterContext, ApplyOutcome, Observed
-from daemon.errors import ApplyError
-from daemon.paths import dashboards_dir
-from daemon.spec.dashboard import DashboardSpec, dashboard_uid
+from daemon.core.errors import ApplyError
+from daemon.schema.dashboard import DashboardSpec, dashboard_uid
+from daemon.shared.paths import dashboards_dir
 
 if TYPE_CHECKING:
-    from daemon.graph import Resource
-    from daemon.plan import Action
+    from daemon.core.graph import Resource
+    from daemon.core.plan import Action
     from dashboards.files import FileStore, LiveDashboard
     from dashboards.grafana_api import GrafanaPublisher
 
@@ -141,7 +141,7 @@ class DashboardAdapter:
 
     def _call_grafana(self, call: Callable[[GrafanaPublisher], T]) -> T:
         """Run one publisher call; Grafana's failures become ApplyErrors (transient when retrying may help)."""
-        from daemon.secrets import SecretNotFound
+        from daemon.shared.secrets import SecretNotFound
         from dashboards.grafana_api import GrafanaRefused, GrafanaUnavailable
 
         try:
@@ -175,7 +175,7 @@ class DashboardAdapter:
 
     def _grafana(self) -> GrafanaPublisher:
         if self._publisher is None:
-            from daemon.secrets import resolve_secret
+            from daemon.shared.secrets import resolve_secret
             from dashboards.grafana_api import GrafanaPublisher
 
             if not self.grafana.token:

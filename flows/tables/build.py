@@ -116,7 +116,7 @@ def upstream_ids(job: BuildJob, names: list[str]) -> dict[str, str]:
 
 
 def run_build(job: BuildJob) -> BuildReport:
-    from daemon.spec.table import TableSpec
+    from daemon.schema.table import TableSpec
 
     spec = TableSpec.model_validate(job.spec)
     with table_lock(job.state_dir, job.name):
@@ -388,7 +388,7 @@ def _latest_metadata(uri: str, options: dict[str, str] | None) -> dict[str, Any]
 
 
 def _resolve_secret(ref: str) -> str:
-    from daemon.secrets import resolve_secret
+    from daemon.shared.secrets import resolve_secret
 
     return resolve_secret(ref)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from daemon.spec.table_transforms import CleanSpec, ColumnCleaning, duckdb_type
+from daemon.schema.table_transforms import CleanSpec, ColumnCleaning, duckdb_type
 from flows.tables.expressions import REASON_COLUMN, ident, is_integer_type, is_string_type, literal, sql_type
 
 KEEP = "_specd_keep"

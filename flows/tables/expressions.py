@@ -47,7 +47,7 @@ _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYI
 
 def sql_type(name: str) -> str:
     """A DuckDB type name for a column type reported by the engine (Arrow or DuckDB spelling)."""
-    from daemon.spec.table_transforms import duckdb_type
+    from daemon.schema.table_transforms import duckdb_type
 
     try:
         return duckdb_type(name)
@@ -103,7 +103,7 @@ def walk(node: Any):
 
 def check_expression(expr: str, role: str = "scalar") -> str | None:
     """Why DuckDB would not accept `expr` in its slot, or None. Needs no data and no tables."""
-    from daemon.spec.table_transforms import check_expression_text
+    from daemon.schema.table_transforms import check_expression_text
 
     problem = check_expression_text(expr)
     if problem:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from daemon.spec.table_transforms import FeaturesSpec, JoinSpec, WindowSpec
+from daemon.schema.table_transforms import FeaturesSpec, JoinSpec, WindowSpec
 from flows.tables.expressions import REASON_COLUMN, ident, literal
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from daemon.spec.table_transforms import (
+from daemon.schema.table_transforms import (
     DropRule,
     EncryptRule,
     GeneralizeRule,
@@ -47,7 +47,7 @@ class PrivacyError(ValueError):
 def resolve_keys(spec: PrivacySpec, resolve: Callable[[str], str] | None = None) -> dict[str, bytes]:
     """{secret ref: key bytes} for every key the spec uses (apply time only; never log the result)."""
     if resolve is None:
-        from daemon.secrets import resolve_secret as resolve
+        from daemon.shared.secrets import resolve_secret as resolve
     return {ref: resolve(ref).encode() for ref in spec.secret_refs()}
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from daemon.spec.table_transforms import QualitySpec
+from daemon.schema.table_transforms import QualitySpec
 from flows.tables.expressions import REASON_COLUMN, ident, literal
 
 SEPARATOR = "; "

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from prefect import flow
 
 if TYPE_CHECKING:
-    from daemon.adapters.tables import TableAdapter
-    from daemon.graph import Resource
+    from daemon.adapters.tables.adapter import TableAdapter
+    from daemon.core.graph import Resource
 
 REFRESH_FLOW = "specd-table-refresh"
 MAINTAIN_FLOW = "specd-table-maintain"
@@ -63,7 +63,7 @@ def entries_for(resources: Sequence[Resource], adapter: TableAdapter, enabled: b
 
 # ---------------------------------------------------------------------------------------- flows
 def _resolve_options(options: dict[str, str]) -> dict[str, str]:
-    from daemon.secrets import is_secret_ref, resolve_secret
+    from daemon.shared.secrets import is_secret_ref, resolve_secret
 
     return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon import procs
+from daemon.shared import procs
 
 CODE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the `flows` and `daemon` packages
 

@@ -32,7 +32,7 @@ def store_root(explicit: str | os.PathLike | None = None) -> Path:
     """The BentoML home: explicit, else $BENTOML_HOME, else <$SPECD_HOME or ./.specd>/bentoml."""
     if explicit:
         return Path(explicit)
-    from daemon.paths import bentoml_home, specd_home
+    from daemon.shared.paths import bentoml_home, specd_home
 
     return bentoml_home(specd_home())
 

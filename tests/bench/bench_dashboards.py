@@ -23,12 +23,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from daemon.adapters.base import AdapterContext
-from daemon.compose import Composed, SpecDoc
-from daemon.graph import Graph, Resource, fingerprint
-from daemon.plan import Action, Op, property_diff
-from daemon.spec.environment import EnvironmentSpec
-from daemon.spec.service import ServiceSpec
-from daemon.spec.table import TableSpec
+from daemon.core.compose import Composed, SpecDoc
+from daemon.core.graph import Graph, Resource, fingerprint
+from daemon.core.plan import Action, Op, property_diff
+from daemon.schema.environment import EnvironmentSpec
+from daemon.schema.service import ServiceSpec
+from daemon.schema.table import TableSpec
 
 TOKEN = "bench-token"
 
@@ -51,7 +51,7 @@ def _resources(derived: list[SpecDoc]) -> list[Resource]:
 
 
 def bench_generate(size: int) -> dict[str, float]:
-    from daemon.spec.dashboard import derive_dashboards
+    from daemon.schema.dashboard import derive_dashboards
     from dashboards.render import build_dashboard
 
     env = EnvironmentSpec(name="bench")
@@ -77,9 +77,9 @@ def bench_publish(size: int) -> dict[str, float]:
     import httpx
 
     from daemon.adapters.dashboards import DashboardAdapter
-    from daemon.spec.dashboard import derive_dashboards
-    from dashboards.fake_grafana import FakeGrafana
+    from daemon.schema.dashboard import derive_dashboards
     from dashboards.render import build_dashboard
+    from tests.helpers.fakes.grafana import FakeGrafana
 
     os.environ["SPECD_BENCH_GRAFANA_TOKEN"] = TOKEN
     with FakeGrafana(token=TOKEN) as fake, tempfile.TemporaryDirectory() as home:

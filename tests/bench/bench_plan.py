@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--hydra-sample", type=int, default=30)
     args = parser.parse_args(argv)
 
-    from daemon.compose_cache import ComposeCache
-    from daemon.reconcile import context_for, load_desired, make_adapters, observe, plan
+    from daemon.core.compose_cache import ComposeCache
+    from daemon.runtime.reconcile import context_for, load_desired, make_adapters, observe, plan
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = generate(Path(tmp) / "repo", args.size)
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 def _uncached(repo: Path, home: Path):
-    from daemon.reconcile import context_for, load_desired, make_adapters, observe
+    from daemon.runtime.reconcile import context_for, load_desired, make_adapters, observe
 
     desired = load_desired(repo, "dev", "bench")
     adapters = make_adapters(context_for(desired, home))

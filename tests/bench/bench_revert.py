@@ -2,7 +2,7 @@
 forward change that needed training.
 
 The real daemon follows a local repository holding the penguin part of the example stack (tables →
-`penguin_sex` → the `penguin_api` A/B service; see `tests/e2e/conftest_journeys.py` for how training is
+`penguin_sex` → the `penguin_api` A/B service; see `tests/e2e/tests.helpers.journeys.py` for how training is
 shrunk). Forward: a commit retrains both candidates with `--size` epochs and the service moves to the
 new release. Then `--reverts` times `git revert HEAD` (each revert undoes the previous one), which the
 daemon applies as a restore: no training, the service's workers swap back to models already in the store.
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.bench.prefect_env import prefect_api  # noqa: E402
 from tests.e2e.conftest import DaemonProcess  # noqa: E402
-from tests.e2e.conftest_journeys import (  # noqa: E402
+from tests.helpers.journeys import (  # noqa: E402
     MODEL,
     MODEL_SPEC,
     PENGUIN_ONLY,
@@ -111,7 +111,7 @@ def run(size: int, reverts: int, threads: int, prefect_api: str, workdir: Path) 
                    "champion_changed": float(after.champion != before.champion)}
     finally:
         daemon.stop()
-        from daemon.supervisor import Supervisor
+        from daemon.adapters.services.supervisor import Supervisor
 
         Supervisor(home).stop_all()  # only if the daemon died before stopping its services
     return figures

@@ -28,9 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "integration")]
 
-import conftest_services as cs  # noqa: E402
-
-from daemon.supervisor import Launch, Supervisor  # noqa: E402
+from daemon.adapters.services.supervisor import Launch, Supervisor  # noqa: E402
+from tests.helpers import services as cs  # noqa: E402
 
 BODY = '{"features": {"bill_length_mm": 39.1, "flipper_length_mm": 181.0, "year": 2008, "island": "v1"}}'
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}

@@ -78,7 +78,7 @@ def child(rows: int, work: Path, dedupe: bool, wide: bool = False) -> dict:
 
     import flows.tables.clean
     import flows.tables.features  # noqa: F401
-    from daemon.spec.table import TableSpec
+    from daemon.schema.table import TableSpec
     from flows.tables.build import BuildJob, run_build
 
     data = TableSpec.model_validate(spec(rows, dedupe, wide)).model_dump(mode="json", by_alias=True)

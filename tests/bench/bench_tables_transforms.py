@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from daemon.spec.table_transforms import CleanSpec, PrivacySpec, QualitySpec
+from daemon.schema.table_transforms import CleanSpec, PrivacySpec, QualitySpec
 from flows.tables.clean import clean_sql
 from flows.tables.privacy import protect_batch
 from flows.tables.quality import quality_sql

@@ -16,7 +16,7 @@ def prefect_api() -> Iterator[str]:
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
-    from daemon.prefect_server import LocalPrefectServer, configure_client_env
+    from daemon.runtime.prefect_server import LocalPrefectServer, configure_client_env
 
     home = Path(tempfile.mkdtemp(prefix="bench-prefect-"))
     configure_client_env(home)

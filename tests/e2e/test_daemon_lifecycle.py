@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from daemon.procs import PidRecord
+from daemon.shared.procs import PidRecord
 from tests.conftest import ROOT, free_port
 from tests.e2e.conftest import DaemonProcess
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from daemon.procs import PidRecord
+from daemon.shared.procs import PidRecord
 
 pytestmark = [pytest.mark.e2e]
 

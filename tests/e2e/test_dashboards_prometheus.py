@@ -1,7 +1,7 @@
 """Every generated PromQL expression, proven against a real Prometheus scraping real endpoints.
 
 A real Prometheus (Debian package) runs with the scrape config and rules specd generated for the example
-specs; it scrapes the daemon's metrics server (`daemon.metrics.MetricsServer`, fed by the real table,
+specs; it scrapes the daemon's metrics server (`daemon.runtime.metrics.MetricsServer`, fed by the real table,
 model and daemon recorders) and a real `bentoml serve` A/B service deployed by the services adapter.
 After traffic (predictions, a refused oversized batch, feedback), every query of every dashboard and
 every alert rule goes through Prometheus' HTTP API: each must parse and return data (for a rule, its
@@ -18,27 +18,25 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 pytestmark = pytest.mark.e2e
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-import conftest_dashboards as cd  # noqa: E402
-import conftest_services as cs  # noqa: E402
-
-from daemon.compose import compose  # noqa: E402
-from daemon.graph import build_graph  # noqa: E402
-from daemon.plan import Action, Op  # noqa: E402
-from daemon.spec.promql import signal_of, substitute_grafana_variables  # noqa: E402
+from daemon.core.compose import compose  # noqa: E402
+from daemon.core.graph import build_graph  # noqa: E402
+from daemon.core.plan import Action, Op  # noqa: E402
+from daemon.schema.promql import signal_of, substitute_grafana_variables  # noqa: E402
+from tests.helpers import dashboards as cd  # noqa: E402
+from tests.helpers import services as cs  # noqa: E402
 
 DAEMON_METRICS = """
 import signal, sys, time
 from types import SimpleNamespace as S
-from daemon import metrics
-from daemon.adapters import models_metrics, tables_metrics
+from daemon.runtime import metrics
+from daemon.adapters.models import metrics as models_metrics
+from daemon.adapters.tables import metrics as tables_metrics
 
 tables, models, services = sys.argv[2].split(","), sys.argv[3].split(","), sys.argv[4].split(",")
 statuses = [S(kind=k, name=n, sync="Synced", health="Healthy") for k, names in (("table", tables), ("model", models), ("service", services)) for n in names]
@@ -142,7 +140,7 @@ def stack(tmp_path_factory):
         client.close()
         for process in reversed(processes):
             _stop(process)
-        from daemon.supervisor import Supervisor
+        from daemon.adapters.services.supervisor import Supervisor
 
         Supervisor(home).stop_all()
 

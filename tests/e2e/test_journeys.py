@@ -3,7 +3,7 @@
 One daemon (module scope) converges the project's example stack — tables from the `palmerpenguins`
 package, the `penguin_sex` model, the `penguin_api` A/B service, dashboards and Prometheus files — through
 a real Prefect server, with training shrunk by a commit in the temp repo (5 epochs, candidates a and b,
-promoted by log loss: see `conftest_journeys`).
+promoted by log loss: see `tests.helpers.journeys`).
 The tests then run in this order, each starting from the state the previous one left:
 
 1. merge: everything Synced/Healthy, `/status` and `specd status --json` agree, the service answers;
@@ -34,10 +34,10 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
-from daemon.supervisor import Supervisor, process_start_time
+from daemon.adapters.services.supervisor import Supervisor, process_start_time
 from tests.conftest import ROOT, SpecRepo
 from tests.e2e.conftest import DaemonProcess
-from tests.e2e.conftest_journeys import (
+from tests.helpers.journeys import (
     MODEL,
     MODEL_SPEC,
     PENGUIN,
@@ -279,7 +279,7 @@ def test_revert_restores_the_champion_without_training_or_failed_requests(stack:
     assert stored_models(home) == models
     after_revert = daemon.log_text()[log_offset:]
     assert "started train-" not in after_revert and "started evaluate-" not in after_revert
-    status = _resources(daemon.status())
+    status = _resources(daemon.core.status())
     assert (status[f"model/{MODEL}"]["health"], status[f"service/{SERVICE}"]["health"]) == ("Healthy", "Healthy")
 
 
@@ -318,7 +318,7 @@ def test_killed_service_is_restarted_by_the_supervisor(stack: Stack):
 
 
 def _service_pids(directory: Path) -> set[int]:
-    from daemon.supervisor import service_processes
+    from daemon.adapters.services.supervisor import service_processes
 
     return set(service_processes(directory / "routing.json"))
 

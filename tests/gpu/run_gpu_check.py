@@ -22,7 +22,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 
 def synthetic(rows: int, width: int, seed: int = 0):
@@ -114,11 +113,11 @@ def _sync(device: str) -> None:
 def train_example(device: str, bf16: bool) -> dict:
     """The example spec end to end through the training entry point, on the requested device."""
     import yaml
-    from conftest_models import EXAMPLE, gold_uri, write_penguin_table
 
-    from daemon.spec.model import ModelSpec
+    from daemon.schema.model import ModelSpec
     from flows.training.jobs import train_job
     from flows.training.launch import run_jobs
+    from tests.helpers.models import EXAMPLE, gold_uri, write_penguin_table
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)

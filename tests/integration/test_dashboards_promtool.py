@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-import conftest_dashboards as cd
 import pytest
 import yaml
+
+from tests.helpers import dashboards as cd
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +22,7 @@ def generated(tmp_path_factory):
     observed = adapter.observe(graph.resources)
     for resource in graph.resources:
         if resource.kind == "dashboard" and resource.key not in observed:
-            from daemon.plan import Action, Op
+            from daemon.core.plan import Action, Op
 
             adapter.apply(Action("dashboard", resource.name, Op.CREATE, "test", resource.fingerprint), resource)
     return home / "grafana" / "prometheus", graph, composed.env

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 
-import conftest_dashboards as cd
 import httpx
 import pytest
 
-from daemon.errors import ApplyError
-from daemon.plan import Op
-from dashboards.fake_grafana import FakeGrafana
+from daemon.core.errors import ApplyError
+from daemon.core.plan import Op
 from dashboards.grafana_api import MESSAGE
+from tests.helpers import dashboards as cd
+from tests.helpers.fakes.grafana import FakeGrafana
 
 
 @pytest.fixture()

@@ -7,17 +7,22 @@ reverting the spec restores the earlier release without training.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest_models import GOLD, context, gold_uri, model_resource, plan_and_apply, small_spec, write_penguin_table
-
-from daemon.adapters.models import ModelAdapter
-from daemon.plan import Op
+from daemon.adapters.models.adapter import ModelAdapter
+from daemon.core.plan import Op
 from flows.training import registry
+from tests.helpers.models import (
+    GOLD,
+    context,
+    gold_uri,
+    model_resource,
+    plan_and_apply,
+    small_spec,
+    write_penguin_table,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +106,7 @@ def test_train_promote_reuse_reject_and_restore(tmp_path: Path) -> None:
     assert adapter.observe([v1])["model/penguin_sex"].fingerprint == v1.fingerprint
 
     # 6. `specd models` lists every version with lineage, metrics and decisions; the restored one is current
-    from daemon import cli_models
+    from daemon.cli import models as cli_models
 
     (listing,) = cli_models.collect(root, "penguin_sex")
     assert listing["current"] == v1.fingerprint and len(listing["releases"]) == 3

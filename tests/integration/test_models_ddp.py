@@ -8,18 +8,15 @@ rank — our own process, never the daemon's; `torchrun` starts both ranks itsel
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest_models import gold_uri, small_spec, write_penguin_table
-
-from daemon.spec.model import ModelSpec
+from daemon.schema.model import ModelSpec
 from flows.training.artifact import artifact_complete
 from flows.training.jobs import train_job
 from flows.training.launch import run_jobs
+from tests.helpers.models import gold_uri, small_spec, write_penguin_table
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest_models import GOLD, context, gold_uri, model_resource, small_spec, write_penguin_table
-
-from daemon.compose import compose
-from daemon.errors import SpecErrors
+from daemon.core.compose import compose
+from daemon.core.errors import SpecErrors
+from tests.helpers.models import GOLD, context, gold_uri, model_resource, small_spec, write_penguin_table
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,8 +88,8 @@ def test_metric_the_task_does_not_have(tmp_path: Path) -> None:
 
 
 def test_unknown_columns_are_file_line_errors(tmp_path: Path) -> None:
-    from daemon.adapters.models import ModelAdapter
-    from daemon.graph import Graph
+    from daemon.adapters.models.adapter import ModelAdapter
+    from daemon.core.graph import Graph
 
     home = tmp_path / "home"
     write_penguin_table(gold_uri(home))
@@ -110,10 +108,9 @@ def test_validate_and_observe_stay_light(tmp_path: Path) -> None:
     write_penguin_table(gold_uri(home))
     script = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from conftest_models import context, model_resource, small_spec
-        from daemon.adapters.models import ModelAdapter
-        from daemon.graph import Graph
+        from tests.helpers.models import context, model_resource, small_spec
+        from daemon.adapters.models.adapter import ModelAdapter
+        from daemon.core.graph import Graph
         resource = model_resource(small_spec())
         adapter = ModelAdapter(context(__import__('pathlib').Path({str(home)!r})))
         observed = adapter.observe([resource])

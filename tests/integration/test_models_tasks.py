@@ -12,19 +12,15 @@ once in a module-scoped fixture and several tests read what it left:
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest_models import context, gold_uri, model_resource, plan_and_apply, small_spec, write_penguin_table
-
-from daemon.adapters import models_train
-from daemon.adapters.models import ModelAdapter
+from daemon.adapters.models import train as models_train
+from daemon.adapters.models.adapter import ModelAdapter
 from flows.training import registry
+from tests.helpers.models import context, gold_uri, model_resource, plan_and_apply, small_spec, write_penguin_table
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +104,7 @@ def test_cross_validation_mean_and_spread_per_candidate(multiclass: dict[str, An
 
 
 def test_specd_models_shows_cv_per_candidate(multiclass: dict[str, Any]) -> None:
-    from daemon import cli_models
+    from daemon.cli import models as cli_models
 
     (listing,) = cli_models.collect(multiclass["root"], "penguin_species")
     (release,) = listing["releases"]

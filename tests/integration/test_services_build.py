@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import conftest_services as cs
 import pytest
 
 from bentos.routing import write_routing
-from bentos.service_routing import build_routing
+from daemon.adapters.services.desired_routing import build_routing
+from tests.helpers import services as cs
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration

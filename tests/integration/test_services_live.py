@@ -16,14 +16,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import conftest_services as cs
 import httpx
 import pytest
 
 from bentos.routing import read_routing
-from daemon.errors import ApplyError
-from daemon.plan import Op
-from daemon.supervisor import Supervisor, process_start_time, service_processes
+from daemon.adapters.services.supervisor import Supervisor, process_start_time, service_processes
+from daemon.core.errors import ApplyError
+from daemon.core.plan import Op
+from tests.helpers import services as cs
 
 pytestmark = pytest.mark.integration
 
@@ -179,7 +179,7 @@ def test_model_that_fails_to_load_keeps_previous_routing(live):
 def test_predictions_and_feedback_are_logged_and_compared(live, capsys):
     from deltalake import DeltaTable
 
-    from daemon import cli_ab
+    from daemon.cli import ab as cli_ab
 
     ids = []
     for i in range(60):

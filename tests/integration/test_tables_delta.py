@@ -10,12 +10,11 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from daemon.errors import ApplyError
+from daemon.core.errors import ApplyError
 
 if TYPE_CHECKING:
-    from tests.integration.conftest_tables import TableWorld
+    from tests.helpers.tables import TableWorld
 
-pytest_plugins = ["tests.integration.conftest_tables"]
 
 pytestmark = pytest.mark.integration
 

@@ -15,15 +15,14 @@ from typing import TYPE_CHECKING
 import pytest
 from deltalake import DeltaTable
 
-from daemon.errors import ApplyError
+from daemon.core.errors import ApplyError
 
 if TYPE_CHECKING:
-    from tests.integration.conftest_tables import TableWorld
-    from tests.integration.conftest_tables_faults import ScriptedApi
+    from tests.helpers.tables import TableWorld
+    from tests.helpers.tables_faults import ScriptedApi
 
-pytest_plugins = ["tests.integration.conftest_tables", "tests.integration.conftest_tables_faults"]
 pytestmark = pytest.mark.integration
-MODULE = "tests.integration.conftest_tables_faults"  # allowed through the environment overlay
+MODULE = "tests.helpers.tables_faults"  # allowed through the environment overlay
 
 HTTP = """
 source:

@@ -17,9 +17,8 @@ import pytest
 from deltalake import DeltaTable
 
 if TYPE_CHECKING:
-    from tests.integration.conftest_tables import TableWorld
+    from tests.helpers.tables import TableWorld
 
-pytest_plugins = ["tests.integration.conftest_tables"]
 pytestmark = pytest.mark.integration
 
 EVENTS = """

@@ -19,9 +19,8 @@ import pytest
 from deltalake import DeltaTable
 
 if TYPE_CHECKING:
-    from tests.integration.conftest_tables import TableWorld
+    from tests.helpers.tables import TableWorld
 
-pytest_plugins = ["tests.integration.conftest_tables"]
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,8 @@ import pytest
 from deltalake import DeltaTable
 
 if TYPE_CHECKING:
-    from tests.integration.conftest_tables import TableWorld
+    from tests.helpers.tables import TableWorld
 
-pytest_plugins = ["tests.integration.conftest_tables"]
 pytestmark = pytest.mark.integration
 
 SPEC = """
@@ -31,7 +30,7 @@ def prefect_api():
 
 
 def _entries(world: TableWorld):
-    from daemon.adapters.tables import TableAdapter
+    from daemon.adapters.tables.adapter import TableAdapter
     from flows.tables.schedules import entries_for
 
     graph, ctx = world.graph()

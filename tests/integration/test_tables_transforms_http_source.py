@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from daemon.spec.table_sources import HttpSource
+from daemon.schema.table_sources import HttpSource
 from flows.tables.sources import SourceContext, SourceError, read_source
 from tests.conftest import http_server
 

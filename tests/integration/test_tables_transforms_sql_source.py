@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest_tables_transforms import postgres  # noqa: F401  (session fixture)
 
-from daemon.spec.table_sources import SqlSource
+from daemon.schema.table_sources import SqlSource
 from flows.tables.sources import SourceContext, SourceError, read_source
 
 pytestmark = pytest.mark.integration
@@ -21,7 +20,7 @@ START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def orders(postgres):  # noqa: F811
+def orders(postgres):
     with postgres.connect() as connection:
         connection.execute("DROP TABLE IF EXISTS orders")
         connection.execute(

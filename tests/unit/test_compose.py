@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.compose import compose
-from daemon.errors import SpecErrors
-from daemon.graph import build_graph
+from daemon.core.compose import compose
+from daemon.core.errors import SpecErrors
+from daemon.core.graph import build_graph
 
 RAW = """
 source:

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daemon.compose import Composed, SpecDoc, compose
-from daemon.errors import SpecErrors
-from daemon.graph import build_graph
-from daemon.spec.dashboard import MAX_UID_LENGTH, dashboard_uid, derive_dashboards, folder_uid
-from daemon.spec.environment import EnvironmentSpec
-from daemon.spec.promql import PromQLError, check_instant_query, metric_names, signal_of
-from daemon.spec.service import ServiceSpec, default_port
+from daemon.core.compose import Composed, SpecDoc, compose
+from daemon.core.errors import SpecErrors
+from daemon.core.graph import build_graph
+from daemon.schema.dashboard import MAX_UID_LENGTH, dashboard_uid, derive_dashboards, folder_uid
+from daemon.schema.environment import EnvironmentSpec
+from daemon.schema.promql import PromQLError, check_instant_query, metric_names, signal_of
+from daemon.schema.service import ServiceSpec, default_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -180,8 +180,8 @@ def test_validate_plan_and_observe_stay_light(tmp_path):
     code = f"""
 import sys
 from pathlib import Path
-from daemon.compose import compose
-from daemon.graph import build_graph
+from daemon.core.compose import compose
+from daemon.core.graph import build_graph
 from daemon.adapters.base import AdapterContext
 from daemon.adapters.dashboards import DashboardAdapter
 composed = compose(Path({str(ROOT)!r}), "dev")

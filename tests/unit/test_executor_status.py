@@ -6,11 +6,11 @@ import asyncio
 import json
 
 from daemon.adapters.base import ApplyOutcome, Observed
-from daemon.errors import ApplyError
-from daemon.executor import BLOCKED, FAILED, SUCCEEDED, ActionResult, execute
-from daemon.graph import Graph, Resource
-from daemon.plan import Action, Op, Plan
-from daemon.status import Journal, diff_statuses, resource_statuses
+from daemon.core.errors import ApplyError
+from daemon.core.executor import BLOCKED, FAILED, SUCCEEDED, ActionResult, execute
+from daemon.core.graph import Graph, Resource
+from daemon.core.plan import Action, Op, Plan
+from daemon.core.status import Journal, diff_statuses, resource_statuses
 
 
 def action(name, op=Op.CREATE, deps=()):
@@ -125,7 +125,7 @@ def test_ref_watcher_wakes_on_commits_not_on_reads(tmp_path):
     import subprocess
     import time
 
-    from daemon.watch import RefWatcher
+    from daemon.runtime.watch import RefWatcher
 
     repo = tmp_path / "r"
     repo.mkdir()

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from daemon.adapters.base import Observed
-from daemon.compose import compose
-from daemon.errors import SpecErrors
-from daemon.graph import build_graph
-from daemon.plan import Op, make_plan, property_diff
+from daemon.core.compose import compose
+from daemon.core.errors import SpecErrors
+from daemon.core.graph import build_graph
+from daemon.core.plan import Op, make_plan, property_diff
 
 FILE = "source: {type: file, path: data/x.csv, format: csv}\n"
 
@@ -139,7 +139,7 @@ def test_property_diff_of_named_lists_is_per_item():
 
 
 def test_unknown_references_are_reported_with_schema_errors(spec_repo):
-    from daemon.reconcile import load_desired
+    from daemon.runtime.reconcile import load_desired
 
     spec_repo.write("specs/tables/raw.yaml", FILE + "layer: platinum\n")  # invalid: reported by compose
     spec_repo.write("specs/tables/clean.yaml", sql("raw"))  # refers to the broken one: not "unknown"

@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 HEAVY = ("torch", "bentoml", "prefect", "lightning", "pytorch_lightning")
 PROBE = f"""
 import json, sys
-from daemon.cli import main
+from daemon.cli.main import main
 codes = [main(["validate", "--repo", sys.argv[1], "--home", sys.argv[2]]), main(["plan", "--repo", sys.argv[1], "--home", sys.argv[2]])]
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
 print(json.dumps({{"codes": codes, "heavy": heavy}}))

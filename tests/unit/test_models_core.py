@@ -105,7 +105,7 @@ def test_promotion_by_a_minimized_metric_against_the_champion() -> None:
 
 
 def test_cv_text_shows_the_promotion_metric_mean_and_spread() -> None:
-    from daemon.cli_models import cv_text
+    from daemon.cli.models import cv_text
 
     cv = {"folds": 3, "accuracy": {"mean": 0.9, "std": 0.01}, "f1": {"mean": 0.85, "std": 0.02}}
     assert cv_text(cv, "f1") == "cv f1 0.8500 ± 0.0200 (3 folds)"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from daemon.adapters import models_train
-from daemon.adapters.models_train import training_resources
-from daemon.spec.environment import TrainingSection
+from daemon.adapters.models import train as models_train
+from daemon.adapters.models.train import training_resources
+from daemon.schema.environment import TrainingSection
 from flows.training.launch import command_for, gpu_slots, run_jobs, visible_gpus
 
 PROBE = """
@@ -141,7 +141,7 @@ def test_a_stopping_daemon_terminates_running_training(tmp_path):
     import threading
     import time
 
-    from daemon import procs
+    from daemon.shared import procs
 
     job = {"mode": "train", "candidate": "slow", "result_path": str(tmp_path / "result.json")}
     runs: list = []

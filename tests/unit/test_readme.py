@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 
-from daemon.cli import build_parser
-from daemon.kinds import KINDS, load_object
-from daemon.spec.environment import EnvironmentSpec
+from daemon.cli.main import build_parser
+from daemon.core.kinds import KINDS, load_object
+from daemon.schema.environment import EnvironmentSpec
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from daemon.cli_ab import analyse, quantile, render, two_proportion_z, welch_z, wilson_interval
+from daemon.cli.ab import analyse, quantile, render, two_proportion_z, welch_z, wilson_interval
 
 
 def test_wilson_interval_known_values():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from daemon.spec.service import PORT_SPAN, ServiceSpec, default_port
+from daemon.schema.service import PORT_SPAN, ServiceSpec, default_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,7 @@ def test_default_port_is_stable_and_in_range():
 
 
 def test_example_spec_composes_with_a_90_10_split():
-    from daemon.compose import compose
+    from daemon.core.compose import compose
 
     composed = compose(REPO, "dev")
     doc = composed.by_key()["service/penguin_api"]
@@ -78,10 +78,10 @@ def test_example_spec_composes_with_a_90_10_split():
 
 def test_describe_and_port_collisions(tmp_path):
     from daemon.adapters.base import AdapterContext
-    from daemon.adapters.services import ServiceAdapter
-    from daemon.graph import Resource
-    from daemon.plan import Action, Op
-    from daemon.spec.environment import EnvironmentSpec
+    from daemon.adapters.services.adapter import ServiceAdapter
+    from daemon.core.graph import Resource
+    from daemon.core.plan import Action, Op
+    from daemon.schema.environment import EnvironmentSpec
 
     adapter = ServiceAdapter(AdapterContext(EnvironmentSpec(name="dev"), tmp_path, tmp_path, "abc"))
     spec = _spec(port=3999)
@@ -99,10 +99,10 @@ def test_adapter_and_observe_stay_light(tmp_path):
         import sys
         from pathlib import Path
         from daemon.adapters.base import AdapterContext
-        from daemon.adapters.services import ServiceAdapter
-        from daemon.spec.environment import EnvironmentSpec
-        from daemon.compose import compose
-        from daemon.graph import Resource
+        from daemon.adapters.services.adapter import ServiceAdapter
+        from daemon.schema.environment import EnvironmentSpec
+        from daemon.core.compose import compose
+        from daemon.core.graph import Resource
         from bentos.routing import Routing, Variant, write_routing
         home = Path({str(tmp_path)!r})
         doc = compose(Path({str(REPO)!r}), "dev").by_key()["service/penguin_api"]

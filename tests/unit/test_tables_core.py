@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from daemon.spec.table import TableSpec
+from daemon.schema.table import TableSpec
 from flows.tables.delta_log import read_table_log
 from flows.tables.sources import SourceContext
 from flows.tables.sources.callable import allowed
@@ -107,7 +107,7 @@ def test_watcher_filters_past_the_watermark_and_tracks_the_new_one() -> None:
 
 
 def test_watcher_keeps_the_sources_own_error_and_accepts_a_columnless_stream() -> None:
-    from daemon.errors import ApplyError
+    from daemon.core.errors import ApplyError
     from flows.tables.sources import SourceError
 
     def failing():
@@ -124,8 +124,8 @@ def test_watcher_keeps_the_sources_own_error_and_accepts_a_columnless_stream() -
 
 
 def test_callable_modules_come_from_the_overlay_and_the_env_var_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    from daemon.adapters.tables import allowed_modules
-    from daemon.spec.environment import EnvironmentSpec
+    from daemon.adapters.tables.adapter import allowed_modules
+    from daemon.schema.environment import EnvironmentSpec
 
     env = EnvironmentSpec.model_validate({"name": "dev", "tables": {"callable_modules": ["mycompany.loaders."]}})
     monkeypatch.delenv("SPECD_TABLE_CALLABLE_MODULES", raising=False)
@@ -172,10 +172,10 @@ def test_adapter_import_and_observe_stay_light(tmp_path: Path) -> None:
     code = f"""
 import sys
 from pathlib import Path
-from daemon.compose import compose
-from daemon.graph import build_graph
+from daemon.core.compose import compose
+from daemon.core.graph import build_graph
 from daemon.adapters.base import AdapterContext
-from daemon.adapters.tables import TableAdapter
+from daemon.adapters.tables.adapter import TableAdapter
 composed = compose(Path({str(ROOT)!r}), "dev")
 tables = [r for r in build_graph(composed).resources if r.kind == "table"]
 observed = TableAdapter(AdapterContext(composed.env, Path({str(tmp_path)!r}), Path({str(ROOT)!r}), "x")).observe(tables)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from daemon.spec.table import TableSpec
+from daemon.schema.table import TableSpec
 from flows.tables.pii import pii_derivations
 
 FILE = {"type": "file", "path": "data/users.csv", "format": "csv"}

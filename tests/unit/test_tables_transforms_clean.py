@@ -6,7 +6,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from daemon.spec.table_transforms import CleanSpec
+from daemon.schema.table_transforms import CleanSpec
 from flows.tables.clean import CleanError, clean_sql
 from flows.tables.expressions import REASON_COLUMN
 

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from daemon.spec.table import TableSpec
-from daemon.spec.table_transforms import FeaturesSpec, QualitySpec
+from daemon.schema.table import TableSpec
+from daemon.schema.table_transforms import FeaturesSpec, QualitySpec
 from flows.tables.expressions import REASON_COLUMN, check_expression, check_table_expressions
 from flows.tables.features import FeaturesError, features_sql
 from flows.tables.quality import (

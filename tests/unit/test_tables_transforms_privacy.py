@@ -14,8 +14,8 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from pydantic import ValidationError
 
-from daemon.spec.table_sources import HttpSource, SqlSource
-from daemon.spec.table_transforms import CleanSpec, PrivacySpec, QualitySpec
+from daemon.schema.table_sources import HttpSource, SqlSource
+from daemon.schema.table_transforms import CleanSpec, PrivacySpec, QualitySpec
 from flows.tables.privacy import PrivacyError, decrypt_column, protect_batch, protected_schema, resolve_keys
 
 KEYS = {"secret:HASH_KEY": b"hash-key-1", "secret:ENC_KEY": b"encryption-key-1"}
@@ -218,7 +218,7 @@ def test_spec_modules_and_source_modules_import_light() -> None:
     torch, bentoml or prefect; the spec modules not even duckdb or pyarrow."""
     code = (
         "import sys, json\n"
-        "import daemon.spec.table_transforms, daemon.spec.table_sources\n"
+        "import daemon.schema.table_transforms, daemon.schema.table_sources\n"
         "spec_level = sorted(m for m in ('torch', 'bentoml', 'prefect', 'duckdb', 'pyarrow', 'sqlalchemy', 'httpx') if m in sys.modules)\n"
         "import flows.tables.sources.sql_db, flows.tables.sources.http_api, flows.tables.clean, flows.tables.features\n"
         "import flows.tables.quality, flows.tables.privacy, flows.tables.expressions\n"

@@ -23,7 +23,7 @@ from urllib.parse import urljoin, urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from daemon.spec.table_sources import HttpSource
+from daemon.schema.table_sources import HttpSource
 from flows.tables.sources import SourceContext, SourceError
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from daemon.spec.table_sources import SQLITE_PREFIX, SqlSource
+from daemon.schema.table_sources import SQLITE_PREFIX, SqlSource
 from flows.tables.sources import SourceContext, SourceError
 
 # PostgreSQL type OIDs -> Arrow (other databases: inferred from the first chunk)

@@ -80,7 +80,7 @@ def read(spec: Any, ctx: SourceContext) -> pa.RecordBatchReader:
 
 def generate(rows: int, columns: list[dict], seed: int = 0, batch_rows: int = 262_144) -> pa.RecordBatchReader:
     """Callable-source entry point with the same recipe as a `synthetic` source."""
-    from daemon.spec.table import SyntheticSource
+    from daemon.schema.table import SyntheticSource
 
     spec = SyntheticSource(type="synthetic", rows=rows, seed=seed, batch_rows=batch_rows, columns=columns)
     return read(spec, SourceContext(table="generate", data_root=None, repo_dir=None))  # type: ignore[arg-type]

@@ -1,0 +1,118 @@
+"""Model checks that need another resource: do the named columns exist in the source table?
+
+Runs in `specd validate`/`plan` (no torch, bentoml or prefect). The table's columns come from the live
+Delta log when the table exists (the latest `metaData.schemaString`, read as JSON — cheap), else from
+the upstream table spec's declared schema; with neither, nothing can be said yet and nothing is
+reported (the build-time check in the training process still applies).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from daemon.adapters.base import AdapterContext
+from daemon.core.errors import SpecIssue
+from daemon.core.yamlpos import YamlSyntaxError, line_for, parse_with_lines
+from flows.tables import is_local, local_path, table_uri
+from flows.training.schema import schema_type
+
+if TYPE_CHECKING:
+    from daemon.core.graph import Graph, Resource
+
+
+def source_table(ctx: AdapterContext, table: str) -> tuple[str, dict[str, str]]:
+    """The Delta URI of a table and the storage options (secret references resolved: apply time only)."""
+    options = dict(ctx.env.storage.storage_options)
+    if options:
+        from daemon.shared.secrets import is_secret_ref, resolve_secret
+
+        options = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
+    return table_uri(ctx.storage_root, table), options
+
+
+def live_columns(uri: str) -> dict[str, str] | None:
+    """{column: Delta type name} of the table's latest schema, or None when no table is there."""
+    if not is_local(uri):
+        try:
+            from deltalake import DeltaTable
+
+            return {f.name: str(f.type) for f in DeltaTable(uri).schema().fields}
+        except Exception:
+            return None
+    log_dir = Path(local_path(uri)) / "_delta_log"
+    try:
+        names = sorted((n for n in os.listdir(log_dir) if n.endswith(".json") and n[:20].isdigit()), reverse=True)
+    except OSError:
+        return None
+    for name in names:
+        for line in (log_dir / name).read_text(encoding="utf-8").splitlines():
+            if '"metaData"' not in line:
+                continue
+            meta = json.loads(line).get("metaData")
+            if meta and meta.get("schemaString"):
+                fields = json.loads(meta["schemaString"]).get("fields", [])
+                return {f["name"]: f["type"] if isinstance(f["type"], str) else json.dumps(f["type"]) for f in fields}
+    if names:  # older JSON cleaned up after a checkpoint: ask deltalake
+        try:
+            from deltalake import DeltaTable
+
+            return {f.name: str(f.type) for f in DeltaTable(uri).schema().fields}
+        except Exception:
+            return None
+    return None
+
+
+def declared_columns(graph: Graph, table: str) -> dict[str, str] | None:
+    resource = graph.by_key().get(f"table/{table}")
+    schema = getattr(getattr(resource, "spec", None), "schema_", None)
+    columns = getattr(schema, "columns", None)
+    return {c.name: c.type for c in columns} if columns else None
+
+
+def check_models(ctx: AdapterContext, resources: Sequence[Resource], graph: Graph) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    for resource in resources:
+        if resource.kind != "model":
+            continue
+        spec = resource.spec
+        uri = table_uri(ctx.storage_root, spec.data.table)
+        columns = live_columns(uri) or declared_columns(graph, spec.data.table)
+        if columns is None:
+            continue
+        lines = _lines(ctx, resource)
+        where = f"table {spec.data.table!r}"
+
+        def issue(key_path: tuple, message: str, resource: Resource = resource, lines: dict = lines) -> None:
+            issues.append(SpecIssue(resource.path, line_for(lines, key_path), ".".join(map(str, key_path)), message))
+
+        if spec.data.target not in columns:
+            issue(("data", "target"), f"unknown target column {spec.data.target!r} in {where} (columns: {', '.join(columns)})")
+        for index, name in enumerate(spec.data.features):
+            if name not in columns:
+                issue(("data", "features", index), f"unknown feature column {name!r} in {where}")
+            elif schema_type(columns[name]) is None:
+                issue(("data", "features", index), f"feature {name!r} has unsupported type {columns[name]} (numeric or string only)")
+        for index, name in enumerate(spec.data.exclude):
+            if name not in columns:
+                issue(("data", "exclude", index), f"unknown column {name!r} in {where}")
+        for index, name in enumerate(spec.sensitive_attributes):
+            if name not in columns:
+                issue(("sensitive_attributes", index), f"unknown sensitive attribute column {name!r} in {where}")
+        if spec.split.column and spec.split.column not in columns:
+            issue(("split", "column"), f"unknown split column {spec.split.column!r} in {where}")
+        if spec.task == "regression" and spec.data.target in columns and schema_type(columns[spec.data.target]) != "float64" \
+                and schema_type(columns[spec.data.target]) != "int64":
+            issue(("data", "target"), f"regression target {spec.data.target!r} must be numeric, is {columns[spec.data.target]}")
+    return issues
+
+
+def _lines(ctx: AdapterContext, resource: Resource) -> dict:
+    try:
+        _, lines = parse_with_lines((Path(ctx.repo_dir) / resource.path).read_text(encoding="utf-8"))
+        return lines
+    except (OSError, YamlSyntaxError):
+        return {}

@@ -1,0 +1,213 @@
+"""One model apply: pin data, fingerprint candidates, train what is missing, re-score, decide, release.
+
+Called by `ModelAdapter.apply` for create/update. Training and scoring run in subprocesses
+(`flows.training.launch`); this module only builds jobs, reads their results and writes the release,
+so the daemon process never imports torch or Lightning.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from daemon.adapters.base import AdapterContext, ApplyOutcome
+from daemon.adapters.models import metrics as models_metrics
+from daemon.adapters.models.check import live_columns
+from daemon.core.errors import ApplyError
+from daemon.core.kinds import kind_by_name
+from flows.training import registry
+from flows.training.artifact import artifact_complete, record_decision
+from flows.training.jobs import candidate_fingerprint, evaluate_job, train_job
+from flows.training.launch import GpuId, command_for, gpu_slots, run_jobs, visible_gpus
+from flows.training.promote import Rule, decide
+from flows.training.schema import resolve_features
+
+if TYPE_CHECKING:
+    from daemon.core.graph import Resource
+
+
+def _pin_data(name: str, table: str, uri: str, options: dict[str, str]) -> tuple[int, str | None, dict[str, str]]:
+    from flows.tables import DATA_ID
+    from flows.tables.delta_log import read_table_log
+
+    log = read_table_log(uri, options or None)
+    columns = live_columns(uri)
+    if log is None or columns is None:
+        raise ApplyError(f"model {name}: source table {table!r} does not exist yet at {uri}", transient=True)
+    data_id = log.latest.metadata.get(DATA_ID) if log.latest is not None and log.head_is_specd else None
+    return log.version, data_id, columns
+
+
+def training_resources(training: Any, environ: Mapping[str, str] | None = None,
+                       cpu_count: int | None = None) -> tuple[dict[str, Any], list[Sequence[GpuId] | None], int | None]:
+    """(resources for every job, one slot per concurrently running candidate, torch threads per CPU job).
+
+    GPU: the GPUs (`training.gpu_ids`, else the visible ones) are cut into disjoint sets of `devices`, one
+    candidate per set at a time; when none can be found, candidates run one at a time (never two on the
+    same GPUs unknowingly). CPU: `max_concurrent_candidates` at once, the cores shared out between them.
+    """
+    resources = {"accelerator": training.accelerator, "devices": training.devices, "num_nodes": training.num_nodes,
+                 "precision": training.precision, "strategy": training.strategy, "launcher": training.launcher}
+    concurrency = training.max_concurrent_candidates
+    if training.accelerator in ("gpu", "cuda"):
+        gpus: Sequence[GpuId] = training.gpu_ids or visible_gpus(environ)
+        return resources, (gpu_slots(gpus, training.devices, concurrency) if gpus else [None]), None
+    threads = max(1, (cpu_count or os.cpu_count() or 1) // concurrency)
+    return resources, [None] * concurrency, threads
+
+
+def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict[str, str], root: str, *,
+                work_dir: Path, log_dir: Path, tensorboard_dir: str) -> ApplyOutcome:
+    spec, name, fingerprint = resource.spec, resource.name, resource.fingerprint
+    version, data_id, columns = _pin_data(name, spec.data.table, uri, options)
+    features = resolve_features(columns, spec.data.target, spec.data.features, spec.data.exclude)
+    unknown = [c for c in [*features, spec.data.target, *spec.sensitive_attributes] if c not in columns]
+    if unknown:
+        raise ApplyError(f"model {name}: columns {unknown} are not in table {spec.data.table!r} (version {version})")
+    code_version = kind_by_name("model").code_version
+    resources, slots, threads = training_resources(ctx.env.training)
+    spec_data = dict(resource.data)
+    selection = {"table": spec.data.table, "target": spec.data.target, "features": features}
+
+    jobs: dict[str, dict[str, Any]] = {}
+    for candidate in spec.candidates:
+        config = spec.candidate_config(candidate)
+        cfp = candidate_fingerprint(data=selection, task=spec.task, split=spec_data["split"], config=config, table_uri=uri,
+                                    delta_version=version, data_id=data_id, code_version=code_version)
+        jobs[candidate] = train_job(
+            model=name, candidate=candidate, candidate_fp=cfp, model_fp=fingerprint, git_sha=ctx.revision,
+            spec_data=spec_data, features=features, table_uri=uri, delta_version=version, data_id=data_id,
+            storage_options=options, config=config, resources=resources, store_root=root, work_dir=work_dir,
+            tensorboard_dir=tensorboard_dir, code_version=code_version,
+        )
+        if threads:
+            jobs[candidate]["torch_threads"] = threads
+    current = registry.current_release(name, root)
+    champion = current.champion if current and current.champion and artifact_complete(current.champion, root) else None
+    reused = {c: j["tag"] for c, j in jobs.items() if artifact_complete(j["tag"], root)}
+    to_train = [j for c, j in jobs.items() if c not in reused]
+    score_tags = list(reused.values()) + ([champion] if champion and champion not in {j["tag"] for j in jobs.values()} else [])
+    first = next(iter(jobs.values()))
+    try:
+        command_for(first, work_dir / "job.json", slots[0])
+    except ValueError as exc:
+        raise ApplyError(f"model {name}: {exc}") from None
+    launch = list(to_train) + ([evaluate_job(first, score_tags, work_dir, fingerprint)] if score_tags else [])
+    ctx.progress(f"model {name}: training {[j['candidate'] for j in to_train] or 'nothing'}, re-scoring {len(score_tags)} stored model(s)")
+    runs = run_jobs(launch, work_dir, log_dir, slots=slots, env={"BENTOML_HOME": root}, progress=ctx.progress) if launch else []
+
+    results: dict[str, dict[str, Any]] = {}
+    crashed: list[str] = []
+    scores: dict[str, Any] = {}
+    for job, run in zip(launch, runs, strict=True):
+        if job["mode"] == "evaluate":
+            if run.result is None:
+                crashed.append(f"re-scoring crashed (exit {run.returncode}): {run.log_tail()}")
+            else:
+                scores = run.result["scores"]
+            continue
+        if run.result is None:
+            crashed.append(f"candidate {job['candidate']} crashed (exit {run.returncode}): {run.log_tail()}")
+            continue
+        results[job["candidate"]] = {**run.result, "seconds": round(run.seconds, 2)}
+    if crashed:
+        raise ApplyError(f"model {name}: champion unchanged; " + "\n".join(crashed))
+
+    candidates: dict[str, dict[str, Any]] = {}
+    for candidate, job in jobs.items():
+        if candidate in reused:
+            score = scores.get(job["tag"], {})
+            status = "reused" if "metrics" in score else "failed"
+            metrics = dict(score.get("metrics", {}))
+            cv = _stored_cv(job["tag"], root)  # CV ran on the same training rows when it was trained
+            if cv and metrics:
+                metrics["cv"] = cv
+            candidates[candidate] = {"tag": job["tag"], "status": status, "metrics": metrics,
+                                     "message": score.get("error", "")}
+        else:
+            result = results[candidate]
+            candidates[candidate] = {"tag": job["tag"], "status": result["status"], "metrics": result.get("metrics", {}),
+                                     "message": result.get("message", ""), "train_seconds": result.get("train_seconds"),
+                                     "samples_per_s": result.get("samples_per_s")}
+    champion_metrics = {}
+    if champion:
+        owner = next((c for c, j in jobs.items() if j["tag"] == champion), None)
+        champion_metrics = candidates[owner]["metrics"] if owner else (scores.get(champion) or {}).get("metrics", {})
+    promotion = spec.promotion
+    rule = Rule(promotion.metric, promotion.maximize, promotion.min_improvement,
+                [g.model_dump() for g in promotion.guardrails])
+    decision = decide(rule, candidates, champion, champion_metrics)
+    release = registry.Release(
+        model=name, fingerprint=fingerprint, champion=decision.champion, challengers=decision.challengers,
+        decision=decision.reason, git_sha=ctx.revision, candidates=_compact(candidates),
+        champion_metrics=_scalars(champion_metrics),
+        data={"table": spec.data.table, "uri": uri, "delta_version": version, "data_id": data_id, "prune": spec.prune,
+              "promotion": {"metric": promotion.metric, "direction": spec.metric_direction(),
+                            "min_improvement": promotion.min_improvement},
+              "split": spec_data["split"]},
+    )
+    for candidate in candidates.values():
+        if candidate["status"] in ("trained", "reused"):
+            record_decision(candidate["tag"], fingerprint, decision.reason, root)
+    registry.write_release(release, root)
+    for candidate, info in candidates.items():
+        models_metrics.record_candidate(name, candidate, info["metrics"], results.get(candidate, {}).get("seconds"))
+    models_metrics.record_champion(name, decision.champion)
+    models_metrics.record_promotion(name, decision.outcome)
+    trained = [c for c in jobs if c not in reused]
+    return ApplyOutcome(decision.reason, {"champion": decision.champion, "challengers": list(decision.challengers),
+                                          "trained": trained, "reused": list(reused), "outcome": decision.outcome,
+                                          "delta_version": version})
+
+
+def _stored_cv(tag: str, root: str) -> dict[str, Any]:
+    from flows.training.artifact import read_model_info
+
+    try:
+        return dict(read_model_info(tag, root)["metadata"].get("cv") or {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    for key in ("confusion_matrix", "fairness", "cv", "per_group"):
+        if key in metrics:
+            out[key] = metrics[key]
+    return out
+
+
+def _compact(candidates: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {name: {**info, "metrics": _scalars(info.get("metrics") or {})} for name, info in candidates.items()}
+
+
+
+def preview(ctx: AdapterContext, resource: Resource, uri: str, options: dict[str, str], root: str) -> tuple[list[str], list[str], float | None]:
+    """For the plan text: (candidates to train, candidates reused from the store, rough minutes).
+
+    Uses the table as it is live now (a table rebuilt in the same apply retrains everything) and the
+    training times recorded in the model's current release. Light: reads the Delta log and store files.
+    """
+    from flows.training.artifact import candidate_tag, model_dir
+
+    spec = resource.spec
+    version, data_id, columns = _pin_data(resource.name, spec.data.table, uri, options)
+    features = resolve_features(columns, spec.data.target, spec.data.features, spec.data.exclude)
+    selection = {"table": spec.data.table, "target": spec.data.target, "features": features}
+    code_version = kind_by_name("model").code_version
+    to_train, reused = [], []
+    for candidate in spec.candidates:
+        cfp = candidate_fingerprint(data=selection, task=spec.task, split=dict(resource.data)["split"], config=spec.candidate_config(candidate),
+                                    table_uri=uri, delta_version=version, data_id=data_id, code_version=code_version)
+        stored = (model_dir(candidate_tag(resource.name, candidate, cfp), root) / "model.yaml").is_file()
+        (reused if stored else to_train).append(candidate)
+    current = registry.current_release(resource.name, root)
+    seconds = [c.get("train_seconds") for c in (current.candidates if current else {}).values()]
+    seconds = [s for s in seconds if isinstance(s, int | float)]
+    if not to_train or not seconds:
+        return to_train, reused, None
+    per_candidate = max(seconds) + 6.0  # process start and Lightning import (~5 s) included
+    waves = -(-len(to_train) // max(1, ctx.env.training.max_concurrent_candidates))
+    return to_train, reused, per_candidate * waves / 60

@@ -1,0 +1,254 @@
+"""Services adapter: observe = read routing file + pid record + /readyz; apply = write routing, ensure process.
+
+The live state of a service *is* its routing file (which fingerprint, which model tags, which weights),
+the process that serves it and what each worker reports having loaded. Observing reads those files and
+asks `/readyz` with a short timeout — no bentoml, torch or prefect import, so `specd plan` stays fast.
+
+Apply writes the routing file atomically and waits until every worker has loaded it. A model that fails
+to load leaves the workers on the previous routing; the adapter then puts the previous routing file back
+(so a restarted process serves the last good state too), records the error and fails the action: the
+service reports Degraded while the old variants keep serving. A `git revert` of a model changes the
+service's fingerprint; apply re-resolves the champion from the model's (restored) current release and
+the workers swap back with no restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from daemon.adapters.base import (
+    DEGRADED,
+    HEALTHY,
+    MISSING_OBSERVED,
+    PROGRESSING,
+    AdapterContext,
+    ApplyOutcome,
+    Observed,
+)
+from daemon.adapters.services.supervisor import Launch, Supervisor, process_start_time
+from daemon.core.errors import ApplyError, SpecIssue
+from daemon.schema.service import ServiceSpec, default_port
+from daemon.shared.paths import bentoml_home
+
+if TYPE_CHECKING:
+    from daemon.core.graph import Graph, Resource
+    from daemon.core.plan import Action
+
+ACK_TIMEOUT_S = 60.0
+HISTORY = 20  # routings remembered per service (restorable fingerprints)
+NOT_RUNNING = "~not-running"  # suffix on the observed fingerprint: the plan re-applies to start it again
+
+
+class ServiceAdapter:
+    kind = "service"
+
+    def __init__(self, ctx: AdapterContext):
+        self.ctx = ctx
+        self.supervisor = Supervisor(ctx.home, start_timeout_s=ctx.env.services.start_timeout_s)
+
+    # ---- pure helpers ------------------------------------------------------------------------------
+    def launch_for(self, name: str, spec: ServiceSpec) -> Launch:
+        env = self.ctx.env.services
+        return Launch(name, spec.host or env.host, spec.port or default_port(name, env.port_base), spec.workers or env.workers)
+
+    def describe(self, action: Action, resource: Resource | None) -> str:
+        if resource is None:
+            return "stop the service process (prediction tables are kept)"
+        spec: ServiceSpec = resource.spec
+        launch = self.launch_for(resource.name, spec)
+        split = " / ".join(f"{v.name} {round(100 * w)}" for v, w in zip(spec.variants, spec.normalised_weights().values(), strict=True))
+        return f"traffic {split} on {launch.host}:{launch.port}"
+
+    def check(self, resources: Sequence[Resource], graph: Graph) -> list[SpecIssue]:
+        issues: list[SpecIssue] = []
+        seen: dict[tuple[str, int], str] = {}
+        for resource in resources:
+            if resource.kind != self.kind:
+                continue
+            launch = self.launch_for(resource.name, resource.spec)
+            other = seen.setdefault((launch.host, launch.port), resource.name)
+            if other != resource.name:
+                issues.append(SpecIssue(resource.path, 0, "port", f"port {launch.port} is also used by service {other!r}; set port explicitly"))
+        return issues
+
+    # ---- observe ---------------------------------------------------------------------------------------
+    def observe(self, resources: Sequence[Resource]) -> dict[str, Observed]:
+        desired = {r.name: r for r in resources if r.kind == self.kind}
+        live_names = {p.parent.name for p in self.supervisor.root.glob("*/routing.json")} if self.supervisor.root.is_dir() else set()
+        out: dict[str, Observed] = {}
+        for name in sorted(set(desired) | live_names):
+            resource = desired.get(name)
+            out[f"{self.kind}/{name}"] = self._observe_one(name, resource)
+        return out
+
+    def _observe_one(self, name: str, resource: Resource | None) -> Observed:
+        try:
+            routing = json.loads(self.supervisor.routing_file(name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return MISSING_OBSERVED
+        fingerprint, revision = routing.get("fingerprint"), routing.get("revision")
+        settings = routing.get("settings") or {}
+        state = self.supervisor.state(name)
+        workers = self.worker_statuses(name)
+        details: dict[str, Any] = {"pid": state.pid, "port": state.launch.port if state.launch else None, "restarts": state.restarts,
+                                   "variants": {v["name"]: {"model_tag": v["model_tag"], "weight": v["weight"]} for v in routing.get("variants", [])}}
+        failure = self._read_json(self.supervisor.service_dir(name) / "apply_error.json")
+        prune = settings.get("prune")
+        restorable = {p.stem: f"routing {p.stem[:12]}, models already in the store"
+                      for p in (self.supervisor.service_dir(name) / "history").glob("*.json") if p.stem != fingerprint}
+        if state.launch is None:
+            return Observed(True, f"{fingerprint}{NOT_RUNNING}", revision, DEGRADED, "routing exists but no process (stopped)", prune=prune, restorable=restorable, details=details)
+        if resource is not None and self.launch_for(name, resource.spec) != state.launch:
+            fingerprint = f"{fingerprint}~launch-changed"
+        if not state.running:
+            return Observed(True, fingerprint, revision, DEGRADED, f"process not running: {state.message}", prune=prune, restorable=restorable, details=details)
+        degraded = [w for w in workers if w.get("degraded")]
+        if failure or degraded:
+            message = (failure or {}).get("message") or f"worker {degraded[0]['pid']}: {degraded[0]['error']}"
+            return Observed(True, fingerprint, revision, DEGRADED, message, prune=prune, restorable=restorable, details=details)
+        if not state.ready:
+            return Observed(True, fingerprint, revision, PROGRESSING, "starting (not ready yet)", prune=prune, restorable=restorable, details=details)
+        lagging = [w["pid"] for w in workers if w.get("applied_fingerprint") != routing.get("fingerprint")]
+        if lagging:
+            return Observed(True, fingerprint, revision, PROGRESSING, f"workers {lagging} still loading the routing", prune=prune, restorable=restorable, details=details)
+        return Observed(True, fingerprint, revision, HEALTHY, f"serving on {state.launch.host}:{state.launch.port}", prune=prune, restorable=restorable, details=details)
+
+    def worker_statuses(self, name: str) -> list[dict[str, Any]]:
+        """Status files of live workers (a dead worker's file is ignored)."""
+        statuses = []
+        for path in sorted((self.supervisor.service_dir(name) / "workers").glob("*.json")):
+            status = self._read_json(path)
+            if status and process_start_time(int(status.get("pid", 0))) is not None:
+                statuses.append(status)
+        return statuses
+
+    @staticmethod
+    def _read_json(path: Path) -> dict[str, Any] | None:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    # ---- apply -------------------------------------------------------------------------------------------
+    def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:
+        from daemon.core.plan import Op
+
+        if action.op == Op.DELETE:
+            stopped = self.supervisor.stop(action.name)
+            directory = self.supervisor.service_dir(action.name)
+            for path in (directory / "routing.json", directory / "apply_error.json"):
+                path.unlink(missing_ok=True)
+            return ApplyOutcome(f"service {action.name} {'stopped' if stopped else 'was not running'}; routing removed")
+        if action.op not in (Op.CREATE, Op.UPDATE, Op.RESTORE) or resource is None:
+            return ApplyOutcome(f"nothing to do for {action.op}")
+        return self.deploy(resource)
+
+    def deploy(self, resource: Resource) -> ApplyOutcome:
+        from bentos.routing import read_routing, write_routing
+        from daemon.adapters.services.desired_routing import build_routing
+
+        name, spec = resource.name, resource.spec
+        store = bentoml_home(self.ctx.home)
+        try:
+            routing, notes = build_routing(name, spec, fingerprint=resource.fingerprint, revision=self.ctx.revision,
+                                           store=store, storage_root=self.ctx.storage_root,
+                                           storage_options=dict(self.ctx.env.storage.storage_options))
+        except (LookupError, ValueError, FileNotFoundError) as exc:
+            raise ApplyError(f"service {name}: {exc}") from None
+        if spec.prediction_log.enabled:
+            self._ensure_tables(routing.settings["prediction_log"])
+        routing_file = self.supervisor.routing_file(name)
+        try:
+            previous = read_routing(routing_file)
+        except (OSError, ValueError, KeyError):
+            previous = None
+        write_routing(routing_file, routing)
+        launch = self.launch_for(name, spec)
+        try:
+            self.supervisor.ensure(launch, wait=False)
+            self._wait_applied(name, routing.fingerprint, launch.workers)
+            self.supervisor.wait_ready(name)
+        except _LoadFailed as exc:
+            if previous is not None:
+                write_routing(routing_file, previous)  # the last good routing stays the live one
+            self._record_failure(name, f"routing {routing.fingerprint[:12]} not applied: {exc}")
+            raise ApplyError(f"service {name}: a model failed to load, previous routing kept: {exc}") from None
+        except (TimeoutError, RuntimeError) as exc:
+            raise ApplyError(f"service {name}: {exc}", transient=True) from None
+        (self.supervisor.service_dir(name) / "apply_error.json").unlink(missing_ok=True)
+        self._remember(name, routing)
+        if spec.artifact.build:
+            notes.append(self._build_bento(name, routing_file))
+        split = ", ".join(f"{v.name} {v.weight:.0%} ({v.model_tag})" for v in routing.variants)
+        return ApplyOutcome(f"service {name} on {launch.host}:{launch.port}: {split}" + (f"; {'; '.join(notes)}" if notes else ""),
+                            {"port": launch.port, "variants": {v.name: v.model_tag for v in routing.variants}})
+
+    def _wait_applied(self, name: str, fingerprint: str, workers: int) -> None:
+        """Every worker has processed this very file (its identity) and loaded it, or one failed to."""
+        from bentos.routing import file_identity
+
+        identity = list(file_identity(self.supervisor.routing_file(name)) or ())
+        deadline = time.monotonic() + max(ACK_TIMEOUT_S, self.ctx.env.services.start_timeout_s)
+        while time.monotonic() < deadline:
+            statuses = [s for s in self.worker_statuses(name) if s.get("seen") == identity]
+            failed = [s for s in statuses if s.get("failed_fingerprint") == fingerprint]
+            if failed:
+                raise _LoadFailed(failed[0].get("error") or "unknown error")
+            if sum(1 for s in statuses if s.get("applied_fingerprint") == fingerprint) >= workers:
+                return
+            state = self.supervisor.state(name, probe=False)
+            if not state.running:
+                raise RuntimeError(f"process exited while loading the routing\n{self.supervisor.log_tail(name)}")
+            time.sleep(0.05)
+        raise TimeoutError(f"workers did not load routing {fingerprint[:12]} within the timeout")
+
+    def _remember(self, name: str, routing: Any) -> None:
+        """Keep the last HISTORY routings that went live: `plan` shows a revert as a restore."""
+        from bentos.routing import routing_to_dict, write_json_atomic
+
+        history = self.supervisor.service_dir(name) / "history"
+        write_json_atomic(history / f"{routing.fingerprint}.json", routing_to_dict(routing), mode=0o600)
+        for old in sorted(history.glob("*.json"), key=lambda p: p.stat().st_mtime)[:-HISTORY]:
+            old.unlink(missing_ok=True)
+
+    def _record_failure(self, name: str, message: str) -> None:
+        from bentos.routing import write_json_atomic
+
+        write_json_atomic(self.supervisor.service_dir(name) / "apply_error.json", {"message": message, "at": time.time()}, mode=0o644)
+
+    @staticmethod
+    def _ensure_tables(settings: dict[str, Any]) -> None:
+        """Create the prediction and feedback tables empty, so workers only ever append (no create race)."""
+        from deltalake import DeltaTable, write_deltalake
+
+        from bentos.prediction_log import FEEDBACK_COLUMNS, PREDICTION_COLUMNS, arrow_schema
+
+        options = settings.get("storage_options") or None
+        for uri, columns in ((settings["predictions_uri"], PREDICTION_COLUMNS), (settings["feedback_uri"], FEEDBACK_COLUMNS)):
+            if DeltaTable.is_deltatable(uri, storage_options=options):
+                continue
+            if "://" not in uri:
+                os.makedirs(uri, exist_ok=True)
+            import pyarrow as pa
+
+            write_deltalake(uri, pa.Table.from_pylist([], schema=arrow_schema(columns)), mode="append", storage_options=options)
+
+    def _build_bento(self, name: str, routing_file: Path) -> str:
+        import subprocess
+        import sys
+
+        env = {**os.environ, "BENTOML_HOME": str(bentoml_home(self.ctx.home))}
+        result = subprocess.run([sys.executable, "-m", "bentos.build", str(routing_file)], capture_output=True, text=True,
+                                env=env, cwd=str(Path(__file__).resolve().parents[3]), timeout=900)
+        if result.returncode != 0:
+            return f"bento build failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}"
+        return f"bento {result.stdout.strip().splitlines()[-1]}"
+
+
+class _LoadFailed(Exception):
+    pass

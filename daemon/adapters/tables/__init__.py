@@ -1,0 +1,1 @@
+"""The table kind's adapter: observe Delta tables, build them in worker processes, record build metrics."""

@@ -1,0 +1,377 @@
+"""The table adapter: Delta tables observed from their logs, built in a subprocess, restored by version.
+
+Observe reads `_delta_log/*.json` directly (no deltalake import: `plan` over 1,000 tables stays well
+under a second) and compares each table's last specd commit with the desired *build key* — fingerprint
++ digest of external inputs (files outside Git, packaged data) + the data ids of upstream tables. So an
+edited CSV, or an upstream that was rebuilt, makes a table stale although its spec did not change, and
+an earlier version built from the same key can be restored instead of recomputed (`restorable`).
+
+Apply runs the build as `python -m flows.tables.build` in its own process (deltalake panics in forked
+children; a crash must not take the daemon down); restore and delete are cheap and run in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from daemon.adapters.base import DEGRADED, HEALTHY, MISSING_OBSERVED, AdapterContext, ApplyOutcome, Observed
+from daemon.adapters.tables.metrics import record_build, record_version
+from daemon.core.errors import ApplyError, SpecIssue
+from flows.tables import (
+    BUILD_KEY,
+    DATA_ID,
+    FINGERPRINT,
+    GIT_SHA,
+    OPERATION,
+    PRUNE,
+    QUALITY,
+    QUARANTINE_SUFFIX,
+    build_key,
+    quarantine_name,
+    table_uri,
+)
+from flows.tables.delta_log import TableLog, list_tables, read_table_log
+from flows.tables.sources import DEFAULT_ALLOWED_MODULES, SourceContext, input_digest
+
+if TYPE_CHECKING:
+    from daemon.core.graph import Graph, Resource
+    from daemon.core.plan import Action
+
+DIGESTED_SOURCES = ("file", "package")  # sources whose inputs live outside Git and can be digested cheaply
+CALLABLE_MODULES_ENV = "SPECD_TABLE_CALLABLE_MODULES"  # overrides the overlay's tables.callable_modules
+STALE = "+stale-inputs"
+CODE_ROOT = str(Path(__file__).resolve().parents[3])
+
+
+class TableAdapter:
+    kind = "table"
+
+    def __init__(self, ctx: AdapterContext):
+        self.ctx = ctx
+        self.root = ctx.storage_root
+        self.state_dir = ctx.home / "tables"
+
+    # ------------------------------------------------------------------------------------ observe
+    def observe(self, resources: Sequence[Resource]) -> dict[str, Observed]:
+        logs = {r.name: read_table_log(table_uri(self.root, r.name), self._options()) for r in resources}
+        keys = self.expected_keys(resources, logs)
+        observed = {r.key: self._observed(r, logs[r.name], keys[r.name]) for r in resources}
+        for name, log in logs.items():
+            if log is not None and log.latest is not None:
+                record_version(name, log.version, log.latest.timestamp_ms / 1000)
+        desired = {r.name for r in resources}
+        for name in list_tables(self.root):
+            if name in desired or name.endswith(QUARANTINE_SUFFIX):
+                continue
+            log = read_table_log(table_uri(self.root, name))
+            if log is not None and log.latest is not None:  # only tables specd built
+                observed[f"table/{name}"] = _live(log, prune=_prune(log.latest.metadata.get(PRUNE, "")))
+        return observed
+
+    def expected_keys(self, resources: Sequence[Resource], logs: dict[str, TableLog | None]) -> dict[str, str]:
+        """Build key each desired table would have if built now (resources arrive in dependency order)."""
+        keys: dict[str, str] = {}
+        for resource in resources:
+            spec = resource.spec
+            ids = {}
+            for up in spec.upstream_tables():
+                up_resource = next((r for r in resources if r.name == up), None)
+                if up_resource is not None and _rebuilds_whole(up_resource.spec) and up in keys:
+                    ids[up] = keys[up]  # what the upstream holds once it is in sync
+                else:  # incremental upstreams: their contents are whatever is live
+                    log = logs.get(up) if up in logs else read_table_log(table_uri(self.root, up))
+                    ids[up] = str(log.latest.metadata.get(DATA_ID, "")) if log and log.latest else "missing"
+            keys[resource.name] = build_key(resource.fingerprint, self._digest(resource), ids)
+        return keys
+
+    def _digest(self, resource: Resource) -> str | None:
+        source = resource.spec.source
+        if source.type not in DIGESTED_SOURCES:
+            return None
+        return input_digest(source, SourceContext(resource.name, self.ctx.data_root, self.ctx.repo_dir))
+
+    def _observed(self, resource: Resource, log: TableLog | None, key: str) -> Observed:
+        if log is None:
+            return MISSING_OBSERVED
+        latest = log.latest
+        if latest is None:
+            return Observed(exists=True, health=DEGRADED, message="a Delta table not built by specd is in the way")
+        meta = latest.metadata
+        fingerprint = meta.get(FINGERPRINT)
+        if fingerprint == resource.fingerprint and meta.get(BUILD_KEY) != key:
+            fingerprint = f"{fingerprint}{STALE}"  # same spec, different inputs: plan sees a change
+        restorable: dict[str, str] = {}
+        if resource.spec.cursor is None and resource.spec.write.mode != "append":  # incremental: never roll back
+            for commit in log.commits:
+                if commit.version != log.version and commit.complete and commit.metadata.get(BUILD_KEY) == key:
+                    restorable[str(commit.metadata[FINGERPRINT])] = str(commit.version)
+        failure = self._last_failure(resource.name)
+        health, message = HEALTHY, _describe_commit(log)
+        if failure and failure.get("fingerprint") == resource.fingerprint and failure.get("reason") == "QualityFailed":
+            health, message = DEGRADED, failure.get("error", "quality checks failed")
+        return Observed(
+            exists=True, fingerprint=fingerprint, revision=meta.get(GIT_SHA), health=health, message=message,
+            restorable=restorable, prune=_prune(meta.get(PRUNE, "")), details=_details(log),
+        )
+
+    # ------------------------------------------------------------------------------------ check
+    def check(self, resources: Sequence[Resource], graph: Graph) -> list[SpecIssue]:
+        """SQL expressions of the transform stages, parsed by DuckDB at validate/plan time, and derived
+        columns that would carry a protected (privacy) column's plaintext."""
+        from daemon.core.yamlpos import line_for, parse_with_lines
+        from flows.tables.expressions import check_table_expressions
+        from flows.tables.pii import pii_derivations
+
+        issues = []
+        for resource in resources:
+            problems = check_table_expressions(resource.spec) + pii_derivations(resource.spec)
+            if not problems:
+                continue
+            try:
+                _, lines = parse_with_lines((self.ctx.repo_dir / resource.path).read_text(encoding="utf-8"))
+            except Exception:
+                lines = {}
+            for path, message in problems:
+                issues.append(SpecIssue(resource.path, line_for(lines, path), ".".join(map(str, path)), message))
+        return issues
+
+    # ------------------------------------------------------------------------------------ describe
+    def describe(self, action: Action, resource: Resource | None) -> str:
+        op = str(action.op)
+        if op == "restore":
+            return f"restore Delta version {action.restore_from} (no recompute)"
+        if op == "delete":
+            return "remove the table and its quarantine"
+        if resource is None:
+            return ""
+        spec = resource.spec
+        source = spec.source
+        inputs = len(source.inputs) if source.type == "table" else 1
+        what = {"overwrite": "rebuild", "merge": "merge", "append": "append"}[spec.write.mode]
+        text = f"{what} from {inputs} input{'s' if inputs != 1 else ''} ({source.type}"
+        if spec.cursor:
+            text += f", rows past the {spec.cursor} watermark"
+        if spec.write.mode == "merge":
+            text += f", on {', '.join(spec.write.keys)}"
+        if spec.partition_by:
+            text += f", partitioned by {', '.join(spec.partition_by)}"
+        text += ")"
+        stages = [name for name in ("clean", "features", "quality", "privacy") if getattr(spec, name) is not None]
+        if stages:
+            text += ": " + ", ".join(stages)
+        if action.previous and action.previous.endswith(STALE):
+            text += "; inputs changed"
+        return text
+
+    # ------------------------------------------------------------------------------------ apply
+    def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:
+        op = str(action.op)
+        if op in ("create", "update"):
+            assert resource is not None
+            return self.build(resource)
+        if op == "restore":
+            assert resource is not None and action.restore_from is not None
+            return self.restore(resource, int(action.restore_from))
+        if op == "delete":
+            return self.delete(action.name)
+        return ApplyOutcome("nothing to do")
+
+    def job_for(self, resource: Resource, git_sha: str | None = None) -> dict[str, Any]:
+        """The build job (plain JSON data) for one desired table."""
+        from flows.tables.build import BuildJob
+
+        spec = resource.spec
+        return asdict(BuildJob(
+            name=resource.name,
+            spec=dict(resource.data),
+            fingerprint=resource.fingerprint,
+            git_sha=git_sha or self.ctx.revision,
+            storage_root=self.root,
+            data_root=str(self.ctx.data_root),
+            repo_dir=str(self.ctx.repo_dir),
+            state_dir=str(self.state_dir),
+            upstream={name: table_uri(self.root, name) for name in spec.upstream_tables()},
+            storage_options=self._options() or {},
+            prune=spec.prune,
+            allowed_modules=allowed_modules(self.ctx.env.tables.callable_modules),
+        ))
+
+    def build(self, resource: Resource, git_sha: str | None = None) -> ApplyOutcome:
+        job = self.job_for(resource, git_sha)
+        self.ctx.progress(f"table {resource.name}: building")
+        started = time.monotonic()
+        result = self._run(job)
+        if not result.get("ok"):
+            self._record_failure(resource, result)
+            raise ApplyError(result.get("error", "build failed"), transient=bool(result.get("transient")))
+        self._clear_failure(resource.name)
+        record_build(resource.name, result, time.monotonic() - started)
+        message = f"v{result['version']}: {result['message']}" if result.get("committed") else result.get("message", "")
+        return ApplyOutcome(message, {"version": result.get("version"), "rows": result.get("rows", {}), "quality": result.get("quality", {})})
+
+    def restore(self, resource: Resource, version: int) -> ApplyOutcome:
+        from deltalake import CommitProperties, DeltaTable
+
+        from flows.tables.build import table_lock
+        from flows.tables.quarantine import restore_matching
+        from flows.tables.write import commit_with_retries
+
+        uri = table_uri(self.root, resource.name)
+        log = read_table_log(uri, self._options())
+        earlier = next((c for c in (log.commits if log else ()) if c.version == version), None)
+        if earlier is None or not earlier.complete:
+            raise ApplyError(f"table {resource.name}: version {version} can no longer be restored (vacuumed)")
+        metadata = {k: str(v) for k, v in earlier.metadata.items()}
+        metadata.update({OPERATION: "restore", GIT_SHA: self.ctx.revision, "specd.restored_from": str(version)})
+        with table_lock(str(self.state_dir), resource.name):  # not while a build of it runs
+            # The quarantine first: killed in between, the plan still shows the restore and a re-run
+            # finds the quarantine already matching.
+            note = restore_matching(self.root, resource.name, earlier.metadata, self.ctx.revision, self._options())
+            table = DeltaTable(uri, storage_options=self._options())
+            commit_with_retries(lambda: table.restore(version, commit_properties=CommitProperties(custom_metadata=metadata)), resource.name)
+        record_version(resource.name, table_version(uri, self._options()))
+        return ApplyOutcome(f"restored version {version} as v{table_version(uri, self._options())} (no recompute){note}")
+
+    def delete(self, name: str) -> ApplyOutcome:
+        for target in (name, quarantine_name(name)):
+            uri = table_uri(self.root, target)
+            if "://" in uri and not uri.startswith("file://"):
+                import pyarrow.fs as pafs
+
+                filesystem, path = pafs.FileSystem.from_uri(uri)
+                filesystem.delete_dir(path) if filesystem.get_file_info(path).type != pafs.FileType.NotFound else None
+            else:
+                import shutil
+
+                shutil.rmtree(uri.removeprefix("file://"), ignore_errors=True)
+        return ApplyOutcome(f"removed table {name}")
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _run(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Warm spawn workers by default; SPECD_TABLE_BUILD_PROCESS=1 runs each build as its own process."""
+        if os.environ.get("SPECD_TABLE_BUILD_PROCESS") == "1":
+            return run_build_process(job, self.state_dir)
+        from daemon.adapters.tables import workers as tables_workers
+
+        workers = max(1, min(self.ctx.env.daemon.max_parallel_actions, os.cpu_count() or 1))
+        return tables_workers.run(job, workers)
+
+    def _options(self) -> dict[str, str] | None:
+        options = dict(self.ctx.env.storage.storage_options)
+        if not options:
+            return None
+        from daemon.shared.secrets import is_secret_ref, resolve_secret
+
+        return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
+
+    def _status_path(self, name: str) -> Path:
+        return self.state_dir / "status" / f"{name}.json"
+
+    def _last_failure(self, name: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._status_path(name).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _record_failure(self, resource: Resource, result: dict[str, Any]) -> None:
+        path = self._status_path(resource.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"fingerprint": resource.fingerprint, "reason": result.get("reason"), "error": result.get("error"), "at": time.time()}
+        tmp = path.with_suffix(".partial")
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, path)
+        if result.get("reason") == "QualityFailed":
+            from daemon.adapters.tables.metrics import record_quality_failure
+
+            record_quality_failure(resource.name, result.get("error", ""))
+
+    def _clear_failure(self, name: str) -> None:
+        self._status_path(name).unlink(missing_ok=True)
+
+
+def run_build_process(job: dict[str, Any], state_dir: Path) -> dict[str, Any]:
+    """Run one build as `python -m flows.tables.build` and return its result payload."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="job-", dir=state_dir) as work:
+        job_path, result_path = Path(work) / "job.json", Path(work) / "result.json"
+        job_path.write_text(json.dumps(job))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = CODE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        process = subprocess.run(
+            [sys.executable, "-m", "flows.tables.build", str(job_path), str(result_path)],
+            env=env, capture_output=True, text=True, check=False,
+        )
+        if result_path.exists():
+            return json.loads(result_path.read_text())
+        tail = (process.stderr or "").strip().splitlines()[-5:]
+        how = f"signal {-process.returncode}" if process.returncode < 0 else f"exit code {process.returncode}"
+        return {"ok": False, "transient": True, "reason": "BuildCrashed",
+                "error": f"table {job['name']}: build process died ({how}): " + " | ".join(tail)}
+
+
+def allowed_modules(configured: Sequence[str] = ()) -> tuple[str, ...]:
+    """`_target_` module prefixes a callable source may use: the built-in ones plus the environment
+    overlay's `tables.callable_modules`, or SPECD_TABLE_CALLABLE_MODULES (comma-separated) when set."""
+    override = os.environ.get(CALLABLE_MODULES_ENV)
+    extra = override.split(",") if override is not None else list(configured)
+    return DEFAULT_ALLOWED_MODULES + tuple(dict.fromkeys(p.strip() for p in extra if p.strip()))
+
+
+def table_version(uri: str, options: dict[str, str] | None = None) -> int | None:
+    log = read_table_log(uri, options)
+    return log.version if log else None
+
+
+def _rebuilds_whole(spec: Any) -> bool:
+    """Overwrite tables are a pure function of their build key; incremental ones accumulate."""
+    return spec.write.mode == "overwrite" and spec.cursor is None
+
+
+def _prune(text: str) -> bool | None:
+    return {"true": True, "false": False}.get(str(text).lower())
+
+
+def _live(log: TableLog, prune: bool | None) -> Observed:
+    meta = log.latest.metadata if log.latest else {}
+    return Observed(exists=True, fingerprint=meta.get(FINGERPRINT), revision=meta.get(GIT_SHA), health=HEALTHY,
+                    message=_describe_commit(log), prune=prune, details=_details(log))
+
+
+def _describe_commit(log: TableLog) -> str:
+    latest = log.latest
+    if latest is None:
+        return f"v{log.version}"
+    meta = latest.metadata
+    rows = meta.get("specd.rows_written")
+    text = f"v{log.version}" + (f": {rows} rows" if rows is not None else "")
+    quarantined = meta.get("specd.rows_quarantined")
+    if quarantined not in (None, "0"):
+        text += f", {quarantined} quarantined"
+    try:
+        status = json.loads(meta.get(QUALITY, "{}")).get("status")
+    except ValueError:
+        status = None
+    if status == "warned":
+        text += " (quality warnings)"
+    return text
+
+
+def _details(log: TableLog) -> dict[str, Any]:
+    latest = log.latest
+    meta = latest.metadata if latest else {}
+    return {
+        "version": log.version,
+        "last_commit_ms": latest.timestamp_ms if latest else None,
+        "rows": {k.removeprefix("specd.rows_"): int(v) for k, v in meta.items() if k.startswith("specd.rows_") and str(v).isdigit()},
+        "watermark": meta.get("specd.watermark"),
+        "data_id": meta.get(DATA_ID),
+    }

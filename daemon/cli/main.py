@@ -1,0 +1,317 @@
+"""`specd` command line: validate, plan, apply, run (the daemon), status — plus models and ab.
+
+Fast paths stay light: `validate` and `plan` import only the pure core, pydantic/OmegaConf and the
+adapters' observers — never torch, bentoml or prefect. Exit codes: 0 success (no changes), 1 error,
+2 changes present (`plan --detailed-exitcode`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from daemon import __version__
+from daemon.core.errors import SpecErrors
+from daemon.shared.paths import specd_home
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+WORKTREE = "worktree"
+# Subcommands contributed by capabilities: module with add_parser(subparsers) and run(args) -> int.
+EXTENSIONS = ("daemon.cli.models", "daemon.cli.ab")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", default=".", help="git repository: a local path or a remote URL (default: current directory)")
+    parser.add_argument("--env", default="dev", help="environment overlay in environments/ (default: dev)")
+    parser.add_argument("--home", default=None, help="state root (default: $SPECD_HOME or ./.specd)")
+    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="Hydra override, e.g. tables.orders.write.mode=merge or env.daemon.poll_interval_s=5 (repeatable)")
+
+
+def _revision_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rev", default=None, help="a git revision to read instead of the working tree")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="specd", description="GitOps control plane for the data architecture of ML systems.")
+    parser.add_argument("--version", action="version", version=f"specd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check every spec; list every error as file:line: field: message")
+    _common(p)
+    _revision_arg(p)
+
+    p = sub.add_parser("plan", help="show what apply would change (pure: writes nothing)")
+    _common(p)
+    _revision_arg(p)
+    p.add_argument("--base", default=None, metavar="REV", help="plan against this revision as if it were applied (for pull requests); shows property diffs")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes, 0 when none, 1 on error")
+    p.add_argument("--all", action="store_true", help="also list unchanged resources")
+
+    p = sub.add_parser("apply", help="apply the specs once (working tree or --rev) through Prefect")
+    _common(p)
+    _revision_arg(p)
+    p.add_argument("--no-prefect", action="store_true", help="run the actions in-process instead of as a Prefect flow run")
+
+    p = sub.add_parser("run", help="run the daemon: follow a branch and reconcile continuously")
+    _common(p)
+    p.add_argument("--branch", default=None, help="branch to follow (default: the repository's current branch, or main)")
+    p.add_argument("--metrics-port", type=int, default=None, help="override env daemon.metrics_port (0: any free port)")
+    p.add_argument("--no-prefect", action="store_true", help="apply in-process instead of through Prefect (no Prefect server)")
+    p.add_argument("--keep-services", action="store_true", help="leave services running on stop; the next daemon adopts them (no downtime across daemon restarts)")
+
+    p = sub.add_parser("status", help="per-resource sync and health, and the applied revision")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print status as JSON")
+
+    for name in EXTENSIONS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+# -- revision loading --------------------------------------------------------------------------------
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _worktree_revision(repo: Path) -> str:
+    try:
+        head = _git(repo, "rev-parse", "HEAD")
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return WORKTREE
+    dirty = _git(repo, "status", "--porcelain", "--", "specs", "environments")
+    return f"{head}-dirty" if dirty else head
+
+
+def _desired(args, rev: str | None):
+    from daemon.core.compose_cache import ComposeCache
+    from daemon.runtime.reconcile import load_desired
+    from daemon.runtime.source import GitSource
+
+    repo = args.repo
+    home = specd_home(args.home)
+    cache = ComposeCache(home / "cache" / f"compose-{args.env}.pickle") if home.exists() else None
+    try:
+        if rev is None:
+            path = Path(repo).absolute()
+            return load_desired(path, args.env, _worktree_revision(path), args.override, cache)
+        source = GitSource(repo, "HEAD", home)
+        source.fetch()
+        sha = source.resolve(rev)
+        return load_desired(source.checkout(sha), args.env, sha, args.override, cache)
+    finally:
+        if cache is not None:
+            cache.save()
+
+
+def _print_errors(exc: SpecErrors) -> None:
+    print(f"{len(exc.issues)} error(s):", file=sys.stderr)
+    for issue in exc.issues:
+        print(f"  {issue}", file=sys.stderr)
+
+
+# -- commands ----------------------------------------------------------------------------------------
+def cmd_validate(args) -> int:
+    from daemon.runtime.reconcile import check, context_for, make_adapters
+
+    desired = _desired(args, args.rev)
+    check(make_adapters(context_for(desired, specd_home(args.home))), desired.graph)
+    counts: dict[str, int] = {}
+    for resource in desired.graph.resources:
+        counts[resource.kind] = counts.get(resource.kind, 0) + 1
+    summary = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(counts.items())) or "no resources"
+    print(f"valid: {summary} (env {args.env})")
+    return EXIT_OK
+
+
+def cmd_plan(args) -> int:
+    from daemon.runtime.reconcile import check, context_for, make_adapters, observe, plan, simulated_observation
+
+    desired = _desired(args, args.rev)
+    home = specd_home(args.home)
+    adapters = make_adapters(context_for(desired, home))
+    check(adapters, desired.graph)
+    base = None
+    if args.base:
+        base = _desired(args, args.base)
+        live = observe(adapters, desired.graph) if home.exists() else None
+        observed = simulated_observation(base, live)
+    else:
+        observed = observe(adapters, desired.graph)
+    result = plan(desired, observed, adapters, base)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(result.to_text(show_unchanged=args.all))
+    return EXIT_CHANGES if (args.detailed_exitcode and result.has_changes) else EXIT_OK
+
+
+def cmd_apply(args) -> int:
+    from daemon.core.executor import SUCCEEDED
+    from daemon.core.status import Journal
+    from daemon.runtime.reconcile import apply, check, context_for, make_adapters, observe, plan
+    from daemon.shared.paths import bentoml_home, journal_path
+
+    home = specd_home(args.home)
+    os.environ.setdefault("BENTOML_HOME", str(bentoml_home(home)))
+    desired = _desired(args, args.rev)
+    adapters = make_adapters(context_for(desired, home, progress=lambda m: print(f"  … {m}", file=sys.stderr)))
+    check(adapters, desired.graph)
+    the_plan = plan(desired, observe(adapters, desired.graph), adapters)
+    print(the_plan.to_text())
+    if not the_plan.has_changes:
+        return EXIT_OK
+    total = len(the_plan.changes)
+    done = []
+
+    def progress(result) -> None:
+        done.append(result)
+        mark = "ok" if result.status == SUCCEEDED else result.status.upper()
+        print(f"[{len(done)}/{total}] {result.op} {result.key}: {mark} ({result.duration_s:.1f}s) {result.message}", file=sys.stderr, flush=True)
+
+    server = None
+    use_prefect = not args.no_prefect
+    if use_prefect:
+        from daemon.runtime.prefect_server import LocalPrefectServer, configure_client_env
+
+        configure_client_env(home)
+        if not os.environ.get("PREFECT_API_URL"):
+            env = desired.composed.env
+            if env.prefect.api_url:
+                os.environ["PREFECT_API_URL"] = env.prefect.api_url
+            else:
+                server = LocalPrefectServer(home, env.prefect.host, env.prefect.port)
+                os.environ["PREFECT_API_URL"] = server.start()
+    try:
+        results = apply(the_plan, desired, adapters, use_prefect=use_prefect, on_result=progress)
+    finally:
+        if server:
+            server.stop()
+    failed = [r for r in results if r.status != SUCCEEDED]
+    journal = Journal(journal_path(home))  # the same record the daemon keeps: `specd status` reads it
+    for result in results:
+        kind = "ActionSucceeded" if result.status == SUCCEEDED else "ActionFailed"
+        journal.append(kind, desired.revision, resource=result.key, op=result.op, message=result.message, duration_s=round(result.duration_s, 3), via="specd apply")
+    if not failed:
+        journal.append("ReconcileSucceeded", desired.revision, actions=len(results), via="specd apply")
+    print(f"Applied {total - len(failed)}/{total} action(s)" + (f"; {len(failed)} failed or blocked." if failed else "."))
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from daemon.runtime.daemon import AlreadyRunning, Daemon
+    from daemon.runtime.source import is_remote
+
+    branch = args.branch
+    if branch is None:
+        branch = "main"
+        if not is_remote(args.repo):
+            try:
+                branch = _git(Path(args.repo), "symbolic-ref", "--short", "HEAD")
+            except subprocess.CalledProcessError:
+                pass
+    overrides = list(args.override)
+    if args.metrics_port:  # the generated Prometheus scrape config must point at the port actually served
+        overrides.append(f"env.daemon.metrics_port={args.metrics_port}")
+    daemon = Daemon(specd_home(args.home), args.repo, branch, args.env, tuple(overrides), metrics_port=args.metrics_port, use_prefect=not args.no_prefect, keep_services=args.keep_services)
+    try:
+        return daemon.run()
+    except AlreadyRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def cmd_status(args) -> int:
+    from daemon.core.status import Journal, resource_statuses
+    from daemon.runtime.daemon import DaemonLock
+    from daemon.runtime.reconcile import context_for, make_adapters, observe
+    from daemon.shared.paths import lock_path
+
+    home = specd_home(args.home)
+    lock = DaemonLock(lock_path(home))
+    status_file = home / "status.json"
+    try:
+        lock.acquire()
+        running = False
+        lock.release()
+    except Exception:
+        running = True
+    if running and status_file.exists():
+        data = json.loads(status_file.read_text())
+        data["daemon"] = "running"
+    else:
+        desired = _desired(args, None)
+        observed = observe(make_adapters(context_for(desired, home)), desired.graph)
+        statuses = resource_statuses(desired.graph, observed, desired.revision)
+        journal = Journal(home / "events.jsonl")
+        succeeded = journal.last("ReconcileSucceeded")
+        rejected = journal.last("RevisionRejected")
+        data = {
+            "daemon": "stopped",
+            "revision": succeeded["revision"] if succeeded else None,
+            "desired_revision": desired.revision,
+            "rejected": rejected if rejected and (not succeeded or rejected["ts"] > succeeded["ts"]) else None,
+            "resources": [s.to_json() for s in statuses],
+        }
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+        return EXIT_OK
+    print(f"daemon: {data['daemon']}   applied: {(data.get('revision') or '-')[:12]}   desired: {(data.get('desired_revision') or '-')[:12]}")
+    if data.get("rejected"):
+        print(f"rejected revision {data['rejected']['revision'][:12]}:")
+        for error in data["rejected"].get("errors", []):
+            print(f"  {error}")
+    rows = [(f"{r['kind']}/{r['name']}", r["sync"], r["health"], r["message"]) for r in data["resources"]]
+    width = max((len(r[0]) for r in rows), default=8)
+    print(f"{'RESOURCE'.ljust(width)}  {'SYNC':<10}  {'HEALTH':<11}  MESSAGE")
+    for key, sync, health, message in rows:
+        print(f"{key.ljust(width)}  {sync:<10}  {health:<11}  {message}")
+    return EXIT_OK
+
+
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run, "status": cmd_status}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for chatty in ("httpx", "httpcore", "urllib3"):  # one line per Prefect API call otherwise
+        logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+    started = time.monotonic()
+    try:
+        return handler(args)
+    except SpecErrors as exc:
+        _print_errors(exc)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `specd status | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        logging.getLogger("specd").debug("%s took %.3fs", args.command, time.monotonic() - started)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The pure core: compose, graph, plan, executor and the status vocabulary. No engine imports (see CONTRACTS.md)."""

@@ -1,0 +1,171 @@
+"""The resource graph: references → a DAG in dependency waves, and content fingerprints.
+
+A resource's fingerprint = sha256 of (kind, name, normalised spec, upstream fingerprints, the kind's
+code version, and any external input digests). Comments, key order, formatting and explicitly written
+defaults do not change the normalised spec, so they do not change the fingerprint. Secrets are in the
+spec only as `secret:NAME` markers, so no secret value can reach a fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.core.compose import Composed, SpecDoc
+from daemon.core.errors import SpecErrors, SpecIssue
+from daemon.core.kinds import kind_by_name
+from daemon.core.yamlpos import line_for, parse_with_lines
+
+
+@dataclass(frozen=True)
+class Resource:
+    key: str  # "kind/name"
+    kind: str
+    name: str
+    path: str
+    spec: Any  # the validated pydantic model
+    data: Mapping[str, Any]
+    depends_on: tuple[str, ...]
+    fingerprint: str
+    wave: int
+
+
+@dataclass(frozen=True)
+class Graph:
+    resources: tuple[Resource, ...]  # in topological order (waves, then kind order, then name)
+
+    def by_key(self) -> dict[str, Resource]:
+        return {r.key: r for r in self.resources}
+
+    def dependents(self, key: str) -> set[str]:
+        """Every resource downstream of `key` (transitively)."""
+        children: dict[str, set[str]] = {}
+        for r in self.resources:
+            for parent in r.depends_on:
+                children.setdefault(parent, set()).add(r.key)
+        out: set[str] = set()
+        stack = [key]
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                if child not in out:
+                    out.add(child)
+                    stack.append(child)
+        return out
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def fingerprint(kind: str, name: str, data: Mapping[str, Any], upstream: Mapping[str, str], code_version: str, inputs: Mapping[str, str] | None = None) -> str:
+    material = {
+        "kind": kind,
+        "name": name,
+        "spec": data,
+        "upstream": dict(sorted(upstream.items())),
+        "code": code_version,
+        "inputs": dict(sorted((inputs or {}).items())),
+    }
+    return hashlib.sha256(canonical_json(material).encode()).hexdigest()
+
+
+def _ref_line(doc: SpecDoc, field: tuple, read_text: Callable[[str], str] | None) -> int:
+    if read_text is None:
+        return 0
+    try:
+        _, lines = parse_with_lines(read_text(doc.path))
+    except Exception:
+        return 0
+    return line_for(lines, field)
+
+
+def resolve_references(
+    composed: Composed, read_text: Callable[[str], str] | None = None, broken: frozenset[str] = frozenset()
+) -> tuple[dict[str, tuple[str, ...]], list[SpecIssue]]:
+    """Each resource's upstream keys, and an issue per unknown or self reference. References to a
+    resource in `broken` (its own file failed validation and is reported already) are not unknown."""
+    docs = composed.by_key()
+    issues: list[SpecIssue] = []
+    deps: dict[str, tuple[str, ...]] = {}
+    for key, doc in docs.items():
+        refs = doc.spec.references() if hasattr(doc.spec, "references") else []
+        targets = []
+        for ref in refs:
+            target = f"{ref.kind}/{ref.name}"
+            field = ".".join(map(str, ref.field))
+            if target in broken:
+                continue
+            if target not in docs:
+                issues.append(SpecIssue(doc.path, _ref_line(doc, ref.field, read_text), field, f"unknown {ref.kind} {ref.name!r}"))
+            elif target == key:
+                issues.append(SpecIssue(doc.path, _ref_line(doc, ref.field, read_text), field, f"{doc.kind} {doc.name!r} depends on itself"))
+            else:
+                targets.append(target)
+        deps[key] = tuple(sorted(set(targets)))
+    return deps, issues
+
+
+def build_graph(composed: Composed, read_text: Callable[[str], str] | None = None) -> Graph:
+    """Resolve references, reject unknown ones and cycles, compute waves and fingerprints."""
+    docs = composed.by_key()
+    deps, issues = resolve_references(composed, read_text)
+    if issues:
+        raise SpecErrors(issues)
+
+    order = _topological(docs, deps)
+    if isinstance(order, list) and order and isinstance(order[0], SpecIssue):
+        raise SpecErrors(order)  # type: ignore[arg-type]
+
+    waves: dict[str, int] = {}
+    fingerprints: dict[str, str] = {}
+    resources = []
+    for key in order:
+        doc = docs[key]
+        waves[key] = 1 + max((waves[d] for d in deps[key]), default=-1)
+        kind = kind_by_name(doc.kind)
+        upstream = {d: fingerprints[d] for d in deps[key]}
+        fingerprints[key] = fingerprint(doc.kind, doc.name, doc.data, upstream, kind.code_version)
+        resources.append(Resource(key, doc.kind, doc.name, doc.path, doc.spec, doc.data, deps[key], fingerprints[key], waves[key]))
+    resources.sort(key=lambda r: (r.wave, kind_by_name(r.kind).order, r.name))
+    return Graph(tuple(resources))
+
+
+def _topological(docs: Mapping[str, SpecDoc], deps: Mapping[str, tuple[str, ...]]) -> list:
+    """Kahn's algorithm, deterministic (sorted ready set); on a cycle, one SpecIssue per file on it."""
+    import heapq
+
+    waiting = {k: len(v) for k, v in deps.items()}
+    children: dict[str, list[str]] = {}
+    for key, parents in deps.items():
+        for parent in parents:
+            children.setdefault(parent, []).append(key)
+    ready = [k for k, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        key = heapq.heappop(ready)
+        order.append(key)
+        for child in children.get(key, ()):
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                heapq.heappush(ready, child)
+    if len(order) == len(deps):
+        return order
+    done = set(order)
+    remaining = {k: {p for p in deps[k] if p not in done} for k in deps if k not in done}
+    cycle = _find_cycle(remaining)
+    text = " -> ".join(cycle + [cycle[0]])
+    return [SpecIssue(docs[k].path, 0, "", f"dependency cycle: {text}") for k in cycle]
+
+
+def _find_cycle(remaining: Mapping[str, set[str]]) -> list[str]:
+    start = sorted(remaining)[0]
+    path: list[str] = []
+    node = start
+    while node not in path:
+        path.append(node)
+        node = sorted(remaining[node])[0]
+    return path[path.index(node):]

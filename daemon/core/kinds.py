@@ -1,0 +1,49 @@
+"""The registry of resource kinds: where their specs live, how they validate, who builds them.
+
+Everything is named by import path and loaded lazily, so `validate` and `plan` import only the pydantic
+spec models and the light observers, never torch, bentoml or prefect.
+
+`code_version` is part of every fingerprint of the kind: bump it when the builder's output for the same
+spec changes (a new cleaning rule, a different training loop), and every resource of the kind rebuilds.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str  # singular, used in plans: "table"
+    directory: str  # config group under specs/: "tables"
+    spec_model: str  # "module:Class" of the pydantic model
+    adapter: str  # "module:Class" of the adapter (observe + apply)
+    code_version: str
+    order: int  # tie-breaker for display and waves: tables before models before services
+    # Optional "module:function(composed) -> list[SpecDoc]": resources derived from other specs
+    # (e.g. one generated dashboard per service). Must be pure and light.
+    derive: str | None = None
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("table", "tables", "daemon.schema.table:TableSpec", "daemon.adapters.tables.adapter:TableAdapter", "table/1", 10),
+    Kind("model", "models", "daemon.schema.model:ModelSpec", "daemon.adapters.models.adapter:ModelAdapter", "model/1", 20),
+    Kind("service", "services", "daemon.schema.service:ServiceSpec", "daemon.adapters.services.adapter:ServiceAdapter", "service/1", 30),
+    Kind("dashboard", "dashboards", "daemon.schema.dashboard:DashboardSpec", "daemon.adapters.dashboards:DashboardAdapter", "dashboard/1", 40, derive="daemon.schema.dashboard:derive_dashboards"),
+)
+
+
+def kind_by_name(name: str) -> Kind:
+    for kind in KINDS:
+        if kind.name == name:
+            return kind
+    raise KeyError(f"unknown resource kind {name!r}")
+
+
+@cache
+def load_object(path: str) -> Any:
+    module_name, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)

@@ -1,0 +1,100 @@
+"""The embedded Prefect server: started and owned by the daemon unless PREFECT_API_URL points elsewhere.
+
+Prefect 3 has no server-less mode (the first flow call would start a temporary server, 10–16 s, per
+run). The daemon therefore keeps one long-lived `prefect server start` (SQLite under the state home, UI
+on 127.0.0.1) and adopts it after its own restart instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from daemon.shared import procs
+from daemon.shared.paths import logs_dir, prefect_home, runtime_dir
+
+QUIET = {
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+}
+
+
+def configure_client_env(home: Path) -> None:
+    """Environment for the Prefect *client* in this process (must run before `import prefect`)."""
+    for key, value in QUIET.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("PREFECT_HOME", str(prefect_home(home)))
+
+
+def healthy(api_url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+class LocalPrefectServer:
+    def __init__(self, home: Path, host: str = "127.0.0.1", port: int = 4200):
+        self.home = home
+        self.host = host
+        self.port = port
+        self.pid_file = runtime_dir(home) / "prefect-server.json"
+        self.record: procs.PidRecord | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+    def start(self, timeout_s: float = 90.0) -> str:
+        """Adopt a running server of ours or start one; return its API URL once healthy."""
+        existing = procs.PidRecord.read(self.pid_file)
+        if existing and existing.alive() and existing.meta.get("port") == self.port:
+            if self._wait_healthy(existing, 30.0):
+                self.record = existing
+                return self.api_url
+            procs.stop_group(existing.pid, existing.start_time)
+        elif existing and existing.alive():
+            procs.stop_group(existing.pid, existing.start_time)
+        home = prefect_home(self.home)
+        home.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            **QUIET,
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_UI_API_URL": self.api_url,
+        }
+        env.pop("PREFECT_API_URL", None)
+        proc = procs.spawn(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port), "--analytics-off"],
+            log_path=logs_dir(self.home) / "prefect-server.log",
+            env=env,
+        )
+        self.record = procs.record_for(proc, {"port": self.port})
+        self.record.write(self.pid_file)
+        if not self._wait_healthy(self.record, timeout_s):
+            procs.stop_group(self.record.pid, self.record.start_time)
+            raise RuntimeError(f"Prefect server did not become healthy on {self.api_url} within {timeout_s:.0f}s (log: {logs_dir(self.home) / 'prefect-server.log'})")
+        return self.api_url
+
+    def _wait_healthy(self, record: procs.PidRecord, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if healthy(self.api_url):
+                return True
+            if not record.alive():
+                return False
+            time.sleep(0.25)
+        return False
+
+    def stop(self) -> None:
+        if self.record:
+            procs.stop_group(self.record.pid, self.record.start_time, grace_s=10.0)
+            self.record = None
+        self.pid_file.unlink(missing_ok=True)

@@ -1,0 +1,136 @@
+"""One reconcile cycle as plain steps: desired → observe → plan → apply → status.
+
+Used by the CLI (`validate`, `plan`, `apply`, `status`) and by the daemon loop alike, so the text a PR
+sees is the text the daemon logs. Each step passes immutable data; only adapters touch live systems.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.adapters.base import Adapter, AdapterContext, Observed
+from daemon.core.compose import Composed, compose
+from daemon.core.compose_cache import ComposeCache
+from daemon.core.errors import SpecErrors, SpecIssue
+from daemon.core.executor import ActionResult, execute
+from daemon.core.graph import Graph, Resource, build_graph, resolve_references
+from daemon.core.kinds import KINDS, load_object
+from daemon.core.plan import Action, Plan, make_plan, property_diff
+
+
+@dataclass(frozen=True)
+class Desired:
+    revision: str
+    checkout: Path
+    composed: Composed
+    graph: Graph
+
+
+def load_desired(checkout: Path, env_name: str, revision: str, overrides: Sequence[str] = (), cache: ComposeCache | None = None) -> Desired:
+    """Compose + graph one revision. Raises SpecErrors listing every problem at once."""
+    def read_text(rel: str) -> str:
+        return (checkout / rel).read_text(encoding="utf-8")
+
+    try:
+        composed = compose(checkout, env_name, overrides, cache)
+    except SpecErrors as exc:
+        if exc.partial is None:
+            raise
+        valid, broken = exc.partial  # report unknown references of the valid files in the same breath
+        _, reference_issues = resolve_references(valid, read_text, broken)
+        raise SpecErrors(exc.issues + reference_issues) from None
+    graph = build_graph(composed, read_text=read_text)
+    return Desired(revision, checkout, composed, graph)
+
+
+def context_for(desired: Desired, home: Path, progress: Callable[[str], None] | None = None) -> AdapterContext:
+    return AdapterContext(
+        env=desired.composed.env,
+        home=home,
+        repo_dir=desired.checkout,
+        revision=desired.revision,
+        progress=progress or (lambda message: None),
+    )
+
+
+def make_adapters(ctx: AdapterContext) -> dict[str, Adapter]:
+    return {kind.name: load_object(kind.adapter)(ctx) for kind in KINDS}
+
+
+def check(adapters: Mapping[str, Adapter], graph: Graph) -> None:
+    """Checks that need live state or other resources (Adapter.check). Raises SpecErrors."""
+    issues: list[SpecIssue] = []
+    for kind, adapter in adapters.items():
+        hook = getattr(adapter, "check", None)
+        if hook is not None:
+            issues.extend(hook([r for r in graph.resources if r.kind == kind], graph))
+    if issues:
+        raise SpecErrors(issues)
+
+
+def observe(adapters: Mapping[str, Adapter], graph: Graph) -> dict[str, Observed]:
+    observed: dict[str, Observed] = {}
+    for kind, adapter in adapters.items():
+        observed.update(adapter.observe([r for r in graph.resources if r.kind == kind]))
+    return observed
+
+
+def plan(desired: Desired, observed: Mapping[str, Observed], adapters: Mapping[str, Adapter], base: Desired | None = None) -> Plan:
+    base_data = {r.key: r.data for r in base.graph.resources} if base else {}
+    changes = {}
+    for resource in desired.graph.resources:
+        if resource.key in base_data and (lines := property_diff(base_data[resource.key], resource.data)):
+            changes[resource.key] = tuple(lines)
+
+    def describe(action: Action, resource: Resource | None) -> str:
+        adapter = adapters.get(action.kind)
+        return adapter.describe(action, resource) if adapter else ""
+
+    return make_plan(
+        desired.revision,
+        desired.composed.env.name,
+        desired.graph,
+        observed,
+        env_prune=desired.composed.env.prune,
+        describe=describe,
+        base_revision=base.revision if base else None,
+        property_changes=changes,
+    )
+
+
+def simulated_observation(base: Desired, live: Mapping[str, Observed] | None = None) -> dict[str, Observed]:
+    """What the live systems would look like with `base` applied: for PR plans (`plan --base`)."""
+    observed: dict[str, Observed] = {}
+    for resource in base.graph.resources:
+        restorable = dict(live[resource.key].restorable) if live and resource.key in live else {}
+        observed[resource.key] = Observed(True, resource.fingerprint, base.revision, "Healthy", restorable=restorable)
+    return observed
+
+
+def apply(
+    the_plan: Plan,
+    desired: Desired,
+    adapters: Mapping[str, Adapter],
+    *,
+    use_prefect: bool = True,
+    on_result: Callable[[ActionResult], None] | None = None,
+) -> list[ActionResult]:
+    """Carry out the plan's changes. Through one Prefect flow run unless `use_prefect` is False."""
+    if not the_plan.has_changes:
+        return []
+    resources = desired.graph.by_key()
+    env = desired.composed.env
+
+    async def run_action(action: Action):
+        adapter = adapters[action.kind]
+        return await asyncio.to_thread(adapter.apply, action, resources.get(action.key))
+
+    options = dict(max_parallel=env.daemon.max_parallel_actions, retries=env.daemon.action_retries, backoff_s=env.daemon.retry_backoff_s, on_result=on_result)
+    if use_prefect:
+        from daemon.runtime.prefect_runner import run_plan_in_prefect
+
+        return asyncio.run(run_plan_in_prefect(the_plan, run_action, **options))
+    return asyncio.run(execute(the_plan, run_action, **options))

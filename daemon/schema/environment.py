@@ -1,0 +1,99 @@
+"""The environment overlay (`environments/<env>.yaml`): where and on what the same specs run.
+
+dev/staging/prod differ only here: storage root, devices, ports, endpoints, schedules and policies.
+Sections belong to the capability that reads them; each is strict, so a typo fails validation.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from daemon.schema.base import SecretRef, SpecModel
+
+
+class StorageSection(SpecModel):
+    # Relative roots live under the state home ($SPECD_HOME); absolute paths and s3:// URIs as given.
+    root: str = "lake"
+    data_root: str = "."  # file sources resolve under this (relative: the repo checkout)
+    storage_options: dict[str, str] = Field(default_factory=dict)  # object-store options (values may be secret refs)
+
+
+class DaemonSection(SpecModel):
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    poll_interval_s: float = Field(default=15.0, gt=0)
+    debounce_s: float = Field(default=0.3, ge=0)
+    max_parallel_actions: int = Field(default=4, ge=1)
+    action_retries: int = Field(default=2, ge=0)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+
+
+class PrefectSection(SpecModel):
+    api_url: str | None = None  # None: the daemon starts and owns a local server (SQLite)
+    host: str = "127.0.0.1"
+    port: int = Field(default=4200, ge=0, le=65535)
+
+
+class TrainingSection(SpecModel):
+    accelerator: Literal["cpu", "gpu", "cuda", "auto"] = "cpu"
+    devices: int | str = 1  # per candidate (per node): GPUs, or CPU processes under ddp
+    num_nodes: int = Field(default=1, ge=1)
+    precision: str = "32-true"
+    strategy: str = "auto"
+    # lightning: one `python -m flows.training.run` per candidate (Lightning starts the DDP ranks);
+    # torchrun: `torchrun --nproc_per_node=devices --nnodes=num_nodes` starts them (rendezvous from
+    # SPECD_RDZV_ENDPOINT or MASTER_ADDR:MASTER_PORT when num_nodes > 1, else --standalone).
+    launcher: Literal["lightning", "torchrun"] = "lightning"
+    max_concurrent_candidates: int = Field(default=1, ge=1)  # candidates trained at once (disjoint GPU sets)
+    gpu_ids: list[int] = Field(default_factory=list)  # empty: CUDA_VISIBLE_DEVICES or nvidia-smi decides
+
+
+class ServicesSection(SpecModel):
+    host: str = "127.0.0.1"
+    port_base: int = Field(default=3100, ge=1024, le=65000)
+    workers: int = Field(default=1, ge=1)
+    start_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class GrafanaSection(SpecModel):
+    url: str | None = None  # None: write dashboards and provisioning files under the state home
+    token: SecretRef | None = None
+    folder: str = "specd"  # one folder per environment (base.yaml: specd-${name})
+    on_drift: Literal["restore", "report"] = "restore"  # a dashboard edited by hand in Grafana
+    datasource_uid: str | None = None  # None: dashboards offer a Prometheus datasource picker
+    timeout_s: float = Field(default=5.0, gt=0)
+    retries: int = Field(default=3, ge=0)  # per request, with exponential backoff, before the action fails (transient)
+    retry_backoff_s: float = Field(default=0.5, ge=0)
+
+
+class PrometheusSection(SpecModel):
+    scrape_interval_s: float = Field(default=15.0, gt=0)
+    evaluation_interval_s: float = Field(default=15.0, gt=0)
+    out_of_sync_for: str = Field(default="15m", pattern=r"^([0-9]+(ms|s|m|h|d))+$")  # SpecdOutOfSync alert delay
+    sync_stale_after_s: float = Field(default=3600.0, gt=0)  # SpecdSyncStale: no successful sync for this long
+    reload_url: str | None = None  # e.g. http://127.0.0.1:9090/-/reload: POSTed after the config or rules change
+
+
+class TablesSection(SpecModel):
+    # Module prefixes whose functions a `callable` table source may name as `_target_`, on top of the
+    # built-in `flows.tables.sources.` (e.g. `mycompany.ingest.`). SPECD_TABLE_CALLABLE_MODULES
+    # (comma-separated) replaces this list when set.
+    callable_modules: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\.?$")]] = Field(
+        default_factory=list
+    )
+
+
+class EnvironmentSpec(SpecModel):
+    name: str
+    prune: bool = False  # delete live resources whose spec was removed (per-resource `prune` overrides)
+    schedules_enabled: bool = True
+    storage: StorageSection = StorageSection()
+    daemon: DaemonSection = DaemonSection()
+    prefect: PrefectSection = PrefectSection()
+    training: TrainingSection = TrainingSection()
+    services: ServicesSection = ServicesSection()
+    grafana: GrafanaSection = GrafanaSection()
+    prometheus: PrometheusSection = PrometheusSection()
+    tables: TablesSection = TablesSection()

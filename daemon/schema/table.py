@@ -1,0 +1,227 @@
+"""Table specs: Delta Lake tables fed from files, packaged data, other tables, callables or a generator.
+
+A table spec says *what* the table is (source, write mode, partitioning, schema policy, retention,
+refresh schedule), never *how* to build it: `flows/tables/build.py` turns it into one streaming
+pipeline. Everything here is plain validated data so that `validate` and `plan` stay fast and light;
+the only non-pydantic import (croniter) happens inside the cron validator.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from daemon.schema.base import Ref, RelativePath, ResourceName, SpecModel
+from daemon.schema.table_sources import HttpSource, SqlSource
+from daemon.schema.table_transforms import CleanSpec, FeaturesSpec, PrivacySpec, QualitySpec
+
+FileFormat = Literal["csv", "parquet", "json", "ndjson"]
+ReaderOption = str | int | float | bool
+_TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*[.:][A-Za-z_][A-Za-z0-9_]*$")
+_PACKAGE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+class FileSource(SpecModel):
+    """A file or glob under the environment's data root (or an object-store URI)."""
+
+    type: Literal["file"]
+    path: RelativePath
+    format: FileFormat
+    options: dict[str, ReaderOption] = Field(default_factory=dict)  # reader options (DuckDB names: delim, nullstr, ...)
+    row_id: str | None = None  # add an int64 column numbering rows in read order (stable for fixed input)
+
+
+class PackageSource(SpecModel):
+    """A data file shipped inside an installed Python package (read through importlib.resources)."""
+
+    type: Literal["package"]
+    package: str
+    path: RelativePath  # inside the package; cannot escape it
+    format: FileFormat
+    options: dict[str, ReaderOption] = Field(default_factory=dict)
+    row_id: str | None = None
+
+    @model_validator(mode="after")
+    def _package_name(self) -> PackageSource:
+        if not _PACKAGE.match(self.package):
+            raise ValueError(f"package {self.package!r} is not a Python package name")
+        if "://" in self.path:
+            raise ValueError("package paths are relative to the package, not URIs")
+        return self
+
+
+class TableSource(SpecModel):
+    """SQL over upstream tables; each input is visible in the query under its table name."""
+
+    type: Literal["table"]
+    inputs: list[ResourceName] = Field(min_length=1)
+    sql: str | None = None  # default: SELECT * FROM the single input
+    # The query may compute columns from ones this table declares under `privacy.columns` (otherwise a
+    # validation error: such a column would be written in plaintext unless declared there too).
+    allow_pii_derivation: bool = False
+
+    @model_validator(mode="after")
+    def _sql_for_many(self) -> TableSource:
+        if self.sql is None and len(self.inputs) > 1:
+            raise ValueError("several inputs need a sql query that combines them")
+        return self
+
+
+class CallableSource(SpecModel):
+    """A Python function returning Arrow or Polars data; `_target_` must be on the allowlist at apply time."""
+
+    type: Literal["callable"]
+    target: str = Field(alias="_target_")
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _target_shape(self) -> CallableSource:
+        if not _TARGET.match(self.target):
+            raise ValueError(f"_target_ {self.target!r} must be 'package.module.function' or 'package.module:function'")
+        return self
+
+
+class SyntheticColumn(SpecModel):
+    """One generated column. Values depend only on (seed, row index), so a fixed spec gives fixed data."""
+
+    name: str
+    kind: Literal["sequence", "int", "float", "normal", "choice", "bool", "timestamp", "string"]
+    low: float = 0
+    high: float = 100
+    mean: float = 0
+    std: float = 1
+    values: list[str | int | float] = Field(default_factory=list)  # choice
+    start: str = "2024-01-01T00:00:00"  # timestamp: start, one step_s per row
+    step_s: float = 1
+    prefix: str = ""  # string: prefix + random id
+    null_fraction: float = Field(default=0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _choice_values(self) -> SyntheticColumn:
+        if self.kind == "choice" and not self.values:
+            raise ValueError("a 'choice' column needs values")
+        if self.kind in ("int", "float") and self.high < self.low:
+            raise ValueError("high must not be below low")
+        return self
+
+
+class SyntheticSource(SpecModel):
+    """A seeded generator for large inputs (benchmarks, load tests)."""
+
+    type: Literal["synthetic"]
+    rows: int = Field(ge=0)
+    seed: int = 0
+    batch_rows: int = Field(default=262_144, ge=1)
+    columns: list[SyntheticColumn] = Field(min_length=1)
+
+
+Source = Annotated[
+    FileSource | PackageSource | TableSource | CallableSource | SyntheticSource | SqlSource | HttpSource,
+    Field(discriminator="type"),
+]
+
+
+class WriteSpec(SpecModel):
+    mode: Literal["overwrite", "merge", "append"] = "overwrite"
+    keys: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _keys_for_merge(self) -> WriteSpec:
+        if self.mode == "merge" and not self.keys:
+            raise ValueError("write.mode 'merge' needs write.keys")
+        return self
+
+
+class ColumnSpec(SpecModel):
+    name: str
+    type: str  # Arrow type name: int64, float64, string, bool, date32, timestamp[us], ...
+    nullable: bool = True
+
+
+class SchemaSpec(SpecModel):
+    policy: Literal["enforce", "evolve"] = "enforce"
+    columns: list[ColumnSpec] = Field(default_factory=list)
+
+
+class RetentionSpec(SpecModel):
+    vacuum_hours: int = Field(default=168, ge=0)
+
+
+def _check_cron(expression: str) -> str:
+    from croniter import croniter  # light, and only needed when a schedule is declared
+
+    if not croniter.is_valid(expression):
+        raise ValueError(f"{expression!r} is not a valid cron expression (five fields: minute hour day month weekday)")
+    return expression
+
+
+class MaintenanceSpec(SpecModel):
+    """Compaction and vacuum, run as scheduled work (vacuum keeps `retention.vacuum_hours`)."""
+
+    schedule: str | None = None  # cron; None: maintenance runs only when asked
+    compact: bool = True
+    target_file_mb: int = Field(default=128, ge=1)
+    vacuum: bool = True
+
+    @model_validator(mode="after")
+    def _cron(self) -> MaintenanceSpec:
+        if self.schedule is not None:
+            _check_cron(self.schedule)
+        return self
+
+
+class IncrementalSpec(SpecModel):
+    """Append or merge only rows whose cursor is past the watermark kept in the Delta log."""
+
+    cursor: str
+
+
+class TableSpec(SpecModel):
+    description: str = ""
+    layer: Literal["bronze", "silver", "gold", "other"] = "other"
+    source: Source
+    clean: CleanSpec | None = None
+    features: FeaturesSpec | None = None
+    quality: QualitySpec | None = None
+    privacy: PrivacySpec | None = None
+    write: WriteSpec = WriteSpec()
+    incremental: IncrementalSpec | None = None
+    partition_by: list[str] = Field(default_factory=list)
+    schema_: SchemaSpec = Field(default=SchemaSpec(), alias="schema")
+    retention: RetentionSpec = RetentionSpec()
+    maintenance: MaintenanceSpec = MaintenanceSpec()
+    schedule: str | None = None  # cron: refresh as a Prefect deployment
+    prune: bool | None = None  # None: the environment's prune policy decides
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TableSpec:
+        source_cursor = getattr(self.source, "cursor", None)
+        if self.incremental and source_cursor and source_cursor != self.incremental.cursor:
+            raise ValueError(f"incremental.cursor {self.incremental.cursor!r} differs from source.cursor {source_cursor!r}")
+        if self.incremental is not None and self.write.mode == "overwrite":
+            raise ValueError("incremental tables need write.mode 'append' or 'merge' (an overwrite would keep only the new rows)")
+        if self.write.mode == "append" and self.cursor is None:
+            raise ValueError("write.mode 'append' needs incremental.cursor (a rebuild would append every row again)")
+        if self.schedule is not None:
+            _check_cron(self.schedule)
+        if self.write.mode == "merge" and set(self.partition_by) - set(self.write.keys):
+            raise ValueError("partition_by columns of a merge table must be among write.keys")
+        return self
+
+    @property
+    def cursor(self) -> str | None:
+        """The incremental cursor column, declared on the table or on its (sql/http) source."""
+        return self.incremental.cursor if self.incremental else getattr(self.source, "cursor", None)
+
+    def references(self) -> list[Ref]:
+        refs: list[Ref] = []
+        if isinstance(self.source, TableSource):
+            refs += [Ref("table", name, ("source", "inputs", i)) for i, name in enumerate(self.source.inputs)]
+        if self.features is not None:
+            refs += self.features.references()
+        return refs
+
+    def upstream_tables(self) -> list[str]:
+        return sorted({ref.name for ref in self.references() if ref.kind == "table"})

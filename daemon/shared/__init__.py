@@ -1,0 +1,1 @@
+"""Primitives every layer and engine may use: paths, secrets, durable file writes, processes."""

@@ -1,0 +1,1 @@
+"""Fakes at our own adapter boundary and for services that cannot run here (Grafana's HTTP API)."""
