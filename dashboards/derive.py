@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from dashboards import panels
 
 if TYPE_CHECKING:
-    from daemon.core.compose import Composed, SpecDoc
+    from daemon.core.documents import Composed, SpecDoc
 
 PLATFORM_NAME = "platform"
 # Generated specs validated before, by their content: validation (PromQL parsing included) is most of
@@ -34,9 +34,9 @@ def derived_name(kind: str, name: str) -> str:
 
 
 def derive_all(composed: Composed) -> list[SpecDoc]:
-    from daemon.core.compose import SpecDoc
-    from daemon.core.errors import SpecErrors, SpecIssue
+    from daemon.core.documents import SpecDoc
     from daemon.schema.dashboard import DashboardSpec
+    from daemon.shared.errors import SpecErrors, SpecIssue
 
     env = composed.env
     generated: list[tuple[str, str, dict[str, Any]]] = []  # (name, path, spec data)

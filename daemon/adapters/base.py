@@ -3,42 +3,22 @@
 `observe` reads actual state from the live system itself (Delta commit metadata, model-store labels,
 routing files, dashboard versions) and must be cheap and import-light: `specd plan` calls it. `apply`
 performs one planned action idempotently: re-running it after a crash at any point lands in the same
-state. Health vocabulary follows Flux/Argo CD.
+state. The values they exchange with the core (`Observed`, `ApplyOutcome`, health) live in `daemon.core.state`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from daemon.core.state import ApplyOutcome, Observed
 from daemon.schema.environment import EnvironmentSpec
 
 if TYPE_CHECKING:
     from daemon.core.graph import Resource
     from daemon.core.plan import Action
-
-HEALTHY, PROGRESSING, DEGRADED, MISSING = "Healthy", "Progressing", "Degraded", "Missing"
-
-
-@dataclass(frozen=True)
-class Observed:
-    """What one live resource is, as read from the live system."""
-
-    exists: bool
-    fingerprint: str | None = None  # fingerprint of what is live now
-    revision: str | None = None  # git sha that produced it
-    health: str = MISSING
-    message: str = ""
-    # fingerprint -> handle (e.g. "3" for a Delta version): earlier states that can be brought back without recompute
-    restorable: Mapping[str, str] = field(default_factory=dict)
-    prune: bool | None = None  # the prune policy recorded when it was applied (for removed specs)
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-
-MISSING_OBSERVED = Observed(exists=False)
-
 
 @dataclass(frozen=True)
 class AdapterContext:
@@ -61,12 +41,6 @@ class AdapterContext:
         return root if root.is_absolute() else (self.repo_dir / root)
 
 
-@dataclass(frozen=True)
-class ApplyOutcome:
-    message: str
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-
 class Adapter(Protocol):
     kind: str
 
@@ -74,7 +48,7 @@ class Adapter(Protocol):
         """Observed state for each desired resource key, plus every other live resource specd manages."""
 
     def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:
-        """Carry out one action. Raise daemon.core.errors.ApplyError(transient=...) on failure."""
+        """Carry out one action. Raise daemon.shared.errors.ApplyError(transient=...) on failure."""
 
     def describe(self, action: Action, resource: Resource | None) -> str:
         """One short, pure line for the plan text (what will happen, rough cost)."""

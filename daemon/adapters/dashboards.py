@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from daemon.adapters.base import DEGRADED, HEALTHY, AdapterContext, ApplyOutcome, Observed
-from daemon.core.errors import ApplyError
+from daemon.adapters.base import AdapterContext
+from daemon.core.state import DEGRADED, HEALTHY, ApplyOutcome, Observed
 from daemon.schema.dashboard import DashboardSpec, dashboard_uid
+from daemon.shared.errors import ApplyError
 from daemon.shared.paths import dashboards_dir
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from daemon import __version__
-from daemon.core.errors import SpecErrors
+from daemon.shared.errors import SpecErrors
 from daemon.shared.paths import specd_home
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2

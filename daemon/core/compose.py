@@ -14,42 +14,25 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from daemon.core.compose_cache import ComposeCache, cache_key
-from daemon.core.errors import SpecErrors, SpecIssue
+from daemon.core.documents import Composed, SpecDoc
 from daemon.core.kinds import KINDS, Kind, load_object
 from daemon.core.yamlpos import YamlSyntaxError, line_for, parse_with_lines
 from daemon.schema.base import NAME_PATTERN
 from daemon.schema.environment import EnvironmentSpec
+from daemon.schema.overrides import parse_overrides
+from daemon.shared.errors import SpecErrors, SpecIssue
 from daemon.shared.secrets import find_credential_literals
 
 SPECS_DIR = "specs"
 ENVIRONMENTS_DIR = "environments"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-@dataclass(frozen=True)
-class SpecDoc:
-    kind: str
-    name: str
-    path: str  # repo-relative, for messages
-    spec: BaseModel
-    data: dict[str, Any] = field(repr=False)  # normalised: validated, defaults filled, secrets as markers
-
-
-@dataclass(frozen=True)
-class Composed:
-    env: EnvironmentSpec
-    docs: tuple[SpecDoc, ...]
-
-    def by_key(self) -> dict[str, SpecDoc]:
-        return {f"{d.kind}/{d.name}": d for d in self.docs}
 
 
 _resolvers_registered = False
@@ -66,23 +49,6 @@ def _register_resolvers() -> None:
     OmegaConf.register_new_resolver("secret", secret_marker, replace=True)
     OmegaConf.register_new_resolver("oc.env", guarded_env, replace=True)
     _resolvers_registered = True
-
-
-def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
-    """Parse Hydra override strings (`a.b=1`, `a.list=[1,2]`) into (dotted key, python value)."""
-    if not overrides:
-        return []
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    parsed = []
-    for text in overrides:
-        try:
-            (override,) = parser.parse_overrides([text])
-        except Exception as exc:  # hydra raises OverrideParseException with a readable message
-            raise SpecErrors([SpecIssue("<override>", 0, text, f"malformed override: {exc}")]) from None
-        parsed.append((override.key_or_group, override.value()))
-    return parsed
 
 
 class _FileLoader:

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.adapters.base import ApplyOutcome
-from daemon.core.errors import ApplyError
 from daemon.core.plan import CHANGING, Action, Op, Plan
+from daemon.core.state import ApplyOutcome
+from daemon.shared.errors import ApplyError
 
 SUCCEEDED, FAILED, BLOCKED = "succeeded", "failed", "blocked"
 TRANSIENT_ERRORS = (ConnectionError, TimeoutError)

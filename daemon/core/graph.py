@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.core.compose import Composed, SpecDoc
-from daemon.core.errors import SpecErrors, SpecIssue
+from daemon.core.documents import Composed, SpecDoc
 from daemon.core.kinds import kind_by_name
 from daemon.core.yamlpos import line_for, parse_with_lines
+from daemon.shared.errors import SpecErrors, SpecIssue
 
 
 @dataclass(frozen=True)

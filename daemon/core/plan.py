@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from daemon.adapters.base import MISSING_OBSERVED, Observed
 from daemon.core.graph import Graph, Resource
 from daemon.core.kinds import kind_by_name
+from daemon.core.state import MISSING_OBSERVED, Observed
 
 
 class Op(StrEnum):

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.adapters.base import DEGRADED, HEALTHY, MISSING, PROGRESSING, Observed
 from daemon.core.executor import BLOCKED, FAILED, ActionResult
 from daemon.core.graph import Graph
+from daemon.core.state import DEGRADED, HEALTHY, MISSING, PROGRESSING, Observed
 
 SYNCED, OUT_OF_SYNC = "Synced", "OutOfSync"
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from daemon.core.compose_cache import ComposeCache
-from daemon.core.errors import SpecErrors
 from daemon.core.executor import FAILED, SUCCEEDED, ActionResult
 from daemon.core.plan import CHANGING, Plan
 from daemon.core.status import Journal, ResourceStatus, diff_statuses, resource_statuses
@@ -31,6 +30,7 @@ from daemon.runtime import metrics
 from daemon.runtime.reconcile import Desired, apply, check, context_for, load_desired, make_adapters, observe, plan
 from daemon.runtime.source import GitSource, SourceError
 from daemon.shared import procs
+from daemon.shared.errors import SpecErrors
 from daemon.shared.paths import bentoml_home, journal_path, lock_path
 
 log = logging.getLogger("specd")

@@ -11,14 +11,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.adapters.base import Adapter, AdapterContext, Observed
-from daemon.core.compose import Composed, compose
+from daemon.adapters.base import Adapter, AdapterContext
+from daemon.core.compose import compose
 from daemon.core.compose_cache import ComposeCache
-from daemon.core.errors import SpecErrors, SpecIssue
+from daemon.core.documents import Composed
 from daemon.core.executor import ActionResult, execute
 from daemon.core.graph import Graph, Resource, build_graph, resolve_references
 from daemon.core.kinds import KINDS, load_object
 from daemon.core.plan import Action, Plan, make_plan, property_diff
+from daemon.core.state import Observed
+from daemon.shared.errors import SpecErrors, SpecIssue
 
 
 @dataclass(frozen=True)

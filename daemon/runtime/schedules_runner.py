@@ -34,7 +34,8 @@ class ScheduleRunner:
         if not any(r.spec.schedule or r.spec.maintenance.schedule for r in tables) and self.synced_digest in (None, "none"):
             self.synced_digest = "none"
             return
-        from flows.tables.schedules import entries_for, sync_schedules
+        from daemon.adapters.tables.schedules import entries_for
+        from flows.tables.schedules import sync_schedules
 
         entries = entries_for(tables, adapters["table"], enabled=desired.composed.env.schedules_enabled)
         digest = hashlib.sha256(repr(sorted((e.deployment, e.cron, repr(e.parameters)) for e in entries)).encode()).hexdigest()

@@ -1,7 +1,7 @@
 """Dashboard specs: Grafana dashboards and Prometheus alert rules, custom or generated from other specs.
 
 Custom dashboards live in `specs/dashboards/*.yaml`; generated ones (one per table, model and service,
-plus the platform) are derived by `derive_dashboards` during compose. Both are the same plain data — rows
+plus the platform) are derived by `dashboards.derive.derive_all` during compose (the kind's derive hook). Both are the same plain data — rows
 of panels with PromQL queries, alert rules, scrape targets — so plan validates every query (file:line),
 fingerprints the content and diffs it property by property; only the adapter turns it into Grafana JSON.
 """
@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from daemon.schema.base import Ref, SpecModel
 from daemon.schema.promql import PromQL
-
-if TYPE_CHECKING:
-    from daemon.core.compose import Composed, SpecDoc
 
 PanelType = Literal["timeseries", "stat", "gauge", "table", "bargauge"]
 _ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -151,10 +148,3 @@ def folder_uid(folder: str) -> str:
     if len(slug) <= MAX_UID_LENGTH:
         return slug
     return f"{slug[: MAX_UID_LENGTH - 11]}-{hashlib.sha256(folder.encode()).hexdigest()[:10]}"
-
-
-def derive_dashboards(composed: Composed) -> list[SpecDoc]:
-    """One generated dashboard per table, model and service, plus the platform's (pure, light)."""
-    from dashboards.derive import derive_all
-
-    return derive_all(composed)

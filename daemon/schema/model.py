@@ -252,8 +252,8 @@ def base_sections(spec: ModelSpec) -> dict[str, Any]:
 
 def resolve_candidate(spec: ModelSpec, overrides: list[str]) -> tuple[dict[str, Any], list[tuple[int | None, str]]]:
     """Apply one candidate's overrides to the base sections. Returns (config, [(override index, problem)])."""
-    from daemon.core.compose import parse_overrides
-    from daemon.core.errors import SpecErrors
+    from daemon.schema.overrides import parse_overrides
+    from daemon.shared.errors import SpecErrors
 
     config = copy.deepcopy(base_sections(spec))
     problems: list[tuple[int | None, str]] = []

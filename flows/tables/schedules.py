@@ -1,6 +1,7 @@
 """Scheduled table work as Prefect deployments: refreshes (`schedule:`) and maintenance (`maintenance.schedule`).
 
-The daemon calls `sync_schedules(entries)` after each apply with the desired set; deployments named
+The daemon calls `sync_schedules(entries)` after each apply with the desired set (plain `ScheduleEntry`
+values built by the table adapter); deployments named
 `specd-table-<name>` (refresh) and `specd-table-maintain-<name>` are created, updated (cron or
 parameters changed) or deleted to match, so the specs stay the only source of truth. A separate
 long-lived process, `python -m flows.tables.schedules serve`, runs them: a Prefect Runner that picks up
@@ -17,15 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prefect import flow
-
-if TYPE_CHECKING:
-    from daemon.adapters.tables.adapter import TableAdapter
-    from daemon.core.graph import Resource
 
 REFRESH_FLOW = "specd-table-refresh"
 MAINTAIN_FLOW = "specd-table-maintain"
@@ -38,27 +35,6 @@ class ScheduleEntry:
     flow: str  # REFRESH_FLOW or MAINTAIN_FLOW
     cron: str
     parameters: dict[str, Any] = field(default_factory=dict)
-
-
-def entries_for(resources: Sequence[Resource], adapter: TableAdapter, enabled: bool = True) -> list[ScheduleEntry]:
-    """The desired schedules of the applied table resources (none when the environment disables them)."""
-    if not enabled:
-        return []
-    out = []
-    for resource in resources:
-        spec = resource.spec
-        if spec.schedule:
-            job = adapter.job_for(resource, git_sha=adapter.ctx.revision)
-            job["storage_options"] = dict(adapter.ctx.env.storage.storage_options)  # references, resolved in the run
-            out.append(ScheduleEntry(f"{PREFIX}{resource.name}", REFRESH_FLOW, spec.schedule, {"job": job}))
-        if spec.maintenance.schedule:
-            params = {
-                "storage_root": adapter.root, "table": resource.name, "compact": spec.maintenance.compact,
-                "target_file_mb": spec.maintenance.target_file_mb, "vacuum": spec.maintenance.vacuum,
-                "vacuum_hours": spec.retention.vacuum_hours,
-            }
-            out.append(ScheduleEntry(f"{PREFIX}maintain-{resource.name}", MAINTAIN_FLOW, spec.maintenance.schedule, params))
-    return out
 
 
 # ---------------------------------------------------------------------------------------- flows

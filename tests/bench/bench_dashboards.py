@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from daemon.adapters.base import AdapterContext
-from daemon.core.compose import Composed, SpecDoc
+from daemon.core.documents import Composed, SpecDoc
 from daemon.core.graph import Graph, Resource, fingerprint
 from daemon.core.plan import Action, Op, property_diff
 from daemon.schema.environment import EnvironmentSpec
@@ -51,7 +51,7 @@ def _resources(derived: list[SpecDoc]) -> list[Resource]:
 
 
 def bench_generate(size: int) -> dict[str, float]:
-    from daemon.schema.dashboard import derive_dashboards
+    from dashboards.derive import derive_all as derive_dashboards
     from dashboards.render import build_dashboard
 
     env = EnvironmentSpec(name="bench")
@@ -77,7 +77,7 @@ def bench_publish(size: int) -> dict[str, float]:
     import httpx
 
     from daemon.adapters.dashboards import DashboardAdapter
-    from daemon.schema.dashboard import derive_dashboards
+    from dashboards.derive import derive_all as derive_dashboards
     from dashboards.render import build_dashboard
     from tests.helpers.fakes.grafana import FakeGrafana
 

@@ -12,8 +12,8 @@ import json
 import httpx
 import pytest
 
-from daemon.core.errors import ApplyError
 from daemon.core.plan import Op
+from daemon.shared.errors import ApplyError
 from dashboards.grafana_api import MESSAGE
 from tests.helpers import dashboards as cd
 from tests.helpers.fakes.grafana import FakeGrafana

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemon.core.compose import compose
-from daemon.core.errors import SpecErrors
+from daemon.shared.errors import SpecErrors
 from tests.helpers.models import GOLD, context, gold_uri, model_resource, small_spec, write_penguin_table
 
 REPO = Path(__file__).resolve().parents[2]

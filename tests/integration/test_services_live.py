@@ -21,8 +21,8 @@ import pytest
 
 from bentos.routing import read_routing
 from daemon.adapters.services.supervisor import Supervisor, process_start_time, service_processes
-from daemon.core.errors import ApplyError
 from daemon.core.plan import Op
+from daemon.shared.errors import ApplyError
 from tests.helpers import services as cs
 
 pytestmark = pytest.mark.integration

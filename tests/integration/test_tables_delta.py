@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from daemon.core.errors import ApplyError
+from daemon.shared.errors import ApplyError
 
 if TYPE_CHECKING:
     from tests.helpers.tables import TableWorld

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 from deltalake import DeltaTable
 
-from daemon.core.errors import ApplyError
+from daemon.shared.errors import ApplyError
 
 if TYPE_CHECKING:
     from tests.helpers.tables import TableWorld

@@ -31,7 +31,7 @@ def prefect_api():
 
 def _entries(world: TableWorld):
     from daemon.adapters.tables.adapter import TableAdapter
-    from flows.tables.schedules import entries_for
+    from daemon.adapters.tables.schedules import entries_for
 
     graph, ctx = world.graph()
     return entries_for(graph.resources, TableAdapter(ctx))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from daemon.core.compose import compose
-from daemon.core.errors import SpecErrors
 from daemon.core.graph import build_graph
+from daemon.shared.errors import SpecErrors
 
 RAW = """
 source:

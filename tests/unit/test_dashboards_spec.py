@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daemon.core.compose import Composed, SpecDoc, compose
-from daemon.core.errors import SpecErrors
+from daemon.core.compose import compose
+from daemon.core.documents import Composed, SpecDoc
 from daemon.core.graph import build_graph
-from daemon.schema.dashboard import MAX_UID_LENGTH, dashboard_uid, derive_dashboards, folder_uid
+from daemon.schema.dashboard import MAX_UID_LENGTH, dashboard_uid, folder_uid
 from daemon.schema.environment import EnvironmentSpec
 from daemon.schema.promql import PromQLError, check_instant_query, metric_names, signal_of
 from daemon.schema.service import ServiceSpec, default_port
+from daemon.shared.errors import SpecErrors
+from dashboards.derive import derive_all as derive_dashboards
 
 ROOT = Path(__file__).resolve().parents[2]
 

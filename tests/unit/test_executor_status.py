@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-from daemon.adapters.base import ApplyOutcome, Observed
-from daemon.core.errors import ApplyError
 from daemon.core.executor import BLOCKED, FAILED, SUCCEEDED, ActionResult, execute
 from daemon.core.graph import Graph, Resource
 from daemon.core.plan import Action, Op, Plan
+from daemon.core.state import ApplyOutcome, Observed
 from daemon.core.status import Journal, diff_statuses, resource_statuses
+from daemon.shared.errors import ApplyError
 
 
 def action(name, op=Op.CREATE, deps=()):

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from daemon.adapters.base import Observed
 from daemon.core.compose import compose
-from daemon.core.errors import SpecErrors
 from daemon.core.graph import build_graph
 from daemon.core.plan import Op, make_plan, property_diff
+from daemon.core.state import Observed
+from daemon.shared.errors import SpecErrors
 
 FILE = "source: {type: file, path: data/x.csv, format: csv}\n"
 

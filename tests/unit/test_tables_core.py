@@ -107,7 +107,7 @@ def test_watcher_filters_past_the_watermark_and_tracks_the_new_one() -> None:
 
 
 def test_watcher_keeps_the_sources_own_error_and_accepts_a_columnless_stream() -> None:
-    from daemon.core.errors import ApplyError
+    from daemon.shared.errors import ApplyError
     from flows.tables.sources import SourceError
 
     def failing():

@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.adapters.base import DEGRADED, HEALTHY, AdapterContext, ApplyOutcome, Observed
+from daemon.adapters.base import AdapterContext
 from daemon.adapters.models.check import check_models, source_table
-from daemon.core.errors import ApplyError, SpecIssue
+from daemon.core.state import DEGRADED, HEALTHY, ApplyOutcome, Observed
+from daemon.shared.errors import ApplyError, SpecIssue
 from daemon.shared.paths import bentoml_home, logs_dir, runtime_dir
 from flows.training import registry
 

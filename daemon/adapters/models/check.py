@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from daemon.adapters.base import AdapterContext
-from daemon.core.errors import SpecIssue
 from daemon.core.yamlpos import YamlSyntaxError, line_for, parse_with_lines
+from daemon.shared.errors import SpecIssue
 from flows.tables import is_local, local_path, table_uri
 from flows.training.schema import schema_type
 

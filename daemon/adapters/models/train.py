@@ -12,11 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.adapters.base import AdapterContext, ApplyOutcome
+from daemon.adapters.base import AdapterContext
 from daemon.adapters.models import metrics as models_metrics
 from daemon.adapters.models.check import live_columns
-from daemon.core.errors import ApplyError
 from daemon.core.kinds import kind_by_name
+from daemon.core.state import ApplyOutcome
+from daemon.shared.errors import ApplyError
 from flows.training import registry
 from flows.training.artifact import artifact_complete, record_decision
 from flows.training.jobs import candidate_fingerprint, evaluate_job, train_job

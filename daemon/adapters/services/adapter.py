@@ -21,18 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.adapters.base import (
-    DEGRADED,
-    HEALTHY,
-    MISSING_OBSERVED,
-    PROGRESSING,
-    AdapterContext,
-    ApplyOutcome,
-    Observed,
-)
+from daemon.adapters.base import AdapterContext
 from daemon.adapters.services.supervisor import Launch, Supervisor, process_start_time
-from daemon.core.errors import ApplyError, SpecIssue
+from daemon.core.state import DEGRADED, HEALTHY, MISSING_OBSERVED, PROGRESSING, ApplyOutcome, Observed
 from daemon.schema.service import ServiceSpec, default_port
+from daemon.shared.errors import ApplyError, SpecIssue
 from daemon.shared.paths import bentoml_home
 
 if TYPE_CHECKING:

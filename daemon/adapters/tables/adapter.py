@@ -23,9 +23,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.adapters.base import DEGRADED, HEALTHY, MISSING_OBSERVED, AdapterContext, ApplyOutcome, Observed
+from daemon.adapters.base import AdapterContext
 from daemon.adapters.tables.metrics import record_build, record_version
-from daemon.core.errors import ApplyError, SpecIssue
+from daemon.core.state import DEGRADED, HEALTHY, MISSING_OBSERVED, ApplyOutcome, Observed
+from daemon.shared.errors import ApplyError, SpecIssue
 from flows.tables import (
     BUILD_KEY,
     DATA_ID,

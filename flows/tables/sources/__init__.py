@@ -7,7 +7,7 @@ batch size, never by the input size. Registering a new type is one line in `READ
 
 This module stays import-light (observe uses `input_digest`); readers import pyarrow/duckdb inside `read`.
 
-`SourceError` is a `daemon.core.errors.ApplyError`, so whether a failure is transient (an API that answered
+`SourceError` is a `daemon.shared.errors.ApplyError`, so whether a failure is transient (an API that answered
 503 on page 7, an unreachable database) travels with it to the daemon, which retries those with backoff.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.core.errors import ApplyError
+from daemon.shared.errors import ApplyError
 
 if TYPE_CHECKING:
     import pyarrow as pa
