@@ -1,8 +1,14 @@
 """What each generated dashboard shows and alerts on, per resource kind, as dashboard-spec data.
 
 One function per kind returns the dict a `DashboardSpec` validates: rows of panels (PromQL over the
-CONTRACTS.md metrics), alert rules, and — for the platform — the Prometheus scrape targets. Windows are
-fixed (`[5m]`), not Grafana variables, so the same text runs unchanged against Prometheus' HTTP API.
+CONTRACTS.md metrics), alert rules, annotations and — for the platform — the Prometheus scrape targets.
+
+Panels use Grafana's `$__rate_interval` (never shorter than four scrapes, so a zoomed-in rate is not empty
+and a zoomed-out one is not jagged); alert rules run in Prometheus, which has no such variable, so they use
+fixed windows. Error-rate SLOs alert with the multi-window, multi-burn-rate rules of Google's SRE workbook:
+page when the error budget (`1 - SLO` over 30 days) burns 14.4× too fast over 1 h (and still over 5 m) or
+6× over 6 h (and 30 m); open a ticket at 3× over 1 d (and 2 h) or 1× over 3 d (and 6 h). Every generated
+alert has a description and a runbook URL (an anchor of the README's "Runbooks" section).
 """
 
 from __future__ import annotations
@@ -10,7 +16,16 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-WINDOW = "5m"
+WINDOW = "$__rate_interval"  # panels (Grafana)
+ALERT_WINDOW = "5m"  # alert rules (Prometheus)
+RUNBOOKS = "README.md#runbooks"  # prefixed with env.prometheus.runbook_base_url when set
+# (long window, short window, burn rate, severity, for): the SRE workbook's recommended pairs for a 30-day budget
+BURN_RATE_WINDOWS = (
+    ("1h", "5m", 14.4, "critical", "2m"),
+    ("6h", "30m", 6.0, "critical", "15m"),
+    ("1d", "2h", 3.0, "warning", "1h"),
+    ("3d", "6h", 1.0, "warning", "3h"),
+)
 QUANTILES = ((0.5, "p50"), (0.9, "p90"), (0.99, "p99"))
 DAEMON_JOB = "specd-daemon"
 SERVICES_JOB = "specd-services"
@@ -22,14 +37,14 @@ def _sel(metric: str, **labels: str) -> str:
     return f"{metric}{{{inner}}}" if inner else metric
 
 
-def _rate(metric: str, by: str = "", **labels: str) -> str:
+def _rate(metric: str, by: str = "", window: str = WINDOW, **labels: str) -> str:
     grouping = f" by ({by})" if by else ""
-    return f"sum{grouping} (rate({_sel(metric, **labels)}[{WINDOW}]))"
+    return f"sum{grouping} (rate({_sel(metric, **labels)}[{window}]))"
 
 
-def _quantile(q: float, histogram: str, by: str = "", **labels: str) -> str:
+def _quantile(q: float, histogram: str, by: str = "", window: str = WINDOW, **labels: str) -> str:
     keys = ", ".join(["le"] + ([by] if by else []))
-    return f"histogram_quantile({q}, sum by ({keys}) (rate({_sel(histogram + '_bucket', **labels)}[{WINDOW}])))"
+    return f"histogram_quantile({q}, sum by ({keys}) (rate({_sel(histogram + '_bucket', **labels)}[{window}])))"
 
 
 def _mean(histogram: str, by: str = "", **labels: str) -> str:
@@ -53,7 +68,7 @@ def _instant_table(title: str, queries: list[tuple[str, str]], **extra: Any) -> 
     }
 
 
-def _alert(name: str, expr: str, summary: str, for_: str, severity: str, resource: str, description: str = "") -> dict[str, Any]:
+def _alert(name: str, expr: str, summary: str, for_: str, severity: str, resource: str, description: str, runbook: str) -> dict[str, Any]:
     return {
         "name": name,
         "expr": expr,
@@ -61,8 +76,45 @@ def _alert(name: str, expr: str, summary: str, for_: str, severity: str, resourc
         "severity": severity,
         "summary": summary,
         "description": description,
+        "runbook_url": f"{RUNBOOKS}-{runbook}",
         "labels": {"specd_resource": resource},
     }
+
+
+def _new_series(selector: str, window: str = "5m") -> str:
+    """An annotation query: the series of an info metric that appeared in the last `window` (a label changed)."""
+    return f"{selector} unless ({selector} offset {window})"
+
+
+def _annotation(name: str, expr: str, title: str, colour: str) -> dict[str, Any]:
+    return {"name": name, "expr": expr, "title": title, "color": colour}
+
+
+def _error_ratio(requests: str, window: str, **labels: str) -> str:
+    errors = f"sum(rate({_sel(requests, code='~5..', **labels)}[{window}]))"
+    total = f"sum(rate({_sel(requests, **labels)}[{window}]))"
+    return f"(({errors} or ({total} * 0)) / {total})"
+
+
+def burn_rate_alerts(name: str, requests: str, slo_error_rate: float, resource: str, **labels: str) -> list[dict[str, Any]]:
+    """Multi-window, multi-burn-rate alerts on an error-rate SLO: a page for fast burns, a ticket for slow ones."""
+    alerts = []
+    for severity, pairs in (("critical", BURN_RATE_WINDOWS[:2]), ("warning", BURN_RATE_WINDOWS[2:])):
+        clauses = []
+        for long_window, short_window, burn, _, _ in pairs:
+            threshold = f"{burn * slo_error_rate:.6g}"
+            clauses.append(f"({_error_ratio(requests, long_window, **labels)} > {threshold} and "
+                           f"{_error_ratio(requests, short_window, **labels)} > {threshold})")
+        speed = "Fast" if severity == "critical" else "Slow"
+        windows = ", ".join(f"{b:g}× over {lw} and {sw}" for lw, sw, b, _, _ in pairs)
+        alerts.append(_alert(
+            f"SpecdService{_camel(name)}ErrorBudgetBurn{speed}", " or ".join(clauses),
+            f"service {name}: the 5xx error budget ({slo_error_rate:g}) is burning {'fast' if severity == 'critical' else 'slowly'}",
+            pairs[0][4], severity, resource,
+            f"The 5xx ratio of service {name} exceeds its SLO of {slo_error_rate:g} at a rate that spends the 30-day "
+            f"error budget too soon ({windows}). Check the Errors row of its dashboard: which variant, which code.",
+            "error-budget-burn"))
+    return alerts
 
 
 def _camel(name: str) -> str:
@@ -116,12 +168,18 @@ def service_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
     resource = f"service/{name}"
     alerts = [
         _alert(f"SpecdService{_camel(name)}Down", f'up{{job="{SERVICES_JOB}",specd_service="{name}"}} == 0',
-               f"service {name} is not answering /metrics", "2m", "critical", resource),
-        _alert(f"SpecdService{_camel(name)}LatencySLO", f"{_quantile(0.99, latency, **svc)} > {p99_slo_s}",
-               f"service {name}: p99 latency above its SLO of {p99_slo_s * 1000:g} ms", "10m", "warning", resource),
-        _alert(f"SpecdService{_camel(name)}ErrorRateSLO",
-               f"(sum(rate({_sel(requests, code='~5..', **svc)}[{WINDOW}])) or ({total} * 0)) / {total} > {max_error_rate}",
-               f"service {name}: 5xx ratio above its SLO of {max_error_rate:g}", "10m", "critical", resource),
+               f"service {name} is not answering /metrics", "2m", "critical", resource,
+               f"Prometheus cannot scrape service {name}; the daemon restarts a dead bentoml serve with backoff.", "service-down"),
+        _alert(f"SpecdService{_camel(name)}LatencySLO", f"{_quantile(0.99, latency, window=ALERT_WINDOW, **svc)} > {p99_slo_s}",
+               f"service {name}: p99 latency above its SLO of {p99_slo_s * 1000:g} ms", "10m", "warning", resource,
+               f"The 99th percentile of /predict latency of service {name} has been above {p99_slo_s * 1000:g} ms for 10 minutes.",
+               "latency-slo"),
+        *burn_rate_alerts(name, requests, max_error_rate, resource, **svc),
+    ]
+    annotations = [
+        _annotation("Weight changes", f"changes({_sel('specd_service_variant_weight', **svc)}[2m]) > 0",
+                    "traffic split changed: {{variant}}", "orange"),
+        _annotation("Deploys", _new_series("specd_applied_revision_info"), "specd applied {{revision}}", "blue"),
     ]
     return {
         "title": f"Service {name}",
@@ -129,6 +187,7 @@ def service_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
         "tags": ["specd", "service"],
         "rows": rows,
         "alerts": alerts,
+        "annotations": annotations,
         "generated_for": resource,
     }
 
@@ -156,6 +215,10 @@ def model_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
         "description": f"A/B candidates of model {name}: held-out metrics, promotions, fairness.",
         "tags": ["specd", "model"],
         "rows": rows,
+        "annotations": [
+            _annotation("Champion swaps", _new_series(_sel("specd_model_champion_info", **mod)), "champion is now {{candidate}}", "green"),
+            _annotation("Promotion decisions", f"changes({_sel('specd_model_promotions_total', **mod)}[2m]) > 0", "promotion: {{decision}}", "purple"),
+        ],
         "generated_for": f"model/{name}",
     }
 
@@ -198,18 +261,23 @@ def table_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
     resource = f"table/{name}"
     alerts = [
         _alert(f"SpecdTable{_camel(name)}QualityFailed", f"(sum(increase({_sel('specd_table_quality_failures_total', **tab)}[15m])) or {zero}) > 0",
-               f"table {name}: quality checks failed", "0m", "warning", resource),
+               f"table {name}: quality checks failed", "0m", "warning", resource,
+               f"A build of table {name} failed or quarantined quality checks in the last 15 minutes; `specd status` names the check.",
+               "table-quality"),
     ]
     max_age = stale_after_seconds(data)
     if max_age is not None:
         alerts.append(_alert(f"SpecdTable{_camel(name)}Stale", f"{age} > {max_age:g}",
-                             f"table {name}: no commit for more than {max_age:g} s", "5m", "warning", resource))
+                             f"table {name}: no commit for more than {max_age:g} s", "5m", "warning", resource,
+                             f"Table {name} has had no new Delta version for longer than its freshness bound or twice its schedule.",
+                             "table-stale"))
     return {
         "title": f"Table {name}",
         "description": f"Delta table {name} ({data.get('layer', 'other')} layer): freshness, rows, quality, quarantine.",
         "tags": ["specd", "table"],
         "rows": rows,
         "alerts": alerts,
+        "annotations": [_annotation("Builds", f"changes({_sel('specd_table_version', **tab)}[2m]) > 0", "new Delta version", "blue")],
         "generated_for": resource,
     }
 
@@ -263,15 +331,21 @@ def platform_dashboard(env: Any, services: list[tuple[str, str, int]]) -> dict[s
         ]},
     ]
     alerts = [
-        _alert("SpecdDaemonDown", f'up{{job="{DAEMON_JOB}"}} == 0', "the specd daemon is not answering /metrics", "2m", "critical", "platform"),
+        _alert("SpecdDaemonDown", f'up{{job="{DAEMON_JOB}"}} == 0', "the specd daemon is not answering /metrics", "2m", "critical", "platform",
+               "Prometheus cannot scrape the daemon: nothing is being reconciled. Check the daemon process and its log.", "daemon-down"),
         _alert("SpecdOutOfSync", "specd_in_sync == 0", f"specd has been out of sync with Git for {prom.out_of_sync_for}",
-               prom.out_of_sync_for, "warning", "platform"),
+               prom.out_of_sync_for, "warning", "platform",
+               "The applied revision differs from the desired one, or a resource is not synced: `specd status` says which.", "out-of-sync"),
         _alert("SpecdSyncStale", f"time() - specd_last_successful_sync_timestamp_seconds > {prom.sync_stale_after_s:g}",
-               f"no successful sync for more than {prom.sync_stale_after_s:g} s", "5m", "warning", "platform"),
+               f"no successful sync for more than {prom.sync_stale_after_s:g} s", "5m", "warning", "platform",
+               "No reconcile cycle has succeeded for a long time: the Git source may be unreachable or every cycle fails.", "sync-stale"),
         _alert("SpecdResourceUnhealthy", "specd_resource_healthy == 0", "a resource managed by specd is not healthy",
-               "10m", "warning", "platform", "{{ $labels.kind }}/{{ $labels.name }} is not healthy"),
+               "10m", "warning", "platform", "{{ $labels.kind }}/{{ $labels.name }} is not healthy: `specd status` gives the reason.",
+               "resource-unhealthy"),
         _alert("SpecdCommitRejected", "sum(increase(specd_rejected_commits_total[15m])) > 0",
-               "a commit was rejected as invalid; nothing of it was applied", "0m", "warning", "platform"),
+               "a commit was rejected as invalid; nothing of it was applied", "0m", "warning", "platform",
+               "`specd validate` on the rejected revision lists every error with file:line; the last valid revision keeps running.",
+               "commit-rejected"),
     ]
     scrape = [{"job": DAEMON_JOB, "targets": [f"{env.daemon.metrics_host}:{env.daemon.metrics_port}"]}]
     for name, host, port in services:
@@ -282,6 +356,7 @@ def platform_dashboard(env: Any, services: list[tuple[str, str, int]]) -> dict[s
         "tags": ["specd", "platform"],
         "rows": rows,
         "alerts": alerts,
+        "annotations": [_annotation("Deploys", _new_series("specd_applied_revision_info"), "specd applied {{revision}}", "blue")],
         "scrape": scrape,
         "generated_for": "platform",
     }

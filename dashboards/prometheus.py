@@ -19,6 +19,8 @@ from daemon.schema.environment import EnvironmentSpec
 PROMETHEUS_DIR = "prometheus"
 CONFIG_FILE = "prometheus.yml"
 RULES_DIR = "rules"
+DATASOURCE_FILE = "provisioning/datasources/specd.yaml"  # relative to the Grafana root, beside provisioning/dashboards
+DATASOURCE_UID = "specd-prometheus"
 
 
 def _seconds(value: float) -> str:
@@ -45,7 +47,31 @@ def scrape_config(env: EnvironmentSpec, spec: DashboardSpec) -> dict[str, Any]:
     }
 
 
-def alert_rules(name: str, spec: DashboardSpec) -> dict[str, Any] | None:
+def datasource_provisioning(env: EnvironmentSpec) -> dict[str, Any]:
+    """Grafana datasource provisioning: the Prometheus the generated dashboards query, as the default datasource."""
+    return {
+        "apiVersion": 1,
+        "datasources": [{
+            "name": f"specd Prometheus ({env.name})",
+            "uid": env.grafana.datasource_uid or DATASOURCE_UID,
+            "type": "prometheus",
+            "access": "proxy",
+            "url": env.prometheus.url,
+            "isDefault": True,
+            "editable": False,  # Git is the source of truth
+            "jsonData": {"timeInterval": _seconds(env.prometheus.scrape_interval_s)},  # $__rate_interval follows the scrape interval
+        }],
+    }
+
+
+def runbook_url(url: str, base: str = "") -> str:
+    """An absolute runbook URL stays; a relative one (README.md#runbooks-…) is joined to the environment's base."""
+    if not url or "://" in url or not base:
+        return url
+    return base.rstrip("/") + "/" + url.lstrip("/")
+
+
+def alert_rules(name: str, spec: DashboardSpec, runbook_base: str = "") -> dict[str, Any] | None:
     """The rules file of one dashboard resource (None when it has no alerts)."""
     if not spec.alerts:
         return None
@@ -54,6 +80,8 @@ def alert_rules(name: str, spec: DashboardSpec) -> dict[str, Any] | None:
         annotations = {"summary": alert.summary}
         if alert.description:
             annotations["description"] = alert.description
+        if alert.runbook_url:
+            annotations["runbook_url"] = runbook_url(alert.runbook_url, runbook_base)
         rules.append(
             {
                 "alert": alert.name,

@@ -76,7 +76,16 @@ def build_dashboard(name: str, spec: DashboardSpec, datasource_uid: str | None =
         board = board.with_row(dashboard.Row(row.title))
         for panel in row.panels:
             board = board.with_panel(_panel(panel, datasource))
+    for note in spec.annotations:
+        board = board.annotation(dashboard.AnnotationQuery().name(note.name).datasource(datasource).enable(True)
+                                 .icon_color(note.color).expr(note.expr))
     model = json.loads(json.dumps(board.build(), cls=JSONEncoder))
+    titles = {note.name: note.title for note in spec.annotations}
+    for entry in model.get("annotations", {}).get("list", []):
+        if titles.get(entry.get("name")):
+            entry["titleFormat"] = titles[entry["name"]]  # Prometheus annotation fields the SDK does not model
+        if entry.get("name") in titles:
+            entry["step"] = "60s"
     for panel_id, panel in enumerate(model.get("panels", []), start=1):
         panel["id"] = panel_id  # stable ids: Grafana links and panel edits refer to them
     if model.get("schemaVersion") != SCHEMA_VERSION:

@@ -118,12 +118,14 @@ class DashboardAdapter:
         from dashboards import prometheus
 
         owned: dict[str, str] = {}
-        rules = prometheus.alert_rules(name, spec)
+        rules = prometheus.alert_rules(name, spec, self.ctx.env.prometheus.runbook_base_url)
         if rules is not None:
             owned[prometheus.rules_path(self.root, name).relative_to(self.root).as_posix()] = prometheus.dump(rules)
         if spec.scrape:
             config = prometheus.scrape_config(self.ctx.env, spec)
             owned[prometheus.config_path(self.root).relative_to(self.root).as_posix()] = prometheus.dump(config)
+            if self.grafana.url is None:  # provisioning files: Grafana also needs to know where Prometheus is
+                owned[prometheus.DATASOURCE_FILE] = prometheus.dump(prometheus.datasource_provisioning(self.ctx.env))
         return owned
 
     def _delete(self, action: Action) -> ApplyOutcome:

@@ -66,6 +66,8 @@ class AlertSpec(SpecModel):
     severity: Literal["info", "warning", "critical"] = "warning"
     summary: str = Field(min_length=1)
     description: str = ""
+    # Where an on-call engineer reads what to do: absolute (https://…) or relative to env.prometheus.runbook_base_url.
+    runbook_url: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -73,6 +75,15 @@ class AlertSpec(SpecModel):
         if not _ALERT_NAME.match(self.name):
             raise ValueError(f"alert name {self.name!r} must match [A-Za-z_][A-Za-z0-9_]*")
         return self
+
+
+class AnnotationSpec(SpecModel):
+    """A Grafana annotation query: a marker on every time series panel where `expr` returns a series."""
+
+    name: str = Field(min_length=1)
+    expr: PromQL
+    title: str = ""  # Grafana title format, e.g. "specd applied {{revision}}"
+    color: str = "blue"
 
 
 class ScrapeTargetSpec(SpecModel):
@@ -98,6 +109,7 @@ class DashboardSpec(SpecModel):
     panels: list[PanelSpec] = Field(default_factory=list)  # shown first, without a row
     rows: list[RowSpec] = Field(default_factory=list)
     alerts: list[AlertSpec] = Field(default_factory=list)
+    annotations: list[AnnotationSpec] = Field(default_factory=list)
     # Resources this dashboard follows ("service/churn-api"): an unknown one is a spec error.
     resources: list[str] = Field(default_factory=list)
     # Set on generated dashboards: the resource ("service/churn-api") or "platform".

@@ -74,6 +74,8 @@ class PrometheusSection(SpecModel):
     out_of_sync_for: str = Field(default="15m", pattern=r"^([0-9]+(ms|s|m|h|d))+$")  # SpecdOutOfSync alert delay
     sync_stale_after_s: float = Field(default=3600.0, gt=0)  # SpecdSyncStale: no successful sync for this long
     reload_url: str | None = None  # e.g. http://127.0.0.1:9090/-/reload: POSTed after the config or rules change
+    url: str = "http://127.0.0.1:9090"  # the Prometheus Grafana queries (written to the datasource provisioning file)
+    runbook_base_url: str = ""  # prefix of relative alert runbook URLs (e.g. https://git.example/org/specs/blob/main/)
 
 
 class TablesSection(SpecModel):

@@ -120,11 +120,28 @@ def signal_of(expr: str) -> str:
     node = parse(expr)
     parser = _parser()
     comparisons = {">", "<", ">=", "<=", "==", "!="}
-    while isinstance(node, parser.BinaryExpr) and str(node.op) in comparisons and isinstance(node.rhs, parser.NumberLiteral):
-        node = node.lhs
-    while isinstance(node, parser.ParenExpr):
-        node = node.expr
-    return str(node)
+    set_operations = {"and", "or", "unless"}  # multi-window alerts: the signal of the first threshold clause
+
+    def unwrap(n: Any) -> Any:
+        while isinstance(n, parser.ParenExpr):
+            n = n.expr
+        return n
+
+    def is_threshold(n: Any) -> bool:
+        n = unwrap(n)
+        if isinstance(n, parser.BinaryExpr) and str(n.op) in set_operations:
+            return is_threshold(n.lhs)
+        return isinstance(n, parser.BinaryExpr) and str(n.op) in comparisons and isinstance(n.rhs, parser.NumberLiteral)
+
+    while True:
+        if isinstance(node, parser.ParenExpr):
+            node = node.expr
+        elif isinstance(node, parser.BinaryExpr) and str(node.op) in set_operations and is_threshold(node.lhs):
+            node = node.lhs
+        elif isinstance(node, parser.BinaryExpr) and str(node.op) in comparisons and isinstance(node.rhs, parser.NumberLiteral):
+            node = node.lhs
+        else:
+            return str(node)
 
 
 def _validated(expr: str) -> str:

@@ -48,3 +48,59 @@ def test_scrape_config_names_the_daemon_and_every_service(generated):
     services = {g["labels"]["specd_service"] for g in jobs["specd-services"]["static_configs"]}
     assert services == {r.name for r in graph.resources if r.kind == "service"}
     assert config["rule_files"] == ["rules/*.yml"]
+
+
+def _expected(rule: dict, **series_labels: str) -> dict:
+    return {"exp_labels": {**rule["labels"], "alertname": rule["alert"], **series_labels}, "exp_annotations": rule["annotations"]}
+
+
+def _requests(service: str, per_minute_ok: int, per_minute_5xx: int, minutes: int) -> list[dict]:
+    metric = "specd_service_requests_total"
+    return [
+        {"series": f'{metric}{{service="{service}",variant="champion",code="200"}}', "values": f"0+{per_minute_ok}x{minutes}"},
+        {"series": f'{metric}{{service="{service}",variant="champion",code="500"}}', "values": f"0+{per_minute_5xx}x{minutes}"},
+    ]
+
+
+def test_promtool_test_rules_burn_rate_and_sync_alerts_fire_when_they_should(generated, tmp_path):
+    """`promtool test rules`: a fast 5xx burn pages, a short burst does not, a slow burn tickets only, a healthy
+    service stays quiet, and the daemon's out-of-sync alert waits for its delay."""
+    directory, graph, _ = generated
+    service = next(r for r in graph.resources if r.kind == "service")
+    slo = service.spec.slo.error_rate
+    rules_file = directory / "rules" / f"service-{service.name}.yml"
+    rules = {r["alert"]: r for r in yaml.safe_load(rules_file.read_text())["groups"][0]["rules"]}
+    fast = next(r for name, r in rules.items() if name.endswith("ErrorBudgetBurnFast"))
+    slow = next(r for name, r in rules.items() if name.endswith("ErrorBudgetBurnSlow"))
+    platform = {r["alert"]: r for r in yaml.safe_load((directory / "rules" / "platform.yml").read_text())["groups"][0]["rules"]}
+    burst = round(100 * slo * 20)  # 20× the budget: both fast windows exceed 14.4×
+    slow_burn = round(100 * slo * 4)  # 4×: above the 3× ticket threshold, below the 6× page
+    tests = [
+        {"interval": "1m", "input_series": _requests(service.name, 100 - burst, burst, 150), "alert_rule_test": [
+            {"eval_time": "75m", "alertname": fast["alert"], "exp_alerts": [_expected(fast)]},
+        ]},
+        {"interval": "1m", "input_series": [  # a 5-minute burst of 50 % errors after an hour of none: no page
+            {"series": f'specd_service_requests_total{{service="{service.name}",variant="champion",code="200"}}', "values": "0+100x130"},
+            {"series": f'specd_service_requests_total{{service="{service.name}",variant="champion",code="500"}}', "values": "0x60 100+100x4 500x65"},
+        ], "alert_rule_test": [
+            {"eval_time": "66m", "alertname": fast["alert"], "exp_alerts": []},
+        ]},
+        {"interval": "1m", "input_series": _requests(service.name, 100 - slow_burn, slow_burn, 27 * 60), "alert_rule_test": [
+            {"eval_time": "26h", "alertname": slow["alert"], "exp_alerts": [_expected(slow)]},
+            {"eval_time": "26h", "alertname": fast["alert"], "exp_alerts": []},
+        ]},
+        {"interval": "1m", "input_series": _requests(service.name, 1000, 1, 26 * 60), "alert_rule_test": [  # 0.1 %: within budget
+            {"eval_time": "25h", "alertname": fast["alert"], "exp_alerts": []},
+            {"eval_time": "25h", "alertname": slow["alert"], "exp_alerts": []},
+        ]},
+        {"interval": "1m", "input_series": [{"series": 'specd_in_sync{job="specd-daemon"}', "values": "1 1 0x40"}], "alert_rule_test": [
+            {"eval_time": "10m", "alertname": "SpecdOutOfSync", "exp_alerts": []},
+            {"eval_time": "30m", "alertname": "SpecdOutOfSync", "exp_alerts": [_expected(platform["SpecdOutOfSync"], job="specd-daemon")]},
+        ]},
+    ]
+    test_file = tmp_path / "rules_test.yml"
+    test_file.write_text(yaml.safe_dump({"rule_files": [str(rules_file), str(directory / "rules" / "platform.yml")],
+                                         "evaluation_interval": "1m", "tests": tests}, sort_keys=False))
+    result = subprocess.run(["promtool", "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr

@@ -140,7 +140,14 @@ def test_service_slo_sets_alert_thresholds_and_scrape_targets_follow_the_environ
     docs = {d.name: d for d in derive_dashboards(Composed(env, (_service_doc(slo={"latency_p99_ms": 250, "error_rate": 0.02}),)))}
     alerts = {a.name: a.expr for a in docs["service-churn-api"].spec.alerts}
     assert alerts["SpecdServiceChurnApiLatencySLO"].endswith("> 0.25")
-    assert alerts["SpecdServiceChurnApiErrorRateSLO"].endswith("> 0.02")
+    fast, slow = alerts["SpecdServiceChurnApiErrorBudgetBurnFast"], alerts["SpecdServiceChurnApiErrorBudgetBurnSlow"]
+    # burn rates 14.4 and 6 (page), 3 and 1 (ticket) of a 0.02 budget, each over a long and a short window
+    assert "> 0.288 and" in fast and "[1h]" in fast and "[5m]" in fast and "> 0.12 and" in fast and "[6h]" in fast and "[30m]" in fast
+    assert "> 0.06 and" in slow and "[1d]" in slow and "[2h]" in slow and "> 0.02 and" in slow and "[3d]" in slow
+    assert all("$__" not in expr for expr in alerts.values())  # Prometheus evaluates alerts: no Grafana variables
+    panels = [q.expr for p in docs["service-churn-api"].spec.all_panels() for q in p.all_queries()]
+    assert any("[$__rate_interval]" in e for e in panels) and not any("[5m]" in e for e in panels)
+    assert {a.name for a in docs["service-churn-api"].spec.annotations} == {"Weight changes", "Deploys"}
     scrape = {t.job: t for t in docs["platform"].spec.scrape}
     assert scrape["specd-daemon"].targets == ["127.0.0.1:9555"]
     assert scrape["specd-services"].targets == [f"127.0.0.1:{default_port('churn-api', env.services.port_base)}"]
@@ -176,6 +183,42 @@ def test_alert_rules_render_in_prometheus_format(project):
     assert by_name["SpecdOutOfSync"]["for"] == "15m" and by_name["SpecdOutOfSync"]["expr"] == "specd_in_sync == 0"
     assert by_name["SpecdDaemonDown"]["labels"]["severity"] == "critical"
     assert yaml.safe_load(yaml.safe_dump(rules)) == rules
+    assert all(r["annotations"]["description"] and r["annotations"]["runbook_url"].startswith("README.md#runbooks-") for r in group["rules"])
+    based = alert_rules("platform", platform.spec, "https://git.example.invalid/specs/blob/main/")
+    assert based["groups"][0]["rules"][0]["annotations"]["runbook_url"] == "https://git.example.invalid/specs/blob/main/README.md#runbooks-daemon-down"
+
+
+def test_every_generated_runbook_anchor_is_documented(project):
+    """The README's Runbooks section has a heading for every runbook an alert links to."""
+    import re
+
+    from tests.conftest import ROOT
+
+    composed, _ = project
+    anchors = {a.runbook_url.split("#", 1)[1] for d in composed.docs if d.kind == "dashboard" for a in d.spec.alerts if a.runbook_url}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r'<a id="(runbooks-[a-z0-9-]+)"></a>', readme.split("## Runbooks", 1)[1]))
+    assert anchors and anchors <= documented, anchors - documented
+
+
+def test_annotations_render_as_prometheus_annotation_queries(project):
+    from dashboards.render import build_dashboard
+
+    composed, _ = project
+    doc = next(d for d in composed.docs if d.kind == "dashboard" and d.name.startswith("model-"))
+    model = build_dashboard(doc.name, doc.spec)
+    notes = {a["name"]: a for a in model["annotations"]["list"]}
+    assert notes["Champion swaps"]["expr"].endswith("offset 5m)") and notes["Champion swaps"]["titleFormat"] == "champion is now {{candidate}}"
+    assert notes["Champion swaps"]["datasource"]["uid"] == "${datasource}" and notes["Champion swaps"]["enable"] is True
+
+
+def test_datasource_provisioning_points_grafana_at_prometheus():
+    from dashboards.prometheus import datasource_provisioning
+
+    env = EnvironmentSpec.model_validate({"name": "dev", "prometheus": {"url": "http://127.0.0.1:9091", "scrape_interval_s": 10}})
+    (source,) = datasource_provisioning(env)["datasources"]
+    assert source["url"] == "http://127.0.0.1:9091" and source["type"] == "prometheus" and source["isDefault"]
+    assert source["jsonData"]["timeInterval"] == "10s" and source["uid"] == "specd-prometheus"
 
 
 def test_validate_plan_and_observe_stay_light(tmp_path):
