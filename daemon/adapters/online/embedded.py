@@ -32,8 +32,11 @@ def running(home: Path) -> procs.PidRecord | None:
 
 def ensure(home: Path, port: int, ping, timeout_s: float = 10.0) -> bool:
     """Start the embedded store unless it runs; True if this call started it. `ping()` → bool."""
-    if running(home) is not None and ping():
-        return False
+    record = running(home)
+    if record is not None:
+        if record.meta.get("port") == port and ping():
+            return False
+        procs.stop_group(record.pid, record.start_time, grace_s=5.0)  # another port (or wedged): replace it
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server is not installed (apt-get install redis-server) and online_store.url is unset")
