@@ -37,7 +37,8 @@ ROWS = [
 ]
 
 
-def _table(rows: list[dict], year_type: pa.DataType = pa.int64()) -> pa.Table:
+def _table(rows: list[dict], year_type: pa.DataType | None = None) -> pa.Table:
+    year_type = year_type or pa.int64()
     return pa.table({
         "penguin_id": pa.array([r["penguin_id"] for r in rows], pa.int64()),
         "bill_length_mm": pa.array([r["bill_length_mm"] for r in rows], pa.float64()),
