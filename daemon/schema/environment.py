@@ -113,6 +113,8 @@ class OnlineStoreSection(SpecModel):
             return value
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("online_store.url must be redis://, rediss:// or unix:// (or ${secret:NAME})")
+        if "@" in value.split("://", 1)[1].split("/", 1)[0] and ":" in value.split("://", 1)[1].split("@", 1)[0]:
+            raise ValueError("online_store.url carries a password: make the whole URL a ${secret:NAME}, or set online_store.password")
         return value
 
     def embedded(self) -> bool:
