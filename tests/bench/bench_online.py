@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.helpers.online import RedisServer  # noqa: E402
+from tests.helpers.online import RedisServer
 
 BATCH = 2000
 

@@ -229,3 +229,22 @@ def test_embedded_store_started_when_no_url(online_world: OnlineWorld, tmp_path)
     finally:
         assert embedded.stop(online_world.home)
     assert embedded.running(online_world.home) is None
+
+
+def test_latest_row_per_key_by_event_time(online_world: OnlineWorld) -> None:
+    online_world.write("data/events.csv", "user_id,clicks,updated_at\n"
+                       "1,30,2024-01-03T00:00:00\n1,10,2024-01-01T00:00:00\n2,5,2024-01-02T00:00:00\n1,20,2024-01-02T00:00:00\n")
+    online_world.write("specs/tables/events.yaml", """
+    source: {type: file, path: data/events.csv, format: csv}
+    clean:
+      columns:
+        updated_at: {cast: "timestamp[us]"}
+    online: {keys: [user_id], timestamp: updated_at}
+    """)
+    online_world.converge()
+    client = online_world.redis.client()
+    first = client.hgetall("t:user_id=1")
+    assert first["events:clicks"] == "30"  # the latest by updated_at, not the last row read
+    assert float(first["_ts:events"]) == 1704240000.0  # 2024-01-03T00:00:00Z in epoch seconds
+    assert "events:updated_at" not in first  # the timestamp is not a feature by default
+    assert client.hgetall("t:user_id=2")["events:clicks"] == "5"

@@ -154,3 +154,32 @@ def test_bad_key_is_400() -> None:
     with pytest.raises(RequestError) as info:
         asyncio.run(lookup.enrich({"penguin_id": [1]}, {"year": "int64"}))
     assert info.value.status == 400 and info.value.field == "penguin_id"
+
+
+@pytest.mark.parametrize("installed", [False, True])
+def test_no_store_reachable(repo: Path, monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
+    """The quick start without Redis: Degraded and no action when redis-server is missing; a create
+    (which starts the embedded store) when it is installed."""
+    import socket
+
+    from daemon.adapters.base import AdapterContext
+    from daemon.adapters.online import embedded
+    from daemon.adapters.online.adapter import OnlineAdapter
+    from daemon.core.plan import make_plan
+
+    monkeypatch.setattr(embedded, "installed", lambda: installed)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    composed = compose(repo, "dev", [f"env.online_store.port={port}"])
+    graph = build_graph(composed)
+    adapter = OnlineAdapter(AdapterContext(composed.env, repo / ".home", repo, "rev"))
+    online = [r for r in graph.resources if r.kind == "online"]
+    observed = adapter.observe(online)["online/gold_penguin_features"]
+    plan = make_plan("rev", "dev", type(graph)(tuple(online)), {"online/gold_penguin_features": observed})
+    if installed:
+        assert not observed.exists and "embedded online store is not running yet" in observed.message
+        assert [str(a.op) for a in plan.actions] == ["create"]
+    else:
+        assert observed.health == "Degraded" and "no online store reachable" in observed.message
+        assert [str(a.op) for a in plan.actions] == ["unchanged"]
