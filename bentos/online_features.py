@@ -38,6 +38,7 @@ from flows.online import (
 META_REFRESH_S = 5.0
 LOOKUP_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _lookups: dict[str, OnlineFeatures] = {}
+_by_settings: dict[int, tuple[Any, OnlineFeatures]] = {}
 _metrics: Any = None
 
 
@@ -153,10 +154,15 @@ def _key_value(value: Any, path: str) -> str:
 
 def lookup_for(service: str, config: Mapping[str, Any]) -> OnlineFeatures:
     """The worker's lookup for these settings (new settings from a routing swap get a new one)."""
+    entry = _by_settings.get(id(config))
+    if entry is not None and entry[0] is config:  # the same routing: no re-serialising per request
+        return entry[1]
     cache_key = json.dumps({"service": service, **config}, sort_keys=True, default=str)
     lookup = _lookups.get(cache_key)
     if lookup is None:
         lookup = _lookups[cache_key] = OnlineFeatures(service, config)
+    _by_settings.clear()
+    _by_settings[id(config)] = (config, lookup)
     return lookup
 
 

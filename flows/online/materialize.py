@@ -101,7 +101,7 @@ def latest_rows(table: Any, job: Job, features: list[str], commit_ts_s: float) -
 
     keys = sorted_keys(job.keys)
     columns = list(dict.fromkeys([*keys, *features, *([job.timestamp] if job.timestamp else [])]))
-    frame = pl.from_arrow(table.to_pyarrow_table(columns=columns))
+    frame = pl.from_arrow(table.to_pyarrow_table(columns=columns)).drop_nulls(subset=keys)  # no entity without a key
     if job.timestamp:
         frame = frame.sort(job.timestamp, nulls_last=False, maintain_order=True)
     frame = frame.unique(subset=keys, keep="last", maintain_order=True)
