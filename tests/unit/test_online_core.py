@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import textwrap
 from pathlib import Path
@@ -183,3 +184,15 @@ def test_no_store_reachable(repo: Path, monkeypatch: pytest.MonkeyPatch, install
     else:
         assert observed.health == "Degraded" and "no online store reachable" in observed.message
         assert [str(a.op) for a in plan.actions] == ["unchanged"]
+
+
+def test_service_dashboard_has_the_online_row_only_with_features_from(repo: Path) -> None:
+    from dashboards import panels
+
+    service = next(d for d in compose(repo, "dev").docs if d.kind == "service")
+    rows = {r["title"]: r for r in panels.service_dashboard(service.name, service.data)["rows"]}
+    titles = [p["title"] for p in rows["Online features"]["panels"]]
+    assert titles == ["Feature lookup latency", "Feature lookups by result", "Feature lookup hit ratio"]
+    assert "specd_service_feature_lookups_total" in json.dumps(rows["Online features"])
+    plain = {k: v for k, v in service.data.items() if k != "features_from"}
+    assert "Online features" not in {r["title"] for r in panels.service_dashboard(service.name, plain)["rows"]}
