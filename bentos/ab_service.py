@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bentos import online_features
 from bentos.batching import Arrivals, Batcher, predict_unbatched
 from bentos.live_routing import Live, RoutingWatcher
 from bentos.validation import RequestError, check_api_key, parse_body, sticky_key_of, validate_request
@@ -163,6 +164,7 @@ class ABService:
                 raise RequestError(503, "", "no routing is live yet (models loading)")
             check_api_key(request, live.settings.get("auth") or {})
             body = parse_body(await request.body())
+            body = await online_features.enrich(body, live)  # features_from: fill features by entity key
             routing = live.routing
             key = sticky_key_of(body, routing.sticky_field)
             if key is None and routing.sticky_header:

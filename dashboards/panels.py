@@ -121,6 +121,16 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
 
 
+def _online_row(svc: dict[str, str]) -> dict[str, Any]:
+    lookups = "specd_service_feature_lookups_total"
+    hist = "specd_service_feature_lookup_duration_seconds"
+    return {"title": "Online features", "panels": [
+        _multi("Feature lookup latency", [(_quantile(q, hist, **svc), label) for q, label in QUANTILES], "s"),
+        _panel("Feature lookups by result", _rate(lookups, "result", **svc), "{{result}}", "reqps"),
+        _panel("Feature lookup hit ratio", f'{_rate(lookups, **svc, result="hit")} / {_rate(lookups, **svc)}', "hit ratio", "percentunit"),
+    ]}
+
+
 def service_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
     svc = {"service": name}
     requests = "specd_service_requests_total"
@@ -165,6 +175,8 @@ def service_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
             _panel("Prediction log records dropped", f"{_rate('specd_service_prediction_log_dropped_total', **svc)} or ({total} * 0)", "dropped/s", "short"),
         ]},
     ]
+    if data.get("features_from"):  # serving by entity key: the online store's part of the latency
+        rows.append(_online_row(svc))
     resource = f"service/{name}"
     alerts = [
         _alert(f"SpecdService{_camel(name)}Down", f'up{{job="{SERVICES_JOB}",specd_service="{name}"}} == 0',

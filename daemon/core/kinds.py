@@ -30,6 +30,7 @@ class Kind:
 
 KINDS: tuple[Kind, ...] = (
     Kind("table", "tables", "daemon.schema.table:TableSpec", "daemon.adapters.tables.adapter:TableAdapter", "table/1", 10),
+    Kind("online", "online", "daemon.schema.online:OnlineSpec", "daemon.adapters.online.adapter:OnlineAdapter", "online/1", 15, derive="flows.online.derive:derive_online"),
     Kind("model", "models", "daemon.schema.model:ModelSpec", "daemon.adapters.models.adapter:ModelAdapter", "model/1", 20),
     Kind("service", "services", "daemon.schema.service:ServiceSpec", "daemon.adapters.services.adapter:ServiceAdapter", "service/1", 30),
     Kind("dashboard", "dashboards", "daemon.schema.dashboard:DashboardSpec", "daemon.adapters.dashboards:DashboardAdapter", "dashboard/1", 40, derive="dashboards.derive:derive_all"),

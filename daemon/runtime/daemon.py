@@ -152,6 +152,10 @@ class Daemon:
                     log.info("stopped services: %s", ", ".join(stopped))
             except Exception:  # best effort on the way out
                 log.exception("stopping services failed")
+            from daemon.adapters.online import embedded as online_store
+
+            if online_store.stop(self.home):  # the services read it: it lives as long as they do
+                log.info("stopped the embedded online store")
         if self.watcher:
             self.watcher.stop()
         if self.prefect_server:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from daemon.schema.base import SecretRef, SpecModel
+from daemon.shared.secrets import is_secret_ref
 
 
 class StorageSection(SpecModel):
@@ -87,6 +88,41 @@ class TablesSection(SpecModel):
     )
 
 
+class OnlineStoreSection(SpecModel):
+    """The online feature store (Redis) that tables with an `online:` block are materialised into.
+
+    `url` unset: the embedded default — the daemon starts a private `redis-server` on 127.0.0.1:`port`
+    (no persistence; it re-materialises after a restart) when a table declares `online:` and
+    redis-server is installed; without it the online resources are Degraded and nothing else fails.
+    `url` may be a secret reference (it can carry a password) or a plain `redis://` / `rediss://` URL.
+    """
+
+    url: str | None = None  # redis://host:port/db, rediss:// (TLS), unix:///path; or ${secret:NAME}
+    port: int = Field(default=6390, ge=1024, le=65535)  # the embedded store's port (url unset)
+    username: str | None = None
+    password: SecretRef | None = None  # ACL/requirepass password
+    ssl_ca_certs: SecretRef | str | None = None  # rediss: CA bundle path (or a secret holding the path)
+    ssl_certfile: SecretRef | str | None = None  # rediss: client certificate path (mutual TLS)
+    ssl_keyfile: SecretRef | None = None  # rediss: client key path, always a secret reference
+    prefix: str = Field(default="specd", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # key namespace (base.yaml: specd-${name})
+    timeout_s: float = Field(default=1.0, gt=0, le=60)  # connect and per-command timeout (daemon side)
+    batch_rows: int = Field(default=2000, ge=1, le=1_000_000)  # rows per pipelined round trip
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or is_secret_ref(value):
+            return value
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("online_store.url must be redis://, rediss:// or unix:// (or ${secret:NAME})")
+        if "@" in value.split("://", 1)[1].split("/", 1)[0] and ":" in value.split("://", 1)[1].split("@", 1)[0]:
+            raise ValueError("online_store.url carries a password: make the whole URL a ${secret:NAME}, or set online_store.password")
+        return value
+
+    def embedded(self) -> bool:
+        return self.url is None
+
+
 class EnvironmentSpec(SpecModel):
     name: str
     prune: bool = False  # delete live resources whose spec was removed (per-resource `prune` overrides)
@@ -99,3 +135,4 @@ class EnvironmentSpec(SpecModel):
     grafana: GrafanaSection = GrafanaSection()
     prometheus: PrometheusSection = PrometheusSection()
     tables: TablesSection = TablesSection()
+    online_store: OnlineStoreSection = OnlineStoreSection()

@@ -76,6 +76,19 @@ class ArtifactSpec(SpecModel):
     build: bool = False  # `bentoml build` a versioned bento per service version (slow: opt-in)
 
 
+class FeaturesFromSpec(SpecModel):
+    """Look a request's features up in the online store by entity key (the table's `online:` block).
+
+    A request may then carry only the key (plus any request-time features, which win over stored ones):
+    one HMGET per row, one pipelined round trip per request; an unknown key is a 404 naming it, an
+    unreachable store a 503 within `timeout_ms`.
+    """
+
+    table: ResourceName
+    key: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # request field holding the entity key
+    timeout_ms: float = Field(default=250.0, gt=0, le=10_000)  # the whole lookup, connect included
+
+
 class ServiceSpec(SpecModel):
     description: str = ""
     model: ResourceName
@@ -90,6 +103,7 @@ class ServiceSpec(SpecModel):
     auth: AuthSpec = AuthSpec()
     prediction_log: PredictionLogSpec = PredictionLogSpec()
     artifact: ArtifactSpec = ArtifactSpec()
+    features_from: FeaturesFromSpec | None = None  # serve by entity key from the online store
     prune: bool | None = None
 
     @model_validator(mode="after")
@@ -108,7 +122,10 @@ class ServiceSpec(SpecModel):
         return self
 
     def references(self) -> list[Ref]:
-        return [Ref("model", self.model, ("model",))]
+        refs = [Ref("model", self.model, ("model",))]
+        if self.features_from is not None:
+            refs.append(Ref("table", self.features_from.table, ("features_from", "table")))
+        return refs
 
     def normalised_weights(self) -> dict[str, float]:
         total = sum(v.weight for v in self.variants)

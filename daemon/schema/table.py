@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from daemon.schema.base import Ref, RelativePath, ResourceName, SpecModel
 from daemon.schema.table_sources import HttpSource, SqlSource
@@ -178,6 +178,30 @@ class IncrementalSpec(SpecModel):
     cursor: str
 
 
+class OnlineSpec(SpecModel):
+    """Serve the latest row per key from the environment's online store (Redis), materialised from Delta.
+
+    Becomes the derived resource `online/<table>` (flows/online/derive.py): planned, idempotent, revertable.
+    """
+
+    keys: list[str] = Field(min_length=1)  # entity key columns (one Redis hash per distinct key)
+    features: list[str] = Field(default_factory=list)  # empty: every column but the keys (and the timestamp)
+    timestamp: str | None = None  # event-time column: the latest row per key by it; None: the last row read
+    ttl_s: int | None = Field(default=None, ge=1)  # keys expire this long after the last materialisation
+    store: Literal["default"] = "default"  # the environment's `online_store`
+
+    @model_validator(mode="after")
+    def _distinct(self) -> OnlineSpec:
+        for label, names in (("keys", self.keys), ("features", self.features)):
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"online.{label} repeats {', '.join(repeated)}")
+        both = sorted(set(self.keys) & set(self.features))
+        if both:
+            raise ValueError(f"online.features must not include the keys ({', '.join(both)})")
+        return self
+
+
 class TableSpec(SpecModel):
     description: str = ""
     layer: Literal["bronze", "silver", "gold", "other"] = "other"
@@ -194,6 +218,7 @@ class TableSpec(SpecModel):
     maintenance: MaintenanceSpec = MaintenanceSpec()
     schedule: str | None = None  # cron: refresh as a Prefect deployment
     prune: bool | None = None  # None: the environment's prune policy decides
+    online: OnlineSpec | None = None  # also serve the latest row per key from the online store
 
     @model_validator(mode="after")
     def _consistent(self) -> TableSpec:
@@ -210,6 +235,25 @@ class TableSpec(SpecModel):
             raise ValueError("partition_by columns of a merge table must be among write.keys")
         return self
 
+    @field_validator("online")
+    @classmethod
+    def _online_columns(cls, online: OnlineSpec | None, info: ValidationInfo) -> OnlineSpec | None:
+        """Keys and features against the columns the spec alone tells (error on the `online:` line)."""
+        schema, features = info.data.get("schema_"), info.data.get("features")
+        if online is None or schema is None:
+            return online
+        columns = _known_columns(schema, features)
+        if columns is None:
+            return online  # known only once built: the online adapter checks against the Delta schema at apply
+        for label, names in (("keys", online.keys), ("features", online.features), ("timestamp", [online.timestamp] if online.timestamp else [])):
+            unknown = [n for n in names if n not in columns]
+            if unknown:
+                raise ValueError(f"online.{label}: unknown column {', '.join(map(repr, unknown))}; the table has {columns}")
+        return online
+
+    def known_columns(self) -> list[str] | None:
+        return _known_columns(self.schema_, self.features)
+
     @property
     def cursor(self) -> str | None:
         """The incremental cursor column, declared on the table or on its (sql/http) source."""
@@ -225,3 +269,12 @@ class TableSpec(SpecModel):
 
     def upstream_tables(self) -> list[str]:
         return sorted({ref.name for ref in self.references() if ref.kind == "table"})
+
+
+def _known_columns(schema: SchemaSpec, features: FeaturesSpec | None) -> list[str] | None:
+    """The table's columns when the spec alone tells them (an enforced schema, or a feature select)."""
+    if schema.columns and schema.policy == "enforce":
+        return [c.name for c in schema.columns]
+    if features is not None and features.select:
+        return list(features.select)
+    return None

@@ -24,13 +24,15 @@ class DaemonProcess:
         self.repo = repo
         self.home = home
         self.port = free_port()
+        self.online_port = free_port()  # the embedded online store's (redis-server), private to this daemon
         self.prefect_api = prefect_api
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen | None = None
         self.log_path = home.parent / f"daemon-{self.port}.log"
 
     def start(self) -> DaemonProcess:
-        env = {**os.environ, "SPECD_HOME": str(self.home), "BENTOML_HOME": str(self.home / "bentoml"), "PYTHONUNBUFFERED": "1", **self.extra_env}
+        env = {**os.environ, "SPECD_HOME": str(self.home), "BENTOML_HOME": str(self.home / "bentoml"), "PYTHONUNBUFFERED": "1",
+               "SPECD_ONLINE_PORT": str(self.online_port), **self.extra_env}
         env.pop("PREFECT_API_URL", None)
         if self.prefect_api and self.prefect_api != self.EMBEDDED:
             env["PREFECT_API_URL"] = self.prefect_api
@@ -92,6 +94,9 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
+        from daemon.adapters.online import embedded
+
+        embedded.stop(self.home)  # only does something if the daemon died before stopping it
         self.log.close()
         return self.proc.returncode if self.proc else 0
 

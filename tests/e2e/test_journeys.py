@@ -143,6 +143,17 @@ def test_merge_converges_the_example_stack(stack: Stack):
         sticky = {stack.predict("user-7", client).json()["variant"] for _ in range(5)}
     assert set(variants) == {"champion", "challenger"} and variants["champion"] > variants["challenger"], variants
     assert len(sticky) == 1
+
+    # serving by entity key: the example service reads the features from the online store
+    assert resources["online/gold_penguin_features"]["health"] == "Healthy"
+    row = next(r for r in gold.to_pylist() if all(r[k] == v for k, v in PENGUIN.items()))
+    by_key = httpx.post(f"http://127.0.0.1:{stack.port}/predict", json={"penguin_id": row["penguin_id"], "user_id": "user-7"}, timeout=10)
+    full = stack.predict("user-7")
+    assert by_key.status_code == 200, by_key.text
+    fields = ("variant", "model_version", "prediction", "probability")
+    assert [by_key.json()[f] for f in fields] == [full.json()[f] for f in fields]
+    missing = httpx.post(f"http://127.0.0.1:{stack.port}/predict", json={"penguin_id": 10**9}, timeout=10)
+    assert missing.status_code == 404 and missing.json()["field"] == "penguin_id"
     process = json.loads((stack.home / "run" / "services" / SERVICE / "process.json").read_text())
     assert process["launch"]["host"] == "127.0.0.1" and process["launch"]["port"] == stack.port
 

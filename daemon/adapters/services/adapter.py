@@ -27,6 +27,7 @@ from daemon.core.state import DEGRADED, HEALTHY, MISSING_OBSERVED, PROGRESSING, 
 from daemon.schema.service import ServiceSpec, default_port
 from daemon.shared.errors import ApplyError, SpecIssue
 from daemon.shared.paths import bentoml_home
+from flows.online.store import store_settings
 
 if TYPE_CHECKING:
     from daemon.core.graph import Graph, Resource
@@ -104,12 +105,21 @@ class ServiceAdapter:
         if failure or degraded:
             message = (failure or {}).get("message") or f"worker {degraded[0]['pid']}: {degraded[0]['error']}"
             return Observed(True, fingerprint, revision, DEGRADED, message, prune=prune, restorable=restorable, details=details)
+        online = settings.get("features_from")
+        if online and (problem := self._online_problem(online, routing)):  # training/serving consistency
+            return Observed(True, fingerprint, revision, DEGRADED, problem, prune=prune, restorable=restorable, details=details)
         if not state.ready:
             return Observed(True, fingerprint, revision, PROGRESSING, "starting (not ready yet)", prune=prune, restorable=restorable, details=details)
         lagging = [w["pid"] for w in workers if w.get("applied_fingerprint") != routing.get("fingerprint")]
         if lagging:
             return Observed(True, fingerprint, revision, PROGRESSING, f"workers {lagging} still loading the routing", prune=prune, restorable=restorable, details=details)
         return Observed(True, fingerprint, revision, HEALTHY, f"serving on {state.launch.host}:{state.launch.port}", prune=prune, restorable=restorable, details=details)
+
+    def _online_problem(self, online: dict[str, Any], routing: dict[str, Any]) -> str | None:
+        from flows.online.consistency import serving_problem
+
+        tags = [v["model_tag"] for v in routing.get("variants", []) if v.get("weight", 0) > 0]
+        return serving_problem(online["store"], online["table"], tags, bentoml_home(self.ctx.home))
 
     def worker_statuses(self, name: str) -> list[dict[str, Any]]:
         """Status files of live workers (a dead worker's file is ignored)."""
@@ -150,7 +160,8 @@ class ServiceAdapter:
         try:
             routing, notes = build_routing(name, spec, fingerprint=resource.fingerprint, revision=self.ctx.revision,
                                            store=store, storage_root=self.ctx.storage_root,
-                                           storage_options=dict(self.ctx.env.storage.storage_options))
+                                           storage_options=dict(self.ctx.env.storage.storage_options),
+                                           online_store=store_settings(self.ctx.env.online_store))
         except (LookupError, ValueError, FileNotFoundError) as exc:
             raise ApplyError(f"service {name}: {exc}") from None
         if spec.prediction_log.enabled:
