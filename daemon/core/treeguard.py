@@ -27,11 +27,13 @@ def link_escapes(link: Path, root: Path) -> str | None:
     except OSError as exc:
         return f"cannot read the symlink: {exc.strerror}"
     try:
-        resolved = link.resolve(strict=True)
+        resolved = link.resolve()
     except (OSError, RuntimeError):
-        return f"symlink to {target!r} does not resolve (dangling or a loop)"
+        return f"symlink to {target!r} does not resolve (a loop)"
     if not resolved.is_relative_to(root.resolve()):
         return f"symlink to {target!r} resolves outside {root.name}/"
+    if not resolved.exists():
+        return f"symlink to {target!r} does not resolve (dangling)"
     return None
 
 

@@ -93,7 +93,7 @@ class GitSource:
         def safe(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
             """tarfile's `data` filter, but a link that escapes the tree (or an absolute one) is left
             out and recorded, so compose rejects the commit naming it instead of the extraction failing."""
-            if member.name.lstrip("./") == UNSAFE_LINKS:
+            if member.name.removeprefix("./") == UNSAFE_LINKS:
                 return None  # only we write that record
             try:
                 return tarfile.data_filter(member, dest)
