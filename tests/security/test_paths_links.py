@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.helpers import RAW_TABLE, validate_errors
+from tests.security.helpers import validate_errors
 
 PATHS = [  # (source.path, expected)
     ("file:///etc/passwd", "source.path: Value error, file:// URIs are not allowed"),

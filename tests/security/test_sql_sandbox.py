@@ -85,7 +85,7 @@ def test_source_sql_refused_at_validate(spec_repo, tmp_path, sql, expected):
 @pytest.mark.parametrize(("block", "field", "expected"), EXPRESSIONS, ids=[f"{f}:{e}" for _, f, e in EXPRESSIONS])
 def test_expressions_refused_at_validate(spec_repo, tmp_path, block, field, expected):
     errors = validate_errors(_repo(spec_repo, "source:\n  type: table\n  inputs: [raw]\n" + block), tmp_path / "home")
-    assert any(e.startswith(f"specs/tables/t.yaml:") and f": {field}: " in e and expected in e for e in errors), errors
+    assert any(e.startswith("specs/tables/t.yaml:") and f": {field}: " in e and expected in e for e in errors), errors
 
 
 def test_harmless_sql_passes(spec_repo, tmp_path):

@@ -52,8 +52,9 @@ def test_callable_targets_refused_at_apply(tmp_path, target, expected):
 
 @pytest.mark.parametrize("target", ["os.system", "builtins.eval", "subprocess:Popen", "flows.training.models.torch", "flows.training.models:nn"])
 def test_model_targets_refused_at_validate(spec_repo, tmp_path, target):
-    from daemon.schema.model import ModelSpec
     from pydantic import ValidationError
+
+    from daemon.schema.model import ModelSpec
 
     with pytest.raises(ValidationError, match="is not in the allowlist"):
         ModelSpec.model_validate({"data": {"table": "x", "target": "y"}, "model": {"_target_": target}})
