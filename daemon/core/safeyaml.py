@@ -127,99 +127,107 @@ def _compose(loader: Any) -> Any:
     anchors: dict[str, _Frame | None] = {}  # anchor -> finished frame (None while it is still open)
     stack: list[_Frame] = []
     root: Any = None
-    totals = {"nodes": 0, "keys": 0, "aliases": 0}
+    nodes = keys = aliases = 0  # counted as they enter the document
     duplicates: list[tuple[int, str, str]] = []
+    mapping_node, scalar_node, merge_tag = yaml.MappingNode, yaml.ScalarNode, "tag:yaml.org,2002:merge"
 
-    def attach(frame: _Frame, line: int) -> None:
+    def count(n_nodes: int, n_keys: int, line: int) -> None:
+        """Nodes and keys entering the document (an alias brings its whole target again)."""
+        nonlocal nodes, keys
+        nodes += n_nodes
+        keys += n_keys
+        if nodes > MAX_NODES:
+            raise _limit(line, f"more than {MAX_NODES:,} nodes (aliases expanded): an alias bomb or an oversized file")
+        if keys > MAX_KEYS:
+            raise _limit(line, f"more than {MAX_KEYS:,} keys (aliases expanded)")
+
+    def attach(node: Any, size: int, height: int, n_keys: int, line: int) -> None:
         """A finished child (node or expanded alias) joins its parent."""
         nonlocal root
-        totals["nodes"] += frame.size if frame.node is not None else 0
         if not stack:
-            root = frame.node
+            root = node
             return
         parent = stack[-1]
-        parent.size += frame.size
-        parent.height = max(parent.height, frame.height + 1)
-        parent.keys += frame.keys
-        if parent.depth + 1 + frame.height > MAX_DEPTH:
-            raise _limit(line, f"nesting deeper than {MAX_DEPTH} levels (aliases expanded)")
-        if isinstance(parent.node, yaml.MappingNode):
-            if parent.pending_key is None:
-                parent.pending_key = frame.node
-                parent.keys += 1
-                totals["keys"] += 1
-                if totals["keys"] > MAX_KEYS:
-                    raise _limit(line, f"more than {MAX_KEYS:,} keys (aliases expanded)")
-                key = frame.node
-                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                    assert parent.seen is not None
-                    first = parent.seen.get(key.value)
-                    if first is not None:
-                        field = ".".join(str(p) for p in (*parent.path, key.value))
-                        duplicates.append((line, field, f"duplicate key {key.value!r} (first at line {first})"))
-                    else:
-                        parent.seen[key.value] = line
-            else:
-                parent.node.value.append((parent.pending_key, frame.node))
-                parent.pending_key = None
+        parent.size += size
+        if height + 1 > parent.height:
+            parent.height = height + 1
+            if parent.depth + 1 + height > MAX_DEPTH:
+                raise _limit(line, f"nesting deeper than {MAX_DEPTH} levels (aliases expanded)")
+        parent.keys += n_keys
+        if parent.seen is None:  # a sequence
+            parent.node.value.append(node)
+        elif parent.pending_key is None:
+            parent.pending_key = node
+            parent.keys += 1
+            count(0, 1, line)
+            if node.__class__ is scalar_node and node.tag != merge_tag:
+                first = parent.seen.get(node.value)
+                if first is not None:
+                    field = ".".join(str(p) for p in (*parent.path, node.value))
+                    duplicates.append((line, field, f"duplicate key {node.value!r} (first at line {first})"))
+                else:
+                    parent.seen[node.value] = line
         else:
-            parent.node.value.append(frame.node)
-        if totals["nodes"] > MAX_NODES:
-            raise _limit(line, f"more than {MAX_NODES:,} nodes (aliases expanded): an alias bomb or an oversized file")
+            parent.node.value.append((parent.pending_key, node))
+            parent.pending_key = None
 
     def child_path() -> tuple:
         if not stack:
             return ()
         parent = stack[-1]
-        if isinstance(parent.node, yaml.MappingNode):
+        if parent.seen is not None:
             key = parent.pending_key
-            return (*parent.path, key.value if isinstance(key, yaml.ScalarNode) else "?") if key is not None else parent.path
+            return (*parent.path, key.value if isinstance(key, scalar_node) else "?") if key is not None else parent.path
         return (*parent.path, len(parent.node.value))
 
-    while not loader.check_event(yaml.DocumentEndEvent):
+    while True:
         event = loader.get_event()
-        line = _mark_line(event.start_mark)
-        depth = len(stack)
-        if isinstance(event, yaml.AliasEvent):
-            totals["aliases"] += 1
-            if totals["aliases"] > MAX_ALIASES:
+        kind = event.__class__
+        if kind is yaml.ScalarEvent:
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = loader.resolve(scalar_node, event.value, event.implicit)
+            node = scalar_node(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+            if event.anchor is not None:
+                anchors[event.anchor] = _Frame(node, (), len(stack))
+            count(1, 0, event.start_mark.line + 1)
+            attach(node, 1, 0, 0, event.start_mark.line + 1)
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+            line = event.start_mark.line + 1
+            if len(stack) + 1 > MAX_DEPTH:
+                raise _limit(line, f"nesting deeper than {MAX_DEPTH} levels")
+            is_map = kind is yaml.MappingStartEvent
+            node_type = mapping_node if is_map else yaml.SequenceNode
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = loader.resolve(node_type, None, event.implicit)
+            node = node_type(tag, [], event.start_mark, None, flow_style=event.flow_style)
+            count(1, 0, line)
+            frame = _Frame(node, child_path(), len(stack), seen={} if is_map else None)
+            if event.anchor is not None:
+                anchors[event.anchor] = None  # open: an alias to it now would be recursive
+                frame.anchor = event.anchor
+            stack.append(frame)
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+            frame = stack.pop()
+            frame.node.end_mark = event.end_mark
+            if frame.anchor is not None:
+                anchors[frame.anchor] = frame
+            attach(frame.node, frame.size, frame.height, frame.keys, frame.node.start_mark.line + 1)
+        elif kind is yaml.AliasEvent:
+            line = event.start_mark.line + 1
+            aliases += 1
+            if aliases > MAX_ALIASES:
                 raise _limit(line, f"more than {MAX_ALIASES:,} alias references")
             if event.anchor not in anchors:
                 raise YamlSyntaxError(line, 0, f"YAML syntax error: found undefined alias {event.anchor!r}")
             target = anchors[event.anchor]
             if target is None:
                 raise YamlSyntaxError(line, 0, f"YAML syntax error: alias {event.anchor!r} refers to a node that contains it")
-            attach(_Frame(target.node, child_path(), depth, target.size, target.height, target.keys), line)
-        elif isinstance(event, yaml.ScalarEvent):
-            tag = event.tag
-            if tag is None or tag == "!":
-                tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-            node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
-            frame = _Frame(node, child_path(), depth)
-            if event.anchor is not None:
-                anchors[event.anchor] = frame
-            attach(frame, line)
-        elif isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
-            if depth + 1 > MAX_DEPTH:
-                raise _limit(line, f"nesting deeper than {MAX_DEPTH} levels")
-            tag = event.tag
-            is_map = isinstance(event, yaml.MappingStartEvent)
-            node_type = yaml.MappingNode if is_map else yaml.SequenceNode
-            if tag is None or tag == "!":
-                tag = loader.resolve(node_type, None, event.implicit)
-            node = node_type(tag, [], event.start_mark, None, flow_style=event.flow_style)
-            frame = _Frame(node, child_path(), depth, seen={} if is_map else None)
-            if event.anchor is not None:
-                anchors[event.anchor] = None  # open: an alias to it now would be recursive
-                frame.anchor = event.anchor
-            stack.append(frame)
-        else:  # SequenceEnd / MappingEnd
-            frame = stack.pop()
-            frame.node.end_mark = event.end_mark
-            if frame.anchor is not None:
-                anchors[frame.anchor] = frame
-            attach(frame, _mark_line(frame.node.start_mark))
-    loader.get_event()  # DocumentEnd
+            count(target.size, target.keys, line)
+            attach(target.node, target.size, target.height, target.keys, line)
+        elif kind is yaml.DocumentEndEvent:
+            break
     if not loader.check_event(yaml.StreamEndEvent):
         event = loader.peek_event()
         raise YamlSyntaxError(_mark_line(event.start_mark), 0,
