@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from daemon.core import interp_guard
 from daemon.core.compose_cache import ComposeCache, cache_key
 from daemon.core.documents import Composed, SpecDoc
 from daemon.core.kinds import KINDS, Kind, load_object
@@ -50,6 +51,8 @@ def _register_resolvers() -> None:
 
     OmegaConf.register_new_resolver("secret", secret_marker, replace=True)
     OmegaConf.register_new_resolver("oc.env", guarded_env, replace=True)
+    for name in interp_guard.REFUSED_RESOLVERS:  # decode/select arbitrary text: not part of the spec language
+        OmegaConf.register_new_resolver(name, interp_guard.refuse(name), replace=True)
     _resolvers_registered = True
 
 
@@ -159,6 +162,13 @@ def _materialise(
         root["spec"] = merged
         target = root["spec"]
     files = [p for p, _ in layers]
+    try:  # size every ${...} reference before OmegaConf copies what it points to
+        unresolved = OmegaConf.to_container(target, resolve=False)
+        interp_guard.check({"env": env_data, "spec": unresolved} if env_data is not None else unresolved,
+                           ("spec",) if env_data is not None else ())
+    except interp_guard.InterpolationBomb as exc:
+        where, line = _locate(files, exc.key, loader)
+        raise SpecErrors([SpecIssue(where, line, ".".join(map(str, exc.key)), str(exc))]) from None
     try:
         resolved = OmegaConf.to_container(target, resolve=True)
     except OmegaConfBaseException as exc:

@@ -125,3 +125,43 @@ def test_limits_are_what_the_readme_states():
     for figure in (f"{safeyaml.MAX_FILE_BYTES // 1024 // 1024} MiB", f"{safeyaml.MAX_DEPTH} levels",
                    f"{safeyaml.MAX_NODES:,} nodes", f"{safeyaml.MAX_KEYS:,} keys", f"{safeyaml.MAX_ALIASES:,} alias"):
         assert figure in text, figure
+
+
+def _interpolation_bomb(levels: int = 8, relative: bool = False) -> str:
+    lines = ["description: x", "a0: [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    ref = "..a" if relative else "spec.a"
+    lines += [f"a{i}: [" + ", ".join([f'"${{{ref}{i - 1}}}"'] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+INTERPOLATION_CASES = [  # (text, expected start of the file's one error)
+    (_interpolation_bomb(), "specs/tables/hostile.yaml:7: a5: interpolations at a5 expand to more than 100,000 nodes"),
+    (_interpolation_bomb(relative=True), "specs/tables/hostile.yaml:7: a5: interpolations at a5 expand to more than 100,000 nodes"),
+    ("description: \"${oc.decode:'[1, 2, 3]'}\"\n" + GOOD, "specs/tables/hostile.yaml:1: description: interpolation: "),
+    ("description: \"${oc.create:'{a: 1}'}\"\n" + GOOD, "specs/tables/hostile.yaml:1: description: "),
+    ("description: \"${oc.select:source.path,x}\"\n" + GOOD, "specs/tables/hostile.yaml:1: description: interpolation: "),
+    ("description: \"${source.${x}}\"\nx: path\n" + GOOD, "specs/tables/hostile.yaml:1: description: nested interpolations"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), INTERPOLATION_CASES, ids=["bomb", "relative-bomb", "oc.decode", "oc.create", "oc.select", "nested"])
+def test_interpolation_bombs_and_decoding_resolvers_are_refused(spec_repo, tmp_path, text, expected):
+    spec_repo.write("specs/tables/other.yaml", BROKEN_ELSEWHERE)
+    (spec_repo.path / "specs/tables").mkdir(parents=True, exist_ok=True)
+    (spec_repo.path / "specs/tables/hostile.yaml").write_text(text)
+    started = time.monotonic()
+    errors = validate_errors(spec_repo.path, tmp_path / "home")
+    assert time.monotonic() - started < 5
+    mine = [e for e in errors if e.startswith("specs/tables/hostile.yaml")]
+    assert len(mine) == 1 and mine[0].startswith(expected), errors
+    if "decode" in text or "create" in text or "select" in text:
+        assert "not allowed in specs" in mine[0], mine
+    assert any(e.startswith("specs/tables/other.yaml:4: source.format:") for e in errors), errors
+
+
+def test_plain_references_still_resolve(spec_repo, tmp_path):
+    spec_repo.write("specs/tables/t.yaml", "description: \"${spec.source.path} in ${env.name}\"\n" + GOOD)
+    from daemon.core.compose import compose
+
+    doc = next(d for d in compose(spec_repo.path, "dev").docs if d.name == "t")
+    assert doc.spec.description == "specs/data/x.csv in dev"
