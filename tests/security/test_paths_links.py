@@ -111,3 +111,13 @@ def test_tar_members_with_absolute_names_are_not_extracted(tmp_path):
     with pytest.raises(tarfile.FilterError):
         tarfile.data_filter(member, str(tmp_path))
     assert not Path(tmp_path.parent.parent / "escape.txt").exists()
+
+
+def test_sqlite_database_symlinked_out_of_the_data_root_is_a_validation_error(spec_repo, tmp_path):
+    outside = tmp_path / "outside.db"
+    outside.write_bytes(b"")
+    (spec_repo.path / "data").mkdir()
+    os.symlink(outside, spec_repo.path / "data" / "shop.db")
+    spec_repo.write("specs/tables/t.yaml", "source:\n  type: sql\n  url: sqlite:///data/shop.db\n  query: SELECT 1 AS a\n")
+    errors = validate_errors(spec_repo.path, tmp_path / "home")
+    assert errors == ["specs/tables/t.yaml:3: source.url: SQLite database 'data/shop.db' resolves outside the data root"], errors

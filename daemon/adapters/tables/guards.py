@@ -25,6 +25,10 @@ def source_problems(spec: Any, data_root: Path, prefixes: tuple[str, ...]) -> li
         problem = static_problem(source.target, prefixes)
         if problem:
             problems.append((("source", "_target_"), problem))
+    elif source.type == "sql" and source.url.startswith("sqlite:///"):
+        path = data_root / source.url.removeprefix("sqlite:///")
+        if (path.exists() or path.is_symlink()) and not path.resolve().is_relative_to(data_root.resolve()):
+            problems.append((("source", "url"), f"SQLite database {source.url.removeprefix('sqlite:///')!r} resolves outside the data root"))
     elif source.type == "file" and "://" not in source.path:
         root = data_root.resolve()
         pattern = str(root / source.path)
