@@ -36,7 +36,8 @@ _DENIED = re.compile(
     r"getenv|setting|secret|extension|variable|sequence|nextval|currval|setval|query|_sql|sql_|"
     r"duckdb|logging|_log_|log_message|file|glob|^read_|write|sniff|parquet|pragma|checkpoint|profil|"
     r"resource|grammar|connection_id|transaction_id|txid|^current_(user|role|catalog|database|schema)|"
-    r"^(user|session_user)$|privilege|temp_schema|in_search_path|version$|platform|^error$",
+    r"^(user|session_user)$|privilege|temp_schema|in_search_path|version$|platform|^error$|"
+    r"^__|^pg_|description$|sleep|setseed|serialize|_plan$",
     re.IGNORECASE,
 )
 # What a FROM clause and a query may be made of (SHOW/DESCRIBE/SUMMARIZE parse as a SELECT over a
@@ -68,10 +69,9 @@ def allowed_functions() -> frozenset[str]:
         ).fetchall()
     finally:
         connection.close()
-    return frozenset(
-        name.lower() for name, kind, body in rows
-        if not _DENIED.search(name) and not (kind == "macro" and _MACRO_BODY_DENIED.search(body))
-    )
+    denied = {name.lower() for name, kind, body in rows  # an overload that is denied denies the name
+              if _DENIED.search(name) or (kind == "macro" and _MACRO_BODY_DENIED.search(body))}
+    return frozenset(name.lower() for name, _, _ in rows) - denied
 
 
 @cache
