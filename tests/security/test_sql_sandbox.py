@@ -192,3 +192,32 @@ def test_allowlist_is_derived_from_this_duckdb():
     denied = denied_table_functions()
     assert {"read_csv", "read_text", "glob", "query", "query_table", "duckdb_settings", "sniff_csv", "parquet_metadata"} <= denied
     assert "range" not in denied and "unnest" not in denied
+
+
+APPLY_BYPASS = [  # (table spec that composes (the schema does not parse SQL) but validate's check refuses, expected)
+    ("source:\n  type: table\n  inputs: [raw]\n  sql: \"COPY raw TO '{out}/copied.csv'\"\n", "only a SELECT statement is allowed, not COPY"),
+    ("source:\n  type: table\n  inputs: [raw]\n  sql: \"SELECT * FROM read_csv('/etc/passwd')\"\n", "table function read_csv() is not allowed"),
+    ("source:\n  type: table\n  inputs: [raw]\nfeatures:\n  columns:\n    h: \"getenv('HOME')\"\n", "function getenv() is not allowed"),
+    ("source:\n  type: table\n  inputs: [raw]\nquality:\n  rules:\n    r: \"current_setting('threads') > 0\"\n", "function current_setting() is not allowed"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), APPLY_BYPASS, ids=["copy", "read_csv", "getenv", "current_setting"])
+def test_apply_refuses_what_validate_would_if_validate_is_bypassed(world, tmp_path, text, expected):
+    from daemon.shared.errors import ApplyError
+
+    out = tmp_path / "outside"
+    out.mkdir()
+    world.write("specs/data/raw.csv", "id,amount,note\n1,2.5,a\n")
+    world.write("specs/tables/raw.yaml", RAW_TABLE)
+    world.write("specs/tables/t.yaml", text.replace("{out}", str(out)))
+    plan, graph, adapter = world.plan()  # compose + graph only: the adapter's validate check is skipped
+    since = time.time()
+    raw = next(a for a in plan.changes if a.name == "raw")
+    adapter.apply(raw, graph.by_key()[raw.key])
+    hostile = next(a for a in plan.changes if a.name == "t")
+    with pytest.raises(ApplyError) as info:
+        adapter.apply(hostile, graph.by_key()[hostile.key])
+    assert expected in str(info.value), info.value
+    assert not (Path(world.uri("t")) / "_delta_log").exists()  # nothing committed
+    assert files_outside(tmp_path, since, [world.home]) == []  # nothing written outside the state home
