@@ -22,10 +22,10 @@ import yaml
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-MAX_FILE_BYTES = 1 << 20  # 1 MiB per spec, preset or environment file
+MAX_FILE_BYTES = 512 << 10  # 512 KiB per spec, preset or environment file
 MAX_DEPTH = 64  # nesting of mappings and sequences (aliases expanded)
-MAX_NODES = 100_000  # keys + items + scalars, every alias expanded
-MAX_KEYS = 20_000  # mapping keys, every alias expanded
+MAX_NODES = 50_000  # keys + items + scalars, every alias expanded
+MAX_KEYS = 10_000  # mapping keys, every alias expanded
 MAX_ALIASES = 1_000  # alias references (`*name`) in one file
 
 

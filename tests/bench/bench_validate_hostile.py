@@ -83,7 +83,7 @@ def _hostile(repo: Path) -> dict[str, Callable[[Path], None]]:
         "alias bomb (9^9 expanded nodes)": write(bomb),
         "50 MB file": huge,
         "10,000-level nesting": write("description: " + "[" * 10_000 + "]" * 10_000 + "\n"),
-        "30,000 keys": write("big: {" + ", ".join(f"k{i}: 1" for i in range(30_000)) + "}\n"),
+        "15,000 keys": write("big: {" + ", ".join(f"k{i}: 1" for i in range(15_000)) + "}\n"),
         "non-UTF-8 bytes": write(b"description: caf\xe9\n"),
         "SQL reading /etc/passwd": write("source:\n  type: table\n  inputs: [bronze_orders]\n  sql: SELECT * FROM read_csv('/etc/passwd')\n"),
     }
