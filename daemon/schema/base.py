@@ -6,6 +6,7 @@ so a validated spec is plain immutable data for graph, fingerprint and plan.
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 import re
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ def _relative_path(value: str) -> str:
     normalised = posixpath.normpath(value)
     if normalised == ".." or normalised.startswith("../"):
         raise ValueError(f"{value!r} escapes its root")
+    for part in normalised.split("/"):  # a glob component spelling '..' ([.][.], .?, ...)
+        if part != ".." and re.fullmatch(r"[.?\[\]]*[.\[][.?\[\]]*", part) and fnmatch.fnmatchcase("..", part):
+            raise ValueError(f"{value!r}: the glob component {part!r} could climb out of its root")
     return normalised
 
 

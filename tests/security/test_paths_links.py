@@ -19,6 +19,8 @@ PATHS = [  # (source.path, expected)
     ("../../etc/passwd", "source.path: Value error, '../../etc/passwd' escapes its root"),
     ("specs/../../x.csv", "source.path: Value error, 'specs/../../x.csv' escapes its root"),
     ("*/../../../etc/*", "source.path: Value error, '*/../../../etc/*' escapes its root"),
+    ("[.][.]/[.][.]/etc/passwd", "source.path: Value error, '[.][.]/[.][.]/etc/passwd': the glob component '[.][.]' could climb"),
+    ("data/.?/x.csv", "source.path: Value error, 'data/.?/x.csv': the glob component '.?' could climb"),
     ("data/\x00x.csv", "source.path: Value error, path contains control characters"),
     ("ftp://host/x.csv", "source.path: Value error, URI scheme 'ftp' is not supported"),
 ]
