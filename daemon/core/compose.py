@@ -17,12 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from daemon.core import interp_guard
 from daemon.core.compose_cache import ComposeCache, cache_key
 from daemon.core.documents import Composed, SpecDoc
 from daemon.core.kinds import KINDS, Kind, load_object
+from daemon.core.safeyaml import load as load_yaml
+from daemon.core.safeyaml import read_text
+from daemon.core.spec_help import pydantic_issues, raw_references
+from daemon.core.treeguard import skipped, tree_issues
 from daemon.core.yamlpos import YamlSyntaxError, line_for, parse_with_lines
 from daemon.schema.base import NAME_PATTERN
 from daemon.schema.environment import EnvironmentSpec
@@ -32,7 +36,6 @@ from daemon.shared.secrets import find_credential_literals
 
 SPECS_DIR = "specs"
 ENVIRONMENTS_DIR = "environments"
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 _resolvers_registered = False
@@ -48,6 +51,8 @@ def _register_resolvers() -> None:
 
     OmegaConf.register_new_resolver("secret", secret_marker, replace=True)
     OmegaConf.register_new_resolver("oc.env", guarded_env, replace=True)
+    for name in interp_guard.REFUSED_RESOLVERS:  # decode/select arbitrary text: not part of the spec language
+        OmegaConf.register_new_resolver(name, interp_guard.refuse(name), replace=True)
     _resolvers_registered = True
 
 
@@ -59,15 +64,20 @@ class _FileLoader:
         self._raw: dict[Path, tuple[str, Any]] = {}
 
     def read(self, path: Path) -> tuple[str, Any]:
+        """(text, data) of one file, parsed under the limits of `safeyaml`. Raises YamlSyntaxError
+        carrying the file's repo-relative path."""
         if path not in self._raw:
-            text = path.read_text(encoding="utf-8")
             try:
-                data = yaml.load(text, Loader=_Loader)
-            except yaml.YAMLError:
-                _, _ = parse_with_lines(text)  # raises YamlSyntaxError with line and column
+                text = read_text(path)
+                data, _ = load_yaml(text)
+            except YamlSyntaxError as exc:
+                exc.path = exc.path or self.rel(path)
                 raise
             self._raw[path] = (text, data if data is not None else {})
         return self._raw[path]
+
+    def text(self, path: Path) -> str:
+        return self._raw[path][0] if path in self._raw else read_text(path)
 
     def rel(self, path: Path) -> str:
         try:
@@ -120,7 +130,7 @@ def _defaults_chain(
 
 def _line(path: Path, key_path: tuple) -> int:
     try:
-        _, lines = parse_with_lines(path.read_text(encoding="utf-8"))
+        _, lines = parse_with_lines(read_text(path))
     except (OSError, YamlSyntaxError):
         return 0
     return line_for(lines, key_path)
@@ -152,6 +162,13 @@ def _materialise(
         root["spec"] = merged
         target = root["spec"]
     files = [p for p, _ in layers]
+    try:  # size every ${...} reference before OmegaConf copies what it points to
+        unresolved = OmegaConf.to_container(target, resolve=False)
+        interp_guard.check({"env": env_data, "spec": unresolved} if env_data is not None else unresolved,
+                           ("spec",) if env_data is not None else ())
+    except interp_guard.InterpolationBomb as exc:
+        where, line = _locate(files, exc.key, loader)
+        raise SpecErrors([SpecIssue(where, line, ".".join(map(str, exc.key)), str(exc))]) from None
     try:
         resolved = OmegaConf.to_container(target, resolve=True)
     except OmegaConfBaseException as exc:
@@ -167,7 +184,7 @@ def _locate(files: list[Path], key_path: tuple, loader: _FileLoader) -> tuple[st
     """The file (last layer first) that sets `key_path`, with its line; else the spec file's best line."""
     for candidate in reversed(files):
         try:
-            _, lines = parse_with_lines(candidate.read_text(encoding="utf-8"))
+            _, lines = parse_with_lines(read_text(candidate))
         except (OSError, YamlSyntaxError):
             continue
         if key_path in lines:
@@ -192,18 +209,24 @@ def _data_path(loc: tuple, data: Any) -> tuple:
     return tuple(path)
 
 
-def _pydantic_issues(exc: ValidationError, files: list[Path], loader: _FileLoader, data: Any = None) -> list[SpecIssue]:
-    issues = []
-    for error in exc.errors(include_url=False):
-        loc = tuple(error["loc"])
-        if data is not None:
-            key_path = _data_path(loc, data)
-        else:
-            key_path = tuple(p for p in loc if isinstance(p, int) or "[" not in str(p))
-        field_name = ".".join(str(p) for p in key_path)
-        where, line = _locate(files, key_path, loader)
-        issues.append(SpecIssue(where, line, field_name, error["msg"]))
-    return issues
+def _pydantic_issues(exc: ValidationError, files: list[Path], loader: _FileLoader, data: Any = None,
+                     model: Any = None) -> list[SpecIssue]:
+    """Schema errors with their file:line, a "did you mean" for misspelt keys and the wrong value echoed
+    (see spec_help)."""
+    def where(loc: tuple) -> tuple[tuple, str, int, str]:
+        key_path = _data_path(loc, data) if data is not None else tuple(p for p in loc if isinstance(p, int) or "[" not in str(p))
+        path, line = _locate(files, key_path, loader)
+        try:
+            text = loader.text(loader.root / path)
+        except (OSError, YamlSyntaxError):
+            text = ""
+        return key_path, path, line, text
+
+    return pydantic_issues(exc, where, model)
+
+
+def _yaml_issues(exc: YamlSyntaxError, rel: str) -> list[SpecIssue]:
+    return [SpecIssue(exc.path or rel, line, field, message) for line, field, message in exc.problems]
 
 
 def load_environment(root: Path, env_name: str, overrides: Sequence[str] = ()) -> EnvironmentSpec:
@@ -217,24 +240,32 @@ def load_environment(root: Path, env_name: str, overrides: Sequence[str] = ()) -
     try:
         data, files = _materialise(loader, path, env_dir, None, env_overrides)
     except YamlSyntaxError as exc:
-        raise SpecErrors([SpecIssue(loader.rel(path), exc.line, "", str(exc))]) from None
+        raise SpecErrors(_yaml_issues(exc, loader.rel(path))) from None
     data = {"name": env_name, **data}
     try:
         return EnvironmentSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecErrors(_pydantic_issues(exc, files, loader, data)) from None
+        raise SpecErrors(_pydantic_issues(exc, files, loader, data, EnvironmentSpec)) from None
 
 
 def _spec_files(root: Path, kind: Kind) -> list[Path]:
     directory = root / SPECS_DIR / kind.directory
+    if directory.is_symlink():
+        return []  # reported by the tree guard
     return sorted(directory.rglob("*.yaml")) if directory.is_dir() else []
 
 
 def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: ComposeCache | None = None) -> Composed:
     """Load and validate every spec under `root/specs` for one environment. Raises SpecErrors."""
     root = Path(root)
-    issues: list[SpecIssue] = []
-    env = load_environment(root, env_name, overrides)
+    link_issues, bad_links = tree_issues(root, [SPECS_DIR, ENVIRONMENTS_DIR])
+    if any(b.is_relative_to(root / ENVIRONMENTS_DIR) for b in bad_links):
+        raise SpecErrors(link_issues)  # the environment itself cannot be read safely
+    issues: list[SpecIssue] = list(link_issues)
+    try:
+        env = load_environment(root, env_name, overrides)
+    except SpecErrors as exc:
+        raise SpecErrors(issues + exc.issues) from None
     env_data = env.model_dump(mode="json", by_alias=True)
     env_digest = hashlib.sha1(json.dumps(env_data, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
     parsed = parse_overrides(overrides)
@@ -242,12 +273,15 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
     group_root = root / SPECS_DIR
     docs: list[SpecDoc] = []
     seen: dict[tuple[str, str], str] = {}
+    raw_refs: dict[tuple[str, str], tuple[Path, list]] = {}  # files that failed the schema: their references
     for kind in KINDS:
         model = load_object(kind.spec_model)
         prefix = kind.directory + "."
         for path in _spec_files(root, kind):
             rel = loader.rel(path)
             name = path.stem
+            if skipped(path, bad_links):
+                continue
             if not NAME_PATTERN.match(name):
                 issues.append(SpecIssue(rel, 0, "", f"file name {name!r} is not a valid resource name (lowercase, digits, '_', '-')"))
                 continue
@@ -258,7 +292,12 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
             own = [(k[len(prefix) + len(name) + 1:], v) for k, v in parsed if k.startswith(f"{prefix}{name}.")]
             key = None
             if cache is not None and not own:
-                key = cache_key(kind.name, name, path.read_text(encoding="utf-8"), env_digest)
+                try:
+                    text = loader.text(path)
+                except YamlSyntaxError as exc:
+                    issues.extend(_yaml_issues(exc, rel))
+                    continue
+                key = cache_key(kind.name, name, text, env_digest)
                 hit = cache.get(key)
                 if hit is not None:
                     docs.append(SpecDoc(kind.name, name, rel, hit[0], hit[1]))
@@ -266,7 +305,7 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
             try:
                 data, files = _materialise(loader, path, group_root, env_data, own)
             except YamlSyntaxError as exc:
-                issues.append(SpecIssue(rel, exc.line, "", str(exc)))
+                issues.extend(_yaml_issues(exc, rel))
                 continue
             except SpecErrors as exc:
                 issues.extend(exc.issues)
@@ -280,7 +319,8 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
             try:
                 spec = model.model_validate(data)
             except ValidationError as exc:
-                issues.extend(_pydantic_issues(exc, files, loader, data))
+                issues.extend(_pydantic_issues(exc, files, loader, data, model))
+                raw_refs[(kind.name, name)] = (path, raw_references(kind.name, data))
                 continue
             normalised = spec.model_dump(mode="json", by_alias=True)
             docs.append(SpecDoc(kind.name, name, rel, spec, normalised))
@@ -293,6 +333,10 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
         elif not key.startswith("env.") and not any(key.startswith(f"{directory_of(d)}.{d.name}.") for d in docs):
             if not issues:
                 issues.append(SpecIssue("<override>", 0, key, "no spec with that name"))
+    for path, refs in raw_refs.values():  # unknown references, reported with the schema errors
+        for ref_kind, ref_name, field in refs:
+            if (ref_kind, ref_name) not in seen:
+                issues.append(SpecIssue(loader.rel(path), _line(path, field), ".".join(map(str, field)), f"unknown {ref_kind} {ref_name!r}"))
     if issues:
         valid = {f"{d.kind}/{d.name}" for d in docs}
         broken = frozenset(f"{kind}/{name}" for (kind, name) in seen if f"{kind}/{name}" not in valid)

@@ -10,35 +10,15 @@ from typing import Any
 
 import yaml
 
+from daemon.core.safeyaml import YamlSyntaxError, load
+
 KeyPath = tuple[Any, ...]
-
-
-class YamlSyntaxError(ValueError):
-    def __init__(self, line: int, column: int, message: str):
-        super().__init__(message)
-        self.line = line
-        self.column = column
+__all__ = ["KeyPath", "YamlSyntaxError", "line_for", "parse_with_lines"]
 
 
 def parse_with_lines(text: str) -> tuple[Any, dict[KeyPath, int]]:
-    """Parse YAML text; return (plain data, {key path: line}). Raises YamlSyntaxError."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        # The context mark is where the broken construct starts (an unclosed bracket or quote); the
-        # problem mark is where the parser gave up, often the end of the file. Point at the start.
-        mark = exc.context_mark or exc.problem_mark
-        line = mark.line + 1 if mark else 0
-        column = mark.column + 1 if mark else 0
-        problem = exc.problem or "invalid YAML"
-        if exc.context:
-            problem = f"{exc.context} (column {column}): {problem}"
-        else:
-            problem = f"{problem} (column {column})"
-        raise YamlSyntaxError(line, column, f"YAML syntax error: {problem}") from None
-    except yaml.YAMLError as exc:  # pragma: no cover - non-marked errors are rare
-        raise YamlSyntaxError(0, 0, f"YAML syntax error: {exc}") from None
+    """Parse YAML text (bounded: see safeyaml); return (plain data, {key path: line}). Raises YamlSyntaxError."""
+    data, node = load(text)
     lines: dict[KeyPath, int] = {}
     if node is not None:
         _walk(node, (), lines)

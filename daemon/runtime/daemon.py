@@ -176,7 +176,7 @@ class Daemon:
             self.source.fetch()
             desired = self._desired(self.source.head())
             return desired.composed.env
-        except (SpecErrors, SourceError) as exc:
+        except Exception as exc:  # a hostile or broken head must not stop the daemon from starting
             log.warning("cannot read the environment at the branch head yet: %s", exc)
             return None
 
@@ -273,8 +273,12 @@ class Daemon:
         try:
             desired = self._desired(sha)
             check(make_adapters(context_for(desired, self.home)), desired.graph)
-        except SpecErrors as exc:
-            errors = [str(i) for i in exc.issues]
+        except Exception as exc:  # nothing a commit contains may crash the daemon: reject it like any invalid one
+            if isinstance(exc, SpecErrors):
+                errors = [str(i) for i in exc.issues]
+            else:
+                log.exception("revision %s could not be read", sha[:12])
+                errors = [f"<revision {sha[:12]}>: cannot be read: {type(exc).__name__}: {str(exc)[:500]}"]
             log.error("revision %s rejected:\n  %s", sha[:12], "\n  ".join(errors))
             self.state.rejected = {"revision": sha, "errors": errors, "at": time.time()}
             metrics.REJECTED_COMMITS.inc()

@@ -9,6 +9,7 @@ directory that nothing else writes. Local repositories are read in place; remote
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from daemon.core.treeguard import UNSAFE_LINKS
 
 
 class SourceError(Exception):
@@ -85,8 +88,24 @@ class GitSource:
         self.checkouts.mkdir(parents=True, exist_ok=True)
         data = _git(["--git-dir", str(self.git_dir), "archive", "--format=tar", sha], binary=True)
         tmp = Path(tempfile.mkdtemp(dir=self.checkouts, prefix=f".{sha[:12]}-"))
+        left_out: list[dict[str, str]] = []
+
+        def safe(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+            """tarfile's `data` filter, but a link that escapes the tree (or an absolute one) is left
+            out and recorded, so compose rejects the commit naming it instead of the extraction failing."""
+            if member.name.removeprefix("./") == UNSAFE_LINKS:
+                return None  # only we write that record
+            try:
+                return tarfile.data_filter(member, dest)
+            except tarfile.FilterError as exc:
+                target = f" to {member.linkname!r}" if member.issym() or member.islnk() else ""
+                left_out.append({"path": member.name, "message": f"{'symlink' if member.issym() else 'entry'}{target} not allowed: {exc}"})
+                return None
+
         with tarfile.open(fileobj=io.BytesIO(data)) as archive:  # type: ignore[arg-type]
-            archive.extractall(tmp, filter="data")
+            archive.extractall(tmp, filter=safe)
+        if left_out:
+            (tmp / UNSAFE_LINKS).write_text(json.dumps(left_out))
         try:
             os.replace(tmp, target)
         except OSError:  # another process extracted it first

@@ -6,6 +6,7 @@ so a validated spec is plain immutable data for graph, fingerprint and plan.
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 import re
 from dataclasses import dataclass
@@ -31,16 +32,29 @@ class Ref:
     field: tuple
 
 
+OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "hdfs")  # read through pyarrow filesystems
+
+
 def _relative_path(value: str) -> str:
     if not value:
         raise ValueError("path must not be empty")
+    if any(ord(ch) < 32 for ch in value):
+        raise ValueError("path contains control characters")
     if "://" in value:
-        return value  # object-store URI, checked by the adapter against its configured roots
+        scheme = value.split("://", 1)[0].lower()
+        if scheme == "file":
+            raise ValueError("file:// URIs are not allowed: give a path relative to the data root")
+        if scheme not in OBJECT_STORE_SCHEMES:
+            raise ValueError(f"URI scheme {scheme!r} is not supported (object stores: {', '.join(OBJECT_STORE_SCHEMES)})")
+        return value  # object-store URI: the credentials of the environment's storage options decide
     if value.startswith("/") or value.startswith("~"):
         raise ValueError(f"{value!r} is absolute; paths in specs are relative to their root")
     normalised = posixpath.normpath(value)
     if normalised == ".." or normalised.startswith("../"):
         raise ValueError(f"{value!r} escapes its root")
+    for part in normalised.split("/"):  # a glob component spelling '..' ([.][.], .?, ...)
+        if part != ".." and re.fullmatch(r"[.?\[\]]*[.\[][.?\[\]]*", part) and fnmatch.fnmatchcase("..", part):
+            raise ValueError(f"{value!r}: the glob component {part!r} could climb out of its root")
     return normalised
 
 

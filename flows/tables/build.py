@@ -141,6 +141,13 @@ def _build(job: BuildJob, spec: Any) -> BuildReport:
     import duckdb
 
     from flows.tables import stages
+    from flows.tables.expressions import check_table_expressions
+    from flows.tables.sql_guard import sandbox
+
+    refused = check_table_expressions(spec)  # validate checks the same; a bypassed validate ends here
+    if refused:
+        raise BuildFailed("; ".join(f"table {job.name}: {'.'.join(map(str, path))}: {message}" for path, message in refused),
+                          reason="SpecRefused")
 
     uri = table_uri(job.storage_root, job.name)
     options = job.storage_options or None
@@ -172,6 +179,7 @@ def _build(job: BuildJob, spec: Any) -> BuildReport:
         connection.execute(f"SET memory_limit = '{job.duckdb_memory_limit}'")
         connection.execute(f"SET temp_directory = '{work / 'spill'}'")
         connection.execute("SET preserve_insertion_order = false" if spec.clean or spec.features else "SET preserve_insertion_order = true")
+        sandbox(connection, [str(work)])  # spec SQL runs here: no files but our spill, no settings, no extensions
         connection.register("_specd_stream", watcher.reader())
         view, reason, counts_sql, group_rows = "_specd_stream", False, None, None
         if spec.clean is not None:

@@ -78,7 +78,9 @@ _ROLE_TEMPLATES = {
 def _connection():
     import duckdb
 
-    return duckdb.connect(":memory:")
+    from flows.tables.sql_guard import sandbox
+
+    return sandbox(duckdb.connect(":memory:"))
 
 
 def _walk(node: Any):
@@ -125,7 +127,10 @@ def check_expression(expr: str, role: str = "scalar") -> str | None:
     for item in _walk(expression_part):
         if item.get("class") == "SUBQUERY":
             return "subqueries are not allowed (join the other table under features.joins instead)"
-    return None
+    from flows.tables.sql_guard import tree_problems
+
+    problems = tree_problems({"statements": [{"node": {"select_list": node["select_list"], "where_clause": node.get("where_clause")}}]}, None)
+    return "; ".join(problems) if problems else None
 
 
 def check_regex(pattern: str) -> str | None:
@@ -144,6 +149,13 @@ def check_table_expressions(spec: Any) -> list[tuple[tuple, str]]:
     TableAdapter.check turns these into SpecIssues at validate/plan time.
     """
     problems: list[tuple[tuple, str]] = []
+    source = getattr(spec, "source", None)
+    if getattr(source, "type", None) == "table" and source.sql is not None:
+        from flows.tables.sql_guard import check_select
+
+        problem = check_select(source.sql, source.inputs)
+        if problem:
+            problems.append((("source", "sql"), problem))
     clean = getattr(spec, "clean", None)
     if clean is not None and clean.where:
         problem = check_expression(clean.where, "predicate")

@@ -102,7 +102,11 @@ def fit_once(job: dict[str, Any], prepared: Prepared, train_rows: np.ndarray, lo
     output_dim = len(prepared.classes) if prepared.task == "multiclass" else 1
     pl.seed_everything(int(trainer_cfg["seed"]), workers=True, verbose=False)
     params = {k: v for k, v in config["model"].items() if k != "_target_"}
-    module = MODULES[config["model"]["_target_"]](state["output_dim"], output_dim, prepared.task, config["optim"], **params)
+    target = config["model"]["_target_"]
+    cls = MODULES.get(target)
+    if not (isinstance(cls, type) and issubclass(cls, pl.LightningModule) and f"{cls.__module__}.{cls.__name__}" == target):
+        raise ValueError(f"model._target_ {target!r} is not an allowlisted LightningModule defined in its module")
+    module = cls(state["output_dim"], output_dim, prepared.task, config["optim"], **params)
     module.train_data, module.batch_size, module.seed = (features, targets), int(trainer_cfg["batch_size"]), int(trainer_cfg["seed"])
     logger: Any = False
     if log_name and job.get("tensorboard_dir"):

@@ -128,17 +128,23 @@ class TableAdapter:
     def check(self, resources: Sequence[Resource], graph: Graph) -> list[SpecIssue]:
         """SQL expressions of the transform stages, parsed by DuckDB at validate/plan time, and derived
         columns that would carry a protected (privacy) column's plaintext."""
+        from daemon.adapters.tables.guards import source_problems
+        from daemon.adapters.tables.schema_check import column_problems
+        from daemon.core.safeyaml import read_text
         from daemon.core.yamlpos import line_for, parse_with_lines
         from flows.tables.expressions import check_table_expressions
         from flows.tables.pii import pii_derivations
 
         issues = []
+        prefixes = allowed_modules(self.ctx.env.tables.callable_modules)
+        columns = column_problems(resources, self)
         for resource in resources:
-            problems = check_table_expressions(resource.spec) + pii_derivations(resource.spec)
+            problems = (check_table_expressions(resource.spec) + pii_derivations(resource.spec)
+                        + source_problems(resource.spec, self.ctx.data_root, prefixes) + columns.get(resource.name, []))
             if not problems:
                 continue
             try:
-                _, lines = parse_with_lines((self.ctx.repo_dir / resource.path).read_text(encoding="utf-8"))
+                _, lines = parse_with_lines(read_text(self.ctx.repo_dir / resource.path))
             except Exception:
                 lines = {}
             for path, message in problems:

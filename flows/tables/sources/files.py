@@ -112,8 +112,11 @@ def read_paths(
 ) -> pa.RecordBatchReader:
     import duckdb
 
+    from flows.tables.sql_guard import sandbox
+
     connection = duckdb.connect()
     connection.execute("SET preserve_insertion_order = true")
+    sandbox(connection, sorted({str(q) for p in files for q in (p.parent, p.resolve().parent)}))  # these files' folders only
     try:
         reader = connection.sql(f"SELECT * FROM {duckdb_scan(files, file_format, options)}").to_arrow_reader(
             ctx.batch_rows

@@ -54,6 +54,8 @@ def _url(spec: SqlSource, ctx: SourceContext) -> tuple[str, str]:
             raise SourceError(
                 f"table {ctx.table}: source.url: SQLite database {relative} not found under the data root"
             )
+        if not path.resolve().is_relative_to(Path(ctx.data_root).resolve()):  # a symlink out of the data root
+            raise SourceError(f"table {ctx.table}: source.url: SQLite database {relative} resolves outside the data root")
         return SQLITE_PREFIX + str(path.resolve()), f"sqlite database {relative}"
     name = spec.url.removeprefix("secret:")
     try:

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
+CALLABLE_SOURCES = ("generate",)  # what a `callable` source may name here (the rest are reader internals)
+
+
 def _column(spec: Any, rng: np.random.Generator, start_row: int, n: int) -> pa.Array:
     import numpy as np
     import pyarrow as pa

@@ -42,9 +42,15 @@ def register_upstream(connection: duckdb.DuckDBPyConnection, names: list[str], c
 def read(spec: Any, ctx: SourceContext) -> pa.RecordBatchReader:
     import duckdb
 
+    from flows.tables.sql_guard import check_select, sandbox
+
+    query = spec.sql or f'SELECT * FROM "{spec.inputs[0]}"'
+    problem = check_select(query, spec.inputs)  # validate checks the same; a bypassed validate ends here
+    if problem:
+        raise SourceError(f"table {ctx.table}: source.sql refused: {problem}")
     connection = duckdb.connect()
     register_upstream(connection, list(spec.inputs), ctx)
-    query = spec.sql or f'SELECT * FROM "{spec.inputs[0]}"'
+    sandbox(connection)
     try:
         reader = connection.sql(query).to_arrow_reader(ctx.batch_rows)
     except duckdb.Error as exc:
