@@ -25,6 +25,7 @@ from daemon.adapters.base import AdapterContext
 from daemon.adapters.services.supervisor import Launch, Supervisor, process_start_time
 from daemon.core.state import DEGRADED, HEALTHY, MISSING_OBSERVED, PROGRESSING, ApplyOutcome, Observed
 from daemon.schema.service import ServiceSpec, default_port
+from daemon.shared.corrupt import CorruptState, read_json
 from daemon.shared.errors import ApplyError, SpecIssue
 from daemon.shared.paths import bentoml_home
 
@@ -81,8 +82,13 @@ class ServiceAdapter:
 
     def _observe_one(self, name: str, resource: Resource | None) -> Observed:
         try:
-            routing = json.loads(self.supervisor.routing_file(name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            routing = read_json(self.supervisor.routing_file(name))
+            if routing is not None and not isinstance(routing, dict):
+                raise CorruptState(self.supervisor.routing_file(name), "not a JSON object")
+        except CorruptState as exc:  # workers keep serving what they loaded; apply writes the file whole
+            message = f"routing file unreadable: {exc}"
+            return Observed(True, None, None, DEGRADED, message, drift=(message,))
+        if routing is None:
             return MISSING_OBSERVED
         fingerprint, revision = routing.get("fingerprint"), routing.get("revision")
         settings = routing.get("settings") or {}
