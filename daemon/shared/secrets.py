@@ -57,7 +57,7 @@ _CREDENTIAL_VALUES = [
     (re.compile(r"\bgl(?:sa|c)_[A-Za-z0-9_=+/-]{20,}"), "a Grafana token"),
     (re.compile(r"(?i)\bAccountKey=[A-Za-z0-9+/=]{40,}"), "an Azure storage key"),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"), "a JWT"),
-    (re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@${}]+:(?!\$\{)[^/\s@]+@"), "a URL with an embedded password"),
+    (re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@${}]*:(?!\$\{|secret:)[^/\s@]+@"), "a URL with an embedded password"),
     (re.compile(rf"(?i)[?&;](?:{_URL_SECRET_PARAMS})=(?!\$\{{|secret:)[^&#\s]{{4,}}"), "an API key in a URL query"),
     (re.compile(r"(?i)\bbearer\s+(?!\$\{|secret:)[A-Za-z0-9._~+/=-]{16,}"), "a bearer token"),
 ]
