@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes, 0 when none, 1 on error")
     p.add_argument("--all", action="store_true", help="also list unchanged resources")
 
-    p = sub.add_parser("apply", help="apply the specs once (working tree or --rev) through Prefect")
+    p = sub.add_parser("apply", help="apply the specs once (working tree or --rev) through Prefect; refused while a daemon runs on the same home")
     _common(p)
     _revision_arg(p)
     p.add_argument("--no-prefect", action="store_true", help="run the actions in-process instead of as a Prefect flow run")
