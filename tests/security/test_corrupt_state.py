@@ -80,7 +80,8 @@ def test_a_corrupt_delta_log_degrades_that_table_only(built, capsys, how: str):
     try:
         code, out, err = _cli(capsys, "plan", repo=repo.path, home=home)
         assert code == 0, err
-        assert "table x" in out and "update" in next(line for line in out.splitlines() if "table x" in line)
+        line = next(line for line in out.splitlines() if "table x" in line)
+        assert "update" in line and f"not built until repaired — Delta log unreadable: cannot read {log_file}" in line, line
         assert "JSONDecodeError" not in out + err
 
         status = _status(capsys, repo.path, home)

@@ -178,6 +178,8 @@ class TableAdapter:
             return "remove the table and its quarantine"
         if resource is None:
             return ""
+        if resource.name in getattr(self, "_corrupt", {}):  # observed just before: plan says why, not "rebuild"
+            return f"not built until repaired — {self._corrupt[resource.name]}"
         spec = resource.spec
         source = spec.source
         inputs = len(source.inputs) if source.type == "table" else 1
