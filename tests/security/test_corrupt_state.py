@@ -150,6 +150,21 @@ def test_corrupt_routing_and_release_files_degrade_their_resource(tmp_path: Path
         assert observed["model/fine"].fingerprint == "fp1"
 
 
+def test_a_corrupt_process_record_is_named(tmp_path: Path):
+    from daemon.adapters.base import AdapterContext
+    from daemon.adapters.services.adapter import ServiceAdapter
+    from daemon.core.compose import load_environment
+
+    home = tmp_path / "home"
+    service = home / "run" / "services" / "api"
+    service.mkdir(parents=True)
+    (service / "routing.json").write_text('{"format": 1, "fingerprint": "fp", "revision": "r", "model": "m", "variants": []}')
+    (service / "process.json").write_bytes(b'{"pid": 12, "launch": {"na')
+    adapter = ServiceAdapter(AdapterContext(env=load_environment(ROOT, "dev"), home=home, repo_dir=ROOT, revision="r"))
+    observed = adapter.observe([])["service/api"]
+    assert observed.health == "Degraded" and f"process record unreadable: cannot read {service / 'process.json'}" in observed.message
+
+
 def test_corrupt_journal_lines_are_skipped(tmp_path: Path):
     from daemon.core.status import Journal
 

@@ -101,7 +101,12 @@ class ServiceAdapter:
         restorable = {p.stem: f"routing {p.stem[:12]}, models already in the store"
                       for p in (self.supervisor.service_dir(name) / "history").glob("*.json") if p.stem != fingerprint}
         if state.launch is None:
-            return Observed(True, f"{fingerprint}{NOT_RUNNING}", revision, DEGRADED, "routing exists but no process (stopped)", prune=prune, restorable=restorable, details=details)
+            message = "routing exists but no process (stopped)"
+            try:
+                read_json(self.supervisor.service_dir(name) / "process.json")
+            except CorruptState as exc:  # the process record is torn: say so, not "stopped"
+                message = f"process record unreadable: {exc}"
+            return Observed(True, f"{fingerprint}{NOT_RUNNING}", revision, DEGRADED, message, prune=prune, restorable=restorable, details=details)
         if resource is not None and self.launch_for(name, resource.spec) != state.launch:
             fingerprint = f"{fingerprint}~launch-changed"
         if not state.running:
