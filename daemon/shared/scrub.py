@@ -138,7 +138,9 @@ def scrub_record(record: logging.LogRecord) -> logging.LogRecord:
         message = record.getMessage()
     except Exception:  # a bad format string: keep what there is
         message = str(record.msg)
-    record.msg, record.args = scrub(message), None
+    cleaned = scrub(message)
+    if cleaned != message:  # only then flatten: formatters that read `args` (access logs) keep working
+        record.msg, record.args = cleaned, None
     if record.exc_info and not record.exc_text:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
     if record.exc_text:
