@@ -12,6 +12,9 @@ def die_with_arbiter() -> None:
     import signal
     import sys
 
+    from daemon.shared import scrub
+
+    scrub.install()  # every service worker: no secret value in its logs
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()

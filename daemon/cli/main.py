@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes, 0 when none, 1 on error")
     p.add_argument("--all", action="store_true", help="also list unchanged resources")
 
-    p = sub.add_parser("apply", help="apply the specs once (working tree or --rev) through Prefect")
+    p = sub.add_parser("apply", help="apply the specs once (working tree or --rev) through Prefect; refused while a daemon runs on the same home")
     _common(p)
     _revision_arg(p)
     p.add_argument("--no-prefect", action="store_true", help="run the actions in-process instead of as a Prefect flow run")
@@ -119,9 +119,11 @@ def _desired(args, rev: str | None):
 
 
 def _print_errors(exc: SpecErrors) -> None:
+    from daemon.shared.scrub import scrub
+
     print(f"{len(exc.issues)} error(s):", file=sys.stderr)
     for issue in exc.issues:
-        print(f"  {issue}", file=sys.stderr)
+        print(f"  {scrub(str(issue))}", file=sys.stderr)
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -161,12 +163,26 @@ def cmd_plan(args) -> int:
 
 
 def cmd_apply(args) -> int:
+    from daemon.runtime.lock import LockHeld, acquire_for_apply
+
+    home = specd_home(args.home)
+    try:
+        lock = acquire_for_apply(home)  # never beside a running daemon: it owns the home and its Prefect server
+    except LockHeld as exc:
+        print(f"error: specd apply refused: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        return _apply_locked(args, home)
+    finally:
+        lock.release()
+
+
+def _apply_locked(args, home: Path) -> int:
     from daemon.core.executor import SUCCEEDED
     from daemon.core.status import Journal
     from daemon.runtime.reconcile import apply, check, context_for, make_adapters, observe, plan
     from daemon.shared.paths import bentoml_home, journal_path
 
-    home = specd_home(args.home)
     os.environ.setdefault("BENTOML_HOME", str(bentoml_home(home)))
     desired = _desired(args, args.rev)
     adapters = make_adapters(context_for(desired, home, progress=lambda m: print(f"  … {m}", file=sys.stderr)))
@@ -239,6 +255,7 @@ def cmd_status(args) -> int:
     from daemon.core.status import Journal, resource_statuses
     from daemon.runtime.daemon import DaemonLock
     from daemon.runtime.reconcile import context_for, make_adapters, observe
+    from daemon.shared.corrupt import read_json
     from daemon.shared.paths import lock_path
 
     home = specd_home(args.home)
@@ -250,10 +267,15 @@ def cmd_status(args) -> int:
         lock.release()
     except Exception:
         running = True
+    data = None
     if running and status_file.exists():
-        data = json.loads(status_file.read_text())
-        data["daemon"] = "running"
-    else:
+        try:
+            data = read_json(status_file)
+            data["daemon"] = "running"
+        except (ValueError, TypeError) as exc:  # torn or garbled: observe the live systems instead
+            print(f"warning: {exc}; reading the live state instead", file=sys.stderr)
+            data = None
+    if data is None:
         desired = _desired(args, None)
         observed = observe(make_adapters(context_for(desired, home)), desired.graph)
         statuses = resource_statuses(desired.graph, observed, desired.revision)
@@ -261,7 +283,7 @@ def cmd_status(args) -> int:
         succeeded = journal.last("ReconcileSucceeded")
         rejected = journal.last("RevisionRejected")
         data = {
-            "daemon": "stopped",
+            "daemon": "running" if running else "stopped",
             "revision": succeeded["revision"] if succeeded else None,
             "desired_revision": desired.revision,
             "rejected": rejected if rejected and (not succeeded or rejected["ts"] > succeeded["ts"]) else None,
@@ -290,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from daemon.shared import scrub
+
+    scrub.install()  # every log line of the CLI and the daemon: no secret value specd resolved
     for chatty in ("httpx", "httpcore", "urllib3"):  # one line per Prefect API call otherwise
         logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
@@ -307,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.verbose:
             raise
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from daemon.shared.scrub import scrub
+
+        print(scrub(f"error: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     finally:
         logging.getLogger("specd").debug("%s took %.3fs", args.command, time.monotonic() - started)

@@ -241,6 +241,13 @@ def load_environment(root: Path, env_name: str, overrides: Sequence[str] = ()) -
         data, files = _materialise(loader, path, env_dir, None, env_overrides)
     except YamlSyntaxError as exc:
         raise SpecErrors(_yaml_issues(exc, loader.rel(path))) from None
+    credential_issues = [
+        SpecIssue(loader.rel(layer), _line(layer, key_path), ".".join(map(str, key_path)), message)
+        for layer in files
+        for key_path, message in find_credential_literals(loader.read(layer)[1])
+    ]
+    if credential_issues:  # the overlays are Git too: no credential literal in environments/*.yaml either
+        raise SpecErrors(credential_issues)
     data = {"name": env_name, **data}
     try:
         return EnvironmentSpec.model_validate(data)

@@ -18,6 +18,7 @@ from typing import Any
 from daemon.core.plan import CHANGING, Action, Op, Plan
 from daemon.core.state import ApplyOutcome
 from daemon.shared.errors import ApplyError
+from daemon.shared.scrub import scrub, scrub_obj
 
 SUCCEEDED, FAILED, BLOCKED = "succeeded", "failed", "blocked"
 TRANSIENT_ERRORS = (ConnectionError, TimeoutError)
@@ -41,6 +42,14 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ApplyError):
         return exc.transient
     return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def _scrubbed(result: ActionResult) -> ActionResult:
+    """Action messages reach the log, the journal, status and Prefect: no secret value in any of them."""
+    from dataclasses import replace
+
+    message = scrub(result.message)
+    return result if message == result.message and not result.details else replace(result, message=message, details=scrub_obj(result.details))
 
 
 async def execute(
@@ -67,6 +76,7 @@ async def execute(
         return [k for k in action.depends_on if k in by_key]
 
     def finish(result: ActionResult) -> None:
+        result = _scrubbed(result)
         results[result.key] = result
         done[result.key].set()
         if on_result:

@@ -19,6 +19,7 @@ from typing import Any
 from daemon.core.executor import BLOCKED, FAILED, ActionResult
 from daemon.core.graph import Graph
 from daemon.core.state import DEGRADED, HEALTHY, MISSING, PROGRESSING, Observed
+from daemon.shared.scrub import scrub_obj
 
 SYNCED, OUT_OF_SYNC = "Synced", "OutOfSync"
 
@@ -113,7 +114,7 @@ class Journal:
         self.path = path
 
     def append(self, event_type: str, revision: str | None, **fields: Any) -> dict[str, Any]:
-        event = {"ts": round(time.time(), 3), "type": event_type, "revision": revision, **fields}
+        event = scrub_obj({"ts": round(time.time(), 3), "type": event_type, "revision": revision, **fields})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = (json.dumps(event, sort_keys=True, default=str) + "\n").encode()
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -133,9 +134,11 @@ class Journal:
         with open(self.path, "rb") as handle:
             for raw in handle:
                 try:
-                    events.append(json.loads(raw))
-                except ValueError:
+                    event = json.loads(raw)
+                except ValueError:  # a torn or garbled line (not UTF-8 included) is skipped, not fatal
                     continue
+                if isinstance(event, dict):
+                    events.append(event)
         return events[-limit:] if limit else events
 
     def last(self, event_type: str) -> dict[str, Any] | None:

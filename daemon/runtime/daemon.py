@@ -32,6 +32,7 @@ from daemon.runtime.source import GitSource, SourceError
 from daemon.shared import procs
 from daemon.shared.errors import SpecErrors
 from daemon.shared.paths import bentoml_home, journal_path, lock_path
+from daemon.shared.scrub import scrub_obj
 
 log = logging.getLogger("specd")
 
@@ -121,7 +122,11 @@ class Daemon:
             poll = env.daemon.poll_interval_s if env else 15.0
             while not self.stopping.is_set():
                 self.wake.clear()
-                self.cycle()
+                try:
+                    self.cycle()
+                except Exception:  # nothing a commit or the live state holds may stop the loop
+                    log.exception("cycle failed; the next one plans again")
+                    metrics.RECONCILE_RUNS.labels(result="failed").inc()
                 deadline = time.monotonic() + poll
                 while not self.stopping.is_set() and not self.wake.is_set() and time.monotonic() < deadline:
                     self.wake.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
@@ -201,6 +206,13 @@ class Daemon:
         os.environ["PREFECT_API_URL"] = server.start()
         self.prefect_server = server
         log.info("Prefect UI on http://%s:%d", server.host, server.port)
+        from daemon.runtime.prefect_keeper import PrefectKeeper
+
+        def restarted(url: str) -> None:
+            self.journal.append("PrefectServerRestarted", self.state.applied_revision, api_url=url)
+            self.wake.set()  # plan again now: a commit may have arrived while the server was down
+
+        self.tick_hooks.append(PrefectKeeper(server, on_restart=restarted))  # restarted with backoff if it dies
 
     def _start_watching(self, env) -> None:
         if self.source.remote:
@@ -375,5 +387,5 @@ class Daemon:
     def _write_status_file(self) -> None:
         path = self.home / "status.json"
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.status_json(), indent=1, default=str))
+        tmp.write_text(json.dumps(scrub_obj(self.status_json()), indent=1, default=str))
         os.replace(tmp, path)

@@ -16,6 +16,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
+from daemon.shared.scrub import scrub, scrub_obj
+
 RECONCILE_RUNS = Counter("specd_reconcile_runs", "Reconcile cycles by result (success, failed, rejected, noop).", ["result"])
 RECONCILE_DURATION = Histogram(
     "specd_reconcile_duration_seconds",
@@ -67,12 +69,12 @@ class MetricsServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # the http.server API names it so
                 path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                if path == "/metrics":  # label values come from names and messages: no secret in any
+                    self._send(200, scrub(generate_latest(REGISTRY).decode()).encode(), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
                     self._send(200, b'{"status":"ok"}', "application/json")
                 elif path == "/status":
-                    body = json.dumps(outer.status(), default=str).encode()
+                    body = json.dumps(scrub_obj(outer.status()), default=str).encode()
                     self._send(200, body, "application/json")
                 else:
                     self._send(404, b'{"error":"not found"}', "application/json")

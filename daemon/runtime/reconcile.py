@@ -20,7 +20,9 @@ from daemon.core.graph import Graph, Resource, build_graph, resolve_references
 from daemon.core.kinds import KINDS, load_object
 from daemon.core.plan import Action, Plan, make_plan, property_diff
 from daemon.core.state import Observed
+from daemon.runtime import guard
 from daemon.shared.errors import SpecErrors, SpecIssue
+from daemon.shared.secrets import register_referenced
 
 
 @dataclass(frozen=True)
@@ -65,19 +67,15 @@ def make_adapters(ctx: AdapterContext) -> dict[str, Adapter]:
 def check(adapters: Mapping[str, Adapter], graph: Graph) -> None:
     """Checks that need live state or other resources (Adapter.check). Raises SpecErrors."""
     issues: list[SpecIssue] = []
-    for kind, adapter in adapters.items():
-        hook = getattr(adapter, "check", None)
-        if hook is not None:
-            issues.extend(hook([r for r in graph.resources if r.kind == kind], graph))
+    for kind, adapter in adapters.items():  # a check that cannot read live state is skipped, not fatal
+        issues.extend(guard.check_kind(kind, adapter, [r for r in graph.resources if r.kind == kind], graph))
     if issues:
         raise SpecErrors(issues)
 
 
 def observe(adapters: Mapping[str, Adapter], graph: Graph) -> dict[str, Observed]:
-    observed: dict[str, Observed] = {}
-    for kind, adapter in adapters.items():
-        observed.update(adapter.observe([r for r in graph.resources if r.kind == kind]))
-    return observed
+    """Every kind's observation; a resource whose live state cannot be read is Degraded, alone."""
+    return guard.observe_all(adapters, graph)
 
 
 def plan(desired: Desired, observed: Mapping[str, Observed], adapters: Mapping[str, Adapter], base: Desired | None = None) -> Plan:
@@ -125,6 +123,7 @@ def apply(
         return []
     resources = desired.graph.by_key()
     env = desired.composed.env
+    register_referenced([dict(r.data) for r in desired.graph.resources] + [env.model_dump(mode="json")])  # for the scrubber
 
     async def run_action(action: Action):
         adapter = adapters[action.kind]

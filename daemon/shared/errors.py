@@ -38,5 +38,7 @@ class ApplyError(Exception):
     """An action failed. `transient` errors are retried with backoff; others fail at once."""
 
     def __init__(self, message: str, *, transient: bool = False):
-        super().__init__(message)
+        from daemon.shared.scrub import scrub
+
+        super().__init__(scrub(message))  # an upstream that echoes a token must not put it in status
         self.transient = transient

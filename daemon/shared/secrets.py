@@ -4,34 +4,112 @@ Specs, plans, logs and fingerprints only ever see the marker `secret:NAME`. The 
 time, by the adapter that needs it, from the environment or from a secret file
 (`$SPECD_SECRETS_DIR/NAME`, the Docker/Kubernetes convention), through pydantic-settings.
 
-Two guards keep credentials out of Git: a literal that looks like a credential is a spec error, and
-`${oc.env:VAR}` refuses variables whose names look secret (they would be copied into the config).
+Two guards keep credentials out of Git: a literal that looks like a credential is a spec error (a
+secret-looking key such as `password:` or an `Authorization` header, a URL with `user:pass@` or an
+`api_key=` query parameter, a well-known token format, a bare high-entropy bearer token), and
+`${oc.env:VAR}` refuses to copy a credential into the config — judged by the variable's name *and* by its
+resolved value, since `${oc.env:X}` with `X=ghp_…` is the same leak under an innocent name. Every value
+`resolve_secret` returns is registered with `daemon.shared.scrub`, which cuts it out of logs, errors,
+the journal, status files and metric labels.
 """
 
 from __future__ import annotations
 
+import base64
+import math
 import os
 import re
 from collections.abc import Iterator
 from typing import Any
 
+from daemon.shared import scrub
+
 SECRET_PREFIX = "secret:"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_KEY_NAMES = re.compile(
-    r"(^|_)(password|passwd|pwd|secret|token|api_?key|apikey|access_?key|private_?key|credentials?|auth)$",
+    r"(^|[_-])(password|passwd|pwd|secret|client_?secret|token|access_?token|refresh_?token|api[_-]?key|apikey|"
+    r"access_?key|secret_?key|private_?key|credentials?|auth|authorization|proxy-authorization|x-api-key|"
+    r"x-auth-token|cookie|session_?key|signing_?key)$",
     re.IGNORECASE,
 )
 _SECRET_VAR_NAMES = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.I)
+_URL_SECRET_PARAMS = (
+    r"api[_-]?key|apikey|access[_-]?token|auth[_-]?token|token|secret|client[_-]?secret|password|passwd|pwd|"
+    r"sig|signature|x-amz-signature|x-goog-signature"
+)
 _CREDENTIAL_VALUES = [
-    (re.compile(r"AKIA[0-9A-Z]{16}"), "an AWS access key id"),
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
+    (re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b"), "an AWS access key id"),
+    (re.compile(r"(?i)aws_secret_access_key\s*[=:]\s*[A-Za-z0-9/+=]{40}"), "an AWS secret access key"),
+    (re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"), "a private key"),
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"), "a GitHub token"),
+    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{40,}"), "a GitHub fine-grained token"),
     (re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}"), "a GitLab token"),
-    (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), "a Slack token"),
-    (re.compile(r"\bglsa_[A-Za-z0-9_]{20,}"), "a Grafana service-account token"),
+    (re.compile(r"\bxox[abposre]-[A-Za-z0-9-]{10,}"), "a Slack token"),
+    (re.compile(r"https://hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/[A-Za-z0-9_]+"), "a Slack webhook URL"),
+    (re.compile(r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}"), "a Stripe secret key"),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), "a Google API key"),
+    (re.compile(r"\bya29\.[0-9A-Za-z_-]{20,}"), "a Google OAuth token"),
+    (re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{32,}"), "an OpenAI/Anthropic API key"),
+    (re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"), "a Hugging Face token"),
+    (re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"), "an npm token"),
+    (re.compile(r"\bpypi-AgE[A-Za-z0-9_-]{50,}"), "a PyPI token"),
+    (re.compile(r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b"), "a SendGrid key"),
+    (re.compile(r"\bgl(?:sa|c)_[A-Za-z0-9_=+/-]{20,}"), "a Grafana token"),
+    (re.compile(r"(?i)\bAccountKey=[A-Za-z0-9+/=]{40,}"), "an Azure storage key"),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"), "a JWT"),
-    (re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@${}]+:(?!\$\{)[^/\s@]+@"), "a URL with an embedded password"),
+    (re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@${}]*:(?!\$\{|secret:)[^/\s@]+@"), "a URL with an embedded password"),
+    (re.compile(rf"(?i)[?&;](?:{_URL_SECRET_PARAMS})=(?!\$\{{|secret:)[^&#\s]{{4,}}"), "an API key in a URL query"),
+    (re.compile(r"(?i)\bbearer\s+(?!\$\{|secret:)[A-Za-z0-9._~+/=-]{16,}"), "a bearer token"),
 ]
+_BASIC = re.compile(r"(?i)\bbasic\s+([A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])")
+_HEX = re.compile(r"^(?:0x)?[0-9a-fA-F]+$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_DIGEST = re.compile(r"^(?:sha(?:1|224|256|384|512)|md5|blake2b?)[:-][0-9a-fA-F]+$", re.I)
+_TOKENISH = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
+
+
+def credential_kind(value: str) -> str | None:
+    """What a string looks like if it contains a credential (a known token format, a URL with a
+    password or an API-key query parameter, a bearer token), else None."""
+    for pattern, what in _CREDENTIAL_VALUES:
+        if pattern.search(value):
+            return what
+    for match in _BASIC.finditer(value):  # "Basic <base64 of user:pass>", not the word "basic"
+        try:
+            decoded = base64.b64decode(match.group(1) + "=" * (-len(match.group(1)) % 4), validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if ":" in decoded and decoded.isprintable():
+            return "HTTP basic credentials"
+    return None
+
+
+def _entropy(text: str) -> float:
+    counts: dict[str, int] = {}
+    for char in text:
+        counts[char] = counts.get(char, 0) + 1
+    return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
+
+
+def looks_like_secret_value(value: str) -> str | None:
+    """`credential_kind`, plus a bare high-entropy token (≥ 20 characters of mixed letters and digits,
+    ≥ 3.5 bits/char). Hex digests, git shas, UUIDs, paths and numbers are not tokens."""
+    if not isinstance(value, str):
+        return None
+    found = credential_kind(value)
+    if found:
+        return found
+    text = value.strip()
+    if len(text) < 20 or not _TOKENISH.match(text) or text.startswith(("/", "./", "../", "~")):
+        return None
+    if _HEX.match(text) or _UUID.match(text) or _DIGEST.match(text) or text.replace(".", "").replace("-", "").isdigit():
+        return None
+    classes = sum(bool(re.search(p, text)) for p in (r"[a-z]", r"[A-Z]", r"[0-9]"))
+    if classes < 3 or not re.search(r"[0-9]", text):
+        return None
+    if text.count("/") > 1 or text.count(".") > 2:  # paths, hostnames, dotted versions
+        return None
+    return "a high-entropy token" if _entropy(text) >= 3.5 else None
 
 
 def is_secret_ref(value: Any) -> bool:
@@ -56,6 +134,12 @@ def guarded_env(name: str, default: Any = None) -> Any:
         if default is None:
             raise KeyError(f"environment variable {name!r} is not set and has no default")
         return default
+    what = looks_like_secret_value(value)
+    if what:  # judged by the value: an innocent name does not make a token safe to copy into the config
+        raise ValueError(
+            f"${{oc.env:{name}}} would copy a secret into the config (its value looks like {what}); "
+            f"use ${{secret:{name}}} instead"
+        )
     return value
 
 
@@ -70,7 +154,8 @@ def find_credential_literals(data: Any, path: tuple = ()) -> Iterator[tuple[tupl
                 and isinstance(value, str)
                 and value
                 and not is_secret_ref(value)
-                and not value.startswith("${secret:")
+                and "${secret:" not in value
+                and not _REF_INSIDE.search(value)
             ):
                 yield sub, f"looks like a credential literal; use ${{secret:NAME}} and set NAME in the environment or {secret_dir_hint()}"
                 continue
@@ -79,10 +164,12 @@ def find_credential_literals(data: Any, path: tuple = ()) -> Iterator[tuple[tupl
         for index, value in enumerate(data):
             yield from find_credential_literals(value, path + (index,))
     elif isinstance(data, str):
-        for pattern, what in _CREDENTIAL_VALUES:
-            if pattern.search(data):
-                yield path, f"contains what looks like {what}; secrets belong in the environment or a secret file"
-                break
+        what = credential_kind(data)
+        if what:
+            yield path, f"contains what looks like {what}; secrets belong in the environment or a secret file"
+
+
+_REF_INSIDE = re.compile(r"(?:^|\s)secret:[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def secret_dir_hint() -> str:
@@ -117,4 +204,27 @@ def resolve_secret(ref: str) -> str:
     settings = settings_class()
     if settings.value is None:
         raise SecretNotFound(f"secret {name} is not set (environment variable {name} or {secret_dir_hint()})")
-    return settings.value.get_secret_value().strip()
+    value = settings.value.get_secret_value().strip()
+    scrub.register(value, name)  # from now on this value is cut out of everything specd writes or logs
+    return value
+
+
+def register_referenced(data: Any) -> int:
+    """Resolve and register every `secret:NAME` reference found in (nested) spec data, so the scrubber
+    knows the values before any action runs, in whichever process it resolves them. Unset secrets are
+    skipped (the action that needs one reports it). Returns how many were registered."""
+    found = 0
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif is_secret_ref(item):
+            try:
+                resolve_secret(item)
+                found += 1
+            except (SecretNotFound, ValueError):
+                continue
+    return found

@@ -117,9 +117,12 @@ def upstream_ids(job: BuildJob, names: list[str]) -> dict[str, str]:
 
 def run_build(job: BuildJob) -> BuildReport:
     from daemon.schema.table import TableSpec
+    from flows.tables import quarantine_name
+    from flows.tables.partial import no_partial_files
 
     spec = TableSpec.model_validate(job.spec)
-    with table_lock(job.state_dir, job.name):
+    written = [table_uri(job.storage_root, job.name), table_uri(job.storage_root, quarantine_name(job.name))]
+    with table_lock(job.state_dir, job.name), no_partial_files(written):  # a failed build leaves no files
         return _build(job, spec)
 
 
@@ -415,16 +418,43 @@ def _remove_tree(path: Path) -> None:
 def run_job(data: dict[str, Any]) -> dict[str, Any]:
     """Run a build from its JSON form; the result payload (`ok`, rows, version... or `error`, `reason`,
     `transient`). Entry point of the build worker processes and of `main`."""
+    from daemon.shared import scrub
+
+    scrub.install()  # worker processes log and report errors: no secret value in either
     data = dict(data)
     data["allowed_modules"] = tuple(data.get("allowed_modules", ()))
     try:
         report = run_build(BuildJob(**data))
     except BuildFailed as exc:
-        return {"ok": False, "error": str(exc), "reason": exc.reason, "transient": exc.transient}
+        return scrub.scrub_obj(_disk_full(data, exc) or {"ok": False, "error": str(exc), "reason": exc.reason, "transient": exc.transient})
+    except OSError as exc:
+        return scrub.scrub_obj(_os_failure(data, exc))
     except Exception as exc:  # a bug or an engine error we did not classify: report it, keep the worker
         first = str(exc).splitlines()[0] if str(exc) else ""
-        return {"ok": False, "error": f"table {data.get('name')}: {type(exc).__name__}: {first}", "reason": "BuildError", "transient": False}
-    return {"ok": True, **asdict(report)}
+        return scrub.scrub_obj(_disk_full(data, exc) or {"ok": False, "error": f"table {data.get('name')}: {type(exc).__name__}: {first}", "reason": "BuildError", "transient": False})
+    return scrub.scrub_obj({"ok": True, **asdict(report)})
+
+
+def _disk_full(data: dict[str, Any], exc: BaseException) -> dict[str, Any] | None:
+    """The failure payload for ENOSPC: "no space left on <path>", retryable once space is back."""
+    from flows.tables.partial import disk_full_path, is_disk_full
+
+    if not is_disk_full(exc):
+        return None
+    where = disk_full_path(exc, local_table_dir(data))
+    return {"ok": False, "transient": True, "reason": "DiskFull",
+            "error": f"table {data.get('name')}: no space left on {where}; nothing was committed and the partial files were removed"}
+
+
+def _os_failure(data: dict[str, Any], exc: OSError) -> dict[str, Any]:
+    return _disk_full(data, exc) or {"ok": False, "error": f"table {data.get('name')}: {type(exc).__name__}: {exc}", "reason": "BuildError", "transient": False}
+
+
+def local_table_dir(data: dict[str, Any]) -> str:
+    from flows.tables import is_local, local_path
+
+    uri = table_uri(str(data.get("storage_root", "")), str(data.get("name", "")))
+    return local_path(uri) if is_local(uri) else uri
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,9 @@ and replaying `add`/`remove` actions tells which versions still have all their d
 whose files were vacuumed cannot be restored. Object-store tables fall back to `DeltaTable.history()`
 and are treated as not restorable (conservative: a rebuild instead of a broken restore).
 
+A commit file that is truncated or garbled raises `CorruptState` naming it (never a bare JSONDecodeError):
+the table adapter reports that one table as Degraded and everything else goes on.
+
 Import-light: json and os only (deltalake only on the object-store path).
 """
 
@@ -17,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from daemon.shared.corrupt import CorruptState, describe
 from flows.tables import FINGERPRINT, is_local, local_path, tables_root
 
 LOG_DIR = "_delta_log"
@@ -76,26 +80,47 @@ def read_table_log(uri: str, storage_options: dict[str, str] | None = None) -> T
     commits: list[Commit] = []
     for version in json_versions:
         info: dict[str, Any] = {}
-        with open(os.path.join(log_dir, f"{version:020d}.json"), "rb") as handle:
-            for line in handle:
-                if not line.strip():
-                    continue
-                action = json.loads(line)
-                if "add" in action:
-                    path = action["add"]["path"]
-                    if path not in active:
-                        active[path] = True
-                        missing_active += path not in existing
-                elif "remove" in action:
-                    path = action["remove"]["path"]
-                    if active.pop(path, None):
-                        missing_active -= path not in existing
-                elif "commitInfo" in action:
-                    info = action["commitInfo"]
+        for action in _actions(os.path.join(log_dir, f"{version:020d}.json")):
+            if "add" in action:
+                path = action["add"]["path"]
+                if path not in active:
+                    active[path] = True
+                    missing_active += path not in existing
+            elif "remove" in action:
+                path = action["remove"]["path"]
+                if active.pop(path, None):
+                    missing_active -= path not in existing
+            elif "commitInfo" in action:
+                info = action["commitInfo"]
         specd = {k: v for k, v in info.items() if k.startswith("specd.")}
         if FINGERPRINT in specd:
             commits.append(Commit(version, int(info.get("timestamp", 0)), str(info.get("operation", "")), specd, missing_active == 0))
     return TableLog(uri, json_versions[-1], tuple(commits))
+
+
+def _actions(path: str) -> list[dict[str, Any]]:
+    """The actions of one commit file; CorruptState naming the file when it is truncated or garbled."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise CorruptState(path, exc.strerror or str(exc)) from None
+    actions = []
+    for number, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            action = json.loads(line)
+        except ValueError as exc:
+            raise CorruptState(path, f"line {number} is not valid JSON ({describe(exc)})") from None
+        if not isinstance(action, dict) or not all(isinstance(v, dict) for v in action.values()):
+            raise CorruptState(path, f"line {number} is not a Delta action")
+        if "add" in action and not isinstance(action["add"].get("path"), str) or "remove" in action and not isinstance(action["remove"].get("path"), str):
+            raise CorruptState(path, f"line {number}: an add/remove action without a path")
+        actions.append(action)
+    if not actions:
+        raise CorruptState(path, "the commit file is empty (truncated?)")
+    return actions
 
 
 def _existing_files(root: str) -> set[str]:
@@ -126,7 +151,10 @@ def _checkpoint_files(log_dir: str, version: int, names: list[str]) -> dict[str,
 
     active: dict[str, bool] = {}
     for part in parts:
-        table = pq.read_table(os.path.join(log_dir, part), columns=["add"])
+        try:
+            table = pq.read_table(os.path.join(log_dir, part), columns=["add"])
+        except (OSError, ValueError, KeyError) as exc:  # pyarrow: ArrowInvalid is a ValueError
+            raise CorruptState(os.path.join(log_dir, part), f"unreadable checkpoint ({describe(exc)})") from None
         for row in table.column("add").to_pylist():
             if row and row.get("path"):
                 active[row["path"]] = True

@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--poll", type=float, default=10.0, help="seconds between looks for new deployments")
     serve_cmd.add_argument("--stop-after", type=float, default=None, help="exit after this many seconds (tests)")
     args = parser.parse_args(argv)
+    from daemon.shared import scrub
+
+    scrub.install()  # scheduled runs log through Prefect: no secret value in those logs
     asyncio.run(serve(args.poll, args.stop_after))
     return 0
 

@@ -258,14 +258,25 @@ class StagedFiles:
             if rows_in_file >= self.request.max_rows_per_file:
                 close()
 
-        for batch in batches:  # buffer up to one row group (bounded), then write it
-            if batch.num_rows:
-                group.append(batch)
-                group_rows += batch.num_rows
-                if group_rows >= ROW_GROUP_ROWS:
-                    flush()
-        flush()
-        close()
+        try:
+            for batch in batches:  # buffer up to one row group (bounded), then write it
+                if batch.num_rows:
+                    group.append(batch)
+                    group_rows += batch.num_rows
+                    if group_rows >= ROW_GROUP_ROWS:
+                        flush()
+            flush()
+            close()
+        except BaseException:
+            # A failed write (a full disk, say) must not keep its file open: the caller deletes the
+            # partial files, and an open descriptor would keep their space allocated.
+            if writer is not None:
+                try:
+                    writer.close()
+                except Exception:
+                    pass
+                writer = None
+            raise
         self.filesystem = filesystem
 
 

@@ -3,7 +3,8 @@
 A release is a small JSON file per (model, model fingerprint) next to the BentoML store:
 `$BENTOML_HOME/specd-releases/<model>/<fingerprint>.json`, plus `current.json` pointing at the release
 that is live. Both are written atomically (temp file + fsync + rename), release before pointer, so a
-kill -9 at any point leaves either the old or the new state, never a torn file.
+kill -9 at any point leaves either the old or the new state, never a torn file. A file torn anyway (a
+disk fault, a hand edit) raises `daemon.shared.corrupt.CorruptState` naming it, never a silent "absent".
 
 Why files and not BentoML labels alone: the same trained model (tag) can be champion in one release and
 challenger in another; a release is the *decision*, the model store holds the *artifacts*. Observing a
@@ -85,10 +86,13 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """A release or pointer file; None when absent; CorruptState (naming the file) when unreadable."""
+    from daemon.shared.corrupt import CorruptState, read_json
+
+    data = read_json(path)
+    if data is not None and not isinstance(data, dict):
+        raise CorruptState(path, "not a JSON object")
+    return data
 
 
 def release_for(model: str, fingerprint: str, root: str | os.PathLike | None = None) -> Release | None:
@@ -99,9 +103,14 @@ def release_for(model: str, fingerprint: str, root: str | os.PathLike | None = N
 
 def current_release(model: str, root: str | os.PathLike | None = None) -> Release | None:
     """The live release of a model (what services route to), or None."""
-    pointer = _read(_model_dir(model, root) / CURRENT)
-    if not pointer or "fingerprint" not in pointer:
+    path = _model_dir(model, root) / CURRENT
+    pointer = _read(path)
+    if not pointer:
         return None
+    if not isinstance(pointer.get("fingerprint"), str):
+        from daemon.shared.corrupt import CorruptState
+
+        raise CorruptState(path, "no fingerprint in the release pointer")
     return release_for(model, pointer["fingerprint"], root)
 
 
@@ -114,7 +123,10 @@ def list_releases(model: str, root: str | os.PathLike | None = None) -> list[Rel
     for path in directory.glob("*.json"):
         if path.name == CURRENT or path.name.startswith("."):
             continue
-        data = _read(path)
+        try:
+            data = _read(path)
+        except ValueError:  # a corrupt earlier release is just not restorable; the current one is checked
+            continue
         if data:
             releases.append(Release.from_json(data))
     return sorted(releases, key=lambda r: (r.created_at, r.fingerprint))

@@ -227,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m flows.training.run <job.json>", file=sys.stderr)
         return 2
+    from daemon.shared import scrub
+
+    scrub.install()  # no secret value in this process's logs
     job = json.loads(Path(args[0]).read_text(encoding="utf-8"))
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     if job.get("torch_threads"):

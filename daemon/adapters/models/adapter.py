@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from daemon.adapters.base import AdapterContext
 from daemon.adapters.models.check import check_models, source_table
 from daemon.core.state import DEGRADED, HEALTHY, ApplyOutcome, Observed
+from daemon.shared.corrupt import CorruptState
 from daemon.shared.errors import ApplyError, SpecIssue
 from daemon.shared.paths import bentoml_home, logs_dir, runtime_dir
 from flows.training import registry
@@ -43,7 +44,14 @@ class ModelAdapter:
     # -- observe -------------------------------------------------------------------------------------
     def observe(self, resources: Sequence[Resource]) -> dict[str, Observed]:
         names = {r.name for r in resources} | set(registry.list_models(self.root))
-        return {f"model/{name}": self._observe_one(name) for name in sorted(names)}
+        return {f"model/{name}": self._observe_guarded(name) for name in sorted(names)}
+
+    def _observe_guarded(self, name: str) -> Observed:
+        try:
+            return self._observe_one(name)
+        except CorruptState as exc:  # a torn release file degrades this model only; apply rewrites it
+            message = f"release unreadable: {exc}"
+            return Observed(exists=True, fingerprint=None, health=DEGRADED, message=message, drift=(message,))
 
     def _observe_one(self, name: str) -> Observed:
         from flows.training.artifact import artifact_complete
@@ -135,7 +143,10 @@ class ModelAdapter:
     def _train(self, resource: Resource) -> ApplyOutcome:
         from daemon.adapters.models.train import train_model
 
-        existing = registry.release_for(resource.name, resource.fingerprint, self.root)
+        try:
+            existing = registry.release_for(resource.name, resource.fingerprint, self.root)
+        except CorruptState:  # a torn release for this fingerprint: train again and write it whole
+            existing = None
         if existing is not None:  # crashed after writing the release, before the pointer: finish the job
             registry.set_current(resource.name, resource.fingerprint, self.root)
             return ApplyOutcome(f"release exists: {existing.decision}", {"champion": existing.champion, "trained": []})

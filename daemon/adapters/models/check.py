@@ -49,13 +49,20 @@ def live_columns(uri: str) -> dict[str, str] | None:
     except OSError:
         return None
     for name in names:
-        for line in (log_dir / name).read_text(encoding="utf-8").splitlines():
+        try:
+            lines = (log_dir / name).read_text(encoding="utf-8").splitlines()
+        except (OSError, ValueError):
+            continue  # a torn commit file: the table's own status names it; look at older ones
+        for line in lines:
             if '"metaData"' not in line:
                 continue
-            meta = json.loads(line).get("metaData")
-            if meta and meta.get("schemaString"):
-                fields = json.loads(meta["schemaString"]).get("fields", [])
-                return {f["name"]: f["type"] if isinstance(f["type"], str) else json.dumps(f["type"]) for f in fields}
+            try:
+                meta = json.loads(line).get("metaData")
+                if meta and meta.get("schemaString"):
+                    fields = json.loads(meta["schemaString"]).get("fields", [])
+                    return {f["name"]: f["type"] if isinstance(f["type"], str) else json.dumps(f["type"]) for f in fields}
+            except (ValueError, AttributeError, KeyError, TypeError):
+                continue
     if names:  # older JSON cleaned up after a checkpoint: ask deltalake
         try:
             from deltalake import DeltaTable

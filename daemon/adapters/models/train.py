@@ -85,7 +85,10 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
         )
         if threads:
             jobs[candidate]["torch_threads"] = threads
-    current = registry.current_release(name, root)
+    try:
+        current = registry.current_release(name, root)
+    except ValueError:  # a torn release pointer (CorruptState): no champion to compare with; rewritten below
+        current = None
     champion = current.champion if current and current.champion and artifact_complete(current.champion, root) else None
     reused = {c: j["tag"] for c, j in jobs.items() if artifact_complete(j["tag"], root)}
     to_train = [j for c, j in jobs.items() if c not in reused]

@@ -25,6 +25,7 @@ from daemon.adapters.base import AdapterContext
 from daemon.adapters.services.supervisor import Launch, Supervisor, process_start_time
 from daemon.core.state import DEGRADED, HEALTHY, MISSING_OBSERVED, PROGRESSING, ApplyOutcome, Observed
 from daemon.schema.service import ServiceSpec, default_port
+from daemon.shared.corrupt import CorruptState, read_json
 from daemon.shared.errors import ApplyError, SpecIssue
 from daemon.shared.paths import bentoml_home
 from flows.online.store import store_settings
@@ -82,8 +83,13 @@ class ServiceAdapter:
 
     def _observe_one(self, name: str, resource: Resource | None) -> Observed:
         try:
-            routing = json.loads(self.supervisor.routing_file(name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            routing = read_json(self.supervisor.routing_file(name))
+            if routing is not None and not isinstance(routing, dict):
+                raise CorruptState(self.supervisor.routing_file(name), "not a JSON object")
+        except CorruptState as exc:  # workers keep serving what they loaded; apply writes the file whole
+            message = f"routing file unreadable: {exc}"
+            return Observed(True, None, None, DEGRADED, message, drift=(message,))
+        if routing is None:
             return MISSING_OBSERVED
         fingerprint, revision = routing.get("fingerprint"), routing.get("revision")
         settings = routing.get("settings") or {}
@@ -96,7 +102,12 @@ class ServiceAdapter:
         restorable = {p.stem: f"routing {p.stem[:12]}, models already in the store"
                       for p in (self.supervisor.service_dir(name) / "history").glob("*.json") if p.stem != fingerprint}
         if state.launch is None:
-            return Observed(True, f"{fingerprint}{NOT_RUNNING}", revision, DEGRADED, "routing exists but no process (stopped)", prune=prune, restorable=restorable, details=details)
+            message = "routing exists but no process (stopped)"
+            try:
+                read_json(self.supervisor.service_dir(name) / "process.json")
+            except CorruptState as exc:  # the process record is torn: say so, not "stopped"
+                message = f"process record unreadable: {exc}"
+            return Observed(True, f"{fingerprint}{NOT_RUNNING}", revision, DEGRADED, message, prune=prune, restorable=restorable, details=details)
         if resource is not None and self.launch_for(name, resource.spec) != state.launch:
             fingerprint = f"{fingerprint}~launch-changed"
         if not state.running:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from daemon.adapters.base import AdapterContext
 from daemon.adapters.tables.metrics import record_build, record_version
 from daemon.core.state import DEGRADED, HEALTHY, MISSING_OBSERVED, ApplyOutcome, Observed
+from daemon.shared.corrupt import CorruptState
 from daemon.shared.errors import ApplyError, SpecIssue
 from flows.tables import (
     BUILD_KEY,
@@ -36,6 +37,7 @@ from flows.tables import (
     PRUNE,
     QUALITY,
     QUARANTINE_SUFFIX,
+    UPSTREAM,
     build_key,
     quarantine_name,
     table_uri,
@@ -63,9 +65,9 @@ class TableAdapter:
 
     # ------------------------------------------------------------------------------------ observe
     def observe(self, resources: Sequence[Resource]) -> dict[str, Observed]:
-        logs = {r.name: read_table_log(table_uri(self.root, r.name), self._options()) for r in resources}
+        logs, corrupt = self._read_logs(resources)
         keys = self.expected_keys(resources, logs)
-        observed = {r.key: self._observed(r, logs[r.name], keys[r.name]) for r in resources}
+        observed = {r.key: corrupt[r.name] if r.name in corrupt else self._observed(r, logs[r.name], keys[r.name]) for r in resources}
         for name, log in logs.items():
             if log is not None and log.latest is not None:
                 record_version(name, log.version, log.latest.timestamp_ms / 1000)
@@ -73,10 +75,26 @@ class TableAdapter:
         for name in list_tables(self.root):
             if name in desired or name.endswith(QUARANTINE_SUFFIX):
                 continue
-            log = read_table_log(table_uri(self.root, name))
+            try:
+                log = read_table_log(table_uri(self.root, name))
+            except CorruptState:  # not ours to judge: who built it cannot be read either
+                continue
             if log is not None and log.latest is not None:  # only tables specd built
                 observed[f"table/{name}"] = _live(log, prune=_prune(log.latest.metadata.get(PRUNE, "")))
         return observed
+
+    def _read_logs(self, resources: Sequence[Resource]) -> tuple[dict[str, TableLog | None], dict[str, Observed]]:
+        """Each desired table's log; a corrupt one becomes a Degraded observation of that table alone."""
+        logs: dict[str, TableLog | None] = {}
+        corrupt: dict[str, Observed] = {}
+        for resource in resources:
+            try:
+                logs[resource.name] = read_table_log(table_uri(self.root, resource.name), self._options())
+            except CorruptState as exc:
+                logs[resource.name] = None
+                corrupt[resource.name] = unreadable(exc)
+        self._corrupt = {name: str(o.message) for name, o in corrupt.items()}
+        return logs, corrupt
 
     def expected_keys(self, resources: Sequence[Resource], logs: dict[str, TableLog | None]) -> dict[str, str]:
         """Build key each desired table would have if built now (resources arrive in dependency order)."""
@@ -88,8 +106,14 @@ class TableAdapter:
                 up_resource = next((r for r in resources if r.name == up), None)
                 if up_resource is not None and _rebuilds_whole(up_resource.spec) and up in keys:
                     ids[up] = keys[up]  # what the upstream holds once it is in sync
+                elif up in getattr(self, "_corrupt", {}):  # unreadable upstream: judge by what was built from it
+                    ids[up] = _recorded_upstream_id(logs.get(resource.name), up)
                 else:  # incremental upstreams: their contents are whatever is live
-                    log = logs.get(up) if up in logs else read_table_log(table_uri(self.root, up))
+                    try:
+                        log = logs.get(up) if up in logs else read_table_log(table_uri(self.root, up))
+                    except CorruptState:
+                        log, ids[up] = None, _recorded_upstream_id(logs.get(resource.name), up)
+                        continue
                     ids[up] = str(log.latest.metadata.get(DATA_ID, "")) if log and log.latest else "missing"
             keys[resource.name] = build_key(resource.fingerprint, self._digest(resource), ids)
         return keys
@@ -160,6 +184,8 @@ class TableAdapter:
             return "remove the table and its quarantine"
         if resource is None:
             return ""
+        if resource.name in getattr(self, "_corrupt", {}):  # observed just before: plan says why, not "rebuild"
+            return f"not built until repaired — {self._corrupt[resource.name]}"
         spec = resource.spec
         source = spec.source
         inputs = len(source.inputs) if source.type == "table" else 1
@@ -213,6 +239,7 @@ class TableAdapter:
         ))
 
     def build(self, resource: Resource, git_sha: str | None = None) -> ApplyOutcome:
+        self._readable(resource.name)
         job = self.job_for(resource, git_sha)
         self.ctx.progress(f"table {resource.name}: building")
         started = time.monotonic()
@@ -233,7 +260,7 @@ class TableAdapter:
         from flows.tables.write import commit_with_retries
 
         uri = table_uri(self.root, resource.name)
-        log = read_table_log(uri, self._options())
+        log = self._readable(resource.name)
         earlier = next((c for c in (log.commits if log else ()) if c.version == version), None)
         if earlier is None or not earlier.complete:
             raise ApplyError(f"table {resource.name}: version {version} can no longer be restored (vacuumed)")
@@ -263,6 +290,14 @@ class TableAdapter:
         return ApplyOutcome(f"removed table {name}")
 
     # ------------------------------------------------------------------------------------ helpers
+    def _readable(self, name: str) -> TableLog | None:
+        """The table's log, or an ApplyError naming the corrupt file: never build or restore on top of a
+        log that cannot be read (a repair is a person's decision; the table stays Degraded meanwhile)."""
+        try:
+            return read_table_log(table_uri(self.root, name), self._options())
+        except CorruptState as exc:
+            raise ApplyError(f"table {name}: {exc}; repair or remove the file (the table is left as it is)") from None
+
     def _run(self, job: dict[str, Any]) -> dict[str, Any]:
         """Warm spawn workers by default; SPECD_TABLE_BUILD_PROCESS=1 runs each build as its own process."""
         if os.environ.get("SPECD_TABLE_BUILD_PROCESS") == "1":
@@ -292,7 +327,9 @@ class TableAdapter:
     def _record_failure(self, resource: Resource, result: dict[str, Any]) -> None:
         path = self._status_path(resource.name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"fingerprint": resource.fingerprint, "reason": result.get("reason"), "error": result.get("error"), "at": time.time()}
+        from daemon.shared.scrub import scrub
+
+        payload = {"fingerprint": resource.fingerprint, "reason": result.get("reason"), "error": scrub(result.get("error")), "at": time.time()}
         tmp = path.with_suffix(".partial")
         tmp.write_text(json.dumps(payload))
         os.replace(tmp, path)
@@ -341,6 +378,23 @@ def table_version(uri: str, options: dict[str, str] | None = None) -> int | None
 def _rebuilds_whole(spec: Any) -> bool:
     """Overwrite tables are a pure function of their build key; incremental ones accumulate."""
     return spec.write.mode == "overwrite" and spec.cursor is None
+
+
+def unreadable(exc: CorruptState) -> Observed:
+    """A table whose Delta log cannot be read: Degraded, naming the file; unknown fingerprint (the plan
+    shows it as changed, and the build refuses to run over the broken log)."""
+    message = f"Delta log unreadable: {exc}"
+    return Observed(exists=True, fingerprint=None, health=DEGRADED, message=message, drift=(message,))
+
+
+def _recorded_upstream_id(log: TableLog | None, upstream: str) -> str:
+    """The data id of `upstream` that this table's last build read (lineage in its commit metadata)."""
+    if log is None or log.latest is None:
+        return "unreadable"
+    try:
+        return str(json.loads(log.latest.metadata.get(UPSTREAM, "{}")).get(upstream, "unreadable"))
+    except (ValueError, AttributeError):
+        return "unreadable"
 
 
 def _prune(text: str) -> bool | None:

@@ -44,5 +44,7 @@ def record_quality_failure(table: str, message: str) -> None:
     """A build that failed its checks (nothing written): count each named check once."""
     import re
 
-    for check in re.findall(r"([A-Za-z0-9_.]+): \d+", message) or ["build"]:
+    from daemon.shared.scrub import scrub
+
+    for check in re.findall(r"([A-Za-z0-9_.]+): \d+", scrub(message)) or ["build"]:
         QUALITY_FAILURES.labels(table=table, check=check).inc()
