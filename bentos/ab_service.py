@@ -20,7 +20,6 @@ this service's name and version (the routing fingerprint). Their bodies are read
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -100,13 +99,7 @@ def _error_response(exc: RequestError) -> JSONResponse:
 @bentoml.service(
     name="specd_ab",
     workers=int(os.environ.get("SPECD_SERVICE_WORKERS", "1")),
-    traffic={"timeout": 60},
-    # One log line per request in serve.log costs ~10 % of a worker's CPU; requests are counted in
-    # metrics and every prediction is in the prediction log.
-    logging={"access": {"enabled": os.environ.get("SPECD_ACCESS_LOG", "") == "1"}},
-    # BentoML records a span per request even with no exporter (sample rate 0): ~20 % of a worker's CPU
-    # on the two hot endpoints. SPECD_TRACE_REQUESTS=1 (with a tracing exporter configured) keeps them.
-    tracing={"excluded_urls": [] if os.environ.get("SPECD_TRACE_REQUESTS", "") == "1" else [f"{p}$" for p in HOT_PATHS]},
+    **bentoml_fixes.serving_config(HOT_PATHS),
 )
 class ABService:
     def __init__(self) -> None:
@@ -128,10 +121,7 @@ class ABService:
             raise RuntimeError(f"{ROUTING_ENV} is not set; the daemon's supervisor starts this service")
         self.watcher = RoutingWatcher(Path(routing_file), load_predictor, self._make_batcher, self._on_swap)
         self.watcher.start()
-        # Modules, models and BentoML's app are loaded for good: keep them out of every later full
-        # collection (a full collection walking them all paused the worker for ~100 ms).
-        gc.collect()
-        gc.freeze()
+        bentoml_fixes.freeze_startup_objects()
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def __is_ready__(self) -> bool:

@@ -179,3 +179,20 @@ def test_raw_request_inputs_hand_the_request_through():
     for spec in (predict_schemas(FEATURES).request, FeedbackRequest):
         assert spec.__root_input__ is True
         assert asyncio.run(spec.from_http_request(sentinel, None)) is sentinel
+
+
+def test_api_method_lookup_is_built_once_per_instance():
+    import bentoml
+
+    bentoml_fixes.apply()
+
+    @bentoml.service(name="specd_lookup_test")
+    class Echo:
+        @bentoml.api
+        def echo(self, text: str) -> str:
+            return text * 2
+
+    instance = Echo.inner()
+    first = instance.echo.local
+    assert instance.echo.local is first  # BentoML built a new wrapper (inspect.signature) on every request
+    assert first("ab") == "abab" and Echo.inner().echo.local is not first
