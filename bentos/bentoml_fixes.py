@@ -73,11 +73,21 @@ def serving_config(hot_paths: Iterable[str], environ: Mapping[str, str] = os.env
     }
 
 
+GC_THRESHOLDS = (20_000, 20, 100)
+
+
 def freeze_startup_objects() -> None:
-    """Modules, models and BentoML's app are loaded for good: keep them out of every later full
-    collection (a full collection walking the ~200 000 objects of a loaded worker takes ~100 ms)."""
+    """Keep the garbage collector out of the request tail.
+
+    Modules, models and BentoML's app are loaded for good: frozen, no later full collection walks them
+    (one walking the ~200 000 objects of a loaded worker took ~100 ms). Requests create few reference
+    cycles, so collections can be rarer: with CPython's default thresholds a worker at one connection
+    still ran a full collection every ~3 000 requests (14-80 ms each, depending on the machine's load);
+    with these, none in 6 000 requests and no young-generation collection over 5 ms.
+    """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def register_paths(paths: Iterable[str]) -> None:
