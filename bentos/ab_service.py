@@ -3,23 +3,31 @@
 Started by the daemon's supervisor as `bentoml serve bentos.ab_service:ABService` with
 `SPECD_ROUTING_FILE` pointing at the routing file the daemon owns; everything that can change without a
 restart (variants, weights, sticky key, batching, API keys, logging) is read from that file by each
-worker (see `live_routing`). Endpoints (a Starlette app mounted on the service, so that bad input gets our
-own 4xx messages naming the field):
+worker (see `live_routing`). Endpoints:
 
 - `POST /predict`  {"features": {...}} or {"instances": [...]} (+ optional sticky key) →
   prediction(s), probability, variant, model version, request id
 - `POST /feedback` {"request_id", "label", "row"?} → ground truth for `specd ab`
-- `GET  /status`   this worker's routing, degradation and logging state
-- BentoML's own `/readyz` (ready once a routing is live), `/livez`, `/metrics`.
+- `GET  /status`   this worker's routing, degradation and logging state (a small mounted app)
+- BentoML's own `/readyz` (ready once a routing is live), `/livez`, `/metrics`, `/docs.json` and its
+  Swagger UI at `/`.
+
+`/predict` and `/feedback` are BentoML APIs, so they are in BentoML's OpenAPI document with schemas
+generated from the live feature schema (`api_schema`) and in its built-in request metrics, labelled with
+this service's name and version (the routing fingerprint). Their bodies are read with a size limit
+(`request_body`) and validated by `validation`, so a bad request gets a 4xx that lists every bad field.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,45 +37,69 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bentos import online_features
+from bentos import bentoml_fixes, online_features
+from bentos.api_schema import FeedbackRequest, FeedbackResponse, PredictResponse, predict_schemas
 from bentos.batching import Arrivals, Batcher, predict_unbatched
 from bentos.live_routing import Live, RoutingWatcher
+from bentos.request_body import body_limit, closes_connection, read_body
 from bentos.validation import RequestError, check_api_key, parse_body, sticky_key_of, validate_request
 from bentos.worker import die_with_arbiter, storage_options
 
 log = logging.getLogger("specd.service")
 ROUTING_ENV = "SPECD_ROUTING_FILE"
 REMEMBERED_REQUESTS = 100_000  # request id -> variant, so feedback is counted per variant
+FEEDBACK_FIELDS = frozenset({"request_id", "label", "row", "variant"})
+
+bentoml_fixes.apply()
+bentoml_fixes.register_paths(["/status"])
+HOT_PATHS = ("/predict", "/feedback")
+
+
+def _identity_from_routing_file() -> None:
+    """Name and version for BentoML's metrics before the first routing is live (import-light read)."""
+    from bentos.routing import read_routing
+
+    try:
+        routing = read_routing(Path(os.environ[ROUTING_ENV]))
+    except (KeyError, OSError, ValueError, TypeError):
+        return
+    bentoml_fixes.set_identity(routing.service, routing.fingerprint[:16])
+
+
+_identity_from_routing_file()
 
 
 def _service() -> ABService:
     return bentoml.get_current_service()
 
 
-async def predict(request: Request) -> JSONResponse:
-    return await _service().handle_predict(request)
-
-
-async def feedback(request: Request) -> JSONResponse:
-    return await _service().handle_feedback(request)
-
-
 async def status(request: Request) -> JSONResponse:
     return JSONResponse(_service().status())
 
 
-app = Starlette(routes=[
-    Route("/predict", predict, methods=["POST"]),
-    Route("/feedback", feedback, methods=["POST"]),
-    Route("/status", status, methods=["GET"]),
-])
+status_app = Starlette(routes=[Route("/status", status, methods=["GET"])])
 
 
-@bentoml.asgi_app(app, path="/")
+@dataclass(frozen=True)
+class VariantMetrics:
+    """The metric children of one variant, bound once per routing swap instead of per request."""
+
+    ok: Any
+    duration: Any
+    prediction: Any
+    feedback: Any
+
+
+def _error_response(exc: RequestError) -> JSONResponse:
+    headers = {"Connection": "close"} if closes_connection(exc) else None
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+
+
+@bentoml.asgi_app(status_app, path="/")
 @bentoml.service(
     name="specd_ab",
     workers=int(os.environ.get("SPECD_SERVICE_WORKERS", "1")),
-    traffic={"timeout": 60},
+    **bentoml_fixes.serving_config(HOT_PATHS),
 )
 class ABService:
     def __init__(self) -> None:
@@ -81,11 +113,15 @@ class ABService:
         self.logs: dict[str, Any] = {}
         self._log_key: tuple | None = None
         self._recent: OrderedDict[str, str] = OrderedDict()
+        self._bound: dict[str, VariantMetrics] = {}
+        self._schema_key: tuple | None = None
+        self.max_body = body_limit({})
         routing_file = os.environ.get(ROUTING_ENV)
         if not routing_file:
             raise RuntimeError(f"{ROUTING_ENV} is not set; the daemon's supervisor starts this service")
         self.watcher = RoutingWatcher(Path(routing_file), load_predictor, self._make_batcher, self._on_swap)
         self.watcher.start()
+        bentoml_fixes.freeze_startup_objects()
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def __is_ready__(self) -> bool:
@@ -128,7 +164,28 @@ class ABService:
             for loaded in old.variants.values():
                 if loaded.batcher is not None and id(loaded.batcher) not in kept:
                     loaded.batcher.retire()  # requests already queued on it still finish there
+        self._bound = {name: self._bind(service, name) for name in new.variants}
+        self._publish(new)
         self._configure_logs(new)
+
+    def _bind(self, service: str, variant: str) -> VariantMetrics:
+        m = self.metrics
+        return VariantMetrics(m.requests.labels(service, variant, "200"), m.duration.labels(service, variant),
+                              m.prediction.labels(service, variant), m.feedback.labels(service, variant))
+
+    def _publish(self, live: Live) -> None:
+        """What BentoML shows of this service: its name and version in the built-in metrics, and the
+        request schema of the live variants in /docs.json."""
+        bentoml_fixes.set_identity(live.routing.service, live.routing.fingerprint[:16])
+        max_rows = int(live.settings.get("max_request_rows", 256))
+        key = (tuple(sorted((n, t) for v in live.variants.values() for n, t in v.schema.items() if n in live.known_features)),
+               live.routing.sticky_field, max_rows)
+        if key != self._schema_key:
+            features = {name: dtype for v in live.variants.values() for name, dtype in v.schema.items() if name in live.known_features}
+            ABService.apis["predict"].input_spec = predict_schemas(features, sticky_field=live.routing.sticky_field,
+                                                                   max_rows=max_rows).request
+            self._schema_key = key
+        self.max_body = body_limit(live.settings)
 
     def _configure_logs(self, live: Live) -> None:
         from bentos.prediction_log import FEEDBACK_COLUMNS, PREDICTION_COLUMNS, DeltaLog
@@ -151,6 +208,24 @@ class ABService:
             delta_log.close(timeout=0)  # its thread flushes what it holds, then ends
 
     # ---- endpoints -------------------------------------------------------------------------------
+    @bentoml.api(route="/predict", input_spec=predict_schemas({}).request, output_spec=PredictResponse)
+    async def predict(self, request: Request) -> JSONResponse:
+        """Predict one row (`features`) or a batch (`instances`) with the variant this request is routed to.
+
+        A request with a sticky key (the service's sticky field, or `key`) always reaches the same variant.
+        A bad request gets a 4xx whose `error`/`field` name the first bad field and `errors` lists them all.
+        """
+        return await self.handle_predict(request)
+
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackResponse)
+    async def feedback(self, request: Request) -> JSONResponse:
+        """Record the ground truth of an answered request (by its `request_id`), for `specd ab`."""
+        return await self.handle_feedback(request)
+
+    def _metrics_of(self, service: str, variant: str) -> VariantMetrics:
+        bound = self._bound.get(variant)
+        return bound if bound is not None else self._bind(service, variant)
+
     async def handle_predict(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
         arrivals = self._arrivals_ref()
@@ -163,7 +238,7 @@ class ABService:
             if live is None:
                 raise RequestError(503, "", "no routing is live yet (models loading)")
             check_api_key(request, live.settings.get("auth") or {})
-            body = parse_body(await request.body())
+            body = parse_body(await read_body(request, self.max_body))
             body = await online_features.enrich(body, live)  # features_from: fill features by entity key
             routing = live.routing
             key = sticky_key_of(body, routing.sticky_field)
@@ -184,7 +259,7 @@ class ABService:
             if exc.status >= 500:
                 log.warning("predict: %s", exc)
             self.metrics.requests.labels(service, variant_name, str(exc.status)).inc()
-            return JSONResponse(exc.to_json(), status_code=exc.status)
+            return _error_response(exc)
         except Exception:
             log.exception("prediction failed (variant %s)", variant_name)
             self.metrics.requests.labels(service, variant_name, "500").inc()
@@ -209,25 +284,21 @@ class ABService:
 
     def _observe(self, live: Live, tag: str, variant: str, parsed: Any, output: dict[str, list], elapsed: float,
                  request_id: str, key: str | None) -> None:
-        service = live.routing.service
-        self.metrics.requests.labels(service, variant, "200").inc()
-        self.metrics.duration.labels(service, variant).observe(elapsed)
+        metrics = self._metrics_of(live.routing.service, variant)
+        metrics.ok.inc()
+        metrics.duration.observe(elapsed)
         values = output.get("probability") or output["prediction"]
-        histogram = self.metrics.prediction.labels(service, variant)
         for value in values:
             if isinstance(value, int | float) and not isinstance(value, bool):
-                histogram.observe(value)
+                metrics.prediction.observe(value)
             elif isinstance(value, list) and value:
-                histogram.observe(max(value))  # multiclass: confidence of the predicted class
+                metrics.prediction.observe(max(value))  # multiclass: confidence of the predicted class
         self._recent[request_id] = variant
         if len(self._recent) > REMEMBERED_REQUESTS:
             self._recent.popitem(last=False)
         predictions_log = self.logs.get("predictions")
         if predictions_log is None:
             return
-        import json
-        from datetime import UTC, datetime
-
         now = datetime.now(UTC)
         probabilities = output.get("probability")
         for row in range(parsed.rows):
@@ -235,7 +306,7 @@ class ABService:
             if isinstance(probability, list):
                 probability = max(probability)
             predictions_log.record({
-                "request_id": request_id, "row": row, "ts": now, "service": service, "variant": variant,
+                "request_id": request_id, "row": row, "ts": now, "service": live.routing.service, "variant": variant,
                 "model_tag": tag, "routing_fingerprint": live.routing.fingerprint, "sticky_key": key,
                 "prediction": str(output["prediction"][row]), "probability": probability,
                 "latency_ms": elapsed * 1000.0,
@@ -243,15 +314,13 @@ class ABService:
             })
 
     async def handle_feedback(self, request: Request) -> JSONResponse:
-        from datetime import UTC, datetime
-
         live = self.watcher.live
         service = live.routing.service if live else "unknown"
         try:
             if live is not None:
                 check_api_key(request, live.settings.get("auth") or {})
-            body = parse_body(await request.body())
-            unknown = sorted(set(body) - {"request_id", "label", "row", "variant"})
+            body = parse_body(await read_body(request, self.max_body))
+            unknown = sorted(set(body) - FEEDBACK_FIELDS)
             if unknown:
                 raise RequestError(400, unknown[0], "unknown field; expected request_id, label, row, variant")
             request_id = body.get("request_id")
@@ -266,8 +335,10 @@ class ABService:
             if not isinstance(variant, str):
                 raise RequestError(400, "variant", "must be a string")
         except RequestError as exc:
-            return JSONResponse(exc.to_json(), status_code=exc.status)
-        self.metrics.feedback.labels(service, variant).inc()
+            return _error_response(exc)
+        # a client-sent variant name is logged as sent, but only a live variant gets a metric series
+        label_variant = variant if live is not None and variant in live.variants else "unknown"
+        self._metrics_of(service, label_variant).feedback.inc()
         feedback_log = self.logs.get("feedback")
         label = body["label"]
         if isinstance(label, float) and label.is_integer():

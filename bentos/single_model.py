@@ -2,7 +2,9 @@
 
 `tests/bench/bench_services.py` measures the A/B router against this in the same run: same model,
 same request body, same worker count — the difference is what routing, validation, metrics and
-prediction logging cost. The model tag comes from `SPECD_MODEL_TAG`.
+prediction logging cost. So it runs on the same BentoML settings and fixes (`bentoml_fixes`): without
+them its p99 is BentoML's garbage-collection pauses, not the cost of serving. The model tag comes from
+`SPECD_MODEL_TAG`.
 """
 
 from __future__ import annotations
@@ -12,13 +14,19 @@ from typing import Any
 
 import bentoml
 
+from bentos import bentoml_fixes
 
-@bentoml.service(name="specd_single", workers=int(os.environ.get("SPECD_SERVICE_WORKERS", "1")), traffic={"timeout": 60})
+bentoml_fixes.apply()
+
+
+@bentoml.service(name="specd_single", workers=int(os.environ.get("SPECD_SERVICE_WORKERS", "1")),
+                 **bentoml_fixes.serving_config(["/predict"]))
 class SingleModel:
     def __init__(self) -> None:
         from flows.training.artifact import load_predictor
 
         self.predictor = load_predictor(os.environ["SPECD_MODEL_TAG"])
+        bentoml_fixes.freeze_startup_objects()
 
     @bentoml.api
     def predict(self, features: dict[str, Any]) -> dict[str, Any]:

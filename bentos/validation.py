@@ -53,6 +53,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, "body", f"malformed JSON: {exc}") from None
+    except RecursionError:  # the decoder recurses per nesting level; no request of ours nests deeply
+        raise RequestError(400, "body", "JSON nested too deeply; a request is {\"features\": {name: value}}") from None
     if not isinstance(body, dict):
         raise RequestError(400, "body", f"expected a JSON object, got {_json_type(body)}")
     return body

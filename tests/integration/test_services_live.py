@@ -98,6 +98,64 @@ def test_bad_requests_get_4xx_naming_the_field(live, raw, status, field):
     assert body["field"] == field and field in body["error"]
 
 
+def test_docs_json_lists_the_apis_with_the_feature_fields(live):
+    spec = live["client"].get(live["url"] + "/docs.json").json()
+    schemas = spec["components"]["schemas"]
+    predict = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"features", "instances", "user_id"} <= set(predict["properties"])  # user_id: the sticky field
+    assert predict["properties"]["features"]["$ref"].endswith("/Features")
+    features = schemas["Features"]["properties"]
+    assert set(features) == set(cs.FEATURES)
+    assert features["year"]["anyOf"][0]["type"] == "integer" and features["island"]["anyOf"][0]["type"] == "string"
+    assert set(predict["example"]["features"]) == set(cs.FEATURES)  # what "Try it out" sends...
+    tried = _predict(live, predict["example"])
+    assert tried.status_code == 200, tried.text  # ...is a valid request
+    answer = spec["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {"request_id", "variant", "model_version", "prediction"} <= set(answer["properties"])
+    feedback = spec["paths"]["/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"request_id", "label", "row"} <= set(feedback["properties"]) and "request_id" in feedback["required"]
+
+
+def test_oversized_body_gets_413_and_deep_json_a_400(live):
+    huge = json.dumps({"instances": [cs.ROW] * 20000}).encode()  # ~1.6 MB, over the default 1 MiB
+    response = live["client"].post(live["url"] + "/predict", content=huge, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413, response.text
+    assert response.json()["field"] == "body" and "limit of 1048576 bytes" in response.json()["error"]
+
+    def chunks():  # no Content-Length: refused while reading
+        for _ in range(20):
+            yield b" " * 100_000
+
+    response = live["client"].post(live["url"] + "/feedback", content=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and "limit of 1048576 bytes" in response.json()["error"]
+    deep = b'{"features": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for path in ("/predict", "/feedback"):
+        response = live["client"].post(live["url"] + path, content=deep, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400 and response.json()["field"] == "body", response.text
+        assert "nested too deeply" in response.json()["error"]
+    assert _predict(live, {"features": cs.ROW}).status_code == 200  # the workers are fine
+
+
+def test_unknown_paths_add_no_metric_series(live):
+    def series() -> set[str]:
+        text = live["client"].get(live["url"] + "/metrics").text
+        return {line.rsplit(" ", 1)[0] for line in text.splitlines() if line.startswith("bentoml_service_request_total")}
+
+    for i in range(30):
+        assert live["client"].get(live["url"] + f"/probe-{i}").status_code == 404
+        live["client"].post(live["url"] + f"/predict/extra-{i}", json={})
+    before = series()
+    for i in range(30, 60):
+        live["client"].get(live["url"] + f"/probe-{i}")
+    after = series()
+    assert after == before, after - before
+    assert not any("probe-" in s or "extra-" in s for s in after)
+    assert any('endpoint="unknown"' in s for s in after)
+    # BentoML's built-in metrics carry this service's name and version (its routing fingerprint)
+    assert any('endpoint="/predict"' in s and 'service_name="penguin_api"' in s and 'service_version="fp1"' in s
+               and 'http_response_code="200"' in s for s in after), after
+
+
 def test_batch_request_and_metrics(live):
     response = _predict(live, {"instances": [cs.ROW, {**cs.ROW, "bill_length_mm": None}]})
     assert response.status_code == 200
