@@ -12,17 +12,29 @@ quarantine table, so the plaintext of a protected column never reaches a Delta f
   stored as `version(1) || nonce(12) || ciphertext || tag(16)` in a binary column. `decrypt_column`
   reverses it, and only with the key.
 
-Mask and generalise are pyarrow compute kernels. Hash and encrypt have no Arrow kernel, so they run a
-tight loop over the *distinct* values of the batch (dictionary-encoded), with HMAC's inner/outer
-states precomputed once per key: about 1 µs per distinct value for hashing, 2 µs for encryption.
+Mask and generalise are pyarrow compute kernels. Hash and encrypt have no Arrow kernel; the per-value
+work is one C call each, iterated by `map` (no Python bytecode per value), and everything around it
+is done once per batch on Arrow/numpy buffers:
+
+- hash: over the *distinct* values only (dictionary-encoded); HMAC's inner/outer SHA-256 states are
+  hashed once per key and copied per value (OpenSSL's one-shot `hmac.digest` re-derives them on every
+  call, which is slower); the 32-byte digests are joined and hex-encoded in one `hexlify` call and
+  become the string dictionary directly from buffers. Output bytes are those of `hmac.new(...)`.
+- encrypt: one reused `AESGCM` object, one `os.urandom` call for all nonces of the batch; the
+  `version || nonce || ciphertext || tag` values are assembled with numpy scatters, not concatenation.
+
+Measured on one core with all values distinct: see tests/bench/bench_tables_transforms.py.
 """
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import os
 from collections.abc import Callable, Mapping
+from itertools import repeat
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -72,39 +84,47 @@ def _as_text(array: pa.Array) -> pa.Array:
     return pc.cast(array, pa.string())
 
 
-def _utf8_bytes(values: list) -> list:
-    return [None if v is None else v.encode() for v in values]
+def _binary(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The values as UTF-8 bytes (a binary array; one chunk)."""
+    binary = pc.cast(_as_text(array), pa.binary())
+    return binary.combine_chunks() if isinstance(binary, pa.ChunkedArray) else binary
 
 
-def _over_distinct(array: pa.Array, function: Callable[[list], list], out_type: pa.DataType) -> pa.Array:
-    """Apply a Python function to the distinct values only, then expand back (nulls stay null)."""
-    encoded = pc.dictionary_encode(array)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    dictionary = pa.array(function(encoded.dictionary.to_pylist()), out_type)
-    return pc.take(dictionary, encoded.indices)
+def _hmac_digests(values: list[bytes], key: bytes) -> list[bytes]:
+    """HMAC-SHA256 (RFC 2104) raw digests; the key's inner/outer states are hashed once, then copied."""
+    block = hashlib.sha256(key).digest() if len(key) > 64 else key
+    block = block.ljust(64, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+    kind = type(inner)
+    count = len(values)
+    states = list(map(kind.copy, repeat(inner, count)))
+    list(map(kind.update, states, values))
+    inner_digests = list(map(kind.digest, states))
+    states = list(map(kind.copy, repeat(outer, count)))
+    list(map(kind.update, states, inner_digests))
+    return list(map(kind.digest, states))
+
+
+def _fixed_width_strings(data: bytes, count: int, width: int) -> pa.Array:
+    offsets = np.arange(0, (count + 1) * width, width, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), count, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def hmac_sha256_hex(array: pa.Array, key: bytes) -> pa.Array:
-    """HMAC-SHA256 (RFC 2104) as hex; the key's inner/outer states are hashed once, then copied."""
-    block = hashlib.sha256(key).digest() if len(key) > 64 else key
-    block = block.ljust(64, b"\0")
-    inner_copy = hashlib.sha256(bytes(b ^ 0x36 for b in block)).copy
-    outer_copy = hashlib.sha256(bytes(b ^ 0x5C for b in block)).copy
+    """HMAC-SHA256 as 64 lowercase hex chars per value, computed once per distinct value (nulls stay null)."""
+    encoded = pc.dictionary_encode(_binary(array))
+    values = encoded.dictionary.to_pylist()
+    hexed = binascii.hexlify(b"".join(_hmac_digests(values, key)))
+    return pc.take(_fixed_width_strings(hexed, len(values), 64), encoded.indices)
 
-    def one(value: bytes | None) -> str | None:
-        if value is None:
-            return None
-        inner = inner_copy()
-        inner.update(value)
-        outer = outer_copy()
-        outer.update(inner.digest())
-        return outer.hexdigest()
 
-    def digest_all(values: list) -> list:
-        return list(map(one, values))
-
-    return _over_distinct(pc.cast(_as_text(array), pa.binary()), digest_all, pa.string())
+def _validity(array: pa.Array) -> tuple[np.ndarray | None, pa.Buffer | None]:
+    """(mask of valid rows, its bitmap) or (None, None) without nulls."""
+    if array.null_count == 0:
+        return None, None
+    valid = array.is_valid().to_numpy(zero_copy_only=False)
+    return valid, pa.py_buffer(np.packbits(valid, bitorder="little"))
 
 
 def encrypt_array(array: pa.Array, key: bytes, column: str) -> pa.Array:
@@ -112,19 +132,38 @@ def encrypt_array(array: pa.Array, key: bytes, column: str) -> pa.Array:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     encrypt = AESGCM(encryption_key(key)).encrypt
-    aad = column.encode()
-    text = _as_text(array)
-    values = _utf8_bytes(text.to_pylist())
-    nonces = os.urandom(NONCE_BYTES * len(values))
-    out = []
-    append = out.append
-    for i, value in enumerate(values):
-        if value is None:
-            append(None)
-            continue
-        nonce = nonces[i * NONCE_BYTES : (i + 1) * NONCE_BYTES]
-        append(CIPHER_VERSION + nonce + encrypt(nonce, value, aad))
-    return pa.array(out, pa.binary())
+    binary = _binary(array)
+    valid, bitmap = _validity(binary)
+    present = binary.drop_null() if valid is not None else binary
+    count = len(present)
+    nonces = os.urandom(NONCE_BYTES * count)
+    ends = range(NONCE_BYTES, NONCE_BYTES * (count + 1), NONCE_BYTES)
+    nonce_list = map(nonces.__getitem__, map(slice, range(0, NONCE_BYTES * count, NONCE_BYTES), ends))
+    sealed = b"".join(map(encrypt, nonce_list, present.to_pylist(), repeat(column.encode(), count)))
+
+    header = 1 + NONCE_BYTES  # version byte and nonce before each ciphertext||tag
+    plain_lengths = pc.binary_length(present).to_numpy(zero_copy_only=False).astype(np.int64)
+    lengths = plain_lengths + (header + 16)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    data = np.empty(int(starts[-1]), dtype=np.uint8)
+    head_at = starts[:-1, None] + np.arange(header)
+    body = np.ones(data.size, dtype=bool)
+    body[head_at] = False
+    data[body] = np.frombuffer(sealed, dtype=np.uint8)
+    heads = np.empty((count, header), dtype=np.uint8)
+    heads[:, 0] = CIPHER_VERSION[0]
+    heads[:, 1:] = np.frombuffer(nonces, dtype=np.uint8).reshape(count, NONCE_BYTES)
+    data[head_at] = heads
+    if valid is not None:  # null rows take no bytes
+        all_lengths = np.zeros(len(binary), dtype=np.int64)
+        all_lengths[valid] = lengths
+        starts = np.concatenate([[0], np.cumsum(all_lengths)])
+    offset_type, out_type = (np.int32, pa.binary()) if starts[-1] < 2**31 else (np.int64, pa.large_binary())
+    out = pa.Array.from_buffers(
+        out_type, len(binary), [bitmap, pa.py_buffer(starts.astype(offset_type)), pa.py_buffer(data)],
+        null_count=len(binary) - count,
+    )
+    return out if out_type == pa.binary() else out.cast(pa.binary())
 
 
 def decrypt_column(array: pa.Array | pa.ChunkedArray, key: bytes, column: str) -> pa.Array:
