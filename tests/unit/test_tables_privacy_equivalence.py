@@ -27,6 +27,7 @@ from flows.tables.privacy import (
     encryption_key,
     hmac_sha256_hex,
 )
+from flows.tables.privacy import _mostly_distinct as mostly_distinct
 
 
 # ---------------------------------------------------------------- the previous implementation, verbatim
@@ -97,6 +98,23 @@ def test_hash_bytes_equal_previous_implementation_and_stdlib(key: bytes, seed: i
     assert ours.type == pa.string()
     assert ours.equals(reference_hmac_sha256_hex(array, key))
     assert ours.to_pylist() == [None if v is None else hmac.new(key, v.encode(), hashlib.sha256).hexdigest() for v in values]
+
+
+def distinct_strings(count: int, seed: int) -> list[str | None]:
+    """Nearly all distinct (emails, ids): the path that skips deduplication."""
+    rng = random.Random(seed)
+    return [None if rng.random() < 0.05 else f"user{i}.{rng.choice('äb🙂')}@example.org" for i in range(count)]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hash_of_nearly_distinct_values_equals_previous_implementation(seed: int) -> None:
+    values = distinct_strings(3000, seed) + ["user5@example.org"] * 3 + [""]  # a few duplicates after the sample
+    array = pa.array(values, pa.string())
+    assert mostly_distinct(array) and not mostly_distinct(pa.array(varied_strings(700, seed)))  # both paths are tested
+    for candidate in (array, array.slice(7, 2500), pa.array([v for v in values if v is not None])):
+        ours = hmac_sha256_hex(candidate, b"hash-key-1")
+        assert ours.equals(reference_hmac_sha256_hex(candidate, b"hash-key-1"))
+        assert ours.null_count == candidate.null_count
 
 
 @pytest.mark.parametrize(
