@@ -121,6 +121,7 @@ def canonical_order(frame: Any) -> Any:
     """The frame with its rows in an order that depends on their contents only (module docstring)."""
     if frame.height < 2:
         return frame
+    frame = frame.rechunk()  # one contiguous buffer per column: zero-copy codes, and a gather twice as fast
     keys = row_keys(frame)
     if keys is None:
         return frame.sort(frame.columns, nulls_last=True, maintain_order=True)

@@ -17,7 +17,7 @@ SPREAD = rf"({NUMBER}) / ({NUMBER}) / ({NUMBER})"
 
 @pytest.mark.bench
 def test_bench_training_prints_sane_ratios() -> None:
-    done = subprocess.run([sys.executable, str(BENCH), "--size", "8000", "--width", "32", "--batch", "2048",
+    done = subprocess.run([sys.executable, str(BENCH), "--size", "8000", "--train-size", "4000", "--width", "32", "--batch", "1024",
                            "--epochs", "1", "--runs", "3"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
