@@ -5,6 +5,29 @@ retrained bit-for-bit from its lineage. Splits are seeded and independent of the
 candidate — and the re-scored champion — is evaluated on the same holdout rows. Group and time splits
 keep their promise in the cross-validation folds too (a group never on both sides; validate only on
 rows later than those fitted on), so CV spread is not flattered by leakage.
+
+Canonical row order. Two builds of the same data may store rows in different orders (other file
+layout, compaction, parallel writers) while the split and the shuffles work on positions; so the rows
+are put in an order that depends on their contents only, and same data + same seed = same model. The
+rule, cheapest first:
+
+1. every column gets a uint64 *code* per value whose equality is value equality: the IEEE-754 bits of
+   floats, the integer itself for integers, booleans and temporals (their physical value), the dense
+   rank among the column's distinct values for strings, categoricals and decimals; nulls get code 0
+   plus a separate null flag;
+2. the codes of a row are folded into one 64-bit key, `h = (h ^ code) * odd constant` column by
+   column (each step is a bijection of `h`, so rows that differ in a single column never collide), in
+   numpy, vectorised over the rows — linear in rows × columns, where sorting by all columns was the
+   single largest cost of loading a wide table;
+3. rows are ordered by that key; rows whose keys collide (duplicates, or a true collision) are ordered
+   among themselves by their codes, column by column, so the order stays a function of the contents
+   even then (rows left tied are equal in every column, and their order cannot matter);
+4. a table with a column of any other type (lists, structs, binary) falls back to sorting by all
+   columns, as before.
+
+The key is a pure function of the values and of numpy's wrapping uint64 arithmetic (no library hash
+whose definition may change between versions); the order of `columns` passed to `read_table` is part
+of it and is the job's own, deterministic order.
 """
 
 from __future__ import annotations
@@ -24,9 +47,95 @@ def read_table(uri: str, version: int | None, columns: Sequence[str], storage_op
 
     names = list(dict.fromkeys(columns))
     frame = pl.read_delta(uri, version=version, columns=names, storage_options=dict(storage_options or {}) or None)
-    # A canonical row order: two builds of the same data may store rows in different orders, and the
-    # seeded split and shuffles work on positions. Sorting makes same data + same seed = same model.
-    return frame.sort(names, nulls_last=True, maintain_order=True)
+    return canonical_order(frame)
+
+
+def _multipliers(count: int) -> list[int]:
+    """Odd 64-bit constants, one per folding step: the splitmix64 sequence from a fixed seed."""
+    out, state, mask = [], 0x5EED_0F_5EC_D0_0DE, (1 << 64) - 1
+    for _ in range(count):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        out.append((z ^ (z >> 31)) | 1)
+    return out
+
+
+def _value_codes(series: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(uint64 code per value, null mask or None): equal codes ⇔ equal values. None: unsupported type."""
+    import polars as pl
+
+    dtype = series.dtype
+    nulls = series.is_null().to_numpy() if series.null_count() else None
+    if dtype.is_float():
+        codes = series.cast(pl.Float64).to_numpy().view(np.uint64)
+    elif dtype == pl.UInt64:
+        codes = series.fill_null(0).to_numpy().astype(np.uint64, copy=False)
+    elif dtype.is_integer() or dtype.is_temporal() or dtype == pl.Boolean:
+        physical = series.to_physical() if dtype.is_temporal() else series
+        codes = physical.cast(pl.Int64).fill_null(0).to_numpy().view(np.uint64)
+    elif dtype in (pl.String, pl.Categorical, pl.Enum) or dtype.is_decimal():
+        codes = series.cast(pl.String).rank("dense").fill_null(0).to_numpy().astype(np.uint64)
+    else:
+        return None
+    if nulls is not None:
+        codes = np.where(nulls, np.uint64(0), codes)
+    return codes, nulls
+
+
+def _row_codes(frame: Any) -> list[np.ndarray] | None:
+    """The code columns of every column (plus a null-flag column where there are nulls)."""
+    out = []
+    for name in frame.columns:
+        coded = _value_codes(frame[name])
+        if coded is None:
+            return None
+        codes, nulls = coded
+        out.append(codes)
+        if nulls is not None:
+            out.append(nulls.astype(np.uint64))
+    return out
+
+
+def row_keys(frame: Any) -> np.ndarray | None:
+    """One uint64 key per row folded from its value codes (see the module docstring); None: unsupported."""
+    keys = np.full(frame.height, 0x243F6A8885A308D3, dtype=np.uint64)
+    constants = iter(_multipliers(2 * frame.width))
+    for name in frame.columns:
+        coded = _value_codes(frame[name])
+        if coded is None:
+            return None
+        codes, nulls = coded
+        keys ^= codes
+        keys *= np.uint64(next(constants))
+        if nulls is not None:
+            keys ^= nulls.astype(np.uint64)
+            keys *= np.uint64(next(constants))
+        else:
+            next(constants)
+    return keys
+
+
+def canonical_order(frame: Any) -> Any:
+    """The frame with its rows in an order that depends on their contents only (module docstring)."""
+    if frame.height < 2:
+        return frame
+    frame = frame.rechunk()  # one contiguous buffer per column: zero-copy codes, and a gather twice as fast
+    keys = row_keys(frame)
+    if keys is None:
+        return frame.sort(frame.columns, nulls_last=True, maintain_order=True)
+    order = np.argsort(keys)  # ties are resolved below; rows still tied after that are equal
+    ordered = keys[order]
+    same = ordered[1:] == ordered[:-1]
+    if same.any():  # order colliding rows among themselves by their codes
+        tied = np.flatnonzero(np.concatenate([same, [False]]) | np.concatenate([[False], same]))
+        rows = order[tied]
+        codes = _row_codes(frame[rows])
+        assert codes is not None  # the same types row_keys accepted
+        within = np.lexsort([*reversed(codes), keys[rows]])  # last key is primary: the row key first
+        order[tied] = rows[within]
+    return frame[order]
 
 
 @dataclass(frozen=True)
@@ -137,7 +246,7 @@ def columns_at(frame: Any, names: Sequence[str], rows: np.ndarray) -> dict[str, 
     """Selected rows as {name: ndarray (numeric, NaN for nulls) | list (strings)}."""
     from flows.training.preprocess import NUMERIC_TYPES
 
-    taken = frame[rows.tolist()] if rows.size != frame.height else frame
+    taken = frame[rows] if rows.size != frame.height else frame
     out: dict[str, Any] = {}
     for name in names:
         series = taken[name]

@@ -4,6 +4,15 @@ Fitted on the training split only and saved inside the model artifact, so servin
 transform training applied (no train/serve skew). Numpy only: the BentoML service loads it without
 polars or Lightning. Columns arrive as a mapping {name: list | ndarray}; the output is one float32
 matrix with a stable column order.
+
+Speed on wide tables (the loader must outrun training): `fit` takes the medians of all numeric
+columns in one polars selection (the two middle order statistics, combined exactly as `np.median`
+combines them — polars is only imported when fitting, which serving never does) and makes no copy of a
+column without missing values; `transform` writes each column once into a column-major float32 matrix and
+transposes it once (measured faster than filling row blocks of a row-major one), instead of
+concatenating float64 blocks and converting them afterwards, and replaces non-finite values only when
+there are any. The
+arithmetic per value is unchanged, so the numbers are the same as before.
 """
 
 from __future__ import annotations
@@ -28,8 +37,35 @@ def _strings(values: Any) -> list[str | None]:
     return [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
 
 
-def _fit_numeric(values: np.ndarray, impute: str, scale: str) -> dict[str, Any]:
-    present = values[~np.isnan(values)]
+def medians(columns: Mapping[str, np.ndarray]) -> dict[str, float | None]:
+    """`np.median` of the non-NaN values of each column (None where there are none), bit for bit.
+
+    np.median takes the mean (np.mean) of the middle one or two order statistics; polars selects those
+    (quantiles "lower"/"higher") for all columns at once, several times faster than np.partition.
+    """
+    import polars as pl
+
+    if not columns:
+        return {}
+    names = list(columns)
+    frame = pl.DataFrame([pl.Series(str(i), columns[n], dtype=pl.Float64, nan_to_null=True) for i, n in enumerate(names)])
+    stats = frame.select(
+        *[pl.col(str(i)).quantile(0.5, "lower").alias(f"lo{i}") for i in range(len(names))],
+        *[pl.col(str(i)).quantile(0.5, "higher").alias(f"hi{i}") for i in range(len(names))],
+        *[pl.col(str(i)).count().alias(f"n{i}") for i in range(len(names))],
+    ).row(0, named=True)
+    out: dict[str, float | None] = {}
+    for i, name in enumerate(names):
+        count = stats[f"n{i}"]
+        middle = [stats[f"lo{i}"]] if count % 2 else [stats[f"lo{i}"], stats[f"hi{i}"]]
+        out[name] = float(np.mean(np.array(middle, dtype=np.float64))) if count else None
+    return out
+
+
+def _fit_numeric(values: np.ndarray, impute: str, scale: str, median: float | None = None) -> dict[str, Any]:
+    missing = np.isnan(values)
+    has_missing = bool(missing.any())
+    present = values[~missing] if has_missing else values
     if impute == "none":
         fill = None
     elif present.size == 0:
@@ -37,13 +73,15 @@ def _fit_numeric(values: np.ndarray, impute: str, scale: str) -> dict[str, Any]:
     elif impute == "mean":
         fill = float(present.mean())
     elif impute == "median":
-        fill = float(np.median(present))
+        fill = float(np.median(present)) if median is None else median
     elif impute == "zero":
         fill = 0.0
     else:
         raise ValueError(f"unknown numeric imputation {impute!r}")
-    filled = np.where(np.isnan(values), fill if fill is not None else np.nan, values)
-    filled = filled[~np.isnan(filled)]
+    filled = present  # nothing missing: the values themselves, no copy
+    if has_missing:
+        filled = np.where(missing, fill if fill is not None else np.nan, values)
+        filled = filled[~np.isnan(filled)]
     center, spread = 0.0, 1.0
     if filled.size and scale == "standard":
         center, spread = float(filled.mean()), float(filled.std())
@@ -91,10 +129,12 @@ def fit(
 ) -> dict[str, Any]:
     """Fit on the training split. `options[col]` holds impute/scale (numeric) or impute/encode (string)."""
     fitted = []
+    numeric = {name: _numeric(columns[name]) for name, dtype in schema.items() if dtype in NUMERIC_TYPES}
+    median = medians({name: v for name, v in numeric.items() if options[name].get("impute", "median") == "median"})
     for name, dtype in schema.items():
         opts = options[name]
         if dtype in NUMERIC_TYPES:
-            state = _fit_numeric(_numeric(columns[name]), opts.get("impute", "median"), opts.get("scale", "standard"))
+            state = _fit_numeric(numeric[name], opts.get("impute", "median"), opts.get("scale", "standard"), median.get(name))
             state["kind"] = "numeric"
         else:
             state = _fit_categorical(
@@ -116,45 +156,57 @@ def output_names(state: Mapping[str, Any]) -> list[str]:
     return names
 
 
+def _categorical_block(column: Mapping[str, Any], raw: Any, out: np.ndarray) -> None:
+    """Write one categorical column's encoding into `out` (rows × its width, zero-filled)."""
+    values = [column["impute"] if v is None else v for v in _strings(raw)]
+    categories = column["categories"]
+    if column["encode"] == "onehot":
+        index = {c: i for i, c in enumerate(categories)}
+        positions = np.fromiter((index.get(v, -1) for v in values), dtype=np.int64, count=len(values))
+        seen = np.flatnonzero(positions >= 0)
+        out[seen, positions[seen]] = 1.0
+    elif column["encode"] == "ordinal":
+        index = {c: i + 1 for i, c in enumerate(categories)}  # 0 = unseen
+        out[:, 0] = np.fromiter((index.get(v, 0) for v in values), dtype=np.float64, count=len(values))
+    else:
+        freq = column["frequency"]
+        out[:, 0] = np.fromiter((freq.get(v, 0.0) for v in values), dtype=np.float64, count=len(values))
+
+
 def transform(state: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray:
     """Apply fitted state → float32 matrix [rows, output_dim]. Missing values use the fitted fill."""
-    blocks: list[np.ndarray] = []
+    if not state["columns"]:
+        raise ValueError("no feature columns")
     rows = None
     for column in state["columns"]:
         name = column["name"]
         if name not in columns:
             raise KeyError(f"missing feature column {name!r}")
-        raw = columns[name]
+        count = len(columns[name])
+        if rows is None:
+            rows = count
+        elif count != rows:
+            raise ValueError(f"column {name!r} has {count} values, expected {rows}")
+    rows = rows or 0
+    width = int(sum(int(c["width"]) for c in state["columns"]))
+    matrix = np.zeros((width, rows), dtype=np.float32).T  # column-major: every column is contiguous
+    start = 0
+    for column in state["columns"]:
+        raw, stop = columns[column["name"]], start + int(column["width"])
         if column["kind"] == "numeric":
             values = _numeric(raw)
-            if column["impute"] is not None:
+            if column["impute"] is not None and np.isnan(values).any():
                 values = np.where(np.isnan(values), column["impute"], values)
-            block = ((values - column["center"]) / column["scale"])[:, None]
+            matrix[:, start] = (values - column["center"]) / column["scale"]  # float64 math, one rounding to float32
         else:
-            values = [column["impute"] if v is None else v for v in _strings(raw)]
-            categories = column["categories"]
-            if column["encode"] == "onehot":
-                index = {c: i for i, c in enumerate(categories)}
-                block = np.zeros((len(values), len(categories)), dtype=np.float64)
-                for row, value in enumerate(values):
-                    position = index.get(value)
-                    if position is not None:
-                        block[row, position] = 1.0
-            elif column["encode"] == "ordinal":
-                index = {c: i + 1 for i, c in enumerate(categories)}  # 0 = unseen
-                block = np.array([index.get(v, 0) for v in values], dtype=np.float64)[:, None]
-            else:
-                freq = column["frequency"]
-                block = np.array([freq.get(v, 0.0) for v in values], dtype=np.float64)[:, None]
-        if rows is None:
-            rows = block.shape[0]
-        elif block.shape[0] != rows:
-            raise ValueError(f"column {name!r} has {block.shape[0]} values, expected {rows}")
-        blocks.append(block)
-    if not blocks:
-        raise ValueError("no feature columns")
-    matrix = np.concatenate(blocks, axis=1).astype(np.float32)
-    return np.nan_to_num(matrix, nan=0.0, posinf=0.0, neginf=0.0)
+            block = np.zeros((rows, stop - start), dtype=np.float64)
+            _categorical_block(column, raw, block)
+            matrix[:, start:stop] = block
+        start = stop
+    matrix = np.ascontiguousarray(matrix)  # one transposing copy to the row-major layout batches are cut from
+    if not np.isfinite(matrix).all():
+        np.nan_to_num(matrix, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return matrix
 
 
 def encode_target(values: Sequence[Any] | np.ndarray, task: str, classes: list[Any] | None) -> np.ndarray:

@@ -59,11 +59,11 @@ class Prepared:
         return datapath.columns_at(self.frame, self.features, rows)
 
     def targets(self, rows: np.ndarray) -> np.ndarray:
-        values = self.frame[self.target][rows.tolist()].to_list()
+        values = self.frame[self.target][rows].to_list()
         return preprocess.encode_target(values, self.task, self.classes)
 
     def groups(self, rows: np.ndarray) -> dict[str, list]:
-        return {a: self.frame[a][rows.tolist()].to_list() for a in self.sensitive}
+        return {a: self.frame[a][rows].to_list() for a in self.sensitive}
 
 
 def _outputs(network: Any, matrix: np.ndarray, task: str, target_scale: tuple[float, float]) -> np.ndarray:

@@ -5,13 +5,16 @@
 Both runs read the same in-memory Arrow table through DuckDB and stream the result as Arrow batches;
 the transformed run adds the cleaning SQL (normalise, cast, dedupe, median fill, clip), the quality
 SQL (not-null, range, regex, allowed, custom rule) and `protect_batch` (hash, mask, generalise) on
-every batch. Prints rows/s of each and their ratio, then the throughput of every privacy mode alone
-(rows/s over the distinct-heavy worst case: every value unique).
+every batch. A third run is the plain copy plus `protect_batch` only, which isolates what privacy costs.
+Prints rows/s of each and their ratios to the plain copy, then the throughput of every privacy mode
+alone (rows/s over the distinct-heavy worst case: every value unique); every figure is min / median /
+max over `--runs` runs (≥ 3), each ratio computed within one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import duckdb
@@ -94,11 +97,12 @@ def _drain(reader, each=None) -> int:
     return total
 
 
-def plain_copy(data: pa.Table, batch_rows: int) -> tuple[float, int]:
+def plain_copy(data: pa.Table, batch_rows: int, privacy: bool = False) -> tuple[float, int]:
     connection = duckdb.connect()
     connection.register("src", data)
     started = time.perf_counter()
-    rows = _drain(connection.sql("SELECT * FROM src").to_arrow_reader(batch_rows))
+    reader = connection.sql("SELECT * FROM src").to_arrow_reader(batch_rows)
+    rows = _drain(reader, (lambda b: protect_batch(b, PRIVACY, KEYS)) if privacy else None)
     return time.perf_counter() - started, rows
 
 
@@ -134,23 +138,45 @@ def mode_throughput(data: pa.Table, batch_rows: int) -> dict[str, float]:
     return results
 
 
+def spread(values: list[float], fmt: str = "{:,.0f}") -> str:
+    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2_000_000)
     parser.add_argument("--batch", type=int, default=131_072)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
     data = synthetic(args.size)
-    plain_s, plain_rows = plain_copy(data, args.batch)
-    sql_s, _ = transformed(data, args.batch, privacy=False)
-    work_s, work_rows = transformed(data, args.batch)
-    print(f"rows: {args.size}")
-    print(f"plain duckdb copy: {plain_rows / plain_s:,.0f} rows/s ({plain_s:.2f} s)")
-    print(f"clean+quality (SQL only): {args.size / sql_s:,.0f} rows/s ({sql_s:.2f} s)")
-    print(f"ratio clean+quality/plain (throughput): {(args.size / sql_s) / (plain_rows / plain_s):.3f}")
-    print(f"clean+quality+privacy: {args.size / work_s:,.0f} rows/s ({work_s:.2f} s, {work_rows} rows out)")
-    print(f"ratio transformed/plain (throughput): {(args.size / work_s) / (plain_rows / plain_s):.3f}")
-    for mode, rate in mode_throughput(data, args.batch).items():
-        print(f"privacy {mode}: {rate:,.0f} rows/s")
+    rates: dict[str, list[float]] = {"plain": [], "plain+privacy": [], "sql": [], "sql+privacy": []}
+    modes: dict[str, list[float]] = {}
+    rows_out = set()
+    for _ in range(args.runs):
+        plain_s, plain_rows = plain_copy(data, args.batch)
+        private_s, _ = plain_copy(data, args.batch, privacy=True)
+        sql_s, _ = transformed(data, args.batch, privacy=False)
+        work_s, work_rows = transformed(data, args.batch)
+        rows_out.add(work_rows)
+        for name, seconds in (("plain", plain_s), ("plain+privacy", private_s), ("sql", sql_s), ("sql+privacy", work_s)):
+            rates[name].append(args.size / seconds)
+        for mode, rate in mode_throughput(data, args.batch).items():
+            modes.setdefault(mode, []).append(rate)
+    assert plain_rows == args.size and len(rows_out) == 1
+
+    def ratio(name: str) -> list[float]:
+        return [a / b for a, b in zip(rates[name], rates["plain"], strict=True)]
+
+    print(f"rows: {args.size}; batch {args.batch}; runs {args.runs} (min / median / max)")
+    print(f"plain duckdb copy: {spread(rates['plain'])} rows/s")
+    print(f"plain copy+privacy: {spread(rates['plain+privacy'])} rows/s")
+    print(f"ratio privacy/plain (throughput): {spread(ratio('plain+privacy'), '{:.3f}')}")
+    print(f"clean+quality (SQL only): {spread(rates['sql'])} rows/s")
+    print(f"ratio clean+quality/plain (throughput): {spread(ratio('sql'), '{:.3f}')}")
+    print(f"clean+quality+privacy: {spread(rates['sql+privacy'])} rows/s ({rows_out.pop()} rows out)")
+    print(f"ratio transformed/plain (throughput): {spread(ratio('sql+privacy'), '{:.3f}')}")
+    for mode, values in modes.items():
+        print(f"privacy {mode}: {spread(values)} rows/s")
     return 0
 
 
