@@ -20,9 +20,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from daemon.core.compose_cache import ComposeCache, cache_key
+from daemon.core.compose_cache import ComposeCache, Dependencies, cache_key, digest_text
 from daemon.core.documents import Composed, SpecDoc
 from daemon.core.kinds import KINDS, Kind, load_object
+from daemon.core.presets import merge_layers, resolve
 from daemon.core.yamlpos import YamlSyntaxError, line_for, parse_with_lines
 from daemon.schema.base import NAME_PATTERN
 from daemon.schema.environment import EnvironmentSpec
@@ -33,6 +34,7 @@ from daemon.shared.secrets import find_credential_literals
 SPECS_DIR = "specs"
 ENVIRONMENTS_DIR = "environments"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+PLAIN_MERGE = True  # False: every defaults list and interpolation through OmegaConf (tests compare both)
 
 
 _resolvers_registered = False
@@ -57,6 +59,7 @@ class _FileLoader:
     def __init__(self, root: Path):
         self.root = root
         self._raw: dict[Path, tuple[str, Any]] = {}
+        self._digests: dict[str, str | None] = {}
 
     def read(self, path: Path) -> tuple[str, Any]:
         if path not in self._raw:
@@ -68,6 +71,18 @@ class _FileLoader:
                 raise
             self._raw[path] = (text, data if data is not None else {})
         return self._raw[path]
+
+    def digest(self, rel: str) -> str | None:
+        """sha1 of a file's text (None if unreadable), once per run: compose-cache dependency checks."""
+        if rel not in self._digests:
+            try:
+                self._digests[rel] = digest_text((self.root / rel).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError):
+                self._digests[rel] = None
+        return self._digests[rel]
+
+    def dependencies(self, files: list[Path], own: Path, env_digest: str) -> Dependencies | None:
+        return Dependencies.of([(self.rel(p), self.read(p)[0]) for p in files], env_digest, self.rel(own))
 
     def rel(self, path: Path) -> str:
         try:
@@ -137,11 +152,15 @@ def _materialise(
     text, data = loader.read(path)
     if isinstance(data, dict) and not overrides and not _needs_omegaconf(text, data):
         return data, [path]
+    layers = _defaults_chain(loader, path, group_root)
+    if not overrides and env_data is not None:
+        plain = _plain_materialise([layer for _, layer in layers], env_data)
+        if plain is not None:
+            return plain, [p for p, _ in layers]
     _register_resolvers()
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    layers = _defaults_chain(loader, path, group_root)
     merged = OmegaConf.merge(*[OmegaConf.create(layer) for _, layer in layers]) if layers else OmegaConf.create({})
     for key, value in overrides:
         OmegaConf.update(merged, key, value, merge=True, force_add=True)
@@ -161,6 +180,14 @@ def _materialise(
         where, line = _locate(files, key_path, loader)
         raise SpecErrors([SpecIssue(where, line, key, f"interpolation: {message}")]) from None
     return resolved, files
+
+
+def _plain_materialise(layers: list[dict], env_data: dict) -> dict | None:
+    """The common case without OmegaConf (same result, see daemon/core/presets.py); None: use OmegaConf."""
+    if not PLAIN_MERGE:
+        return None
+    merged = merge_layers(layers)
+    return resolve(merged, env_data) if merged is not None else None
 
 
 def _locate(files: list[Path], key_path: tuple, loader: _FileLoader) -> tuple[str, int]:
@@ -257,9 +284,9 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
             seen[(kind.name, name)] = rel
             own = [(k[len(prefix) + len(name) + 1:], v) for k, v in parsed if k.startswith(f"{prefix}{name}.")]
             key = None
-            if cache is not None and not own:
-                key = cache_key(kind.name, name, path.read_text(encoding="utf-8"), env_digest)
-                hit = cache.get(key)
+            if cache is not None:
+                key = cache_key(kind.name, name, path.read_text(encoding="utf-8"), own)
+                hit = cache.get(key, env_digest, loader.digest)
                 if hit is not None:
                     docs.append(SpecDoc(kind.name, name, rel, hit[0], hit[1]))
                     continue
@@ -275,7 +302,8 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
                 issues.append(SpecIssue(rel, 1, "", "a spec file must be a mapping"))
                 continue
             raw_for_secrets = loader.read(path)[1]
-            for key_path, message in find_credential_literals(raw_for_secrets):
+            credentials = list(find_credential_literals(raw_for_secrets))
+            for key_path, message in credentials:
                 issues.append(SpecIssue(rel, _line(path, key_path), ".".join(map(str, key_path)), message))
             try:
                 spec = model.model_validate(data)
@@ -284,8 +312,8 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
                 continue
             normalised = spec.model_dump(mode="json", by_alias=True)
             docs.append(SpecDoc(kind.name, name, rel, spec, normalised))
-            if cache is not None:
-                cache.put(key, (spec, normalised))
+            if cache is not None and not credentials:  # a refused file must be refused again
+                cache.put(key, (spec, normalised), loader.dependencies(files, path, env_digest))
     known_override_prefixes = ("env.",) + tuple(k.directory + "." for k in KINDS)
     for key, _ in parsed:
         if not key.startswith(known_override_prefixes):

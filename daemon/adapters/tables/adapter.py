@@ -81,11 +81,12 @@ class TableAdapter:
     def expected_keys(self, resources: Sequence[Resource], logs: dict[str, TableLog | None]) -> dict[str, str]:
         """Build key each desired table would have if built now (resources arrive in dependency order)."""
         keys: dict[str, str] = {}
+        by_name = {r.name: r for r in resources}  # one lookup per upstream: linear in the number of tables
         for resource in resources:
             spec = resource.spec
             ids = {}
             for up in spec.upstream_tables():
-                up_resource = next((r for r in resources if r.name == up), None)
+                up_resource = by_name.get(up)
                 if up_resource is not None and _rebuilds_whole(up_resource.spec) and up in keys:
                     ids[up] = keys[up]  # what the upstream holds once it is in sync
                 else:  # incremental upstreams: their contents are whatever is live
@@ -129,12 +130,13 @@ class TableAdapter:
         """SQL expressions of the transform stages, parsed by DuckDB at validate/plan time, and derived
         columns that would carry a protected (privacy) column's plaintext."""
         from daemon.core.yamlpos import line_for, parse_with_lines
-        from flows.tables.expressions import check_table_expressions
+        from flows.tables.expressions import check_many_table_expressions
         from flows.tables.pii import pii_derivations
 
         issues = []
-        for resource in resources:
-            problems = check_table_expressions(resource.spec) + pii_derivations(resource.spec)
+        checked = check_many_table_expressions([r.spec for r in resources])  # one DuckDB query for all
+        for resource, expression_problems in zip(resources, checked, strict=True):
+            problems = expression_problems + pii_derivations(resource.spec)
             if not problems:
                 continue
             try:
