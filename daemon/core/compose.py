@@ -252,6 +252,27 @@ def load_environment(root: Path, env_name: str, overrides: Sequence[str] = ()) -
         raise SpecErrors(_pydantic_issues(exc, files, loader, data)) from None
 
 
+def _environment(root: Path, env_name: str, overrides: Sequence[str], cache: ComposeCache | None) -> EnvironmentSpec:
+    """load_environment through the compose cache: keyed by the overlay's text and `env.*` overrides,
+    checked against its defaults chain and the `oc.env` variables it reads (a warm plan needs no OmegaConf)."""
+    path = root / ENVIRONMENTS_DIR / f"{env_name}.yaml"
+    if cache is None or not path.is_file():
+        return load_environment(root, env_name, overrides)
+    loader = _FileLoader(root)
+    env_overrides = tuple((k, v) for k, v in parse_overrides(overrides) if k.startswith("env."))
+    key = cache_key("environment", env_name, path.read_text(encoding="utf-8"), env_overrides)
+    hit = cache.get(key, "", loader.digest)
+    if hit is not None:
+        return hit
+    env = load_environment(root, env_name, overrides)
+    try:
+        files = [p for p, _ in _defaults_chain(loader, path, root / ENVIRONMENTS_DIR)]
+    except (SpecErrors, YamlSyntaxError, OSError):
+        return env
+    cache.put(key, env, loader.dependencies(files, path, ""))
+    return env
+
+
 def _spec_files(root: Path, kind: Kind) -> list[Path]:
     directory = root / SPECS_DIR / kind.directory
     return sorted(directory.rglob("*.yaml")) if directory.is_dir() else []
@@ -261,7 +282,7 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
     """Load and validate every spec under `root/specs` for one environment. Raises SpecErrors."""
     root = Path(root)
     issues: list[SpecIssue] = []
-    env = load_environment(root, env_name, overrides)
+    env = _environment(root, env_name, overrides, cache)
     env_data = env.model_dump(mode="json", by_alias=True)
     env_digest = hashlib.sha1(json.dumps(env_data, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
     parsed = parse_overrides(overrides)
@@ -329,7 +350,8 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
     derived: list[SpecDoc] = []
     for kind in KINDS:
         if kind.derive:
-            derived.extend(load_object(kind.derive)(composed))
+            hook = load_object(kind.derive)
+            derived.extend(hook(composed, cache.memo(f"derive:{kind.name}")) if cache is not None else hook(composed))
     if derived:
         names = {(d.kind, d.name) for d in docs}
         clashes = [SpecIssue(d.path, 0, "", f"derived {d.kind} {d.name!r} clashes with a spec of the same name") for d in derived if (d.kind, d.name) in names]

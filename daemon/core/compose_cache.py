@@ -18,6 +18,7 @@ The state home is trusted like the rest of it (it holds the journal and lake too
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import pickle
 import re
@@ -25,6 +26,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from daemon.core.kinds import KINDS
 
 FORMAT = 2
 MAGIC = b"specd-compose-cache\n"
@@ -52,6 +55,11 @@ def code_digest() -> str:
     if _CODE_DIGEST is None:
         here = Path(__file__).resolve().parent
         sources = sorted((here.parent / "schema").glob("*.py")) + [here / "compose.py", here / "presets.py", here / "kinds.py"]
+        for kind in KINDS:  # derive hooks memoise their output with the cache (`ComposeCache.memo`)
+            if kind.derive:
+                spec = importlib.util.find_spec(kind.derive.split(":")[0])
+                if spec is not None and spec.origin:
+                    sources += sorted(Path(spec.origin).parent.glob("*.py"))
         h = hashlib.sha256()
         for source in sources:
             h.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
@@ -100,17 +108,46 @@ class Dependencies:
         self.files, self.env_digest, self.oc_env, self.oc_env_digest = state
 
 
+class Memo(dict):
+    """A dict kept with the cache for a derive hook (keys: content digests); remembers what was used."""
+
+    def __init__(self, data: dict | None = None):
+        super().__init__(data or {})
+        self.used: set = set()
+        self.dirty = False
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key in self:
+            self.used.add(key)
+            return self[key]
+        return default
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.used.add(key)
+        self.dirty = True
+
+    def kept(self) -> dict:
+        return {k: v for k, v in self.items() if k in self.used}
+
+
 class ComposeCache:
     def __init__(self, path: Path | None = None, limit: int = 50_000):
         self.path = path
         self.limit = limit
         self.entries: dict[tuple, tuple[Dependencies, Any]] = {}
+        self.memos: dict[str, Memo] = {}
         self.used: set[tuple] = set()  # entries read or written by this process: what `save` keeps
         self.dirty = False
         self.hits = 0
         self.misses = 0
         if path is not None:
-            self.entries = load(path)
+            self.entries, memos = load(path)
+            self.memos = {name: Memo(data) for name, data in memos.items()}
+
+    def memo(self, name: str) -> Memo:
+        """The named memo (e.g. a derive hook's), persisted with the entries."""
+        return self.memos.setdefault(name, Memo())
 
     def get(self, key: tuple | None, env_digest: str = "", file_digest: Callable[[str], str | None] | None = None) -> Any:
         entry = self.entries.get(key) if key is not None else None
@@ -138,10 +175,11 @@ class ComposeCache:
 
     def save(self) -> None:
         """Write the entries this process used (what the checkout holds now) atomically."""
-        if not (self.path and self.dirty):
+        if not (self.path and (self.dirty or any(m.dirty for m in self.memos.values()))):
             return
         kept = {k: v for k, v in self.entries.items() if k in self.used}
-        payload = pickle.dumps((FORMAT, kept), protocol=pickle.HIGHEST_PROTOCOL)
+        memos = {name: memo.kept() for name, memo in self.memos.items()}
+        payload = pickle.dumps((FORMAT, kept, memos), protocol=pickle.HIGHEST_PROTOCOL)
         header = MAGIC + f"{FORMAT} {code_digest()} {hashlib.sha256(payload).hexdigest()}\n".encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".compose-")
@@ -153,25 +191,30 @@ class ComposeCache:
             Path(tmp).unlink(missing_ok=True)
             raise
         self.dirty = False
+        for memo in self.memos.values():
+            memo.dirty = False
 
 
-def load(path: Path) -> dict:
-    """The entries of a cache file; {} for a missing, truncated, corrupt, foreign or stale one."""
+def load(path: Path) -> tuple[dict, dict[str, dict]]:
+    """(entries, memos) of a cache file; empty for a missing, truncated, corrupt, foreign or stale one."""
+    empty: tuple[dict, dict[str, dict]] = ({}, {})
     try:
         blob = path.read_bytes()
     except OSError:
-        return {}
+        return empty
     if not blob.startswith(MAGIC):
-        return {}
+        return empty
     head, _, payload = blob[len(MAGIC):].partition(b"\n")
     try:
         version, code, checksum = head.decode("ascii").split(" ")
     except (UnicodeDecodeError, ValueError):
-        return {}
+        return empty
     if version != str(FORMAT) or code != code_digest() or hashlib.sha256(payload).hexdigest() != checksum:
-        return {}
+        return empty
     try:
-        fmt, entries = pickle.loads(payload)
+        fmt, entries, memos = pickle.loads(payload)
     except Exception:  # checksummed, so only a file written by a different build gets here
-        return {}
-    return entries if fmt == FORMAT and isinstance(entries, dict) else {}
+        return empty
+    if fmt != FORMAT or not isinstance(entries, dict) or not isinstance(memos, dict):
+        return empty
+    return entries, memos
