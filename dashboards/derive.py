@@ -56,7 +56,7 @@ def derive_all(composed: Composed, memo: MutableMapping[Any, Any] | None = None)
         if doc.kind == "service":
             host, port = service_address(doc.data, doc.name, env)
             services.append((doc.name, host, port))
-        content = hashlib.sha1(json.dumps(doc.data, sort_keys=True, default=str).encode(), usedforsecurity=False).hexdigest()
+        content = _content_digest(doc.data)
         build = _GENERATORS[doc.kind]
         generated.append((derived_name(doc.kind, doc.name), doc.path, (GENERATOR_VERSION, doc.kind, doc.name, content),
                           lambda build=build, doc=doc: build(doc.name, doc.data)))
@@ -83,6 +83,22 @@ def derive_all(composed: Composed, memo: MutableMapping[Any, Any] | None = None)
     if issues:
         raise SpecErrors(issues)
     return docs
+
+
+_DIGESTS: dict[int, tuple[dict[str, Any], str]] = {}  # id(normalised data) → (that data, its digest)
+
+
+def _content_digest(data: dict[str, Any]) -> str:
+    """sha1 of a document's normalised data; once per data object (the daemon's compose cache hands the
+    same immutable object every cycle; the entry holds it, so its id cannot be reused meanwhile)."""
+    entry = _DIGESTS.get(id(data))
+    if entry is not None and entry[0] is data:
+        return entry[1]
+    digest = hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode(), usedforsecurity=False).hexdigest()
+    if len(_DIGESTS) > 50_000:
+        _DIGESTS.clear()
+    _DIGESTS[id(data)] = (data, digest)
+    return digest
 
 
 _GENERATORS: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {

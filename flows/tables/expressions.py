@@ -125,8 +125,20 @@ def walk(node: Any):
     return _walk(node)
 
 
+_VERDICTS: dict[tuple[str, str], str | None] = {}  # (expr, role) → check_expression's answer, per process
+
+
 def check_expression(expr: str, role: str = "scalar") -> str | None:
     """Why DuckDB would not accept `expr` in its slot, or None. Needs no data and no tables."""
+    key = (expr, role)
+    if key not in _VERDICTS:
+        if len(_VERDICTS) >= _TREES_LIMIT:
+            _VERDICTS.clear()
+        _VERDICTS[key] = _check_expression(expr, role)
+    return _VERDICTS[key]
+
+
+def _check_expression(expr: str, role: str) -> str | None:
     from daemon.schema.table_transforms import check_expression_text
 
     problem = check_expression_text(expr)
@@ -175,7 +187,10 @@ def _statements(spec: Any) -> list[str]:
     quality = getattr(spec, "quality", None)
     if quality is not None:
         items.extend((expr, "predicate") for expr in quality.rules.values())
-    return [_ROLE_TEMPLATES[role].format(expr=expr) for expr, role in items if not check_expression_text(expr)]
+    return [
+        _ROLE_TEMPLATES[role].format(expr=expr) for expr, role in items
+        if (expr, role) not in _VERDICTS and not check_expression_text(expr)
+    ]
 
 
 def check_many_table_expressions(specs: list[Any]) -> list[list[tuple[tuple, str]]]:
