@@ -166,6 +166,13 @@ def _check_expression(expr: str, role: str) -> str | None:
 
 def check_regex(pattern: str) -> str | None:
     """DuckDB uses RE2, which rejects some Python-valid patterns (look-arounds, backreferences)."""
+    key = (pattern, "regex")
+    if key not in _VERDICTS:
+        _VERDICTS[key] = _check_regex(pattern)
+    return _VERDICTS[key]
+
+
+def _check_regex(pattern: str) -> str | None:
     try:
         _connection().execute("SELECT regexp_matches('', ?)", [pattern]).fetchall()
     except Exception as exc:  # duckdb raises InvalidInputException with RE2's message
@@ -173,10 +180,8 @@ def check_regex(pattern: str) -> str | None:
     return None
 
 
-def _statements(spec: Any) -> list[str]:
-    """The statements check_table_expressions will parse for `spec` (to parse them in one batch)."""
-    from daemon.schema.table_transforms import check_expression_text
-
+def _items(spec: Any) -> list[tuple[str, str]]:
+    """The (expression or pattern, role) pairs check_table_expressions checks for `spec`."""
     items: list[tuple[str, str]] = []
     clean = getattr(spec, "clean", None)
     if clean is not None and clean.where:
@@ -187,16 +192,29 @@ def _statements(spec: Any) -> list[str]:
     quality = getattr(spec, "quality", None)
     if quality is not None:
         items.extend((expr, "predicate") for expr in quality.rules.values())
-    return [
-        _ROLE_TEMPLATES[role].format(expr=expr) for expr, role in items
-        if (expr, role) not in _VERDICTS and not check_expression_text(expr)
-    ]
+        items.extend((checks.regex, "regex") for checks in quality.columns.values() if checks.regex is not None)
+    return items
 
 
-def check_many_table_expressions(specs: list[Any]) -> list[list[tuple[tuple, str]]]:
-    """check_table_expressions of each spec, with every statement parsed in one DuckDB query."""
-    prefetch_parse_trees([statement for spec in specs for statement in _statements(spec)])
-    return [check_table_expressions(spec) for spec in specs]
+def check_many_table_expressions(specs: list[Any], verdicts_path: Any = None) -> list[list[tuple[tuple, str]]]:
+    """check_table_expressions of each spec, with every new statement parsed in one DuckDB query;
+    with `verdicts_path`, verdicts are read from and (when some were new) written to that JSON file."""
+    from daemon.schema.table_transforms import check_expression_text
+
+    if verdicts_path is not None:
+        load_verdicts(verdicts_path)
+    items = [item for spec in specs for item in _items(spec)]
+    new = [(expr, role) for expr, role in items if (expr, role) not in _VERDICTS]
+    prefetch_parse_trees([
+        _ROLE_TEMPLATES[role].format(expr=expr) for expr, role in new if role != "regex" and not check_expression_text(expr)
+    ])
+    results = [check_table_expressions(spec) for spec in specs]
+    if verdicts_path is not None and new:
+        try:
+            save_verdicts(verdicts_path, dict.fromkeys(items))
+        except OSError:  # a read-only state home only costs the next run the DuckDB parse
+            pass
+    return results
 
 
 def check_table_expressions(spec: Any) -> list[tuple[tuple, str]]:
@@ -229,3 +247,53 @@ def check_table_expressions(spec: Any) -> list[tuple[tuple, str]]:
                 if problem:
                     problems.append((("quality", "columns", column, "regex"), problem))
     return problems
+
+
+# ---------------------------------------------------------------- verdicts kept on disk
+def _verdicts_version() -> str:
+    """DuckDB's version and this checking code: a stored verdict holds only for both."""
+    import hashlib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from daemon.schema import table_transforms
+
+    h = hashlib.sha256(version("duckdb").encode())
+    for source in (Path(__file__), Path(table_transforms.__file__)):
+        h.update(source.read_bytes())
+    return h.hexdigest()
+
+
+def load_verdicts(path: Any) -> None:
+    """Add the verdicts a previous process stored at `path` (JSON; a damaged or stale file is ignored),
+    so a second `specd plan` does not even import DuckDB when no expression changed."""
+    from pathlib import Path
+
+    try:
+        stored = json.loads(Path(path).read_text(encoding="utf-8"))
+        if stored.get("version") != _verdicts_version():
+            return
+        for expr, role, verdict in stored["verdicts"]:
+            if isinstance(expr, str) and isinstance(role, str) and (verdict is None or isinstance(verdict, str)):
+                _VERDICTS.setdefault((expr, role), verdict)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return
+
+
+def save_verdicts(path: Any, keys: Any) -> None:
+    """Store the verdicts of `keys` ((expr, role) pairs; the ones this check used) at `path`, atomically."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    rows = [[expr, role, _VERDICTS[(expr, role)]] for expr, role in keys if (expr, role) in _VERDICTS]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".sql-checks-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({"version": _verdicts_version(), "verdicts": rows}, handle)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -134,7 +134,9 @@ class TableAdapter:
         from flows.tables.pii import pii_derivations
 
         issues = []
-        checked = check_many_table_expressions([r.spec for r in resources])  # one DuckDB query for all
+        home = self.ctx.home
+        verdicts = home / "cache" / "sql-checks.json" if home.is_dir() else None  # kept like the compose cache
+        checked = check_many_table_expressions([r.spec for r in resources], verdicts)  # one DuckDB query for all
         for resource, expression_problems in zip(resources, checked, strict=True):
             problems = expression_problems + pii_derivations(resource.spec)
             if not problems:
