@@ -127,6 +127,10 @@ class Memo(dict):
         self.used.add(key)
         self.dirty = True
 
+    def clear(self) -> None:
+        super().clear()
+        self.used.clear()
+
     def kept(self) -> dict:
         return {k: v for k, v in self.items() if k in self.used}
 
