@@ -12,7 +12,9 @@ event (errors, quality failures, dropped logs) use `or ... * 0` so panels show 0
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -25,40 +27,48 @@ if TYPE_CHECKING:
 PLATFORM_NAME = "platform"
 # Generated specs validated before, by their content: validation (PromQL parsing included) is most of
 # derive's cost, and a daemon cycle or a warm plan regenerates the same dashboards every time.
-_VALIDATED: dict[str, tuple[Any, dict[str, Any]]] = {}
+_VALIDATED: dict[Any, tuple[Any, dict[str, Any]]] = {}
 DERIVED_PREFIX = {"table": "table-", "model": "model-", "service": "service-"}
+GENERATOR_VERSION = 1  # part of every memo key; the compose cache's disk file also digests this package
 
 
 def derived_name(kind: str, name: str) -> str:
     return f"{DERIVED_PREFIX[kind]}{name}"
 
 
-def derive_all(composed: Composed) -> list[SpecDoc]:
+def derive_all(composed: Composed, memo: MutableMapping[Any, Any] | None = None) -> list[SpecDoc]:
+    """The generated dashboards of `composed`. `memo` (default: this process's) maps a source document's
+    content to its validated dashboard; compose passes the one it keeps with its cache, so a second
+    `specd plan` neither regenerates nor revalidates (PromQL parsing is most of the cost)."""
     from daemon.core.documents import SpecDoc
     from daemon.schema.dashboard import DashboardSpec
     from daemon.shared.errors import SpecErrors, SpecIssue
 
+    memo = _VALIDATED if memo is None else memo
     env = composed.env
-    generated: list[tuple[str, str, dict[str, Any]]] = []  # (name, path, spec data)
+    # (name, path, memo key, spec data or a generator of it); per-document dashboards depend only on
+    # (kind, name, normalised data), so their key needs no generation
+    generated: list[tuple[str, str, Any, Callable[[], dict[str, Any]]]] = []
     services: list[tuple[str, str, int]] = []
     for doc in composed.docs:
+        if doc.kind not in DERIVED_PREFIX:
+            continue
         if doc.kind == "service":
             host, port = service_address(doc.data, doc.name, env)
             services.append((doc.name, host, port))
-            generated.append((derived_name("service", doc.name), doc.path, panels.service_dashboard(doc.name, doc.data)))
-        elif doc.kind == "model":
-            generated.append((derived_name("model", doc.name), doc.path, panels.model_dashboard(doc.name, doc.data)))
-        elif doc.kind == "table":
-            generated.append((derived_name("table", doc.name), doc.path, panels.table_dashboard(doc.name, doc.data)))
+        content = _content_digest(doc.data)
+        build = _GENERATORS[doc.kind]
+        generated.append((derived_name(doc.kind, doc.name), doc.path, (GENERATOR_VERSION, doc.kind, doc.name, content),
+                          lambda build=build, doc=doc: build(doc.name, doc.data)))
     platform = panels.platform_dashboard(env, sorted(services))
-    generated.append((PLATFORM_NAME, f"environments/{env.name}.yaml", platform))
+    generated.append((PLATFORM_NAME, f"environments/{env.name}.yaml", json.dumps(platform, sort_keys=True, default=str), lambda: platform))
 
     docs: list[SpecDoc] = []
     issues: list[SpecIssue] = []
-    for name, path, data in generated:
-        key = json.dumps(data, sort_keys=True, default=str)
-        hit = _VALIDATED.get(key)
+    for name, path, key, make in generated:
+        hit = memo.get(key)
         if hit is None:
+            data = make()
             try:
                 spec = DashboardSpec.model_validate(data)
             except ValidationError as exc:  # a generator bug or an odd name: reject with the source file
@@ -66,13 +76,36 @@ def derive_all(composed: Composed) -> list[SpecDoc]:
                     field = ".".join(str(p) for p in error["loc"])
                     issues.append(SpecIssue(path, 0, f"generated dashboard {name}: {field}", error["msg"]))
                 continue
-            if len(_VALIDATED) > 20_000:
-                _VALIDATED.clear()
-            hit = _VALIDATED[key] = (spec, spec.model_dump(mode="json", by_alias=True))
+            if len(memo) > 20_000:
+                memo.clear()
+            hit = memo[key] = (spec, spec.model_dump(mode="json", by_alias=True))
         docs.append(SpecDoc("dashboard", name, path, hit[0], hit[1]))
     if issues:
         raise SpecErrors(issues)
     return docs
+
+
+_DIGESTS: dict[int, tuple[dict[str, Any], str]] = {}  # id(normalised data) → (that data, its digest)
+
+
+def _content_digest(data: dict[str, Any]) -> str:
+    """sha1 of a document's normalised data; once per data object (the daemon's compose cache hands the
+    same immutable object every cycle; the entry holds it, so its id cannot be reused meanwhile)."""
+    entry = _DIGESTS.get(id(data))
+    if entry is not None and entry[0] is data:
+        return entry[1]
+    digest = hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode(), usedforsecurity=False).hexdigest()
+    if len(_DIGESTS) > 50_000:
+        _DIGESTS.clear()
+    _DIGESTS[id(data)] = (data, digest)
+    return digest
+
+
+_GENERATORS: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
+    "service": panels.service_dashboard,
+    "model": panels.model_dashboard,
+    "table": panels.table_dashboard,
+}
 
 
 def service_address(data: dict[str, Any], name: str, env: Any) -> tuple[str, int]:

@@ -104,7 +104,7 @@ def _desired(args, rev: str | None):
 
     repo = args.repo
     home = specd_home(args.home)
-    cache = ComposeCache(home / "cache" / f"compose-{args.env}.pickle") if home.exists() else None
+    cache = ComposeCache(home / "cache" / f"compose-{args.env}.bin") if home.exists() else None
     try:
         if rev is None:
             path = Path(repo).absolute()

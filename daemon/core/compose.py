@@ -20,9 +20,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from daemon.core import interp_guard
-from daemon.core.compose_cache import ComposeCache, cache_key
+from daemon.core.compose_cache import ComposeCache, Dependencies, cache_key, digest_text
 from daemon.core.documents import Composed, SpecDoc
 from daemon.core.kinds import KINDS, Kind, load_object
+from daemon.core.presets import merge_layers, resolve
 from daemon.core.safeyaml import load as load_yaml
 from daemon.core.safeyaml import read_text
 from daemon.core.spec_help import pydantic_issues, raw_references
@@ -36,6 +37,7 @@ from daemon.shared.secrets import find_credential_literals
 
 SPECS_DIR = "specs"
 ENVIRONMENTS_DIR = "environments"
+PLAIN_MERGE = True  # False: every defaults list and interpolation through OmegaConf (tests compare both)
 
 
 _resolvers_registered = False
@@ -62,6 +64,7 @@ class _FileLoader:
     def __init__(self, root: Path):
         self.root = root
         self._raw: dict[Path, tuple[str, Any]] = {}
+        self._digests: dict[str, str | None] = {}
 
     def read(self, path: Path) -> tuple[str, Any]:
         """(text, data) of one file, parsed under the limits of `safeyaml`. Raises YamlSyntaxError
@@ -78,6 +81,18 @@ class _FileLoader:
 
     def text(self, path: Path) -> str:
         return self._raw[path][0] if path in self._raw else read_text(path)
+
+    def digest(self, rel: str) -> str | None:
+        """sha1 of a file's text (None if unreadable or over the limits), once per run: compose-cache dependency checks."""
+        if rel not in self._digests:
+            try:
+                self._digests[rel] = digest_text(read_text(self.root / rel))
+            except (OSError, YamlSyntaxError):
+                self._digests[rel] = None
+        return self._digests[rel]
+
+    def dependencies(self, files: list[Path], own: Path, env_digest: str) -> Dependencies | None:
+        return Dependencies.of([(self.rel(p), self.read(p)[0]) for p in files], env_digest, self.rel(own))
 
     def rel(self, path: Path) -> str:
         try:
@@ -147,11 +162,15 @@ def _materialise(
     text, data = loader.read(path)
     if isinstance(data, dict) and not overrides and not _needs_omegaconf(text, data):
         return data, [path]
+    layers = _defaults_chain(loader, path, group_root)
+    if not overrides and env_data is not None:
+        plain = _plain_materialise([layer for _, layer in layers], env_data)
+        if plain is not None:
+            return plain, [p for p, _ in layers]
     _register_resolvers()
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    layers = _defaults_chain(loader, path, group_root)
     merged = OmegaConf.merge(*[OmegaConf.create(layer) for _, layer in layers]) if layers else OmegaConf.create({})
     for key, value in overrides:
         OmegaConf.update(merged, key, value, merge=True, force_add=True)
@@ -178,6 +197,14 @@ def _materialise(
         where, line = _locate(files, key_path, loader)
         raise SpecErrors([SpecIssue(where, line, key, f"interpolation: {message}")]) from None
     return resolved, files
+
+
+def _plain_materialise(layers: list[dict], env_data: dict) -> dict | None:
+    """The common case without OmegaConf (same result, see daemon/core/presets.py); None: use OmegaConf."""
+    if not PLAIN_MERGE:
+        return None
+    merged = merge_layers(layers)
+    return resolve(merged, env_data) if merged is not None else None
 
 
 def _locate(files: list[Path], key_path: tuple, loader: _FileLoader) -> tuple[str, int]:
@@ -255,6 +282,31 @@ def load_environment(root: Path, env_name: str, overrides: Sequence[str] = ()) -
         raise SpecErrors(_pydantic_issues(exc, files, loader, data, EnvironmentSpec)) from None
 
 
+def _environment(root: Path, env_name: str, overrides: Sequence[str], cache: ComposeCache | None) -> EnvironmentSpec:
+    """load_environment through the compose cache: keyed by the overlay's text and `env.*` overrides,
+    checked against its defaults chain and the `oc.env` variables it reads (a warm plan needs no OmegaConf)."""
+    path = root / ENVIRONMENTS_DIR / f"{env_name}.yaml"
+    if cache is None or not path.is_file():
+        return load_environment(root, env_name, overrides)
+    loader = _FileLoader(root)
+    env_overrides = tuple((k, v) for k, v in parse_overrides(overrides) if k.startswith("env."))
+    try:
+        text = read_text(path)
+    except (OSError, YamlSyntaxError):
+        return load_environment(root, env_name, overrides)  # raises the error with its file and line
+    key = cache_key("environment", env_name, text, env_overrides)
+    hit = cache.get(key, "", loader.digest)
+    if hit is not None:
+        return hit
+    env = load_environment(root, env_name, overrides)
+    try:
+        files = [p for p, _ in _defaults_chain(loader, path, root / ENVIRONMENTS_DIR)]
+    except (SpecErrors, YamlSyntaxError, OSError):
+        return env
+    cache.put(key, env, loader.dependencies(files, path, ""))
+    return env
+
+
 def _spec_files(root: Path, kind: Kind) -> list[Path]:
     directory = root / SPECS_DIR / kind.directory
     if directory.is_symlink():
@@ -270,7 +322,7 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
         raise SpecErrors(link_issues)  # the environment itself cannot be read safely
     issues: list[SpecIssue] = list(link_issues)
     try:
-        env = load_environment(root, env_name, overrides)
+        env = _environment(root, env_name, overrides, cache)
     except SpecErrors as exc:
         raise SpecErrors(issues + exc.issues) from None
     env_data = env.model_dump(mode="json", by_alias=True)
@@ -298,14 +350,14 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
             seen[(kind.name, name)] = rel
             own = [(k[len(prefix) + len(name) + 1:], v) for k, v in parsed if k.startswith(f"{prefix}{name}.")]
             key = None
-            if cache is not None and not own:
+            if cache is not None:
                 try:
                     text = loader.text(path)
                 except YamlSyntaxError as exc:
                     issues.extend(_yaml_issues(exc, rel))
                     continue
-                key = cache_key(kind.name, name, text, env_digest)
-                hit = cache.get(key)
+                key = cache_key(kind.name, name, text, own)
+                hit = cache.get(key, env_digest, loader.digest)
                 if hit is not None:
                     docs.append(SpecDoc(kind.name, name, rel, hit[0], hit[1]))
                     continue
@@ -321,7 +373,8 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
                 issues.append(SpecIssue(rel, 1, "", "a spec file must be a mapping"))
                 continue
             raw_for_secrets = loader.read(path)[1]
-            for key_path, message in find_credential_literals(raw_for_secrets):
+            credentials = list(find_credential_literals(raw_for_secrets))
+            for key_path, message in credentials:
                 issues.append(SpecIssue(rel, _line(path, key_path), ".".join(map(str, key_path)), message))
             try:
                 spec = model.model_validate(data)
@@ -331,8 +384,8 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
                 continue
             normalised = spec.model_dump(mode="json", by_alias=True)
             docs.append(SpecDoc(kind.name, name, rel, spec, normalised))
-            if cache is not None:
-                cache.put(key, (spec, normalised))
+            if cache is not None and not credentials:  # a refused file must be refused again
+                cache.put(key, (spec, normalised), loader.dependencies(files, path, env_digest))
     known_override_prefixes = ("env.",) + tuple(k.directory + "." for k in KINDS)
     for key, _ in parsed:
         if not key.startswith(known_override_prefixes):
@@ -352,7 +405,8 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
     derived: list[SpecDoc] = []
     for kind in KINDS:
         if kind.derive:
-            derived.extend(load_object(kind.derive)(composed))
+            hook = load_object(kind.derive)
+            derived.extend(hook(composed, cache.memo(f"derive:{kind.name}")) if cache is not None else hook(composed))
     if derived:
         names = {(d.kind, d.name) for d in docs}
         clashes = [SpecIssue(d.path, 0, "", f"derived {d.kind} {d.name!r} clashes with a spec of the same name") for d in derived if (d.kind, d.name) in names]

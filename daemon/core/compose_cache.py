@@ -1,66 +1,224 @@
 """A content-addressed cache of validated spec documents, so a commit recomposes only what changed.
 
-Key: (kind, name, sha1 of the file's bytes, hash of the environment when the file interpolates it).
-Files with a defaults list (their presets could change) or `oc.env` (the process environment could
-change) are never cached. The daemon keeps one cache in memory across cycles; the CLI keeps one on
-disk under the state home (`cache/compose-<env>.pickle`, trusted like the rest of the state home), so
-a second `specd plan` is warm too.
+Key: (kind, name, sha1 of the file's bytes, the file's own `-o` overrides). An entry also records what
+else its document was composed from, and is a hit only while all of that is unchanged:
+- every file of its defaults chain (presets, and their presets) by path and sha1 — editing a preset
+  invalidates exactly the documents that use it; a deleted or renamed preset is a miss;
+- the environment digest, when any file of the chain interpolates (`${…}`);
+- the values of the process variables the chain reads through `${oc.env:VAR,…}` (as a digest).
+
+The daemon keeps one cache in memory across cycles. The CLI keeps one on disk under the state home
+(`cache/compose-<env>.bin`) so a second `specd plan` is warm too: a versioned header, a digest of the
+code the cached objects come from (schema models, compose) and a sha256 of the pickled payload are
+checked before anything is unpickled, so a truncated, corrupt, foreign or stale file is only a miss
+(and rewritten); it is written to a temporary file and renamed, so a crash never leaves half a file.
+The state home is trusted like the rest of it (it holds the journal and lake too).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import pickle
 import re
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-_DEFAULTS = re.compile(r"^defaults\s*:", re.MULTILINE)
-FORMAT = 1
+from daemon.core.kinds import KINDS
+
+FORMAT = 2
+MAGIC = b"specd-compose-cache\n"
+_OC_ENV = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
+_CODE_DIGEST: str | None = None
 
 
-def cache_key(kind: str, name: str, text: str, env_digest: str) -> tuple | None:
-    """The key for one file's validated document, or None when it must not be cached."""
-    if "oc.env" in text or _DEFAULTS.search(text):
-        return None
-    content = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
-    return (kind, name, content, env_digest if "${" in text else "")
+def digest_text(text: str) -> str:
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def cache_key(kind: str, name: str, text: str, overrides: Iterable[tuple[str, Any]] = ()) -> tuple:
+    """The key for one file's validated document (what else it depends on is checked by `get`)."""
+    return (kind, name, digest_text(text), repr(tuple(overrides)))
+
+
+def process_env_digest(names: Iterable[str]) -> str:
+    material = "\0".join(f"{name}={os.environ.get(name, chr(1))}" for name in sorted(set(names)))
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def code_digest() -> str:
+    """Digest of the sources whose classes and rules the cached documents come from."""
+    global _CODE_DIGEST
+    if _CODE_DIGEST is None:
+        here = Path(__file__).resolve().parent
+        sources = sorted((here.parent / "schema").glob("*.py")) + [here / "compose.py", here / "presets.py", here / "kinds.py"]
+        for kind in KINDS:  # derive hooks memoise their output with the cache (`ComposeCache.memo`)
+            if kind.derive:
+                spec = importlib.util.find_spec(kind.derive.split(":")[0])
+                if spec is not None and spec.origin:
+                    sources += sorted(Path(spec.origin).parent.glob("*.py"))
+        h = hashlib.sha256()
+        for source in sources:
+            h.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+        _CODE_DIGEST = h.hexdigest()
+    return _CODE_DIGEST
+
+
+class Dependencies:
+    """What a document was composed from besides its own file: see the module docstring."""
+
+    __slots__ = ("files", "env_digest", "oc_env", "oc_env_digest")
+
+    def __init__(self, files: tuple[tuple[str, str], ...], env_digest: str, oc_env: tuple[str, ...], oc_env_digest: str):
+        self.files = files  # ((path relative to the checkout, sha1), ...) of the defaults chain
+        self.env_digest = env_digest  # "" when nothing in the chain interpolates
+        self.oc_env = oc_env
+        self.oc_env_digest = oc_env_digest
+
+    @classmethod
+    def of(cls, chain: Iterable[tuple[str, str]], env_digest: str, own: str = "") -> Dependencies | None:
+        """From the chain's (relative path, text) — `own`, the file itself, is in the key already;
+        None when it must not be cached (an `oc.env` whose variable name cannot be read statically)."""
+        files, interpolates, names = [], False, []
+        for rel, text in chain:
+            if rel != own:
+                files.append((rel, digest_text(text)))
+            interpolates = interpolates or "${" in text
+            found = _OC_ENV.findall(text)
+            if text.count("oc.env") != len(found):
+                return None
+            names.extend(found)
+        oc_env = tuple(sorted(set(names)))
+        return cls(tuple(files), env_digest if interpolates else "", oc_env, process_env_digest(oc_env) if oc_env else "")
+
+    def hold(self, env_digest: str, file_digest: Callable[[str], str | None]) -> bool:
+        if self.env_digest and self.env_digest != env_digest:
+            return False
+        if self.oc_env and process_env_digest(self.oc_env) != self.oc_env_digest:
+            return False
+        return all(file_digest(rel) == sha for rel, sha in self.files)
+
+    def __getstate__(self) -> tuple:
+        return (self.files, self.env_digest, self.oc_env, self.oc_env_digest)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.files, self.env_digest, self.oc_env, self.oc_env_digest = state
+
+
+class Memo(dict):
+    """A dict kept with the cache for a derive hook (keys: content digests); remembers what was used."""
+
+    def __init__(self, data: dict | None = None):
+        super().__init__(data or {})
+        self.used: set = set()
+        self.dirty = False
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key in self:
+            self.used.add(key)
+            return self[key]
+        return default
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.used.add(key)
+        self.dirty = True
+
+    def clear(self) -> None:
+        super().clear()
+        self.used.clear()
+
+    def kept(self) -> dict:
+        return {k: v for k, v in self.items() if k in self.used}
 
 
 class ComposeCache:
     def __init__(self, path: Path | None = None, limit: int = 50_000):
         self.path = path
         self.limit = limit
-        self.entries: dict[tuple, Any] = {}
+        self.entries: dict[tuple, tuple[Dependencies, Any]] = {}
+        self.memos: dict[str, Memo] = {}
+        self.used: set[tuple] = set()  # entries read or written by this process: what `save` keeps
         self.dirty = False
-        if path and path.exists():
-            try:
-                with open(path, "rb") as handle:
-                    version, entries = pickle.load(handle)
-                if version == FORMAT:
-                    self.entries = entries
-            except Exception:  # a stale or torn cache is only a miss
-                self.entries = {}
+        self.hits = 0
+        self.misses = 0
+        if path is not None:
+            self.entries, memos = load(path)
+            self.memos = {name: Memo(data) for name, data in memos.items()}
 
-    def get(self, key: tuple | None) -> Any:
-        return self.entries.get(key) if key is not None else None
+    def memo(self, name: str) -> Memo:
+        """The named memo (e.g. a derive hook's), persisted with the entries."""
+        return self.memos.setdefault(name, Memo())
 
-    def put(self, key: tuple | None, value: Any) -> None:
-        if key is None:
+    def get(self, key: tuple | None, env_digest: str = "", file_digest: Callable[[str], str | None] | None = None) -> Any:
+        entry = self.entries.get(key) if key is not None else None
+        if entry is not None and entry[0].hold(env_digest, file_digest or (lambda rel: None)):
+            self.hits += 1
+            self.used.add(key)
+            return entry[1]
+        if key is not None:
+            self.misses += 1
+        return None
+
+    def put(self, key: tuple | None, value: Any, deps: Dependencies | None = None) -> None:
+        if key is None or deps is None:
             return
         if len(self.entries) >= self.limit:
             self.entries.clear()
-        self.entries[key] = value
+            self.used.clear()
+        self.entries[key] = (deps, value)
+        self.used.add(key)
         self.dirty = True
 
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
     def save(self) -> None:
-        if not (self.path and self.dirty):
+        """Write the entries this process used (what the checkout holds now) atomically."""
+        if not (self.path and (self.dirty or any(m.dirty for m in self.memos.values()))):
             return
+        kept = {k: v for k, v in self.entries.items() if k in self.used}
+        memos = {name: memo.kept() for name, memo in self.memos.items()}
+        payload = pickle.dumps((FORMAT, kept, memos), protocol=pickle.HIGHEST_PROTOCOL)
+        header = MAGIC + f"{FORMAT} {code_digest()} {hashlib.sha256(payload).hexdigest()}\n".encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".compose-")
-        with os.fdopen(fd, "wb") as handle:
-            pickle.dump((FORMAT, self.entries), handle, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, self.path)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(header + payload)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         self.dirty = False
+        for memo in self.memos.values():
+            memo.dirty = False
+
+
+def load(path: Path) -> tuple[dict, dict[str, dict]]:
+    """(entries, memos) of a cache file; empty for a missing, truncated, corrupt, foreign or stale one."""
+    empty: tuple[dict, dict[str, dict]] = ({}, {})
+    try:
+        blob = path.read_bytes()
+    except OSError:
+        return empty
+    if not blob.startswith(MAGIC):
+        return empty
+    head, _, payload = blob[len(MAGIC):].partition(b"\n")
+    try:
+        version, code, checksum = head.decode("ascii").split(" ")
+    except (UnicodeDecodeError, ValueError):
+        return empty
+    if version != str(FORMAT) or code != code_digest() or hashlib.sha256(payload).hexdigest() != checksum:
+        return empty
+    try:
+        fmt, entries, memos = pickle.loads(payload)
+    except Exception:  # checksummed, so only a file written by a different build gets here
+        return empty
+    if fmt != FORMAT or not isinstance(entries, dict) or not isinstance(memos, dict):
+        return empty
+    return entries, memos

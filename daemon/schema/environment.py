@@ -47,7 +47,8 @@ class TrainingSection(SpecModel):
     # torchrun: `torchrun --nproc_per_node=devices --nnodes=num_nodes` starts them (rendezvous from
     # SPECD_RDZV_ENDPOINT or MASTER_ADDR:MASTER_PORT when num_nodes > 1, else --standalone).
     launcher: Literal["lightning", "torchrun"] = "lightning"
-    max_concurrent_candidates: int = Field(default=1, ge=1)  # candidates trained at once (disjoint GPU sets)
+    # candidates trained at once (disjoint GPU sets); unset: on CPU one per core (up to 4), else one
+    max_concurrent_candidates: int | None = Field(default=None, ge=1)
     gpu_ids: list[int] = Field(default_factory=list)  # empty: CUDA_VISIBLE_DEVICES or nvidia-smi decides
 
 

@@ -10,10 +10,12 @@ pytestmark = [pytest.mark.bench]
 def test_bench_plan_small(capsys):
     from tests.bench.bench_plan import main
 
-    figures = main(["--size", "60", "--repeat", "2", "--hydra-sample", "3"])
+    figures = main(["--sizes", "60,120", "--repeat", "3", "--cli-repeat", "1"])
     out = capsys.readouterr().out
-    assert "ratio warm/floor" in out and "ratio hydra/warm" in out
-    assert figures["warm_s"] > 0 and figures["floor_s"] > 0
+    assert "ratio warm/parse" in out and "ratio second/bare (CPU)" in out and "scaling: CPU per spec" in out
+    assert figures["warm_cpu_120_s"] > 0 and figures["parse_cpu_120_s"] > 0
+    assert figures["hit_rate_60"] == figures["hit_rate_120"] == 1.0
+    assert figures["cli_second_cpu_s"] > 0 and figures["cli_cold_cpu_s"] > figures["bare_python_cpu_s"]
 
 
 @pytest.mark.e2e

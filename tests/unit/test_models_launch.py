@@ -75,6 +75,14 @@ def test_cpu_runs_max_concurrent_candidates_at_once(tmp_path: Path) -> None:
     assert _max_overlap(serial) == 1
 
 
+def test_cpu_candidates_default_to_one_per_core() -> None:
+    for cores, expected in ((1, 1), (2, 2), (16, 4)):
+        _, slots, threads = training_resources(TrainingSection(), cpu_count=cores)
+        assert len(slots) == expected and threads == max(1, cores // expected)
+    assert len(training_resources(TrainingSection(max_concurrent_candidates=1), cpu_count=8)[1]) == 1  # as set
+    assert training_resources(TrainingSection(accelerator="auto"), cpu_count=8)[1] == [None]  # may be a GPU: one
+
+
 def test_training_resources_on_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     section = TrainingSection(accelerator="gpu", devices=2, max_concurrent_candidates=4, gpu_ids=[0, 1, 2, 3], precision="bf16-mixed")
     resources, slots, threads = training_resources(section)

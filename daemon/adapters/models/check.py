@@ -73,8 +73,8 @@ def live_columns(uri: str) -> dict[str, str] | None:
     return None
 
 
-def declared_columns(graph: Graph, table: str) -> dict[str, str] | None:
-    resource = graph.by_key().get(f"table/{table}")
+def declared_columns(graph: Graph, table: str, by_key: dict[str, Resource] | None = None) -> dict[str, str] | None:
+    resource = (graph.by_key() if by_key is None else by_key).get(f"table/{table}")
     schema = getattr(getattr(resource, "spec", None), "schema_", None)
     columns = getattr(schema, "columns", None)
     return {c.name: c.type for c in columns} if columns else None
@@ -82,19 +82,22 @@ def declared_columns(graph: Graph, table: str) -> dict[str, str] | None:
 
 def check_models(ctx: AdapterContext, resources: Sequence[Resource], graph: Graph) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
+    by_key = graph.by_key()  # once, not once per model
     for resource in resources:
         if resource.kind != "model":
             continue
         spec = resource.spec
         uri = table_uri(ctx.storage_root, spec.data.table)
-        columns = live_columns(uri) or declared_columns(graph, spec.data.table)
+        columns = live_columns(uri) or declared_columns(graph, spec.data.table, by_key)
         if columns is None:
             continue
-        lines = _lines(ctx, resource)
         where = f"table {spec.data.table!r}"
+        line_map: list[dict] = []  # the file's line map, parsed only when there is something to report
 
-        def issue(key_path: tuple, message: str, resource: Resource = resource, lines: dict = lines) -> None:
-            issues.append(SpecIssue(resource.path, line_for(lines, key_path), ".".join(map(str, key_path)), message))
+        def issue(key_path: tuple, message: str, resource: Resource = resource, line_map: list = line_map) -> None:
+            if not line_map:
+                line_map.append(_lines(ctx, resource))
+            issues.append(SpecIssue(resource.path, line_for(line_map[0], key_path), ".".join(map(str, key_path)), message))
 
         if spec.data.target not in columns:
             issue(("data", "target"), f"unknown target column {spec.data.target!r} in {where} (columns: {', '.join(columns)})")

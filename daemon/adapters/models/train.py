@@ -41,21 +41,42 @@ def _pin_data(name: str, table: str, uri: str, options: dict[str, str]) -> tuple
     return log.version, data_id, columns
 
 
+AUTO_CPU_CANDIDATES = 4  # unset max_concurrent_candidates on CPU: one candidate per core, at most this many
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def candidate_concurrency(training: Any, cpu_count: int | None = None) -> int:
+    """Candidates trained at once: the overlay's `max_concurrent_candidates`; unset, one per core on CPU
+    (small models spend most of a run starting Python and Lightning, which parallelises well) and one
+    on GPUs or `auto` (never two candidates on the same devices unknowingly)."""
+    if training.max_concurrent_candidates is not None:
+        return training.max_concurrent_candidates
+    if training.accelerator != "cpu":
+        return 1
+    return max(1, min(AUTO_CPU_CANDIDATES, cpu_count or _cores()))
+
+
 def training_resources(training: Any, environ: Mapping[str, str] | None = None,
                        cpu_count: int | None = None) -> tuple[dict[str, Any], list[Sequence[GpuId] | None], int | None]:
     """(resources for every job, one slot per concurrently running candidate, torch threads per CPU job).
 
     GPU: the GPUs (`training.gpu_ids`, else the visible ones) are cut into disjoint sets of `devices`, one
     candidate per set at a time; when none can be found, candidates run one at a time (never two on the
-    same GPUs unknowingly). CPU: `max_concurrent_candidates` at once, the cores shared out between them.
+    same GPUs unknowingly). CPU: `candidate_concurrency` at once, the cores shared out between them.
     """
     resources = {"accelerator": training.accelerator, "devices": training.devices, "num_nodes": training.num_nodes,
                  "precision": training.precision, "strategy": training.strategy, "launcher": training.launcher}
-    concurrency = training.max_concurrent_candidates
+    concurrency = candidate_concurrency(training, cpu_count)
     if training.accelerator in ("gpu", "cuda"):
         gpus: Sequence[GpuId] = training.gpu_ids or visible_gpus(environ)
         return resources, (gpu_slots(gpus, training.devices, concurrency) if gpus else [None]), None
-    threads = max(1, (cpu_count or os.cpu_count() or 1) // concurrency)
+    threads = max(1, (cpu_count or _cores()) // concurrency)
     return resources, [None] * concurrency, threads
 
 
@@ -213,5 +234,5 @@ def preview(ctx: AdapterContext, resource: Resource, uri: str, options: dict[str
     if not to_train or not seconds:
         return to_train, reused, None
     per_candidate = max(seconds) + 6.0  # process start and Lightning import (~5 s) included
-    waves = -(-len(to_train) // max(1, ctx.env.training.max_concurrent_candidates))
+    waves = -(-len(to_train) // candidate_concurrency(ctx.env.training))
     return to_train, reused, per_candidate * waves / 60

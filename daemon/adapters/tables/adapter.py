@@ -99,11 +99,12 @@ class TableAdapter:
     def expected_keys(self, resources: Sequence[Resource], logs: dict[str, TableLog | None]) -> dict[str, str]:
         """Build key each desired table would have if built now (resources arrive in dependency order)."""
         keys: dict[str, str] = {}
+        by_name = {r.name: r for r in resources}  # one lookup per upstream: linear in the number of tables
         for resource in resources:
             spec = resource.spec
             ids = {}
             for up in spec.upstream_tables():
-                up_resource = next((r for r in resources if r.name == up), None)
+                up_resource = by_name.get(up)
                 if up_resource is not None and _rebuilds_whole(up_resource.spec) and up in keys:
                     ids[up] = keys[up]  # what the upstream holds once it is in sync
                 elif up in getattr(self, "_corrupt", {}):  # unreadable upstream: judge by what was built from it
@@ -156,14 +157,17 @@ class TableAdapter:
         from daemon.adapters.tables.schema_check import column_problems
         from daemon.core.safeyaml import read_text
         from daemon.core.yamlpos import line_for, parse_with_lines
-        from flows.tables.expressions import check_table_expressions
+        from flows.tables.expressions import check_many_table_expressions
         from flows.tables.pii import pii_derivations
 
         issues = []
         prefixes = allowed_modules(self.ctx.env.tables.callable_modules)
         columns = column_problems(resources, self)
-        for resource in resources:
-            problems = (check_table_expressions(resource.spec) + pii_derivations(resource.spec)
+        home = self.ctx.home
+        verdicts = home / "cache" / "sql-checks.json" if home.is_dir() else None  # kept like the compose cache
+        checked = check_many_table_expressions([r.spec for r in resources], verdicts)  # one DuckDB query for all
+        for resource, expression_problems in zip(resources, checked, strict=True):
+            problems = (expression_problems + pii_derivations(resource.spec)
                         + source_problems(resource.spec, self.ctx.data_root, prefixes) + columns.get(resource.name, []))
             if not problems:
                 continue
