@@ -22,7 +22,9 @@ def online_data(table: str, data: dict[str, Any], columns: list[str] | None) -> 
             "ttl_s": block.get("ttl_s"), "store": block.get("store", "default"), "prune": data.get("prune")}
 
 
-def derive_online(composed: Composed) -> list[SpecDoc]:
+def derive_online(composed: Composed, memo: object = None) -> list[SpecDoc]:
+    """One `online/<table>` resource per table with an `online:` block (cheap: no memo needed; the
+    compose cache hands every derive hook one, see daemon/CONTRACTS.md)."""
     from daemon.core.documents import SpecDoc
     from daemon.schema.online import OnlineSpec
     from daemon.shared.errors import SpecErrors, SpecIssue
