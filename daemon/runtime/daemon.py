@@ -26,7 +26,7 @@ from daemon.core.compose_cache import ComposeCache
 from daemon.core.executor import FAILED, SUCCEEDED, ActionResult
 from daemon.core.plan import CHANGING, Plan
 from daemon.core.status import Journal, ResourceStatus, diff_statuses, resource_statuses
-from daemon.runtime import metrics
+from daemon.runtime import metrics, operations
 from daemon.runtime.reconcile import Desired, apply, check, context_for, load_desired, make_adapters, observe, plan
 from daemon.runtime.source import GitSource, SourceError
 from daemon.shared import procs
@@ -80,6 +80,18 @@ class DaemonState:
     last_cycle: dict[str, Any] = field(default_factory=dict)
 
 
+class SyncRequests:
+    """Tick hook: a `specd sync` request file under the state home wakes the loop for a cycle now."""
+
+    def __init__(self, home: Path, wake: threading.Event):
+        self.home = home
+        self.wake = wake
+
+    def tick(self) -> None:
+        if operations.pending_syncs(self.home):
+            self.wake.set()
+
+
 class Daemon:
     def __init__(self, home: Path, repo: str, branch: str, env_name: str, overrides: tuple[str, ...] = (), *, metrics_port: int | None = None, use_prefect: bool = True, max_backoff_s: float = 300.0, keep_services: bool = False):
         self.home = home
@@ -104,7 +116,8 @@ class Daemon:
         self.keep_services = keep_services
         self.supervisor = None
         self.schedules = None
-        self.tick_hooks: list = []
+        self.tick_hooks: list = [SyncRequests(home, self.wake)]  # `specd sync`/`resume` wake the loop
+        self.in_sync_at: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -287,7 +300,8 @@ class Daemon:
         ctx = context_for(desired, self.home, progress=lambda message: log.info("%s", message))
         adapters = make_adapters(ctx)
         observed = observe(adapters, desired.graph)
-        the_plan = self._without_backoff(plan(desired, observed, adapters))
+        forced = operations.take_syncs(self.home)  # `specd sync`: refresh these even if they look in sync
+        the_plan = self._without_backoff(plan(desired, observed, adapters, forced=forced))
         results: dict[str, ActionResult] = {}
         if the_plan.has_changes:
             log.info("%s", the_plan.to_text())
@@ -312,6 +326,17 @@ class Daemon:
                 self.journal.append("ReconcileSucceeded", desired.revision, actions=len(results))
         in_sync = all_synced and self.state.applied_revision == self.state.desired_revision
         metrics.IN_SYNC.set(1 if in_sync else 0)
+        if forced:
+            ok = not any(r.status != SUCCEEDED for k, r in results.items())
+            self.journal.append("SyncFinished", desired.revision, resources=sorted(forced), ok=ok,
+                                message=f"sync of {', '.join(sorted(forced))}: {len(results)} action(s)" + ("" if ok else ", some failed"))
+        if in_sync:
+            # once per revision at INFO (and after every cycle that applied something), else debug
+            level = logging.INFO if results or self.in_sync_at != desired.revision else logging.DEBUG
+            log.log(level, "in sync at %s", desired.revision[:12])
+            self.in_sync_at = desired.revision
+        else:
+            self.in_sync_at = None
         if not results:
             return "noop" if not failed else "failed"
         return "failed" if failed else "success"
