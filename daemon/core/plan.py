@@ -173,7 +173,7 @@ def make_plan(
             action = replace(action, follows=follows)
         if resource.key in suspended and action.op in CHANGING:
             action = replace(action, op=Op.SUSPENDED, reason=f"suspended (specd resume {resource.key}); would {action.op}: {action.reason}")
-        if action.op in CHANGING:
+        if action.op in CHANGING and not action.reason.startswith(METADATA_REASON):  # metadata moves no data
             changing.add(resource.key)
         actions.append(action)
     max_wave = max((r.wave for r in graph.resources), default=-1)

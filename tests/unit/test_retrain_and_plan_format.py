@@ -1,0 +1,123 @@
+"""Retrain policy decisions (pure), the `retrain:` spec, and the plan's JSON format and new ops
+(follows, metadata update, forced sync, suspended)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from daemon.adapters.models.retrain import DataState, decide, last_fire
+from daemon.core.compose import compose
+from daemon.core.graph import build_graph
+from daemon.core.plan import FORMAT_VERSION, METADATA_REASON, SYNC_REASON, Op, make_plan, structured_diff
+from daemon.core.state import Observed
+from daemon.schema.retrain import RetrainSpec
+
+NOW = 1_700_000_000.0
+TRAINED = DataState(1, "d1", 400, at=NOW - 7200, spec="gold-fp")
+
+
+def live(rows: int, identity: str = "d2", version: int = 2, spec: str = "gold-fp") -> DataState:
+    return DataState(version, identity, rows, spec=spec)
+
+
+@pytest.mark.parametrize(
+    ("policy", "now_data", "fire", "lagging", "text"),
+    [
+        ({"on": "new_data", "min_new_rows": 50}, live(500), True, False, "gold v2 has +100 rows since v1 (policy new_data ≥ 50)"),
+        ({"on": "new_data", "min_new_rows": 500}, live(500), False, True, "data ahead by 100 rows"),
+        ({"on": "new_data", "min_fraction": 0.5}, live(500), False, True, "needs ≥ 0.5 × 400"),
+        ({"on": "new_data", "min_fraction": 0.2}, live(500), True, False, "+100 rows"),
+        ({"on": "new_data", "min_interval": "3h"}, live(500), False, True, "min_interval 3h"),
+        ({"on": "new_data", "min_interval": "1h"}, live(500), True, False, "+100 rows"),
+        ({}, live(400, identity="d1", version=3), False, False, ""),  # same rows rewritten: same digest, nothing
+        ({"on": "never"}, live(500), False, True, "policy never"),
+        ({"on": "new_data", "min_new_rows": 500}, live(400, spec="gold-fp-2"), True, False, "rebuilt from a changed spec"),
+        ({"on": "never", "table_version": 1}, live(500), False, False, ""),  # pinned to what it was trained on
+        ({"on": "never", "table_version": 2}, live(500), True, False, "pinned to gold v2"),
+    ],
+    ids=["rows-fire", "rows-short", "fraction-short", "fraction-fire", "interval-wait", "interval-ok", "same-digest",
+         "never", "spec-changed", "pinned-same", "pinned-moved"],
+)
+def test_retrain_decisions(policy, now_data, fire, lagging, text) -> None:
+    decision = decide(RetrainSpec.model_validate(policy), "gold", TRAINED, now_data, NOW)
+    assert (decision.fire, decision.lagging) == (fire, lagging)
+    assert text in decision.reason
+
+
+def test_schedule_policy_fires_only_after_a_cron_time_since_training() -> None:
+    policy = RetrainSpec.model_validate({"on": "schedule", "cron": "0 * * * *"})
+    fired = last_fire("0 * * * *", NOW)
+    assert NOW - 3600 < fired <= NOW
+    assert decide(policy, "gold", TRAINED, live(500), NOW, fired).fire  # trained 2 h ago, an hour mark since
+    recent = DataState(1, "d1", 400, at=fired + 1)
+    verdict = decide(policy, "gold", recent, live(500), NOW, fired)
+    assert not verdict.fire and verdict.lagging and "next 0 * * * * fire" in verdict.reason
+
+
+def test_retrain_spec_validation_and_yaml11_on_key() -> None:
+    assert RetrainSpec.model_validate({True: "never"}).on == "never"  # YAML 1.1 reads `on:` as True
+    for bad, message in [({"on": "schedule"}, "needs retrain.cron"), ({"on": "new_data", "cron": "* * * * *"}, "only used with on: schedule"),
+                         ({"on": "new_data", "table_version": 3}, "only with on: never"), ({"min_interval": "soon"}, "not a duration"),
+                         ({"on": "schedule", "cron": "nope"}, "not a valid cron")]:
+        with pytest.raises(ValidationError, match=message):
+            RetrainSpec.model_validate(bad)
+
+
+FILE = "source: {type: file, path: data/x.csv, format: csv}\n"
+SQL = "source: {{type: table, inputs: [{0}], sql: 'SELECT * FROM {0}'}}\n"
+
+
+@pytest.fixture
+def chain(spec_repo):
+    spec_repo.write("specs/tables/raw.yaml", FILE)
+    spec_repo.write("specs/tables/clean.yaml", SQL.format("raw"))
+    spec_repo.write("specs/tables/gold.yaml", SQL.format("clean"))
+    graph = build_graph(compose(spec_repo.path, "dev"))
+    return type(graph)(tuple(r for r in graph.resources if r.kind == "table"))
+
+
+def synced(graph, **overrides):
+    out = {r.key: Observed(True, r.fingerprint, "abc", "Healthy") for r in graph.resources}
+    out.update(overrides)
+    return out
+
+
+def test_follows_forced_metadata_and_suspended(chain) -> None:
+    fps = {r.name: r.fingerprint for r in chain.resources}
+    forced = make_plan("f" * 40, "dev", chain, synced(chain), forced={"table/raw"})
+    ops = {a.name: (a.op, a.reason, a.follows) for a in forced.actions}
+    assert ops["raw"] == (Op.UPDATE, SYNC_REASON, ())
+    assert ops["clean"][0] == Op.UPDATE and ops["clean"][2] == ("table/raw",)
+    assert ops["gold"][2] == ("table/clean",)  # transitively: gold follows clean, which follows raw
+
+    metadata = make_plan("f" * 40, "dev", chain, synced(chain, **{"table/raw": Observed(True, fps["raw"], "abc", "Healthy", drift=(f"{METADATA_REASON}: description",))}))
+    assert [(a.name, a.op) for a in metadata.changes] == [("raw", Op.UPDATE)]  # metadata moves no data: nothing follows
+
+    held = make_plan("f" * 40, "dev", chain, synced(chain), forced={"table/raw"}, suspended={"table/raw"})
+    assert {a.name: a.op for a in held.actions}["raw"] == Op.SUSPENDED
+    assert not held.has_changes  # a suspended resource is not applied, and nothing follows it
+    assert "1 suspended" in held.to_text()
+
+
+def test_plan_json_format(chain) -> None:
+    before = {"source": {"type": "file", "path": "a.csv"}, "variants": [{"name": "champion", "weight": 90}]}
+    after = {"source": {"type": "file", "path": "b.csv"}, "variants": [{"name": "champion", "weight": 80}], "layer": "gold"}
+    from daemon.core.plan import jsonable_change
+
+    changes = tuple(jsonable_change(c) for c in structured_diff(before, after))
+    assert changes == (
+        {"path": "layer", "before": None, "after": "gold", "added": True},
+        {"path": "source.path", "before": "a.csv", "after": "b.csv"},
+        {"path": "variants[champion].weight", "before": 90, "after": 80},
+    )
+    plan = make_plan("f" * 40, "dev", chain, synced(chain, **{"table/raw": Observed(True, "old", "abc", "Healthy")}),
+                     structured_changes={"table/raw": changes}, warnings=("SPECD_X differs from what the daemon applied",))
+    data = json.loads(json.dumps(plan.to_json()))
+    assert data["format_version"] == FORMAT_VERSION == 2
+    raw = next(a for a in data["actions"] if a["name"] == "raw")
+    assert raw["changes"][1] == {"path": "source.path", "before": "a.csv", "after": "b.csv"}
+    assert next(a for a in data["actions"] if a["name"] == "clean")["follows"] == ["table/raw"]
+    assert data["warnings"] and "warning: SPECD_X" in plan.to_text()
