@@ -108,14 +108,19 @@ def _desired(args, rev: str | None):
     repo = args.repo
     home = specd_home(args.home)
     cache = ComposeCache(home / "cache" / f"compose-{args.env}.pickle") if home.exists() else None
+    # The environment rule: compose with the `${oc.env}` values and env.* overrides the daemon applied
+    # (recorded in the state home), never with this shell's; a difference is a plan warning.
+    from daemon.runtime.operations import pin_to_daemon
+
+    overrides, args.env_warnings = pin_to_daemon(home, args.env, list(args.override))
     try:
         if rev is None:
             path = Path(repo).absolute()
-            return load_desired(path, args.env, _worktree_revision(path), args.override, cache)
+            return load_desired(path, args.env, _worktree_revision(path), overrides, cache)
         source = GitSource(repo, "HEAD", home)
         source.fetch()
         sha = source.resolve(rev)
-        return load_desired(source.checkout(sha), args.env, sha, args.override, cache)
+        return load_desired(source.checkout(sha), args.env, sha, overrides, cache)
     finally:
         if cache is not None:
             cache.save()
@@ -155,7 +160,7 @@ def cmd_plan(args) -> int:
         observed = simulated_observation(base, live)
     else:
         observed = observe(adapters, desired.graph)
-    result = plan(desired, observed, adapters, base)
+    result = plan(desired, observed, adapters, base, warnings=getattr(args, "env_warnings", ()))
     if getattr(args, "out", None):
         from daemon.cli.ops import save_plan
 

@@ -25,6 +25,7 @@ from typing import Any
 from daemon.core.compose_cache import ComposeCache
 from daemon.core.executor import FAILED, SUCCEEDED, ActionResult
 from daemon.core.plan import CHANGING, Plan
+from daemon.core.state import MISSING_OBSERVED
 from daemon.core.status import Journal, ResourceStatus, diff_statuses, resource_statuses
 from daemon.runtime import metrics, operations
 from daemon.runtime.reconcile import Desired, apply, check, context_for, load_desired, make_adapters, observe, plan
@@ -32,8 +33,10 @@ from daemon.runtime.source import GitSource, SourceError
 from daemon.shared import procs
 from daemon.shared.errors import SpecErrors
 from daemon.shared.paths import bentoml_home, journal_path, lock_path
+from daemon.shared.secrets import ENV_READS
 
 log = logging.getLogger("specd")
+JOURNALED_DETAILS = ("version", "trained", "reused", "rebuilt", "retrained", "metadata", "trigger", "delta_version", "outcome")
 
 
 class AlreadyRunning(RuntimeError):
@@ -243,6 +246,7 @@ class Daemon:
             checkout = self.source.checkout(sha)
             self.desired_cache = {k: v for k, v in list(self.desired_cache.items())[-4:]}
             self.desired_cache[sha] = load_desired(checkout, self.env_name, sha, self.overrides, self.compose_cache)
+            operations.record_applied_env(self.home, ENV_READS, self.overrides, self.env_name)  # for `plan` elsewhere
         return self.desired_cache[sha]
 
     def cycle(self) -> None:
@@ -305,7 +309,9 @@ class Daemon:
         results: dict[str, ActionResult] = {}
         if the_plan.has_changes:
             log.info("%s", the_plan.to_text())
-            self.journal.append("ApplyStarted", desired.revision, actions=[f"{a.op} {a.key}" for a in the_plan.changes])
+            self.journal.append("ApplyStarted", desired.revision, actions=[f"{a.op} {a.key}" for a in the_plan.changes],
+                                plan=[{"resource": a.key, "op": str(a.op), "reason": a.reason, "summary": a.summary, "follows": list(a.follows)}
+                                      for a in the_plan.changes])
             self._publish_statuses(desired, observed, results, reconciling=[a.key for a in the_plan.changes])
             for item in apply(the_plan, desired, adapters, use_prefect=self.use_prefect, on_result=self._on_result):
                 results[item.key] = item
@@ -317,7 +323,8 @@ class Daemon:
             except Exception as exc:  # Prefect unreachable: schedules catch up on a later cycle
                 log.warning("could not sync schedules: %s", exc)
         failed = any(r.status != SUCCEEDED for r in results.values()) or any(k in self.backoff for k in desired.graph.by_key())
-        all_synced = all(s.sync == "Synced" for s in statuses)
+        # a model its retrain policy lets lag behind its table is OutOfSync by choice: it does not hold the revision back
+        all_synced = all(s.sync == "Synced" or observed.get(s.key, MISSING_OBSERVED).details.get("lagging") for s in statuses)
         if all_synced and not failed:
             self.state.applied_revision = desired.revision
             metrics.set_revision(metrics.APPLIED_REVISION, desired.revision)
@@ -358,7 +365,8 @@ class Daemon:
         if result.status == SUCCEEDED:
             self.backoff.pop(result.key, None)
             log.info("%s %s: %s", result.op, result.key, result.message)
-            self.journal.append("ActionSucceeded", revision, resource=result.key, op=result.op, message=result.message, duration_s=round(result.duration_s, 3))
+            self.journal.append("ActionSucceeded", revision, resource=result.key, op=result.op, message=result.message, duration_s=round(result.duration_s, 3),
+                                details={k: v for k, v in result.details.items() if k in JOURNALED_DETAILS})
         else:
             desired = self.last_valid.graph.by_key().get(result.key) if self.last_valid else None
             previous = self.backoff.get(result.key)

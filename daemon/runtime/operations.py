@@ -88,10 +88,31 @@ def take_syncs(home: Path) -> set[str]:
     return keys
 
 
-def record_applied_env(home: Path, values: Mapping[str, str | None]) -> None:
-    _write_json(home / APPLIED_ENV, {"values": dict(values), "at": time.time()})
+def record_applied_env(home: Path, values: Mapping[str, str | None], overrides: Iterable[str] = (), env: str = "") -> None:
+    """What the daemon composed with: `${oc.env:...}` values and its `env.*` overrides (its --metrics-port)."""
+    data = {"values": dict(values), "overrides": [o for o in overrides if o.lstrip("+~").startswith("env.")], "env": env}
+    if _read_json(home / APPLIED_ENV, {}).get("values") != data["values"] or _read_json(home / APPLIED_ENV, {}).get("overrides") != data["overrides"]:
+        _write_json(home / APPLIED_ENV, {**data, "at": time.time()})
 
 
-def applied_env(home: Path) -> dict[str, str | None] | None:
+def applied_env(home: Path) -> dict[str, Any] | None:
     data = _read_json(home / APPLIED_ENV, None)
-    return dict(data["values"]) if isinstance(data, dict) and isinstance(data.get("values"), dict) else None
+    return data if isinstance(data, dict) and isinstance(data.get("values"), dict) else None
+
+
+def pin_to_daemon(home: Path, env: str, overrides: list[str]) -> tuple[list[str], list[str]]:
+    """Make this process compose like the daemon did: pin its `${oc.env}` values and add its `env.*`
+    overrides (unless the caller overrides the same key). Returns (overrides to use, warnings)."""
+    import os
+
+    from daemon.shared.secrets import pin_env
+
+    applied = applied_env(home)
+    if not applied or (applied.get("env") and applied["env"] != env):
+        return overrides, []
+    pin_env(applied["values"])
+    warnings = [f"${{oc.env:{name}}} is {os.environ.get(name)!r} in this shell but the daemon applied {value!r}; planning with the daemon's value"
+                for name, value in sorted(applied["values"].items()) if name in os.environ and os.environ.get(name) != value]
+    mine = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    extra = [o for o in applied.get("overrides", []) if o.split("=", 1)[0].lstrip("+~") not in mine]
+    return list(overrides) + extra, warnings

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -94,7 +93,7 @@ def test_incremental_sqlite_no_new_rows_is_healthy_and_new_rows_follow(world: Ta
 class _Api(BaseHTTPRequestHandler):
     records: list[dict] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         since = int(parse_qs(urlparse(self.path).query).get("since", ["0"])[0])
         body = json.dumps({"items": [r for r in self.records if r["id"] > since]}).encode()
         self.send_response(200)

@@ -180,7 +180,9 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
     models_metrics.record_champion(name, decision.champion)
     models_metrics.record_promotion(name, decision.outcome)
     trained = [c for c in jobs if c not in reused]
-    return ApplyOutcome(decision.reason, {"champion": decision.champion, "challengers": list(decision.challengers),
+    why = (trigger or {}).get("reason", "")
+    message = f"{why.split(' (policy')[0]} → trained on {spec.data.table} v{version}; {decision.reason}" if why.startswith("retrain:") else decision.reason
+    return ApplyOutcome(message, {"champion": decision.champion, "challengers": list(decision.challengers),
                                           "trained": trained, "reused": list(reused), "outcome": decision.outcome,
                                           "delta_version": version, "trigger": trigger or {}})
 
