@@ -249,9 +249,17 @@ def save_plan(path: Path, the_plan: Any, desired: Any, observed: Mapping[str, An
         "created_at": time.time(),
         "plan": the_plan.to_json(),
         "desired": {r.key: r.fingerprint for r in desired.graph.resources},
-        "observed": {k: {"fingerprint": o.fingerprint, "exists": o.exists, "drift": list(o.drift)} for k, o in sorted(observed.items())},
+        "observed": {k: live_identity(o) for k, o in sorted(observed.items())},
     }
     path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+
+
+def live_identity(observed: Any) -> dict[str, Any]:
+    """What a saved plan pins of one live resource: its fingerprint, drift reasons and data identity
+    (a table's Delta version and data id, a model's champion), so new rows make a saved plan stale too."""
+    details = observed.details or {}
+    return json.loads(json.dumps({"fingerprint": observed.fingerprint, "exists": observed.exists, "drift": list(observed.drift),
+                                  **{k: details.get(k) for k in ("version", "data_id", "champion") if k in details}}, default=str))
 
 
 def load_plan(path: Path) -> dict[str, Any]:
@@ -275,7 +283,7 @@ def world_moved(saved: Mapping[str, Any], desired: Any, observed: Mapping[str, A
             reasons.append(f"{key}: desired spec changed")
     for key in sorted(set(observed) | set(saved["observed"])):
         live = observed.get(key)
-        now = {"fingerprint": live.fingerprint, "exists": live.exists, "drift": list(live.drift)} if live is not None else None
+        now = live_identity(live) if live is not None else None
         if now != saved["observed"].get(key):
             reasons.append(f"{key}: live state changed since the plan")
     return reasons
