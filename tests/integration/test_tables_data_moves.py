@@ -191,3 +191,42 @@ def test_plan_predicts_apply_for_a_cascade(world: TableWorld) -> None:
                 upstream_committed = not done[0][2].startswith("no new rows")
                 assert (message == "upstream data unchanged: nothing rebuilt") != upstream_committed
     assert Op.UPDATE in {a.op for a in cases[1][0]}
+
+
+def _expected(action) -> callable:
+    """What apply must report for a planned table action, read from the plan line alone."""
+    if action.reason.startswith("metadata update"):
+        return lambda m: m.startswith("metadata updated")
+    if str(action.op) == "restore":
+        return lambda m: m.startswith(f"restored version {action.restore_from} ")
+    if "if its data changed" in action.summary:
+        return lambda m: m == "upstream data unchanged: nothing rebuilt" or m.startswith("v")
+    return lambda m: m.startswith("v") and "rows" in m
+
+
+def test_plan_predicts_apply_for_every_op_of_the_example_tables(examples: TableWorld) -> None:
+    """create → shaping change (dependents follow) → metadata-only edit → revert (restore): every
+    changing action of every plan against what apply then reported."""
+    bronze = examples.repo / "specs" / "tables" / "bronze_penguins.yaml"
+    original = bronze.read_text()
+    steps = [
+        ("create", None),
+        ("update", original.replace("nullstr: NA", "nullstr: NA\n    header: true")),
+        ("metadata", original.replace("nullstr: NA", "nullstr: NA\n    header: true").replace("as published", "as shipped")),
+        ("restore", original.replace("as published", "as shipped")),
+    ]
+    seen_ops = set()
+    for name, text in steps:
+        if text is not None:
+            bronze.write_text(text)
+        plan, graph, adapter = examples.plan()
+        assert plan.has_changes, name
+        for action in plan.changes:
+            message = adapter.apply(action, graph.by_key().get(action.key)).message
+            assert _expected(action)(message), (name, action.key, str(action.op), action.reason, action.summary, message)
+            seen_ops.add("metadata" if action.reason.startswith("metadata update") else str(action.op))
+            if action.follows:
+                seen_ops.add("follows")
+        after = examples.plan()[0]
+        assert not after.has_changes, (name, [(a.key, str(a.op), a.reason) for a in after.changes])  # converged: apply did what the plan said, all of it
+    assert {"create", "update", "metadata", "restore", "follows"} <= seen_ops, seen_ops

@@ -121,3 +121,30 @@ def test_plan_json_format(chain) -> None:
     assert raw["changes"][1] == {"path": "source.path", "before": "a.csv", "after": "b.csv"}
     assert next(a for a in data["actions"] if a["name"] == "clean")["follows"] == ["table/raw"]
     assert data["warnings"] and "warning: SPECD_X" in plan.to_text()
+
+
+def test_plan_composes_with_the_environment_the_daemon_applied(tmp_path, monkeypatch) -> None:
+    """The environment rule: a second shell's SPECD_SERVICE_PORT_BASE does not change desired state."""
+    import shutil
+
+    from daemon.core.compose import compose
+    from daemon.runtime import operations
+    from daemon.shared.secrets import ENV_READS, pin_env
+    from tests.conftest import ROOT
+
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "environments", repo / "environments")
+    (repo / "specs").mkdir()
+    monkeypatch.setenv("SPECD_SERVICE_PORT_BASE", "4100")
+    try:
+        applied = compose(repo, "dev").env.services.port_base  # what the daemon composed with
+        operations.record_applied_env(tmp_path, ENV_READS, ["env.daemon.metrics_port=9999", "tables.x.layer=gold"], "dev")
+        monkeypatch.setenv("SPECD_SERVICE_PORT_BASE", "5100")  # another shell
+        overrides, warnings = operations.pin_to_daemon(tmp_path, "dev", [])
+        assert overrides == ["env.daemon.metrics_port=9999"]  # only the daemon's env.* overrides carry over
+        assert any("SPECD_SERVICE_PORT_BASE" in w and "'5100'" in w and "'4100'" in w for w in warnings)
+        env = compose(repo, "dev", overrides).env
+        assert env.services.port_base == applied == 4100 and env.daemon.metrics_port == 9999
+        assert operations.pin_to_daemon(tmp_path, "prod", [])[1] == []  # another environment: not pinned
+    finally:
+        pin_env(None)

@@ -298,13 +298,17 @@ class TableAdapter:
         if earlier is None or not earlier.complete:
             raise ApplyError(f"table {resource.name}: version {version} can no longer be restored (vacuumed)")
         metadata = {k: str(v) for k, v in earlier.metadata.items()}
-        metadata.update({OPERATION: "restore", GIT_SHA: self.ctx.revision, "specd.restored_from": str(version)})
+        metadata.update({OPERATION: "restore", GIT_SHA: self.ctx.revision, "specd.restored_from": str(version),
+                         # the data comes back; the metadata stays the spec's own (a description edited since is kept)
+                         META_DIGEST: metadata_digest("table", resource.data),
+                         SPEC: json.dumps(dict(resource.data), sort_keys=True, separators=(",", ":"), default=str)})
         with table_lock(str(self.state_dir), resource.name):  # not while a build of it runs
             # The quarantine first: killed in between, the plan still shows the restore and a re-run
             # finds the quarantine already matching.
             note = restore_matching(self.root, resource.name, earlier.metadata, self.ctx.revision, self._options())
             table = DeltaTable(uri, storage_options=self._options())
             commit_with_retries(lambda: table.restore(version, commit_properties=CommitProperties(custom_metadata=metadata)), resource.name)
+        self._set_delta_metadata(resource, copy_latest=True)  # Delta's restore brought the old description back
         record_version(resource.name, table_version(uri, self._options()))
         return ApplyOutcome(f"restored version {version} as v{table_version(uri, self._options())} (no recompute){note}")
 
