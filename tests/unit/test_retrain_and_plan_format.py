@@ -148,3 +148,26 @@ def test_plan_composes_with_the_environment_the_daemon_applied(tmp_path, monkeyp
         assert operations.pin_to_daemon(tmp_path, "prod", [])[1] == []  # another environment: not pinned
     finally:
         pin_env(None)
+
+
+def test_status_watch_redraws_until_interrupted_and_ages(tmp_path, monkeypatch) -> None:
+    from daemon.cli import status_watch
+    from daemon.core.status import Journal
+    from daemon.shared.paths import journal_path
+
+    calls = []
+
+    def render() -> int:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return 0
+
+    monkeypatch.setattr(status_watch.time, "sleep", lambda s: None)
+    assert status_watch.watch(render, 0.1) == 0 and len(calls) == 3
+    Journal(journal_path(tmp_path)).append("ActionSucceeded", "abc", resource="table/a", op="update", message="v1")
+    data = {"last_cycle": {"finished_at": None}, "resources": [{"kind": "table", "name": "a", "sync": "Synced"},
+                                                                {"kind": "table", "name": "b", "sync": "OutOfSync"}]}
+    ages = status_watch.last_sync_ages(tmp_path, data)
+    assert ages["table/a"].endswith("s ago") and "table/b" not in ages
+    assert status_watch.age_text(7200) == "2h ago" and status_watch.age_text(30) == "30s ago"
