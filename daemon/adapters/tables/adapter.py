@@ -86,11 +86,12 @@ class TableAdapter:
     def expected_keys(self, resources: Sequence[Resource], logs: dict[str, TableLog | None]) -> dict[str, str]:
         """Build key each desired table would have if built now (resources arrive in dependency order)."""
         keys: dict[str, str] = {}
+        by_name = {r.name: r for r in resources}  # not a scan per upstream: a no-op cycle stays linear
         for resource in resources:
             spec = resource.spec
             ids = {}
             for up in spec.upstream_tables():
-                up_resource = next((r for r in resources if r.name == up), None)
+                up_resource = by_name.get(up)
                 if up_resource is not None and _rebuilds_whole(up_resource.spec) and up in keys:
                     ids[up] = keys[up]  # what the upstream holds once it is in sync
                 else:  # incremental upstreams: their contents are whatever is live
