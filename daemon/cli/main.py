@@ -24,7 +24,7 @@ from daemon.shared.paths import specd_home
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 WORKTREE = "worktree"
 # Subcommands contributed by capabilities: module with add_parser(subparsers) and run(args) -> int.
-EXTENSIONS = ("daemon.cli.models", "daemon.cli.ab")
+EXTENSIONS = ("daemon.cli.models", "daemon.cli.ab", "daemon.cli.ops")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -55,11 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes, 0 when none, 1 on error")
     p.add_argument("--all", action="store_true", help="also list unchanged resources")
+    p.add_argument("-out", "--out", default=None, metavar="FILE", help="save the plan; `specd apply FILE` applies exactly it (or refuses if the world moved)")
 
     p = sub.add_parser("apply", help="apply the specs once (working tree or --rev) through Prefect; refused while a daemon runs on the same home")
     _common(p)
     _revision_arg(p)
     p.add_argument("--no-prefect", action="store_true", help="run the actions in-process instead of as a Prefect flow run")
+    p.add_argument("plan_file", nargs="?", default=None, metavar="FILE", help="a plan saved with `specd plan -out FILE`: apply exactly it")
 
     p = sub.add_parser("run", help="run the daemon: follow a branch and reconcile continuously")
     _common(p)
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="per-resource sync and health, and the applied revision")
     _common(p)
     p.add_argument("--json", action="store_true", help="print status as JSON")
+    p.add_argument("--watch", nargs="?", const=2.0, type=float, default=None, metavar="SECONDS", help="redraw every SECONDS (default 2) until Ctrl-C")
 
     for name in EXTENSIONS:
         try:
@@ -105,14 +108,19 @@ def _desired(args, rev: str | None):
     repo = args.repo
     home = specd_home(args.home)
     cache = ComposeCache(home / "cache" / f"compose-{args.env}.bin") if home.exists() else None
+    # The environment rule: compose with the `${oc.env}` values and env.* overrides the daemon applied
+    # (recorded in the state home), never with this shell's; a difference is a plan warning.
+    from daemon.runtime.operations import pin_to_daemon
+
+    overrides, args.env_warnings = pin_to_daemon(home, args.env, list(args.override))
     try:
         if rev is None:
             path = Path(repo).absolute()
-            return load_desired(path, args.env, _worktree_revision(path), args.override, cache)
+            return load_desired(path, args.env, _worktree_revision(path), overrides, cache)
         source = GitSource(repo, "HEAD", home)
         source.fetch()
         sha = source.resolve(rev)
-        return load_desired(source.checkout(sha), args.env, sha, args.override, cache)
+        return load_desired(source.checkout(sha), args.env, sha, overrides, cache)
     finally:
         if cache is not None:
             cache.save()
@@ -154,7 +162,12 @@ def cmd_plan(args) -> int:
         observed = simulated_observation(base, live)
     else:
         observed = observe(adapters, desired.graph)
-    result = plan(desired, observed, adapters, base)
+    result = plan(desired, observed, adapters, base, warnings=getattr(args, "env_warnings", ()))
+    if getattr(args, "out", None):
+        from daemon.cli.ops import save_plan
+
+        save_plan(Path(args.out), result, desired, observed)
+        print(f"saved the plan to {args.out}; apply exactly it with: specd apply {args.out}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -184,10 +197,28 @@ def _apply_locked(args, home: Path) -> int:
     from daemon.shared.paths import bentoml_home, journal_path
 
     os.environ.setdefault("BENTOML_HOME", str(bentoml_home(home)))
+    saved = None
+    if args.plan_file:
+        from daemon.cli.ops import load_plan
+
+        saved = load_plan(Path(args.plan_file))
+        if args.rev is None and not str(saved["plan"]["revision"]).endswith("-dirty") and saved["plan"]["revision"] != WORKTREE:
+            args.rev = saved["plan"]["revision"]
     desired = _desired(args, args.rev)
     adapters = make_adapters(context_for(desired, home, progress=lambda m: print(f"  … {m}", file=sys.stderr)))
     check(adapters, desired.graph)
-    the_plan = plan(desired, observe(adapters, desired.graph), adapters)
+    observed_now = observe(adapters, desired.graph)
+    the_plan = plan(desired, observed_now, adapters)
+    if saved is not None:
+        from daemon.cli.ops import plan_from_json, world_moved
+
+        moved = world_moved(saved, desired, observed_now)
+        if moved:
+            print(f"error: refusing to apply {args.plan_file}: the world moved since it was planned:", file=sys.stderr)
+            for reason in moved[:20]:
+                print(f"  {reason}", file=sys.stderr)
+            return EXIT_ERROR
+        the_plan = plan_from_json(saved["plan"])
     print(the_plan.to_text())
     if not the_plan.has_changes:
         return EXIT_OK
@@ -252,6 +283,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
+    if getattr(args, "watch", None):
+        from daemon.cli.status_watch import watch
+
+        return watch(lambda: _status_once(args), args.watch)
+    return _status_once(args)
+
+
+def _status_once(args) -> int:
     from daemon.core.status import Journal, resource_statuses
     from daemon.runtime.daemon import DaemonLock
     from daemon.runtime.reconcile import context_for, make_adapters, observe
@@ -297,11 +336,17 @@ def cmd_status(args) -> int:
         print(f"rejected revision {data['rejected']['revision'][:12]}:")
         for error in data["rejected"].get("errors", []):
             print(f"  {error}")
-    rows = [(f"{r['kind']}/{r['name']}", r["sync"], r["health"], r["message"]) for r in data["resources"]]
+    from daemon.cli.status_watch import last_sync_ages
+    from daemon.runtime.operations import suspended
+
+    held = suspended(home)
+    ages = last_sync_ages(home, data)
+    rows = [(f"{r['kind']}/{r['name']}", r["sync"], r["health"], ages.get(f"{r['kind']}/{r['name']}", "-"),
+             ("suspended; " if f"{r['kind']}/{r['name']}" in held else "") + r["message"]) for r in data["resources"]]
     width = max((len(r[0]) for r in rows), default=8)
-    print(f"{'RESOURCE'.ljust(width)}  {'SYNC':<10}  {'HEALTH':<11}  MESSAGE")
-    for key, sync, health, message in rows:
-        print(f"{key.ljust(width)}  {sync:<10}  {health:<11}  {message}")
+    print(f"{'RESOURCE'.ljust(width)}  {'SYNC':<10}  {'HEALTH':<11}  {'LAST SYNC':<9}  MESSAGE")
+    for key, sync, health, age, message in rows:
+        print(f"{key.ljust(width)}  {sync:<10}  {health:<11}  {age:<9}  {message}")
     return EXIT_OK
 
 

@@ -1,9 +1,25 @@
 """The resource graph: references → a DAG in dependency waves, and content fingerprints.
 
-A resource's fingerprint = sha256 of (kind, name, normalised spec, upstream fingerprints, the kind's
-code version, and any external input digests). Comments, key order, formatting and explicitly written
-defaults do not change the normalised spec, so they do not change the fingerprint. Secrets are in the
-spec only as `secret:NAME` markers, so no secret value can reach a fingerprint.
+The fingerprint rule — *data identity, not spec identity, drives downstream work*:
+
+    fingerprint = sha256(kind, name, shaping spec, code version,
+                         fingerprints of the upstreams whose *spec* it consumes)
+
+- **Shaping spec**: the normalised spec minus the kind's `metadata_fields` (description, owners, tags,
+  and for tables schedule/maintenance/retention/prune; for models the `retrain` policy). Comments, key
+  order, formatting and explicitly written defaults do not count either. A metadata-only edit keeps the
+  fingerprint: the plan shows a *metadata update* (`Observed.drift`), nothing is rebuilt.
+- **Upstreams whose data it consumes** (`Kind.data_inputs`: tables read tables, models train on tables)
+  are *not* in the fingerprint. Instead each build records the data identity it consumed — a table its
+  upstreams' data ids in the build key, a model release the table's version, content digest
+  (`specd.data_digest`, a hash of the written rows) and row count — and `observe` compares that with
+  the upstream's data now, or with what the upstream will hold once this apply has run (the plan marks
+  such dependents as *following* the upstream). So a rebuild that produces the same data retrains
+  nothing, and new rows in a table are a model's retrain policy's call, not a fingerprint change.
+- **Upstreams whose spec it consumes** (a service routes a model's releases, a generated dashboard
+  shows a resource) stay in the fingerprint.
+
+Secrets are in the spec only as `secret:NAME` markers, so no secret value can reach a fingerprint.
 """
 
 from __future__ import annotations
@@ -72,6 +88,22 @@ def fingerprint(kind: str, name: str, data: Mapping[str, Any], upstream: Mapping
     return hashlib.sha256(canonical_json(material).encode()).hexdigest()
 
 
+def shaping_spec(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a normalised spec that shapes what the resource builds (fingerprinted)."""
+    drop = kind_by_name(kind).metadata_fields
+    return {k: v for k, v in data.items() if k not in drop}
+
+
+def metadata_of(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The descriptive part of a spec (not fingerprinted): applied as a metadata update."""
+    keep = kind_by_name(kind).metadata_fields
+    return {k: data[k] for k in keep if k in data}
+
+
+def metadata_digest(kind: str, data: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(metadata_of(kind, data)).encode()).hexdigest()[:16]
+
+
 def _ref_line(doc: SpecDoc, field: tuple, read_text: Callable[[str], str] | None) -> int:
     if read_text is None:
         return 0
@@ -126,8 +158,8 @@ def build_graph(composed: Composed, read_text: Callable[[str], str] | None = Non
         doc = docs[key]
         waves[key] = 1 + max((waves[d] for d in deps[key]), default=-1)
         kind = kind_by_name(doc.kind)
-        upstream = {d: fingerprints[d] for d in deps[key]}
-        fingerprints[key] = fingerprint(doc.kind, doc.name, doc.data, upstream, kind.code_version)
+        upstream = {d: fingerprints[d] for d in deps[key] if d.split("/", 1)[0] not in kind.data_inputs}
+        fingerprints[key] = fingerprint(doc.kind, doc.name, shaping_spec(doc.kind, doc.data), upstream, kind.code_version)
         resources.append(Resource(key, doc.kind, doc.name, doc.path, doc.spec, doc.data, deps[key], fingerprints[key], waves[key]))
     resources.sort(key=lambda r: (r.wave, kind_by_name(r.kind).order, r.name))
     return Graph(tuple(resources))

@@ -26,13 +26,22 @@ class Kind:
     # Optional "module:function(composed) -> list[SpecDoc]": resources derived from other specs
     # (e.g. one generated dashboard per service). Must be pure and light.
     derive: str | None = None
+    # Top-level spec fields that describe the resource without shaping what it builds (description,
+    # owners, ...): left out of its fingerprint, so changing them updates metadata, never rebuilds.
+    metadata_fields: tuple[str, ...] = ()
+    # Kinds whose *data* (not spec) this kind consumes: their fingerprints stay out of this kind's, and
+    # the adapter compares the data identity its build recorded with the upstream's (graph.py docstring).
+    data_inputs: tuple[str, ...] = ()
 
 
 KINDS: tuple[Kind, ...] = (
-    Kind("table", "tables", "daemon.schema.table:TableSpec", "daemon.adapters.tables.adapter:TableAdapter", "table/1", 10),
+    Kind("table", "tables", "daemon.schema.table:TableSpec", "daemon.adapters.tables.adapter:TableAdapter", "table/1", 10,
+         metadata_fields=("description", "owners", "tags", "schedule", "maintenance", "retention", "prune"), data_inputs=("table",)),
     Kind("online", "online", "daemon.schema.online:OnlineSpec", "daemon.adapters.online.adapter:OnlineAdapter", "online/1", 15, derive="flows.online.derive:derive_online"),
-    Kind("model", "models", "daemon.schema.model:ModelSpec", "daemon.adapters.models.adapter:ModelAdapter", "model/1", 20),
-    Kind("service", "services", "daemon.schema.service:ServiceSpec", "daemon.adapters.services.adapter:ServiceAdapter", "service/1", 30),
+    Kind("model", "models", "daemon.schema.model:ModelSpec", "daemon.adapters.models.adapter:ModelAdapter", "model/2", 20,  # 2: canonical row order by a row key
+         metadata_fields=("description", "owners", "tags", "retrain", "prune"), data_inputs=("table",)),
+    Kind("service", "services", "daemon.schema.service:ServiceSpec", "daemon.adapters.services.adapter:ServiceAdapter", "service/1", 30,
+         metadata_fields=("description",)),
     Kind("dashboard", "dashboards", "daemon.schema.dashboard:DashboardSpec", "daemon.adapters.dashboards:DashboardAdapter", "dashboard/1", 40, derive="dashboards.derive:derive_all"),
 )
 

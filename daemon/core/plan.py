@@ -2,15 +2,25 @@
 
 The same `Plan` renders as text for a PR comment and for the daemon's log, and as JSON for tools.
 Ops: create, update, restore (an earlier build with the same fingerprint exists: no recompute),
-delete (spec removed and prune allowed), orphan (spec removed, kept: prune is off), unchanged.
+delete (spec removed and prune allowed), orphan (spec removed, kept: prune is off), unchanged, and
+suspended (`specd suspend`: shown with what it would do, never applied).
+
+An update with the same fingerprint comes from the live side's drift reasons (`Observed.drift`): a
+metadata-only edit ("metadata update: description"), a fired retrain policy ("retrain: gold v2 has +100
+rows since v1 ..."), changed inputs. A resource that consumes the *data* of an upstream changing in the
+same apply *follows* it (`Action.follows`): apply re-checks it once the upstream is done and rebuilds
+or retrains only if the data it consumes did change, and the plan line says so.
+
+`to_json()` is versioned (`format_version`); each action's `changes` are structured property diffs
+(`{"path", "before", "after"}`) against `--base` or, without it, the spec recorded with the live state.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -26,9 +36,13 @@ class Op(StrEnum):
     DELETE = "delete"
     ORPHAN = "orphan"
     UNCHANGED = "unchanged"
+    SUSPENDED = "suspended"
 
 
-SYMBOLS = {Op.CREATE: "+", Op.UPDATE: "~", Op.RESTORE: "<", Op.DELETE: "-", Op.ORPHAN: "!", Op.UNCHANGED: "="}
+SYMBOLS = {Op.CREATE: "+", Op.UPDATE: "~", Op.RESTORE: "<", Op.DELETE: "-", Op.ORPHAN: "!", Op.UNCHANGED: "=", Op.SUSPENDED: "#"}
+FORMAT_VERSION = 2  # of Plan.to_json: 2 added format_version, structured `changes`, `follows`, `suspended`
+METADATA_REASON = "metadata update"  # drift reason prefix: only descriptive fields changed
+SYNC_REASON = "sync requested"  # reason of an action forced by `specd sync`: apply refreshes even if in sync
 CHANGING = (Op.CREATE, Op.UPDATE, Op.RESTORE, Op.DELETE)
 
 
@@ -44,6 +58,7 @@ class Action:
     depends_on: tuple[str, ...] = ()
     wave: int = 0
     summary: str = ""  # adapter's one-liner: what will happen and what it costs
+    follows: tuple[str, ...] = ()  # upstreams whose data it consumes that change in the same apply
 
     @property
     def key(self) -> str:
@@ -57,6 +72,8 @@ class Plan:
     actions: tuple[Action, ...]
     base_revision: str | None = None
     property_changes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    structured_changes: Mapping[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     @property
     def changes(self) -> tuple[Action, ...]:
@@ -75,9 +92,13 @@ class Plan:
             item = asdict(action)
             item["op"] = str(action.op)
             item["depends_on"] = list(action.depends_on)
-            item["changes"] = list(self.property_changes.get(action.key, ()))
+            item["follows"] = list(action.follows)
+            item["changes"] = [dict(c) for c in self.structured_changes.get(action.key, ())]
+            item["change_lines"] = list(self.property_changes.get(action.key, ()))
             actions.append(item)
         return {
+            "format_version": FORMAT_VERSION,
+            "warnings": list(self.warnings),
             "revision": self.revision,
             "base_revision": self.base_revision,
             "env": self.env,
@@ -90,6 +111,7 @@ class Plan:
         if self.base_revision:
             head += f", against base {self.base_revision[:12]}"
         lines = [head, ""]
+        lines += [f"  warning: {w}" for w in self.warnings] + ([""] if self.warnings else [])
         shown = [a for a in self.actions if show_unchanged or a.op != Op.UNCHANGED]
         width = max((len(f"{a.kind} {a.name}") for a in shown), default=0)
         for action in shown:
@@ -106,6 +128,8 @@ class Plan:
         parts = [f"{counts[op]} to {op}" for op in CHANGING if counts[op]]
         if counts[Op.ORPHAN]:
             parts.append(f"{counts[Op.ORPHAN]} orphaned (kept)")
+        if counts[Op.SUSPENDED]:
+            parts.append(f"{counts[Op.SUSPENDED]} suspended")
         parts.append(f"{counts[Op.UNCHANGED]} unchanged")
         lines += ["", "Plan: " + ", ".join(parts) + "."]
         return "\n".join(lines)
@@ -124,13 +148,33 @@ def make_plan(
     describe: Describer | None = None,
     base_revision: str | None = None,
     property_changes: Mapping[str, tuple[str, ...]] | None = None,
+    structured_changes: Mapping[str, tuple[dict[str, Any], ...]] | None = None,
+    suspended: Collection[str] = (),
+    forced: Collection[str] = (),
+    warnings: Sequence[str] = (),
 ) -> Plan:
-    """Diff desired against observed. Deterministic: waves, then kind order, then name."""
+    """Diff desired against observed. Deterministic: waves, then kind order, then name.
+
+    `forced` keys (`specd sync`) are updated even when in sync; `suspended` keys are shown as suspended
+    (with what they would do) and never applied, nor followed by their dependents."""
     actions: list[Action] = []
     desired = graph.by_key()
-    for resource in graph.resources:
+    changing: set[str] = set()
+    for resource in graph.resources:  # topological: upstreams are decided first
         live = observed.get(resource.key, MISSING_OBSERVED)
         action = _diff(resource, live)
+        if resource.key in forced and action.op == Op.UNCHANGED:
+            action = replace(action, op=Op.UPDATE, reason=SYNC_REASON)
+        data_inputs = kind_by_name(resource.kind).data_inputs
+        follows = tuple(d for d in resource.depends_on if d in changing and d.split("/", 1)[0] in data_inputs)
+        if follows:
+            if action.op == Op.UNCHANGED:
+                action = replace(action, op=Op.UPDATE, reason=f"follows {', '.join(follows)} (changes in this apply)")
+            action = replace(action, follows=follows)
+        if resource.key in suspended and action.op in CHANGING:
+            action = replace(action, op=Op.SUSPENDED, reason=f"suspended (specd resume {resource.key}); would {action.op}: {action.reason}")
+        if action.op in CHANGING and not action.reason.startswith(METADATA_REASON):  # metadata moves no data
+            changing.add(resource.key)
         actions.append(action)
     max_wave = max((r.wave for r in graph.resources), default=-1)
     for key in sorted(set(observed) - set(desired), key=lambda k: (-kind_by_name(k.split("/")[0]).order, k)):
@@ -147,12 +191,11 @@ def make_plan(
         actions = [
             _with_summary(a, describe(a, desired.get(a.key))) if a.op in CHANGING else a for a in actions
         ]
-    return Plan(revision, env, tuple(actions), base_revision, dict(property_changes or {}))
+    return Plan(revision, env, tuple(actions), base_revision, dict(property_changes or {}),
+                dict(structured_changes or {}), tuple(warnings))
 
 
 def _with_summary(action: Action, summary: str) -> Action:
-    from dataclasses import replace
-
     return replace(action, summary=summary)
 
 
@@ -161,6 +204,8 @@ def _diff(resource: Resource, live: Observed) -> Action:
     if not live.exists:
         return Action(resource.kind, resource.name, Op.CREATE, "does not exist yet", **common)
     if live.fingerprint == resource.fingerprint:
+        if live.drift:
+            return Action(resource.kind, resource.name, Op.UPDATE, "; ".join(live.drift), **common)
         return Action(resource.kind, resource.name, Op.UNCHANGED, "up to date", **common)
     handle = live.restorable.get(resource.fingerprint)
     if handle is not None:
@@ -170,7 +215,13 @@ def _diff(resource: Resource, live: Observed) -> Action:
 
 def property_diff(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, prefix: str = "") -> list[str]:
     """Feast-style property diff of two normalised specs: `path: old → new` lines."""
-    out: list[str] = []
+    return [f"{c['path']}: {_short(c['before'])} → {_short(c['after'])}" for c in structured_diff(old, new, prefix)]
+
+
+def structured_diff(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, prefix: str = "") -> list[dict[str, Any]]:
+    """The same diff as data: `{"path", "before", "after"}` per changed leaf (`_ABSENT` → None in JSON,
+    with `"added"`/`"removed"` set when the path exists on one side only)."""
+    out: list[dict[str, Any]] = []
     old = old or {}
     new = new or {}
     for key in sorted(set(old) | set(new), key=str):
@@ -179,11 +230,23 @@ def property_diff(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, 
         if a == b:
             continue
         if isinstance(a, dict) and isinstance(b, dict):
-            out.extend(property_diff(a, b, path + "."))
+            out.extend(structured_diff(a, b, path + "."))
         elif _keyed(a) is not None and _keyed(b) is not None:  # lists of named items: variants, columns
-            out.extend(line.replace(".[", "[", 1) for line in property_diff(_keyed(a), _keyed(b), path + "."))
+            for change in structured_diff(_keyed(a), _keyed(b), path + "."):
+                out.append({**change, "path": change["path"].replace(".[", "[", 1)})
         else:
-            out.append(f"{path}: {_short(a)} → {_short(b)}")
+            change: dict[str, Any] = {"path": path, "before": a, "after": b}
+            out.append(change)
+    return out
+
+
+def jsonable_change(change: Mapping[str, Any]) -> dict[str, Any]:
+    out = {"path": change["path"], "before": None if isinstance(change["before"], _Absent) else change["before"],
+           "after": None if isinstance(change["after"], _Absent) else change["after"]}
+    if isinstance(change["before"], _Absent):
+        out["added"] = True
+    if isinstance(change["after"], _Absent):
+        out["removed"] = True
     return out
 
 

@@ -69,7 +69,9 @@ def resource_statuses(
     out = []
     for resource in graph.resources:
         live = observed.get(resource.key, Observed(exists=False))
-        synced = live.exists and live.fingerprint == resource.fingerprint
+        # Synced: the live fingerprint is the desired one, nothing drifted, and the data it consumed is not
+        # behind what its retrain policy lets lag (a lagging model is OutOfSync: "data ahead by N rows").
+        synced = live.exists and live.fingerprint == resource.fingerprint and not live.drift and not live.details.get("lagging")
         result = results.get(resource.key)
         health = live.health if live.exists else MISSING
         message = live.message or ("up to date" if synced else "differs from the spec")

@@ -25,16 +25,19 @@ from typing import Any
 from daemon.core.compose_cache import ComposeCache
 from daemon.core.executor import FAILED, SUCCEEDED, ActionResult
 from daemon.core.plan import CHANGING, Plan
+from daemon.core.state import MISSING_OBSERVED
 from daemon.core.status import Journal, ResourceStatus, diff_statuses, resource_statuses
-from daemon.runtime import metrics
+from daemon.runtime import metrics, operations
 from daemon.runtime.reconcile import Desired, apply, check, context_for, load_desired, make_adapters, observe, plan
 from daemon.runtime.source import GitSource, SourceError
 from daemon.shared import procs
 from daemon.shared.errors import SpecErrors
 from daemon.shared.paths import bentoml_home, journal_path, lock_path
 from daemon.shared.scrub import scrub_obj
+from daemon.shared.secrets import ENV_READS
 
 log = logging.getLogger("specd")
+JOURNALED_DETAILS = ("version", "trained", "reused", "rebuilt", "retrained", "metadata", "trigger", "delta_version", "outcome")
 
 
 class AlreadyRunning(RuntimeError):
@@ -81,6 +84,18 @@ class DaemonState:
     last_cycle: dict[str, Any] = field(default_factory=dict)
 
 
+class SyncRequests:
+    """Tick hook: a `specd sync` request file under the state home wakes the loop for a cycle now."""
+
+    def __init__(self, home: Path, wake: threading.Event):
+        self.home = home
+        self.wake = wake
+
+    def tick(self) -> None:
+        if operations.pending_syncs(self.home):
+            self.wake.set()
+
+
 class Daemon:
     def __init__(self, home: Path, repo: str, branch: str, env_name: str, overrides: tuple[str, ...] = (), *, metrics_port: int | None = None, use_prefect: bool = True, max_backoff_s: float = 300.0, keep_services: bool = False):
         self.home = home
@@ -105,7 +120,8 @@ class Daemon:
         self.keep_services = keep_services
         self.supervisor = None
         self.schedules = None
-        self.tick_hooks: list = []
+        self.tick_hooks: list = [SyncRequests(home, self.wake)]  # `specd sync`/`resume` wake the loop
+        self.in_sync_at: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -246,6 +262,7 @@ class Daemon:
             checkout = self.source.checkout(sha)
             self.desired_cache = {k: v for k, v in list(self.desired_cache.items())[-4:]}
             self.desired_cache[sha] = load_desired(checkout, self.env_name, sha, self.overrides, self.compose_cache)
+            operations.record_applied_env(self.home, ENV_READS, self.overrides, self.env_name)  # for `plan` elsewhere
         return self.desired_cache[sha]
 
     def cycle(self) -> None:
@@ -307,11 +324,14 @@ class Daemon:
         ctx = context_for(desired, self.home, progress=lambda message: log.info("%s", message))
         adapters = make_adapters(ctx)
         observed = observe(adapters, desired.graph)
-        the_plan = self._without_backoff(plan(desired, observed, adapters))
+        forced = operations.take_syncs(self.home)  # `specd sync`: refresh these even if they look in sync
+        the_plan = self._without_backoff(plan(desired, observed, adapters, forced=forced))
         results: dict[str, ActionResult] = {}
         if the_plan.has_changes:
             log.info("%s", the_plan.to_text())
-            self.journal.append("ApplyStarted", desired.revision, actions=[f"{a.op} {a.key}" for a in the_plan.changes])
+            self.journal.append("ApplyStarted", desired.revision, actions=[f"{a.op} {a.key}" for a in the_plan.changes],
+                                plan=[{"resource": a.key, "op": str(a.op), "reason": a.reason, "summary": a.summary, "follows": list(a.follows)}
+                                      for a in the_plan.changes])
             self._publish_statuses(desired, observed, results, reconciling=[a.key for a in the_plan.changes])
             for item in apply(the_plan, desired, adapters, use_prefect=self.use_prefect, on_result=self._on_result):
                 results[item.key] = item
@@ -323,7 +343,8 @@ class Daemon:
             except Exception as exc:  # Prefect unreachable: schedules catch up on a later cycle
                 log.warning("could not sync schedules: %s", exc)
         failed = any(r.status != SUCCEEDED for r in results.values()) or any(k in self.backoff for k in desired.graph.by_key())
-        all_synced = all(s.sync == "Synced" for s in statuses)
+        # a model its retrain policy lets lag behind its table is OutOfSync by choice: it does not hold the revision back
+        all_synced = all(s.sync == "Synced" or observed.get(s.key, MISSING_OBSERVED).details.get("lagging") for s in statuses)
         if all_synced and not failed:
             self.state.applied_revision = desired.revision
             metrics.set_revision(metrics.APPLIED_REVISION, desired.revision)
@@ -332,6 +353,17 @@ class Daemon:
                 self.journal.append("ReconcileSucceeded", desired.revision, actions=len(results))
         in_sync = all_synced and self.state.applied_revision == self.state.desired_revision
         metrics.IN_SYNC.set(1 if in_sync else 0)
+        if forced:
+            ok = not any(r.status != SUCCEEDED for k, r in results.items())
+            self.journal.append("SyncFinished", desired.revision, resources=sorted(forced), ok=ok,
+                                message=f"sync of {', '.join(sorted(forced))}: {len(results)} action(s)" + ("" if ok else ", some failed"))
+        if in_sync:
+            # once per revision at INFO (and after every cycle that applied something), else debug
+            level = logging.INFO if results or self.in_sync_at != desired.revision else logging.DEBUG
+            log.log(level, "in sync at %s", desired.revision[:12])
+            self.in_sync_at = desired.revision
+        else:
+            self.in_sync_at = None
         if not results:
             return "noop" if not failed else "failed"
         return "failed" if failed else "success"
@@ -353,7 +385,8 @@ class Daemon:
         if result.status == SUCCEEDED:
             self.backoff.pop(result.key, None)
             log.info("%s %s: %s", result.op, result.key, result.message)
-            self.journal.append("ActionSucceeded", revision, resource=result.key, op=result.op, message=result.message, duration_s=round(result.duration_s, 3))
+            self.journal.append("ActionSucceeded", revision, resource=result.key, op=result.op, message=result.message, duration_s=round(result.duration_s, 3),
+                                details={k: v for k, v in result.details.items() if k in JOURNALED_DETAILS})
         else:
             desired = self.last_valid.graph.by_key().get(result.key) if self.last_valid else None
             previous = self.backoff.get(result.key)

@@ -7,7 +7,7 @@ sees is the text the daemon logs. Each step passes immutable data; only adapters
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +18,9 @@ from daemon.core.documents import Composed
 from daemon.core.executor import ActionResult, execute
 from daemon.core.graph import Graph, Resource, build_graph, resolve_references
 from daemon.core.kinds import KINDS, load_object
-from daemon.core.plan import Action, Plan, make_plan, property_diff
+from daemon.core.plan import Action, Plan, jsonable_change, make_plan, property_diff, structured_diff
 from daemon.core.state import Observed
-from daemon.runtime import guard
+from daemon.runtime import guard, operations
 from daemon.shared.errors import SpecErrors, SpecIssue
 from daemon.shared.secrets import register_referenced
 
@@ -78,12 +78,20 @@ def observe(adapters: Mapping[str, Adapter], graph: Graph) -> dict[str, Observed
     return guard.observe_all(adapters, graph)
 
 
-def plan(desired: Desired, observed: Mapping[str, Observed], adapters: Mapping[str, Adapter], base: Desired | None = None) -> Plan:
-    base_data = {r.key: r.data for r in base.graph.resources} if base else {}
-    changes = {}
+def plan(desired: Desired, observed: Mapping[str, Observed], adapters: Mapping[str, Adapter], base: Desired | None = None,
+         *, forced: Collection[str] = (), suspended: Collection[str] | None = None, warnings: Sequence[str] = ()) -> Plan:
+    """The plan. Property diffs are against `base` (PRs) or, without it, against the spec recorded with the
+    live state (`Observed.details["spec"]`). `suspended` defaults to the state home's suspensions."""
+    base_data = {r.key: r.data for r in base.graph.resources} if base else {
+        key: live.details["spec"] for key, live in observed.items() if isinstance(live.details.get("spec"), dict)}
+    changes, structured = {}, {}
     for resource in desired.graph.resources:
-        if resource.key in base_data and (lines := property_diff(base_data[resource.key], resource.data)):
-            changes[resource.key] = tuple(lines)
+        if resource.key in base_data and (items := structured_diff(base_data[resource.key], resource.data)):
+            structured[resource.key] = tuple(jsonable_change(c) for c in items)
+            changes[resource.key] = tuple(property_diff(base_data[resource.key], resource.data))
+    if suspended is None:
+        home = next((getattr(a, "ctx", None) for a in adapters.values()), None)
+        suspended = set(operations.suspended(home.home)) if home is not None else set()
 
     def describe(action: Action, resource: Resource | None) -> str:
         adapter = adapters.get(action.kind)
@@ -98,6 +106,10 @@ def plan(desired: Desired, observed: Mapping[str, Observed], adapters: Mapping[s
         describe=describe,
         base_revision=base.revision if base else None,
         property_changes=changes,
+        structured_changes=structured,
+        suspended=suspended,
+        forced=forced,
+        warnings=warnings,
     )
 
 

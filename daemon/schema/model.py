@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from daemon.schema.base import Ref, ResourceName, SpecModel
+from daemon.schema.retrain import RetrainSpec
 
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -153,6 +154,8 @@ class PromotionSpec(SpecModel):
 
 class ModelSpec(SpecModel):
     description: str = ""
+    owners: list[str] = Field(default_factory=list)  # metadata: changes update the release's labels, never retrain
+    tags: list[str] = Field(default_factory=list)
     data: DataSpec
     task: Task
     split: SplitSpec = SplitSpec()
@@ -163,6 +166,7 @@ class ModelSpec(SpecModel):
     candidates: dict[str, list[str]] = Field(default_factory=lambda: {"a": []})
     promotion: PromotionSpec
     sensitive_attributes: list[str] = Field(default_factory=list)
+    retrain: RetrainSpec = RetrainSpec()  # when new data in the table retrains (daemon.schema.retrain)
     prune: bool | None = None
 
     def references(self) -> list[Ref]:

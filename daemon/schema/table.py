@@ -31,6 +31,8 @@ class FileSource(SpecModel):
     format: FileFormat
     options: dict[str, ReaderOption] = Field(default_factory=dict)  # reader options (DuckDB names: delim, nullstr, ...)
     row_id: str | None = None  # add an int64 column numbering rows in read order (stable for fixed input)
+    # new_files: a landing folder — each build reads only the files not ingested yet (recorded in the commit)
+    ingest: Literal["all", "new_files"] = "all"
 
 
 class PackageSource(SpecModel):
@@ -203,7 +205,9 @@ class OnlineSpec(SpecModel):
 
 
 class TableSpec(SpecModel):
-    description: str = ""
+    description: str = ""  # metadata (with owners, tags): set on the Delta table, never a rebuild
+    owners: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
     layer: Literal["bronze", "silver", "gold", "other"] = "other"
     source: Source
     clean: CleanSpec | None = None
@@ -227,8 +231,11 @@ class TableSpec(SpecModel):
             raise ValueError(f"incremental.cursor {self.incremental.cursor!r} differs from source.cursor {source_cursor!r}")
         if self.incremental is not None and self.write.mode == "overwrite":
             raise ValueError("incremental tables need write.mode 'append' or 'merge' (an overwrite would keep only the new rows)")
-        if self.write.mode == "append" and self.cursor is None:
-            raise ValueError("write.mode 'append' needs incremental.cursor (a rebuild would append every row again)")
+        new_files = getattr(self.source, "ingest", "all") == "new_files"
+        if self.write.mode == "append" and self.cursor is None and not new_files:
+            raise ValueError("write.mode 'append' needs incremental.cursor or source.ingest 'new_files' (a rebuild would append every row again)")
+        if new_files and self.write.mode == "overwrite":
+            raise ValueError("source.ingest 'new_files' needs write.mode 'append' or 'merge' (an overwrite would keep only the new files)")
         if self.schedule is not None:
             _check_cron(self.schedule)
         if self.write.mode == "merge" and set(self.partition_by) - set(self.write.keys):

@@ -129,7 +129,8 @@ def guarded_env(name: str, default: Any = None) -> Any:
         raise ValueError(
             f"${{oc.env:{name}}} would copy a secret into the config; use ${{secret:{name}}} instead"
         )
-    value = os.environ.get(name)
+    value = _ENV_PINS[name] if name in _ENV_PINS else os.environ.get(name)
+    ENV_READS[name] = value
     if value is None:
         if default is None:
             raise KeyError(f"environment variable {name!r} is not set and has no default")
@@ -141,6 +142,19 @@ def guarded_env(name: str, default: Any = None) -> Any:
             f"use ${{secret:{name}}} instead"
         )
     return value
+
+
+# The environment rule: `${oc.env:VAR}` values are resolved once, by the daemon, and recorded with what it
+# applied (daemon.runtime.operations.record_applied_env); `plan`/`status` from any other shell pin the
+# same values (`pin_env`) so desired state never depends on the caller's environment.
+ENV_READS: dict[str, str | None] = {}  # every oc.env variable read by compose in this process → its value
+_ENV_PINS: dict[str, str | None] = {}
+
+
+def pin_env(values: dict[str, str | None] | None) -> None:
+    """Resolve these `${oc.env:...}` variables to these values (None: as if unset) instead of os.environ."""
+    _ENV_PINS.clear()
+    _ENV_PINS.update(values or {})
 
 
 def find_credential_literals(data: Any, path: tuple = ()) -> Iterator[tuple[tuple, str]]:

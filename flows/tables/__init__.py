@@ -27,6 +27,10 @@ QUALITY = "specd.quality"  # JSON {"status": "passed|warned|failed", "failures":
 # The `<table>__quarantine` state that goes with a table commit (restore brings both back together):
 QUARANTINE_BATCH = "specd.quarantine_batch"  # build number its quarantine rows were committed under (-1: none)
 QUARANTINE_VERSION = "specd.quarantine_version"  # that quarantine table version (-1: no quarantine table)
+DATA_DIGEST = "specd.data_digest"  # content identity of the rows live after the commit (see data_digest)
+INGESTED = "specd.files"  # `ingest: new_files` sources: JSON list of the landing files already ingested
+META_DIGEST = "specd.meta_digest"  # digest of the spec's metadata fields (description, owners, ...) applied
+SPEC = "specd.spec"  # the applied, normalised spec (JSON): `plan` diffs the desired spec against it
 ROW_COUNTERS = ("read", "written", "quarantined", "deduplicated", "filtered")
 
 

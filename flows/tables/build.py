@@ -26,10 +26,13 @@ from typing import Any
 from flows.tables import (
     BATCH,
     BUILD_KEY,
+    DATA_DIGEST,
     DATA_ID,
     FINGERPRINT,
     GIT_SHA,
+    INGESTED,
     INPUT_DIGEST,
+    META_DIGEST,
     OPERATION,
     PRUNE,
     QUALITY,
@@ -37,6 +40,7 @@ from flows.tables import (
     QUARANTINE_VERSION,
     ROLE,
     ROWS_PREFIX,
+    SPEC,
     TABLE,
     UPSTREAM,
     WATERMARK,
@@ -44,6 +48,7 @@ from flows.tables import (
     table_uri,
 )
 from flows.tables import quarantine as quarantine_store
+from flows.tables.digest import RowDigest
 from flows.tables.report import (
     NO_NEW_ROWS,
     BuildFailed,
@@ -86,6 +91,7 @@ class BuildJob:
     allowed_modules: tuple[str, ...] = ("flows.tables.sources.",)
     batch_rows: int = 131_072
     duckdb_memory_limit: str = "2GB"
+    meta_digest: str = ""  # digest of the spec's metadata fields, recorded so `observe` sees metadata edits
 
 
 @contextmanager
@@ -137,6 +143,8 @@ def _metadata(job: BuildJob, key: str, digest: str | None, upstream: dict[str, s
         BUILD_KEY: key,
         INPUT_DIGEST: digest or "",
         UPSTREAM: json.dumps(upstream, sort_keys=True),
+        META_DIGEST: job.meta_digest,
+        SPEC: json.dumps(job.spec, sort_keys=True, separators=(",", ":"), default=str),
     }
 
 
@@ -167,6 +175,8 @@ def _build(job: BuildJob, spec: Any) -> BuildReport:
         storage_options=job.storage_options, cursor=cursor, watermark=watermark,
         resolve_secret=_resolve_secret, allowed_modules=tuple(job.allowed_modules), batch_rows=job.batch_rows,
     )
+    if getattr(spec.source, "ingest", "all") == "new_files" and table is not None:
+        ctx.lineage["ingested"] = json.loads(latest_meta.get(INGESTED) or "[]")
     digest = input_digest(spec.source, ctx)  # before reading: a change during the build makes it stale
     upstream = upstream_ids(job, spec.upstream_tables())
     key = build_key(job.fingerprint, digest, upstream)
@@ -177,7 +187,9 @@ def _build(job: BuildJob, spec: Any) -> BuildReport:
     watcher: Watcher | None = None
     try:
         watcher = Watcher(read_source(spec.source, ctx), cursor, watermark)
-        if watcher.columnless:
+        if "files" in ctx.lineage:  # a landing folder: the files this commit ingests, recorded with it
+            metadata[INGESTED] = json.dumps(ctx.lineage["files"])
+        if watcher.columnless or (table is not None and _incremental(spec) and not watcher.has_new_rows()):
             return _nothing_read(job, spec, table, batch, metadata, latest_meta, key)
         connection.execute(f"SET memory_limit = '{job.duckdb_memory_limit}'")
         connection.execute(f"SET temp_directory = '{work / 'spill'}'")
@@ -231,7 +243,7 @@ def _nothing_read(job: BuildJob, spec: Any, table: Any, batch: int, metadata: di
     built from nothing, and says so."""
     from flows.tables import ROW_COUNTERS
 
-    if table is None or spec.cursor is None:
+    if table is None or not _incremental(spec):
         what = "create the table from" if table is None else "rebuild the table from (it is left as it is)"
         raise BuildFailed(f"table {job.name}: the source returned no records, so not even its columns are known: "
                           f"nothing to {what}", reason="EmptySource")
@@ -243,7 +255,7 @@ def _nothing_read(job: BuildJob, spec: Any, table: Any, batch: int, metadata: di
     meta = dict(metadata)
     meta.update({f"{ROWS_PREFIX}{k}": "0" for k in rows})
     meta.update({QUALITY: json.dumps(quality, sort_keys=True), BATCH: str(batch), DATA_ID: str(latest_meta.get(DATA_ID, ""))})
-    for carried in (WATERMARK, QUARANTINE_BATCH, QUARANTINE_VERSION):
+    for carried in (WATERMARK, QUARANTINE_BATCH, QUARANTINE_VERSION, INGESTED, DATA_DIGEST):
         if latest_meta.get(carried) is not None:
             meta[carried] = str(latest_meta[carried])
     uri = table_uri(job.storage_root, job.name)
@@ -282,6 +294,7 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
     counts = {"written": 0, "quarantined": 0, "deduplicated": 0}
     failures: dict[str, int] = {}
     checks = stages.TableChecks(spec.quality)  # row count / freshness over the written batches: no rescan
+    digest = RowDigest()
 
     def good_rows() -> Iterator[pa.RecordBatch]:
         for raw in out:
@@ -295,7 +308,9 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
             if not reason:
                 counts["written"] += raw.num_rows
                 checks.add(raw)
-                yield cast_batch(raw, target)
+                written = cast_batch(raw, target)
+                digest.add(written)
+                yield written
                 continue
             reasons = raw.column(REASON_COLUMN)
             failed = pc.is_valid(reasons)
@@ -316,10 +331,12 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
             good = raw.filter(pc.invert(quarantined)).drop_columns([REASON_COLUMN])
             counts["written"] += good.num_rows
             checks.add(good)
-            yield cast_batch(good, target)
+            written = cast_batch(good, target)
+            digest.add(written)
+            yield written
 
     request = WriteRequest(uri, job.name, spec.write.mode, target, tuple(spec.write.keys), tuple(spec.partition_by),
-                           schema_mode, batch=batch, storage_options=options)
+                           schema_mode, batch=batch, storage_options=options, description=spec.description)
     merging = spec.write.mode == "merge" and table is not None
     staging_dir = Path(job.state_dir) / "tmp" / f"merge-{job.name}-{batch}" if merging else None
     staged = StagedFiles(request, str(staging_dir) if staging_dir else None)
@@ -346,9 +363,11 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
         meta[QUALITY] = json.dumps(quality, sort_keys=True)
         meta[BATCH] = str(batch)
         meta[DATA_ID] = key if spec.write.mode == "overwrite" else f"{key}@{batch}"
+        meta[DATA_DIGEST] = digest.value(spec.write.mode, _latest_metadata(uri, options).get(DATA_DIGEST) if table is not None else None)
         new_watermark = watcher.watermark_json()
         if new_watermark is not None:
             meta[WATERMARK] = new_watermark
+
         if spec.write.mode != "overwrite" and table is not None and rows["read"] == 0 and _latest_metadata(uri, options).get(BUILD_KEY) == key:
             if spool:
                 spool.discard()
@@ -369,6 +388,11 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
     finally:
         if staging_dir is not None:
             _remove_tree(staging_dir)
+
+
+def _incremental(spec: Any) -> bool:
+    """Sources that only deliver what is new: a cursor past the watermark, or files not yet ingested."""
+    return spec.cursor is not None or getattr(spec.source, "ingest", "all") == "new_files"
 
 
 def _clean_filters(clean: Any) -> bool:

@@ -33,6 +33,7 @@ class Commit:
     operation: str
     metadata: dict[str, Any]  # the specd.* keys of commitInfo
     complete: bool = True  # every data file of this version still exists
+    rows: int | None = None  # rows live at this version (from the files' stats; None: unknown)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ def read_table_log(uri: str, storage_options: dict[str, str] | None = None) -> T
             return TableLog(uri, json_versions[-1], ())
     existing = _existing_files(root)
     missing_active = sum(1 for path in start_files if path not in existing)
-    active = dict.fromkeys(start_files, True)
+    active: dict[str, int | None] = dict.fromkeys(start_files, None)
+    rows: int | None = 0 if not start_files else None  # a checkpoint start: row counts unknown
     commits: list[Commit] = []
     for version in json_versions:
         info: dict[str, Any] = {}
@@ -84,17 +86,20 @@ def read_table_log(uri: str, storage_options: dict[str, str] | None = None) -> T
             if "add" in action:
                 path = action["add"]["path"]
                 if path not in active:
-                    active[path] = True
+                    active[path] = count = _num_records(action["add"].get("stats"))
                     missing_active += path not in existing
+                    rows = None if rows is None or count is None else rows + count
             elif "remove" in action:
                 path = action["remove"]["path"]
-                if active.pop(path, None):
+                if path in active:
+                    count = active.pop(path)
                     missing_active -= path not in existing
+                    rows = None if rows is None or count is None else rows - count
             elif "commitInfo" in action:
                 info = action["commitInfo"]
         specd = {k: v for k, v in info.items() if k.startswith("specd.")}
         if FINGERPRINT in specd:
-            commits.append(Commit(version, int(info.get("timestamp", 0)), str(info.get("operation", "")), specd, missing_active == 0))
+            commits.append(Commit(version, int(info.get("timestamp", 0)), str(info.get("operation", "")), specd, missing_active == 0, rows))
     return TableLog(uri, json_versions[-1], tuple(commits))
 
 
@@ -121,6 +126,16 @@ def _actions(path: str) -> list[dict[str, Any]]:
     if not actions:
         raise CorruptState(path, "the commit file is empty (truncated?)")
     return actions
+
+
+def _num_records(stats: Any) -> int | None:
+    if not stats:
+        return None
+    try:
+        value = json.loads(stats).get("numRecords")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
 
 
 def _existing_files(root: str) -> set[str]:

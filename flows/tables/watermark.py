@@ -57,6 +57,8 @@ class Watcher:
         self.cursor_type: pa.DataType | None = None
         self.error: BaseException | None = None
         self.columnless = len(reader.schema) == 0
+        self._peeked: list[pa.RecordBatch] | None = None
+        self._stream: Iterator[pa.RecordBatch] = iter(())
         if cursor and not self.columnless and cursor not in reader.schema.names:
             from flows.tables.sources import SourceError
 
@@ -67,7 +69,26 @@ class Watcher:
     def reader(self) -> pa.RecordBatchReader:
         import pyarrow as pa
 
+        if self._peeked is not None:
+            return pa.RecordBatchReader.from_batches(self.source.schema, self._replay())
         return pa.RecordBatchReader.from_batches(self.source.schema, self._batches())
+
+    def _replay(self) -> Iterator[pa.RecordBatch]:
+        yield from self._peeked or ()
+        yield from self._stream
+
+    def has_new_rows(self) -> bool:
+        """Pull the stream up to its first row past the watermark (kept for `reader`). False when there is
+        none: the build then commits nothing and keeps the table's schema — an empty batch's column types
+        (a SQL query with no rows types every column as string) must never be planned against it."""
+        if self._peeked is None:
+            self._peeked = []
+            self._stream = self._batches()
+            for batch in self._stream:
+                self._peeked.append(batch)
+                if batch.num_rows:
+                    break
+        return self.rows > 0
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
         try:

@@ -149,6 +149,7 @@ class WriteRequest:
     batch: int | None = None  # app transaction version committed with the data
     storage_options: Mapping[str, str] | None = None
     max_rows_per_file: int = 4_000_000
+    description: str = ""  # the spec's description: the Delta table's own (set when the table is created)
 
 
 def commit_properties(request: WriteRequest, metadata: Mapping[str, str]) -> Any:
@@ -350,6 +351,8 @@ def commit_staged(request: WriteRequest, staged: StagedFiles, metadata: Mapping[
                 staged.adds,
                 mode="error",
                 partition_by=list(request.partition_by) or None,
+                name=request.name,
+                description=request.description or None,
                 storage_options=dict(request.storage_options or {}) or None,
                 commit_properties=properties,
             )

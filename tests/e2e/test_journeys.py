@@ -219,7 +219,9 @@ def test_pr_plan_names_the_training_and_the_traffic_change(stack: Stack, tmp_pat
     changed = {f"{a['kind']}/{a['name']}": a for a in plan["actions"] if a["op"] != "unchanged"}
     assert changed[f"model/{MODEL}"]["op"] == "update" and changed[f"service/{SERVICE}"]["op"] == "update"
     assert "traffic champion 80 / challenger 20" in changed[f"service/{SERVICE}"]["summary"]
-    assert any(c.startswith("candidates.c: (unset) →") for c in changed[f"model/{MODEL}"]["changes"]), changed[f"model/{MODEL}"]
+    assert plan["format_version"] == 2  # structured changes: path, before, after
+    assert {"path": "candidates.c", "before": None, "after": ["model.hidden=[64,32]", "optim.lr=0.005"], "added": True} in changed[f"model/{MODEL}"]["changes"]
+    assert any(c.startswith("candidates.c: (unset) →") for c in changed[f"model/{MODEL}"]["change_lines"]), changed[f"model/{MODEL}"]
     assert not [k for k in changed if k.startswith("table/")]
     assert plan["base_revision"] == stack.repo.head()
 

@@ -95,7 +95,8 @@ def test_an_incremental_api_with_nothing_new_is_a_clean_no_op(world: TableWorld,
     assert outcome.message == "no new rows since the watermark" and outcome.details["rows"]["read"] == 0
     assert DeltaTable(world.uri("items")).version() == 0  # no commit
 
-    world.write("specs/tables/items.yaml", INCREMENTAL.format(url=api.url()) + "description: items of the shop\n")
+    # a shaping change (a description would be a metadata update, see test_tables_data_moves)
+    world.write("specs/tables/items.yaml", INCREMENTAL.format(url=api.url()) + "schema: {policy: evolve}\n")
     assert [(name, op) for name, op, _ in world.converge()] == [("items", "update")]
     table = DeltaTable(world.uri("items"))
     empty = table.history(1)[0]  # a spec change with nothing new: lineage only, same watermark and data id

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.adapters.base import AdapterContext
 from daemon.adapters.models.check import check_models, source_table
+from daemon.adapters.models.retrain import DataState, Decision, decide, last_fire
+from daemon.core.plan import SYNC_REASON
 from daemon.core.state import DEGRADED, HEALTHY, ApplyOutcome, Observed
 from daemon.shared.corrupt import CorruptState
 from daemon.shared.errors import ApplyError, SpecIssue
@@ -43,15 +45,61 @@ class ModelAdapter:
 
     # -- observe -------------------------------------------------------------------------------------
     def observe(self, resources: Sequence[Resource]) -> dict[str, Observed]:
-        names = {r.name for r in resources} | set(registry.list_models(self.root))
-        return {f"model/{name}": self._observe_guarded(name) for name in sorted(names)}
+        desired = {r.name: r for r in resources}
+        names = set(desired) | set(registry.list_models(self.root))
+        out = {}
+        for name in sorted(names):
+            observed = self._observe_guarded(name)
+            resource = desired.get(name)
+            if resource is not None and observed.exists and observed.fingerprint == resource.fingerprint:
+                observed = self._with_data_state(resource, observed)
+            out[f"model/{name}"] = observed
+        return out
 
+    # -- data identity and the retrain policy -------------------------------------------------------------
+    def live_data(self, table: str) -> DataState:
+        """The source table as its Delta log says now (local tables; others: unknown, never a retrain)."""
+        from flows.tables import DATA_DIGEST, DATA_ID, FINGERPRINT, is_local, table_uri
+        from flows.tables.delta_log import read_table_log
+
+        uri = table_uri(self.ctx.storage_root, table)
+        log = read_table_log(uri) if is_local(uri) else None
+        if log is None or log.latest is None:
+            return DataState(None, None)
+        meta = log.latest.metadata
+        return DataState(log.version, meta.get(DATA_DIGEST) or meta.get(DATA_ID), log.latest.rows, spec=meta.get(FINGERPRINT))
+
+    def retrain_decision(self, resource: Resource, release: registry.Release, now: float | None = None) -> Decision:
+        spec = resource.spec
+        policy = spec.retrain
+        now = time.time() if now is None else now
+        trained = DataState.of_release(dict(release.data), release.created_at)
+        fire_at = last_fire(policy.cron, now) if policy.on == "schedule" and policy.cron else None
+        return decide(policy, spec.data.table, trained, self.live_data(spec.data.table), now, fire_at)
+
+    def _with_data_state(self, resource: Resource, observed: Observed) -> Observed:
+        from dataclasses import replace
+
+        release = registry.current_release(resource.name, self.root)
+        if release is None:
+            return observed
+        decision = self.retrain_decision(resource, release)
+        details = dict(observed.details)
+        details["data"] = {k: release.data.get(k) for k in ("table", "delta_version", "rows", "data_digest")}
+        if isinstance(release.data.get("spec"), dict):
+            details["spec"] = release.data["spec"]
+        if decision.lagging:
+            details["lagging"] = decision.reason
+        drift = (*observed.drift, f"retrain: {decision.reason}") if decision.fire else observed.drift
+        message = decision.reason if decision.lagging else observed.message
+        return replace(observed, details=details, drift=drift, message=message)
     def _observe_guarded(self, name: str) -> Observed:
         try:
             return self._observe_one(name)
         except CorruptState as exc:  # a torn release file degrades this model only; apply rewrites it
             message = f"release unreadable: {exc}"
             return Observed(exists=True, fingerprint=None, health=DEGRADED, message=message, drift=(message,))
+
 
     def _observe_one(self, name: str) -> Observed:
         from flows.training.artifact import artifact_complete
@@ -92,15 +140,25 @@ class ModelAdapter:
         needed = f"by ≥ {margin:g}" if margin > 0 else "any improvement"
         folds = f", {spec.split.folds}-fold CV" if spec.split.folds else ""
         rule = f"promote by {spec.promotion.metric} ({spec.metric_direction()}, {needed})"
+        table = spec.data.table
+        if action.follows:  # the table changes first in this apply: what trains depends on its new data
+            names = ", ".join(spec.candidates)
+            if action.previous == resource.fingerprint and not action.reason.startswith(SYNC_REASON):
+                return (f"after {', '.join(action.follows)} applies: retrain candidates {names} on {unit} on table {table}'s new "
+                        f"version if its data changed and the {spec.retrain.describe()} fires (else keep the release); {rule}")
+            return f"train candidates {names} on {unit}{folds} on table {table}'s new version (it changes first in this apply); {rule}"
         try:
             from daemon.adapters.models.train import preview
 
-            uri, options = source_table(self.ctx, spec.data.table)
+            uri, options = source_table(self.ctx, table)
             to_train, reused, minutes = preview(self.ctx, resource, uri, options, self.root)
         except Exception:  # no live table yet (or unreadable): say what the spec asks for
             names = ", ".join(spec.candidates)
             return f"train up to {len(spec.candidates)} candidate(s) ({names}) on {unit}{folds}, {rule}"
+        live = self.live_data(table)
         work = f"train candidate{'s' if len(to_train) != 1 else ''} {', '.join(to_train)} on {unit}{folds}" if to_train else "train nothing"
+        if to_train and live.version is not None:
+            work += f" on {table} v{spec.retrain.table_version if spec.retrain.table_version is not None else live.version}"
         if minutes is not None:
             work += f" (~{max(minutes, 0.1):.1f} {unit}-min)"
         if reused:
@@ -115,7 +173,7 @@ class ModelAdapter:
             return self._delete(action.name)
         if action.op in ("create", "update"):
             assert resource is not None
-            return self._train(resource)
+            return self._train(resource, action)
         return ApplyOutcome(f"nothing to do ({action.op})")
 
     def _restore(self, action: Action) -> ApplyOutcome:
@@ -140,23 +198,34 @@ class ModelAdapter:
         shutil.rmtree(Path(self.root) / "models" / name, ignore_errors=True)
         return ApplyOutcome(f"deleted model {name}")
 
-    def _train(self, resource: Resource) -> ApplyOutcome:
+    def _train(self, resource: Resource, action: Action | None = None) -> ApplyOutcome:
         from daemon.adapters.models.train import train_model
 
+        forced = action is not None and action.reason.startswith(SYNC_REASON)
         try:
             existing = registry.release_for(resource.name, resource.fingerprint, self.root)
         except CorruptState:  # a torn release for this fingerprint: train again and write it whole
             existing = None
-        if existing is not None:  # crashed after writing the release, before the pointer: finish the job
-            registry.set_current(resource.name, resource.fingerprint, self.root)
-            return ApplyOutcome(f"release exists: {existing.decision}", {"champion": existing.champion, "trained": []})
+        trigger: dict[str, Any] = {"reason": action.reason if action else "", "op": str(action.op) if action else ""}
+        if existing is not None and not forced:
+            # Re-checked now (an upstream table may have applied just before): the data it was trained on
+            # against the table as it is, under the retrain policy.
+            decision = self.retrain_decision(resource, existing)
+            if not decision.fire:
+                # crashed after writing the release, before the pointer — or data it need not retrain on
+                registry.set_current(resource.name, resource.fingerprint, self.root)
+                why = decision.reason or "the data it was trained on is unchanged"
+                return ApplyOutcome(f"kept release: {why}", {"champion": existing.champion, "trained": [], "retrained": False})
+            trigger["reason"] = f"retrain: {decision.reason}"
+            trigger["new_rows"] = decision.new_rows
+            trigger["previous_version"] = existing.data.get("delta_version")
         uri, options = source_table(self.ctx, resource.spec.data.table)
         started = time.monotonic()
         outcome = train_model(
             self.ctx, resource, uri, options, self.root,
             work_dir=runtime_dir(self.ctx.home) / "training" / resource.name / resource.fingerprint[:16],
             log_dir=logs_dir(self.ctx.home) / "training" / resource.name,
-            tensorboard_dir=str(logs_dir(self.ctx.home) / "tensorboard"),
+            tensorboard_dir=str(logs_dir(self.ctx.home) / "tensorboard"), trigger=trigger,
         )
         details: dict[str, Any] = dict(outcome.details)
         details["seconds"] = round(time.monotonic() - started, 2)

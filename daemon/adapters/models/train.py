@@ -29,16 +29,32 @@ if TYPE_CHECKING:
     from daemon.core.graph import Resource
 
 
-def _pin_data(name: str, table: str, uri: str, options: dict[str, str]) -> tuple[int, str | None, dict[str, str]]:
-    from flows.tables import DATA_ID
+def _pin_data(name: str, table: str, uri: str, options: dict[str, str], pin: int | None = None) -> tuple[int, str | None, dict[str, str]]:
+    version, data_id, columns, _ = _pin_data_state(name, table, uri, options, pin)
+    return version, data_id, columns
+
+
+def _pin_data_state(name: str, table: str, uri: str, options: dict[str, str], pin: int | None = None) -> tuple[int, str | None, dict[str, str], dict[str, Any]]:
+    """(Delta version, data id, columns, lineage of that data: digest, rows, table fingerprint) to train on:
+    the latest version, or `pin` (retrain.on: never with table_version)."""
+    from flows.tables import DATA_DIGEST, DATA_ID, FINGERPRINT
     from flows.tables.delta_log import read_table_log
 
     log = read_table_log(uri, options or None)
     columns = live_columns(uri)
     if log is None or columns is None:
         raise ApplyError(f"model {name}: source table {table!r} does not exist yet at {uri}", transient=True)
-    data_id = log.latest.metadata.get(DATA_ID) if log.latest is not None and log.head_is_specd else None
-    return log.version, data_id, columns
+    commit = log.latest if log.head_is_specd else None
+    version = log.version
+    if pin is not None:
+        commit = next((c for c in log.commits if c.version == pin), None)
+        if pin > log.version or (commit is not None and not commit.complete):
+            raise ApplyError(f"model {name}: retrain.table_version {pin} of table {table!r} is not available (latest v{log.version})")
+        version = pin
+    meta = commit.metadata if commit is not None else {}
+    lineage = {"data_digest": meta.get(DATA_DIGEST), "rows": commit.rows if commit is not None else None,
+               "table_fingerprint": meta.get(FINGERPRINT)}
+    return version, meta.get(DATA_ID), columns, lineage
 
 
 AUTO_CPU_CANDIDATES = 4  # unset max_concurrent_candidates on CPU: one candidate per core, at most this many
@@ -81,9 +97,13 @@ def training_resources(training: Any, environ: Mapping[str, str] | None = None,
 
 
 def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict[str, str], root: str, *,
-                work_dir: Path, log_dir: Path, tensorboard_dir: str) -> ApplyOutcome:
+                work_dir: Path, log_dir: Path, tensorboard_dir: str, trigger: dict[str, Any] | None = None) -> ApplyOutcome:
+    """Train what is missing and write the release. `trigger` (why: a fired retrain policy, a sync, a spec
+    change) is recorded in the release's lineage with the data version it trained on."""
+    import time as _time
+
     spec, name, fingerprint = resource.spec, resource.name, resource.fingerprint
-    version, data_id, columns = _pin_data(name, spec.data.table, uri, options)
+    version, data_id, columns, lineage = _pin_data_state(name, spec.data.table, uri, options, spec.retrain.table_version)
     features = resolve_features(columns, spec.data.target, spec.data.features, spec.data.exclude)
     unknown = [c for c in [*features, spec.data.target, *spec.sensitive_attributes] if c not in columns]
     if unknown:
@@ -169,6 +189,8 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
         decision=decision.reason, git_sha=ctx.revision, candidates=_compact(candidates),
         champion_metrics=_scalars(champion_metrics),
         data={"table": spec.data.table, "uri": uri, "delta_version": version, "data_id": data_id, "prune": spec.prune,
+              **lineage, "trained_at": _time.time(), "trigger": {**(trigger or {}), "delta_version": version},
+              "spec": spec_data,
               "promotion": {"metric": promotion.metric, "direction": spec.metric_direction(),
                             "min_improvement": promotion.min_improvement},
               "split": spec_data["split"]},
@@ -182,9 +204,11 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
     models_metrics.record_champion(name, decision.champion)
     models_metrics.record_promotion(name, decision.outcome)
     trained = [c for c in jobs if c not in reused]
-    return ApplyOutcome(decision.reason, {"champion": decision.champion, "challengers": list(decision.challengers),
+    why = (trigger or {}).get("reason", "")
+    message = f"{why.split(' (policy')[0]} → trained on {spec.data.table} v{version}; {decision.reason}" if why.startswith("retrain:") else decision.reason
+    return ApplyOutcome(message, {"champion": decision.champion, "challengers": list(decision.challengers),
                                           "trained": trained, "reused": list(reused), "outcome": decision.outcome,
-                                          "delta_version": version})
+                                          "delta_version": version, "trigger": trigger or {}})
 
 
 def _stored_cv(tag: str, root: str) -> dict[str, Any]:
@@ -218,7 +242,7 @@ def preview(ctx: AdapterContext, resource: Resource, uri: str, options: dict[str
     from flows.training.artifact import candidate_tag, model_dir
 
     spec = resource.spec
-    version, data_id, columns = _pin_data(resource.name, spec.data.table, uri, options)
+    version, data_id, columns = _pin_data(resource.name, spec.data.table, uri, options, spec.retrain.table_version)
     features = resolve_features(columns, spec.data.target, spec.data.features, spec.data.exclude)
     selection = {"table": spec.data.table, "target": spec.data.target, "features": features}
     code_version = kind_by_name("model").code_version

@@ -78,8 +78,36 @@ class ServiceAdapter:
         out: dict[str, Observed] = {}
         for name in sorted(set(desired) | live_names):
             resource = desired.get(name)
-            out[f"{self.kind}/{name}"] = self._observe_one(name, resource)
+            observed = self._observe_one(name, resource)
+            if resource is not None and observed.exists and observed.fingerprint == resource.fingerprint:
+                reason = self._release_drift(resource.spec, observed.details.get("variants") or {})
+                if reason:
+                    from dataclasses import replace
+
+                    observed = replace(observed, drift=(*observed.drift, reason))
+            out[f"{self.kind}/{name}"] = observed
         return out
+
+    def _release_drift(self, spec: ServiceSpec, live_variants: dict[str, Any]) -> str | None:
+        """A model retrained on new data keeps its fingerprint but gets a new release: the routing of the
+        variants that follow a role (champion/challenger) must move to the release's tags."""
+        if not any(v.role for v in spec.variants):
+            return None
+        from daemon.adapters.services.desired_routing import resolve_variant
+        from flows.training.registry import current_release
+
+        release = current_release(spec.model, root=bentoml_home(self.ctx.home))
+        for variant in spec.variants:
+            if variant.role is None:
+                continue
+            try:
+                tag = resolve_variant(variant, release, spec.model)
+            except LookupError:
+                return None
+            live = (live_variants.get(variant.name) or {}).get("model_tag")
+            if tag is not None and live != tag:
+                return f"model {spec.model} has a new release ({variant.name}: {live} → {tag})"
+        return None
 
     def _observe_one(self, name: str, resource: Resource | None) -> Observed:
         try:

@@ -25,18 +25,23 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.adapters.base import AdapterContext
 from daemon.adapters.tables.metrics import record_build, record_version
+from daemon.core.graph import metadata_digest
+from daemon.core.plan import METADATA_REASON, SYNC_REASON
 from daemon.core.state import DEGRADED, HEALTHY, MISSING_OBSERVED, ApplyOutcome, Observed
 from daemon.shared.corrupt import CorruptState
 from daemon.shared.errors import ApplyError, SpecIssue
 from flows.tables import (
     BUILD_KEY,
+    DATA_DIGEST,
     DATA_ID,
     FINGERPRINT,
     GIT_SHA,
+    META_DIGEST,
     OPERATION,
     PRUNE,
     QUALITY,
     QUARANTINE_SUFFIX,
+    SPEC,
     UPSTREAM,
     build_key,
     quarantine_name,
@@ -99,7 +104,7 @@ class TableAdapter:
     def expected_keys(self, resources: Sequence[Resource], logs: dict[str, TableLog | None]) -> dict[str, str]:
         """Build key each desired table would have if built now (resources arrive in dependency order)."""
         keys: dict[str, str] = {}
-        by_name = {r.name: r for r in resources}  # one lookup per upstream: linear in the number of tables
+        by_name = {r.name: r for r in resources}  # not a scan per upstream: a no-op cycle stays linear
         for resource in resources:
             spec = resource.spec
             ids = {}
@@ -144,9 +149,12 @@ class TableAdapter:
         health, message = HEALTHY, _describe_commit(log)
         if failure and failure.get("fingerprint") == resource.fingerprint and failure.get("reason") == "QualityFailed":
             health, message = DEGRADED, failure.get("error", "quality checks failed")
+        drift: tuple[str, ...] = ()
+        if fingerprint == resource.fingerprint and meta.get(META_DIGEST, "") != metadata_digest("table", resource.data):
+            drift = (metadata_change(meta.get(SPEC), resource.data),)
         return Observed(
             exists=True, fingerprint=fingerprint, revision=meta.get(GIT_SHA), health=health, message=message,
-            restorable=restorable, prune=_prune(meta.get(PRUNE, "")), details=_details(log),
+            restorable=restorable, prune=_prune(meta.get(PRUNE, "")), details=_details(log), drift=drift,
         )
 
     # ------------------------------------------------------------------------------------ check
@@ -182,6 +190,10 @@ class TableAdapter:
     # ------------------------------------------------------------------------------------ describe
     def describe(self, action: Action, resource: Resource | None) -> str:
         op = str(action.op)
+        if action.reason.startswith(METADATA_REASON):
+            return "set the Delta table's name and description (no rebuild)"
+        if action.follows and action.previous == (resource.fingerprint if resource else None) and not action.reason.startswith(SYNC_REASON):
+            return f"rebuild after {', '.join(action.follows)} applies, if its data changed (else nothing)"
         if op == "restore":
             return f"restore Delta version {action.restore_from} (no recompute)"
         if op == "delete":
@@ -214,7 +226,15 @@ class TableAdapter:
         op = str(action.op)
         if op in ("create", "update"):
             assert resource is not None
-            return self.build(resource)
+            if op == "update" and not action.reason.startswith(SYNC_REASON):
+                now = self._observe_now(resource)  # re-checked here: an upstream may just have applied
+                if now.fingerprint == resource.fingerprint:
+                    if now.drift:
+                        return self.update_metadata(resource)
+                    return ApplyOutcome("upstream data unchanged: nothing rebuilt", {"rebuilt": False})
+            outcome = self.build(resource)
+            self._set_delta_metadata(resource, copy_latest=True)  # only when the spec's name/description differ
+            return outcome
         if op == "restore":
             assert resource is not None and action.restore_from is not None
             return self.restore(resource, int(action.restore_from))
@@ -240,6 +260,7 @@ class TableAdapter:
             storage_options=self._options() or {},
             prune=spec.prune,
             allowed_modules=allowed_modules(self.ctx.env.tables.callable_modules),
+            meta_digest=metadata_digest("table", resource.data),
         ))
 
     def build(self, resource: Resource, git_sha: str | None = None) -> ApplyOutcome:
@@ -256,6 +277,51 @@ class TableAdapter:
         message = f"v{result['version']}: {result['message']}" if result.get("committed") else result.get("message", "")
         return ApplyOutcome(message, {"version": result.get("version"), "rows": result.get("rows", {}), "quality": result.get("quality", {})})
 
+    def _observe_now(self, resource: Resource) -> Observed:
+        log = read_table_log(table_uri(self.root, resource.name), self._options())
+        key = self.expected_keys([resource], {resource.name: log})[resource.name]
+        return self._observed(resource, log, key)
+
+    def _set_delta_metadata(self, resource: Resource, commit_metadata: dict[str, str] | None = None, copy_latest: bool = False) -> bool:
+        """Give the Delta table the spec's name and description (catalogs and `DESCRIBE DETAIL` show them).
+        The commit carries specd's metadata (a copy of the build's), so the log's head stays a specd commit."""
+        from deltalake import CommitProperties, DeltaTable
+
+        uri = table_uri(self.root, resource.name)
+        table = DeltaTable(uri, storage_options=self._options())
+        current = table.metadata()
+        if (current.name, current.description or "") == (resource.name, resource.spec.description or "") and not commit_metadata:
+            return False
+        if copy_latest and commit_metadata is None:
+            log = read_table_log(uri, self._options())
+            commit_metadata = {k: str(v) for k, v in (log.latest.metadata if log and log.latest else {}).items()}
+            commit_metadata[OPERATION] = "metadata"
+        props = CommitProperties(custom_metadata=commit_metadata) if commit_metadata else None
+        changed = False
+        if current.name != resource.name:
+            table.alter.set_table_name(resource.name, commit_properties=props)
+            changed = True
+        description = resource.spec.description or ""
+        if (current.description or "") != description or (commit_metadata and not changed):
+            table.alter.set_table_description(description, commit_properties=props)
+            changed = True
+        return changed
+
+    def update_metadata(self, resource: Resource) -> ApplyOutcome:
+        """A metadata-only change: one commit that sets name/description and records the new metadata
+        digest (and prune policy) beside the unchanged lineage. No data file is written."""
+        from flows.tables.build import table_lock
+
+        uri = table_uri(self.root, resource.name)
+        with table_lock(str(self.state_dir), resource.name):
+            log = read_table_log(uri, self._options())
+            meta = {k: str(v) for k, v in (log.latest.metadata if log and log.latest else {}).items()}
+            meta.update({OPERATION: "metadata", GIT_SHA: self.ctx.revision, META_DIGEST: metadata_digest("table", resource.data),
+                         PRUNE: "" if resource.spec.prune is None else str(resource.spec.prune).lower(),
+                         SPEC: json.dumps(dict(resource.data), sort_keys=True, separators=(",", ":"), default=str)})
+            self._set_delta_metadata(resource, meta)
+        return ApplyOutcome(f"metadata updated (v{table_version(uri, self._options())}; no rebuild)", {"rebuilt": False, "metadata": True})
+
     def restore(self, resource: Resource, version: int) -> ApplyOutcome:
         from deltalake import CommitProperties, DeltaTable
 
@@ -269,13 +335,17 @@ class TableAdapter:
         if earlier is None or not earlier.complete:
             raise ApplyError(f"table {resource.name}: version {version} can no longer be restored (vacuumed)")
         metadata = {k: str(v) for k, v in earlier.metadata.items()}
-        metadata.update({OPERATION: "restore", GIT_SHA: self.ctx.revision, "specd.restored_from": str(version)})
+        metadata.update({OPERATION: "restore", GIT_SHA: self.ctx.revision, "specd.restored_from": str(version),
+                         # the data comes back; the metadata stays the spec's own (a description edited since is kept)
+                         META_DIGEST: metadata_digest("table", resource.data),
+                         SPEC: json.dumps(dict(resource.data), sort_keys=True, separators=(",", ":"), default=str)})
         with table_lock(str(self.state_dir), resource.name):  # not while a build of it runs
             # The quarantine first: killed in between, the plan still shows the restore and a re-run
             # finds the quarantine already matching.
             note = restore_matching(self.root, resource.name, earlier.metadata, self.ctx.revision, self._options())
             table = DeltaTable(uri, storage_options=self._options())
             commit_with_retries(lambda: table.restore(version, commit_properties=CommitProperties(custom_metadata=metadata)), resource.name)
+        self._set_delta_metadata(resource, copy_latest=True)  # Delta's restore brought the old description back
         record_version(resource.name, table_version(uri, self._options()))
         return ApplyOutcome(f"restored version {version} as v{table_version(uri, self._options())} (no recompute){note}")
 
@@ -439,4 +509,24 @@ def _details(log: TableLog) -> dict[str, Any]:
         "rows": {k.removeprefix("specd.rows_"): int(v) for k, v in meta.items() if k.startswith("specd.rows_") and str(v).isdigit()},
         "watermark": meta.get("specd.watermark"),
         "data_id": meta.get(DATA_ID),
+        "data_digest": meta.get(DATA_DIGEST),
+        "rows_total": latest.rows if latest else None,
+        "spec": _json(meta.get(SPEC)),
     }
+
+
+def _json(text: Any) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except (TypeError, ValueError):
+        return None
+
+
+def metadata_change(applied_spec: Any, desired: Any) -> str:
+    """The drift reason of a metadata-only change, naming the fields that changed."""
+    from daemon.core.graph import metadata_of
+
+    before = metadata_of("table", _json(applied_spec) or {})
+    after = metadata_of("table", desired)
+    fields = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)) or ["metadata"]
+    return f"{METADATA_REASON}: {', '.join(fields)}"

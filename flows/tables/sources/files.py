@@ -80,7 +80,26 @@ def digest_files(files: list[Path], root: Path, repo: Path | None = None) -> str
 def read(spec: Any, ctx: SourceContext) -> pa.RecordBatchReader:
     if "://" in spec.path:
         return read_uri(spec, ctx)
-    return read_paths(resolve_files(spec, ctx), spec.format, spec.options, getattr(spec, "row_id", None), ctx)
+    files = resolve_files(spec, ctx)
+    if getattr(spec, "ingest", "all") == "new_files":
+        return read_new_files(spec, files, ctx)
+    return read_paths(files, spec.format, spec.options, getattr(spec, "row_id", None), ctx)
+
+
+def read_new_files(spec: Any, files: list[Path], ctx: SourceContext) -> pa.RecordBatchReader:
+    """A landing folder: only the files not ingested by an earlier commit (`ctx.ingested`, from the
+    table's commit metadata). The names read are reported in `ctx.lineage["files"]` so the build records
+    the new list with the same commit as the rows (exactly once: a crash before it re-reads them)."""
+    import pyarrow as pa
+
+    root = ctx.data_root.resolve()
+    done = set(ctx.lineage.get("ingested") or ())
+    fresh = [p for p in files if p.relative_to(root).as_posix() not in done]
+    ctx.lineage["files"] = sorted(done | {p.relative_to(root).as_posix() for p in fresh})
+    ctx.lineage["new_files"] = [p.relative_to(root).as_posix() for p in fresh]
+    if not fresh:
+        return pa.RecordBatchReader.from_batches(pa.schema([]), iter(()))  # columnless: "no new rows"
+    return read_paths(fresh, spec.format, spec.options, getattr(spec, "row_id", None), ctx)
 
 
 def _literal(value: Any) -> str:
