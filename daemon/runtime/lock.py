@@ -35,6 +35,7 @@ def acquire_for_apply(home: Path) -> DaemonLock:
         path = lock_path(home)
         raise LockHeld(
             f"the daemon (pid {holder(path)}) holds {path}; it applies every commit of the branch it follows, "
-            "so commit the change there (or `specd plan` to preview it), or stop the daemon (SIGTERM) to apply by hand"
+            "so commit the change there (`specd plan` previews it, `specd sync KIND/NAME` reconciles a resource now), "
+            "or stop the daemon (SIGTERM) to apply by hand"
         ) from None
     return lock

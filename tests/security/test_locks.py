@@ -54,8 +54,8 @@ def test_apply_takes_the_state_home_lock(spec_repo, home, holder: str):
         assert result.returncode == 1
         assert result.stderr.strip() == (
             f"error: specd apply refused: the daemon (pid {pid}) holds {home / 'daemon.lock'}; it applies every commit of "
-            "the branch it follows, so commit the change there (or `specd plan` to preview it), or stop the daemon "
-            "(SIGTERM) to apply by hand"
+            "the branch it follows, so commit the change there (`specd plan` previews it, `specd sync KIND/NAME` "
+            "reconciles a resource now), or stop the daemon (SIGTERM) to apply by hand"
         )
         assert result.stdout == "" and not (home / "lake" / "tables" / "y").exists()
         if daemon:
