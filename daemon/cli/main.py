@@ -289,6 +289,7 @@ def cmd_status(args) -> int:
             "rejected": rejected if rejected and (not succeeded or rejected["ts"] > succeeded["ts"]) else None,
             "resources": [s.to_json() for s in statuses],
         }
+    data["open_proposals"] = _open_proposals(args)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return EXIT_OK
@@ -302,7 +303,25 @@ def cmd_status(args) -> int:
     print(f"{'RESOURCE'.ljust(width)}  {'SYNC':<10}  {'HEALTH':<11}  MESSAGE")
     for key, sync, health, message in rows:
         print(f"{key.ljust(width)}  {sync:<10}  {health:<11}  {message}")
+    for proposal in data["open_proposals"]:
+        print(f"open proposal: {proposal['branch']} {proposal['commit'][:12]} {proposal['subject']}")
     return EXIT_OK
+
+
+def _open_proposals(args) -> list[dict]:
+    """Online-promotion proposal branches not merged into the watched branch (daemon/runtime/proposals.py)."""
+    from dataclasses import asdict
+
+    from daemon.cli.ab import watched_branch
+    from daemon.runtime.proposals import open_proposals
+    from daemon.runtime.source import GitSource, SourceError
+
+    try:
+        source = GitSource(args.repo, watched_branch(args.repo, getattr(args, "branch", None)), specd_home(args.home))
+        source.fetch()
+    except (SourceError, OSError):
+        return []
+    return [asdict(p) for p in open_proposals(source.git_dir, source.branch)]
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run, "status": cmd_status}
