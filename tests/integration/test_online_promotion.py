@@ -27,7 +27,8 @@ RULE = """promotion:
 """
 
 
-def write_logs(root: Path, counts: dict[str, int], accuracy: dict[str, float]) -> tuple[str, str]:
+def write_logs(root: Path, counts: dict[str, int], accuracy: dict[str, float], *, now: datetime = NOW,
+               uris: tuple[str, str] | None = None, fingerprint: str = "r1") -> tuple[str, str]:
     """A prediction and a feedback Delta log as the service writes them (one row per request, labels later)."""
     from deltalake import write_deltalake
 
@@ -36,14 +37,14 @@ def write_logs(root: Path, counts: dict[str, int], accuracy: dict[str, float]) -
         hits = round(n * accuracy[variant])
         for i in range(n):
             rid = f"{variant}-{i}"
-            ts = NOW - timedelta(hours=20) + timedelta(seconds=i * 60 * 60 * 19 // n)
+            ts = now - timedelta(hours=20) + timedelta(seconds=i * 60 * 60 * 19 // n)
             predictions.append({"request_id": rid, "row": 0, "ts": ts, "service": "penguin_api", "variant": variant,
-                                "model_tag": f"penguin_sex:{variant}", "routing_fingerprint": "r1", "prediction": "male",
+                                "model_tag": f"penguin_sex:{variant}", "routing_fingerprint": fingerprint, "prediction": "male",
                                 "probability": 0.8, "latency_ms": 4.0 + (i % 7)})
             feedback.append({"request_id": rid, "row": 0, "ts": ts + timedelta(minutes=5), "service": "penguin_api",
                              "variant": variant, "label": "male" if (i * 7919) % n < hits else "female"})
     p, f = rows_to_tables(predictions, feedback)
-    uris = (str(root / "predictions"), str(root / "feedback"))
+    uris = uris or (str(root / "predictions"), str(root / "feedback"))
     write_deltalake(uris[0], p)
     write_deltalake(uris[1], f)
     return uris
@@ -163,3 +164,94 @@ def test_edit_keeps_the_file_and_refuses_what_it_cannot_see():
     assert changes == {"champion": (90, 0), "challenger": (10, 100)}
     assert [a for a in text.splitlines() if "weight" not in a] == [b for b in new.splitlines() if "weight" not in b]
     assert edit_weights(new, "champion", "challenger") is None
+
+
+def test_cli_propose_then_merge_moves_traffic_and_revert_moves_it_back(repo: SpecRepo, home: Path, tmp_path: Path):
+    """`specd ab --propose` against a deployed service's routing file and logs; the merged spec's routing (what
+    the services adapter writes for the workers) sends all traffic to the winner, the revert restores 90/10."""
+    from bentos.routing import write_routing
+    from daemon.adapters.services.desired_routing import build_routing
+    from daemon.adapters.services.supervisor import Supervisor
+    from daemon.shared.paths import bentoml_home
+    from tests.helpers.services import make_models, release
+
+    tags = make_models(home)
+    release(home, "fp1", tags["a"], (tags["b"],))
+
+    def routing_of(rev: str):
+        spec = load_desired(repo.path, "dev", rev).composed.by_key()["service/penguin_api"].spec
+        routing, _ = build_routing("penguin_api", spec, fingerprint=f"f-{rev[:8]}", revision=rev,
+                                   store=bentoml_home(home), storage_root=str(tmp_path / "lake"))
+        return routing
+
+    live = routing_of(repo.head())
+    assert {v.name: v.weight for v in live.variants} == pytest.approx({"champion": 0.9, "challenger": 0.1})
+    write_routing(Supervisor(home).routing_file("penguin_api"), live)
+    log = live.settings["prediction_log"]
+    write_logs(tmp_path, {"champion": 4500, "challenger": 500}, {"champion": 0.70, "challenger": 0.90},
+               now=datetime.now(UTC), uris=(log["predictions_uri"], log["feedback_uri"]), fingerprint=live.fingerprint)
+
+    out = specd("ab", "penguin_api", "--propose", "--repo", str(repo.path), "--home", str(home), cwd=repo.path)
+    assert out.returncode == 0, out.stderr
+    branch = next(line.split()[2] for line in out.stdout.splitlines() if line.startswith("propose: proposed"))
+    status = specd("status", "--repo", str(repo.path), "--home", str(home), "--json", cwd=repo.path)
+    assert [p["branch"] for p in json.loads(status.stdout)["open_proposals"]] == [branch]
+    listed = specd("ab", "penguin_api", "--repo", str(repo.path), "--home", str(home), cwd=repo.path)
+    assert f"open proposal: {branch}" in listed.stdout
+
+    repo.git("merge", "--ff-only", "-q", branch)
+    assert {v.name: v.weight for v in routing_of(repo.head()).variants} == {"champion": 0.0, "challenger": 1.0}
+    repo.git("revert", "--no-edit", "HEAD")
+    assert {v.name: v.weight for v in routing_of(repo.head()).variants} == pytest.approx({"champion": 0.9, "challenger": 0.1})
+    again = specd("ab", "penguin_api", "--propose", "--repo", str(repo.path), "--home", str(home), cwd=repo.path)
+    assert "propose: exists" in again.stdout  # the reverted proposal is not proposed again
+
+
+def test_daemon_hook_evaluates_each_rule_at_most_every_n_minutes(repo: SpecRepo, home: Path, monkeypatch):
+    from daemon.runtime import proposals
+
+    desired = load_desired(repo.path, "dev", repo.head())
+    clock = [0.0]
+    ticker = proposals.ProposalTicker(lambda: desired, str(repo.path), "main", "dev", home, clock=lambda: clock[0])
+    calls: list[str] = []
+    monkeypatch.setattr(ticker, "run_one", lambda doc, auto: calls.append(doc.name))
+
+    def tick() -> None:
+        ticker.tick()
+        if ticker.thread is not None:
+            ticker.thread.join(10)
+
+    tick()
+    clock[0] = 14 * 60.0
+    tick()
+    assert calls == ["penguin_api"]  # check_every_minutes: 15 (default)
+    clock[0] = 15 * 60.0
+    tick()
+    assert calls == ["penguin_api", "penguin_api"]
+    assert proposals.live_logs(home, "penguin_api") is None  # not deployed: the real run_one does nothing
+
+
+def test_latency_guardrail_blocks_a_slow_winner(repo: SpecRepo, tmp_path: Path):
+    from daemon.runtime.proposals import evaluate
+
+    doc = load_desired(repo.path, "dev", repo.head()).composed.by_key()["service/penguin_api"]
+    data = doc.spec.model_dump(mode="json")
+    data["promotion"]["online"]["max_latency_p99_ms"] = 5.0
+    slow = type(doc.spec).model_validate(data)
+    logs = write_logs(tmp_path / "logs", {"champion": 4500, "challenger": 500}, {"champion": 0.70, "challenger": 0.90})
+    _, verdict = evaluate(*open_logs(*logs), "penguin_api", slow, now=NOW)
+    assert verdict.winner is None and any("guardrail: latency p99" in r for r in verdict.reasons), verdict.reasons
+    _, verdict = evaluate(*open_logs(*logs), "penguin_api", doc.spec, now=NOW)
+    assert verdict.winner == "challenger"
+
+
+def test_rule_names_an_existing_champion_variant():
+    from pydantic import ValidationError
+
+    from daemon.schema.service import ServiceSpec
+
+    base = {"model": "m", "variants": [{"name": "a", "role": "champion", "weight": 1}]}
+    with pytest.raises(ValidationError, match="promotion.online.champion"):
+        ServiceSpec.model_validate({**base, "promotion": {"online": {"champion": "nope"}}})
+    with pytest.raises(ValidationError, match="window"):
+        ServiceSpec.model_validate({**base, "promotion": {"online": {"champion": "a", "window": "soon"}}})
