@@ -255,3 +255,27 @@ def test_rule_names_an_existing_champion_variant():
         ServiceSpec.model_validate({**base, "promotion": {"online": {"champion": "nope"}}})
     with pytest.raises(ValidationError, match="window"):
         ServiceSpec.model_validate({**base, "promotion": {"online": {"champion": "a", "window": "soon"}}})
+
+
+def test_daemon_hook_proposes_from_the_deployed_routing_and_its_logs(repo: SpecRepo, home: Path, tmp_path: Path):
+    """The real hook path: live routing file → its Delta logs → SRM over the current routing → a proposal."""
+    from bentos.routing import Routing, Variant, write_routing
+    from daemon.adapters.services.supervisor import Supervisor
+    from daemon.runtime.proposals import ProposalTicker
+
+    settings = {"prediction_log": {"predictions_uri": str(tmp_path / "p"), "feedback_uri": str(tmp_path / "f"), "storage_options": {}}}
+    routing = Routing("penguin_api", "live-fp", repo.head(), "penguin_sex",
+                      (Variant("champion", "penguin_sex:a", 0.9, "champion"), Variant("challenger", "penguin_sex:b", 0.1, "challenger")),
+                      "user_id", None, settings)
+    write_routing(Supervisor(home).routing_file("penguin_api"), routing)
+    desired = load_desired(repo.path, "dev", repo.head())
+    ticker = ProposalTicker(lambda: desired, str(repo.path), "main", "dev", home)
+    doc = desired.composed.by_key()["service/penguin_api"]
+
+    # logged under the live routing fingerprint: the SRM check counts these requests against its 90/10
+    write_logs(tmp_path, {"champion": 4500, "challenger": 500}, {"champion": 0.70, "challenger": 0.90},
+               now=datetime.now(UTC), uris=(str(tmp_path / "p"), str(tmp_path / "f")), fingerprint="live-fp")
+    result = ticker.run_one(doc, auto=False)
+    assert result is not None and result.action == "proposed", result and result.reasons
+    assert proposal_branches(repo) == [result.branch]
+    assert "srm_p" in repo.git("log", "-1", "--format=%B", result.branch)
