@@ -50,6 +50,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--tau", type=float, default=None, help="mSPRT mixing scale: the effect size worth detecting (default 0.05 accuracy, 10%% of the champion's error)")
     parser.add_argument("--report", default=None, metavar="FILE.html", help="write a self-contained HTML report (tables and the metric over time)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--propose", action="store_true",
+                        help="evaluate the service's promotion.online rule once; on a verdict commit the promotion "
+                             "(proposal branch, or the watched branch with auto_promote: true)")
+    parser.add_argument("--repo", default=".", help="git repository for --propose and the open proposals (default: current directory)")
+    parser.add_argument("--branch", default=None, help="watched branch (default: the repository's current branch, or main)")
+    parser.add_argument("--env", default="dev", help="environment overlay (default: dev)")
     if not any(a.dest == "home" for a in parser._actions):
         parser.add_argument("--home", default=None, help="state home (default $SPECD_HOME or ./.specd)")
     parser.set_defaults(handler=run)
@@ -95,12 +101,83 @@ def run(args: argparse.Namespace) -> int:
         from bentos.ab_html import write_html
 
         write_html(report, Path(args.report))
+    proposals = _open_proposals(args)
     if args.json:
-        print(json.dumps(to_json(report), indent=2, default=str))
+        data = to_json(report)
+        data["open_proposals"] = [asdict(p) for p in proposals]
+        print(json.dumps(data, indent=2, default=str))
     else:
         print(render(report))
         if getattr(args, "report", None):
             print(f"report written to {args.report}")
+        for p in proposals:
+            print(f"open proposal: {p.branch} {p.commit[:12]} {p.subject}")
+    if getattr(args, "propose", False):
+        return _propose(args, home)
+    return 0
+
+
+def watched_branch(repo: str, branch: str | None) -> str:
+    import subprocess
+
+    from daemon.runtime.source import is_remote
+
+    if branch:
+        return branch
+    if not is_remote(repo):
+        result = subprocess.run(["git", "symbolic-ref", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, check=False)
+        if result.returncode == 0 and result.stdout.strip():
+            return result.stdout.strip()
+    return "main"
+
+
+def _open_proposals(args: argparse.Namespace) -> list:
+    from daemon.runtime.proposals import open_proposals
+    from daemon.runtime.source import GitSource, SourceError
+    from daemon.shared.paths import specd_home
+
+    repo = getattr(args, "repo", ".")
+    try:
+        source = GitSource(repo, watched_branch(repo, getattr(args, "branch", None)), specd_home(getattr(args, "home", None)))
+    except (SourceError, OSError):  # a remote is listed from the daemon's mirror as last fetched: no network here
+        return []
+    return open_proposals(source.git_dir, source.branch, args.service)
+
+
+def _propose(args: argparse.Namespace, home: Path) -> int:
+    """`--propose`: the daemon's proposal step, once, against the watched branch's head."""
+    from daemon.runtime.proposals import ProposalError, live_logs, propose
+    from daemon.runtime.reconcile import load_desired
+    from daemon.runtime.source import GitSource, SourceError
+
+    branch = watched_branch(args.repo, args.branch)
+    try:
+        source = GitSource(args.repo, branch, home)
+        source.fetch()
+        sha = source.head()
+        desired = load_desired(source.checkout(sha), args.env, sha)
+    except SourceError as exc:
+        print(f"specd ab --propose: {exc}", file=sys.stderr)
+        return 2
+    doc = desired.composed.by_key().get(f"service/{args.service}")
+    if doc is None or doc.spec.promotion.online is None:
+        print(f"specd ab --propose: service {args.service!r} has no promotion.online rule on {branch}", file=sys.stderr)
+        return 2
+    live = live_logs(home, args.service)
+    if live is None:
+        print(f"specd ab --propose: service {args.service!r} is not deployed (no live routing)", file=sys.stderr)
+        return 2
+    predictions, feedback, fingerprint, weights = live
+    try:
+        result = propose(repo=args.repo, branch=branch, env_name=args.env, home=home, service=args.service,
+                         spec_path=doc.path, spec=doc.spec, predictions=predictions, feedback=feedback,
+                         auto_promote=desired.composed.env.auto_promote, routing_fingerprint=fingerprint, weights=weights)
+    except ProposalError as exc:
+        print(f"specd ab --propose: {exc}", file=sys.stderr)
+        return 1
+    print(f"propose: {result.action}" + (f" {result.branch} {result.commit or ''}" if result.branch else ""))
+    for reason in result.reasons:
+        print(f"  {reason}")
     return 0
 
 

@@ -328,6 +328,7 @@ def _status_once(args) -> int:
             "rejected": rejected if rejected and (not succeeded or rejected["ts"] > succeeded["ts"]) else None,
             "resources": [s.to_json() for s in statuses],
         }
+    data["open_proposals"] = _open_proposals(args)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return EXIT_OK
@@ -347,7 +348,24 @@ def _status_once(args) -> int:
     print(f"{'RESOURCE'.ljust(width)}  {'SYNC':<10}  {'HEALTH':<11}  {'LAST SYNC':<9}  MESSAGE")
     for key, sync, health, age, message in rows:
         print(f"{key.ljust(width)}  {sync:<10}  {health:<11}  {age:<9}  {message}")
+    for proposal in data.get("open_proposals", []):
+        print(f"open proposal: {proposal['branch']} {proposal['commit'][:12]} {proposal['subject']}")
     return EXIT_OK
+
+
+def _open_proposals(args) -> list[dict]:
+    """Online-promotion proposal branches not merged into the watched branch (daemon/runtime/proposals.py)."""
+    from dataclasses import asdict
+
+    from daemon.cli.ab import watched_branch
+    from daemon.runtime.proposals import open_proposals
+    from daemon.runtime.source import GitSource, SourceError
+
+    try:
+        source = GitSource(args.repo, watched_branch(args.repo, getattr(args, "branch", None)), specd_home(args.home))
+    except (SourceError, OSError):  # a remote is listed from the daemon's mirror as last fetched: no network here
+        return []
+    return [asdict(p) for p in open_proposals(source.git_dir, source.branch)]
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run, "status": cmd_status}

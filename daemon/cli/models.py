@@ -16,7 +16,8 @@ from typing import Any
 from daemon.shared.paths import bentoml_home, specd_home
 from flows.training import registry
 
-SHOWN_METRICS = ("roc_auc", "accuracy", "f1", "log_loss", "mae", "rmse", "r2")
+SHOWN_METRICS = ("roc_auc", "accuracy", "f1", "log_loss", "ece", "mae", "rmse", "r2")
+CURVES = ("roc_curve", "pr_curve", "calibration_curve")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -24,6 +25,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("name", nargs="?", help="one model (default: all)")
     parser.add_argument("--home", default=None, help="state root (default: $SPECD_HOME or ./.specd)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--report", default=None, metavar="FILE.html",
+                        help="write a self-contained HTML report: ROC, precision-recall and calibration curves and ECE per candidate")
     parser.set_defaults(handler=run)
 
 
@@ -46,6 +49,7 @@ def collect(root: str, name: str | None = None) -> list[dict[str, Any]]:
                     "metrics": {k: v for k, v in (info.get("metrics") or {}).items() if isinstance(v, int | float)},
                     "fairness": (info.get("metrics") or {}).get("fairness", {}),
                     "cv": (info.get("metrics") or {}).get("cv", {}),
+                    "curves": {k: v for k, v in (info.get("metrics") or {}).items() if k in CURVES},
                     "lineage": {k.removeprefix("specd."): v for k, v in labels.items()},
                 }
             releases.append({**release.to_json(), "current": current is not None and current.fingerprint == release.fingerprint,
@@ -95,4 +99,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     models = collect(root, args.name)
     print(json.dumps(models, indent=2, default=str) if args.json else _text(models))
+    if getattr(args, "report", None):
+        from pathlib import Path
+
+        from daemon.cli.model_report import write_report
+
+        write_report(models, Path(args.report))
+        if not args.json:
+            print(f"report written to {args.report}")
     return 0

@@ -248,6 +248,9 @@ class Daemon:
 
             self.schedules = ScheduleRunner(self.home)
             self.tick_hooks.append(self.schedules)
+        from daemon.runtime.proposals import ProposalTicker  # online A/B verdicts → commits (promotion.online)
+
+        self.tick_hooks.append(ProposalTicker(lambda: self.last_valid, self.source.repo, self.source.branch, self.env_name, self.home, self.overrides))
 
     def _tick(self) -> None:
         for hook in self.tick_hooks:

@@ -128,6 +128,7 @@ class EnvironmentSpec(SpecModel):
     name: str
     prune: bool = False  # delete live resources whose spec was removed (per-resource `prune` overrides)
     schedules_enabled: bool = True
+    auto_promote: bool = False  # online A/B verdicts commit to the watched branch instead of a proposal branch
     storage: StorageSection = StorageSection()
     daemon: DaemonSection = DaemonSection()
     prefect: PrefectSection = PrefectSection()

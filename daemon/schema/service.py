@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from daemon.schema.base import Ref, ResourceName, SecretRef, SpecModel
+from daemon.schema.service_promotion import ServicePromotionSpec
 
 PORT_SPAN = 800  # default ports: env.services.port_base + a stable offset in [0, PORT_SPAN)
 
@@ -104,6 +105,7 @@ class ServiceSpec(SpecModel):
     prediction_log: PredictionLogSpec = PredictionLogSpec()
     artifact: ArtifactSpec = ArtifactSpec()
     features_from: FeaturesFromSpec | None = None  # serve by entity key from the online store
+    promotion: ServicePromotionSpec = ServicePromotionSpec()  # online A/B verdicts become Git commits
     prune: bool | None = None
 
     @model_validator(mode="after")
@@ -119,6 +121,9 @@ class ServiceSpec(SpecModel):
         for variant in self.variants:
             if variant.version is not None and not variant.version.startswith(f"{self.model}:"):
                 raise ValueError(f"variant {variant.name}: version {variant.version!r} is not a tag of model {self.model!r}")
+        online = self.promotion.online
+        if online is not None and online.champion not in names:
+            raise ValueError(f"promotion.online.champion: {online.champion!r} is not a variant (variants: {', '.join(names)})")
         return self
 
     def references(self) -> list[Ref]:

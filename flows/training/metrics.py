@@ -1,6 +1,6 @@
 """Evaluation metrics in numpy: classification, regression, per-group and fairness differences.
 
-Numpy only (no scikit-learn in the image): the formulas are short and this keeps evaluation identical
+Numpy only (scikit-learn is a test-only dependency, to cross-check these): the formulas are short and this keeps evaluation identical
 wherever a candidate or a re-scored champion is evaluated. Every value is a plain float/list so results
 go straight into JSON, BentoML metadata and Prometheus gauges.
 """
@@ -51,6 +51,47 @@ def roc_points(y: np.ndarray, score: np.ndarray, max_points: int = 25) -> list[l
     return sorted(points)
 
 
+def pr_points(y: np.ndarray, score: np.ndarray, max_points: int = 25) -> list[list[float]]:
+    """[[recall, precision, threshold], ...] at up to `max_points` thresholds, recall ascending."""
+    positives = max(int(y.sum()), 1)
+    thresholds = np.unique(np.quantile(score, np.linspace(0, 1, max_points))) if y.size else np.array([])
+    points = []
+    for t in thresholds:
+        predicted = score >= t
+        tp = float((predicted & (y == 1)).sum())
+        points.append([_safe_div(tp, positives), _safe_div(tp, float(predicted.sum())) if predicted.any() else 1.0, float(t)])
+    return sorted(points, key=lambda p: (p[0], -p[1]))
+
+
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """Step-wise area under the precision-recall curve at every threshold (scikit-learn's definition)."""
+    positives = int(y.sum())
+    if positives == 0:
+        return float("nan")
+    order = np.argsort(-score, kind="mergesort")
+    s, hits = score[order], y[order].astype(np.float64)
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # the last index of each distinct threshold
+    tp = np.cumsum(hits)[last]
+    precision = tp / (last + 1)
+    recall_steps = np.diff(np.r_[0.0, tp / positives])
+    return float((recall_steps * precision).sum())
+
+
+def calibration(y: np.ndarray, probability: np.ndarray, bins: int = 10) -> tuple[list[list[float]], float]:
+    """Reliability curve [[mean predicted, observed positive rate, rows], ...] over `bins` equal-width bins
+    (empty bins left out, scikit-learn's binning) and the expected calibration error: the row-weighted mean
+    of |observed − predicted| over the bins."""
+    if not y.size:
+        return [], float("nan")
+    index = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], probability)
+    counts = np.bincount(index, minlength=bins)
+    predicted = np.bincount(index, weights=probability, minlength=bins)
+    observed = np.bincount(index, weights=y.astype(np.float64), minlength=bins)
+    curve = [[float(predicted[b] / counts[b]), float(observed[b] / counts[b]), int(counts[b])] for b in range(bins) if counts[b]]
+    ece = float(sum(abs(o - p) * n for p, o, n in curve) / y.size)
+    return curve, ece
+
+
 def binary_metrics(y: np.ndarray, probability: np.ndarray) -> dict[str, Any]:
     y = y.astype(np.int64)
     predicted = (probability >= 0.5).astype(np.int64)
@@ -60,6 +101,7 @@ def binary_metrics(y: np.ndarray, probability: np.ndarray) -> dict[str, Any]:
     fn = int(((predicted == 0) & (y == 1)).sum())
     precision, recall = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
     clipped = np.clip(probability, EPS, 1 - EPS)
+    curve, ece = calibration(y, probability)
     return {
         "accuracy": _safe_div(tp + tn, y.size),
         "precision": precision,
@@ -69,6 +111,10 @@ def binary_metrics(y: np.ndarray, probability: np.ndarray) -> dict[str, Any]:
         "log_loss": float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))) if y.size else float("nan"),
         "confusion_matrix": [[tn, fp], [fn, tp]],
         "roc_curve": roc_points(y, probability),
+        "pr_curve": pr_points(y, probability),
+        "average_precision": average_precision(y, probability),
+        "calibration_curve": curve,
+        "ece": ece,
     }
 
 
