@@ -162,52 +162,44 @@ def cmd_plan(args) -> int:
 
 def cmd_apply(args) -> int:
     from daemon.core.executor import SUCCEEDED
-    from daemon.core.status import Journal
-    from daemon.runtime.reconcile import apply, check, context_for, make_adapters, observe, plan
+    from daemon.runtime.cycle import CycleState, run_cycle
+    from daemon.runtime.journal import Journal
+    from daemon.runtime.reconcile import check, context_for, make_adapters
     from daemon.shared.paths import bentoml_home, journal_path
 
     home = specd_home(args.home)
     os.environ.setdefault("BENTOML_HOME", str(bentoml_home(home)))
     desired = _desired(args, args.rev)
-    adapters = make_adapters(context_for(desired, home, progress=lambda m: print(f"  … {m}", file=sys.stderr)))
-    check(adapters, desired.graph)
-    the_plan = plan(desired, observe(adapters, desired.graph), adapters)
-    print(the_plan.to_text())
-    if not the_plan.has_changes:
-        return EXIT_OK
-    total = len(the_plan.changes)
+    use_prefect = not args.no_prefect
+    server = None
+    adapters = make_adapters(context_for(desired, home, progress=lambda m: print(f"  … {m}", file=sys.stderr), prefect=use_prefect))
     done = []
+    total = 0
+
+    def show_plan(the_plan) -> None:
+        nonlocal total, server
+        total = len(the_plan.changes)
+        print(the_plan.to_text(), flush=True)
+        if use_prefect and the_plan.has_changes:  # a server only when there is something to run
+            from daemon.runtime.prefect_bootstrap import bootstrap_prefect
+
+            server = bootstrap_prefect(home, desired.composed.env)
 
     def progress(result) -> None:
         done.append(result)
         mark = "ok" if result.status == SUCCEEDED else result.status.upper()
         print(f"[{len(done)}/{total}] {result.op} {result.key}: {mark} ({result.duration_s:.1f}s) {result.message}", file=sys.stderr, flush=True)
 
-    server = None
-    use_prefect = not args.no_prefect
-    if use_prefect:
-        from daemon.runtime.prefect_server import LocalPrefectServer, configure_client_env
-
-        configure_client_env(home)
-        if not os.environ.get("PREFECT_API_URL"):
-            env = desired.composed.env
-            if env.prefect.api_url:
-                os.environ["PREFECT_API_URL"] = env.prefect.api_url
-            else:
-                server = LocalPrefectServer(home, env.prefect.host, env.prefect.port)
-                os.environ["PREFECT_API_URL"] = server.start()
-    try:
-        results = apply(the_plan, desired, adapters, use_prefect=use_prefect, on_result=progress)
+    try:  # the daemon's own cycle, once: the same plan, journal events and statuses (daemon.runtime.cycle)
+        check(adapters, desired.graph)
+        outcome = run_cycle(desired, adapters, CycleState(), Journal(journal_path(home)), use_prefect=use_prefect,
+                            on_result=progress, on_plan=show_plan, via="specd apply")
     finally:
         if server:
             server.stop()
-    failed = [r for r in results if r.status != SUCCEEDED]
-    journal = Journal(journal_path(home))  # the same record the daemon keeps: `specd status` reads it
-    for result in results:
-        kind = "ActionSucceeded" if result.status == SUCCEEDED else "ActionFailed"
-        journal.append(kind, desired.revision, resource=result.key, op=result.op, message=result.message, duration_s=round(result.duration_s, 3), via="specd apply")
-    if not failed:
-        journal.append("ReconcileSucceeded", desired.revision, actions=len(results), via="specd apply")
+    if not outcome.results and not outcome.held:
+        return EXIT_OK
+    failed = [r for r in outcome.results.values() if r.status != SUCCEEDED]
     print(f"Applied {total - len(failed)}/{total} action(s)" + (f"; {len(failed)} failed or blocked." if failed else "."))
     return EXIT_ERROR if failed else EXIT_OK
 
@@ -236,37 +228,35 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from daemon.core.status import Journal, resource_statuses
+    from daemon.core.status import resource_statuses
+    from daemon.runtime.cycle import CycleState, status_document
     from daemon.runtime.daemon import DaemonLock
+    from daemon.runtime.journal import EventType, Journal
     from daemon.runtime.reconcile import context_for, make_adapters, observe
-    from daemon.shared.paths import lock_path
+    from daemon.shared.fsio import read_json
+    from daemon.shared.paths import journal_path, lock_path, status_path
 
     home = specd_home(args.home)
     lock = DaemonLock(lock_path(home))
-    status_file = home / "status.json"
     try:
         lock.acquire()
         running = False
         lock.release()
     except Exception:
         running = True
-    if running and status_file.exists():
-        data = json.loads(status_file.read_text())
+    data = read_json(status_path(home)) if running else None
+    if data is not None:
         data["daemon"] = "running"
-    else:
+    else:  # no daemon: observe now, with the applied revision and rejection from the journal
         desired = _desired(args, None)
         observed = observe(make_adapters(context_for(desired, home)), desired.graph)
-        statuses = resource_statuses(desired.graph, observed, desired.revision)
-        journal = Journal(home / "events.jsonl")
-        succeeded = journal.last("ReconcileSucceeded")
-        rejected = journal.last("RevisionRejected")
-        data = {
-            "daemon": "stopped",
-            "revision": succeeded["revision"] if succeeded else None,
-            "desired_revision": desired.revision,
-            "rejected": rejected if rejected and (not succeeded or rejected["ts"] > succeeded["ts"]) else None,
-            "resources": [s.to_json() for s in statuses],
-        }
+        journal = Journal(journal_path(home))
+        succeeded = journal.last(EventType.RECONCILE_SUCCEEDED)
+        rejected = journal.last(EventType.REVISION_REJECTED)
+        state = CycleState(desired_revision=desired.revision, applied_revision=succeeded["revision"] if succeeded else None,
+                           statuses={s.key: s for s in resource_statuses(desired.graph, observed, desired.revision)})
+        data = status_document(state, rejected=rejected if rejected and (not succeeded or rejected["ts"] > succeeded["ts"]) else None,
+                               daemon="stopped")
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return EXIT_OK

@@ -1,9 +1,12 @@
 """The resource graph: references → a DAG in dependency waves, and content fingerprints.
 
-A resource's fingerprint = sha256 of (kind, name, normalised spec, upstream fingerprints, the kind's
-code version, and any external input digests). Comments, key order, formatting and explicitly written
-defaults do not change the normalised spec, so they do not change the fingerprint. Secrets are in the
-spec only as `secret:NAME` markers, so no secret value can reach a fingerprint.
+The fingerprint rule (README and daemon/CONTRACTS.md say the same): a resource's fingerprint = sha256 of
+(kind, name, normalised spec, upstream fingerprints, the kind's code version). Nothing read from outside
+Git is in it: external inputs (an edited CSV, upstream data that advanced) are compared by the adapter's
+observe with what the live build recorded, and a difference is an `Observed.drift` reason ("inputs
+changed"), not a different fingerprint. Comments, key order, formatting and explicitly written defaults
+do not change the normalised spec, so they do not change the fingerprint. Secrets are in the spec only as
+`secret:NAME` markers, so no secret value can reach a fingerprint.
 """
 
 from __future__ import annotations
@@ -60,14 +63,13 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def fingerprint(kind: str, name: str, data: Mapping[str, Any], upstream: Mapping[str, str], code_version: str, inputs: Mapping[str, str] | None = None) -> str:
+def fingerprint(kind: str, name: str, data: Mapping[str, Any], upstream: Mapping[str, str], code_version: str) -> str:
     material = {
         "kind": kind,
         "name": name,
         "spec": data,
         "upstream": dict(sorted(upstream.items())),
         "code": code_version,
-        "inputs": dict(sorted((inputs or {}).items())),
     }
     return hashlib.sha256(canonical_json(material).encode()).hexdigest()
 

@@ -26,12 +26,18 @@ class Kind:
     # Optional "module:function(composed) -> list[SpecDoc]": resources derived from other specs
     # (e.g. one generated dashboard per service). Must be pure and light.
     derive: str | None = None
+    # Optional "module:function(home, *, prefect, keep_services) -> list of objects with tick() and close()":
+    # the kind's long-lived helpers (a process supervisor, a worker pool). The daemon calls every hook's
+    # tick() between cycles and close() on stop, so the loop never names a kind.
+    lifecycle: str | None = None
 
 
 KINDS: tuple[Kind, ...] = (
-    Kind("table", "tables", "daemon.schema.table:TableSpec", "daemon.adapters.tables.adapter:TableAdapter", "table/1", 10),
+    Kind("table", "tables", "daemon.schema.table:TableSpec", "daemon.adapters.tables.adapter:TableAdapter", "table/1", 10,
+         lifecycle="daemon.adapters.tables.runner:hooks"),
     Kind("model", "models", "daemon.schema.model:ModelSpec", "daemon.adapters.models.adapter:ModelAdapter", "model/1", 20),
-    Kind("service", "services", "daemon.schema.service:ServiceSpec", "daemon.adapters.services.adapter:ServiceAdapter", "service/1", 30),
+    Kind("service", "services", "daemon.schema.service:ServiceSpec", "daemon.adapters.services.adapter:ServiceAdapter", "service/1", 30,
+         lifecycle="daemon.adapters.services.lifecycle:hooks"),
     Kind("dashboard", "dashboards", "daemon.schema.dashboard:DashboardSpec", "daemon.adapters.dashboards:DashboardAdapter", "dashboard/1", 40, derive="dashboards.derive:derive_all"),
 )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -44,6 +44,7 @@ class Action:
     depends_on: tuple[str, ...] = ()
     wave: int = 0
     summary: str = ""  # adapter's one-liner: what will happen and what it costs
+    drift: tuple[str, ...] = ()  # why the live resource differs although its fingerprint may match (Observed.drift)
 
     @property
     def key(self) -> str:
@@ -75,6 +76,7 @@ class Plan:
             item = asdict(action)
             item["op"] = str(action.op)
             item["depends_on"] = list(action.depends_on)
+            item["drift"] = list(action.drift)
             item["changes"] = list(self.property_changes.get(action.key, ()))
             actions.append(item)
         return {
@@ -111,7 +113,7 @@ class Plan:
         return "\n".join(lines)
 
 
-Describer = Callable[[Action, Resource | None], str]
+Describer = Callable[[Action, Resource | None, Observed | None], str]
 
 
 def make_plan(
@@ -145,27 +147,30 @@ def make_plan(
             actions.append(Action(kind, name, Op.ORPHAN, "spec removed; kept because prune is off", None, live.fingerprint, wave=max_wave + 1))
     if describe:
         actions = [
-            _with_summary(a, describe(a, desired.get(a.key))) if a.op in CHANGING else a for a in actions
+            _with_summary(a, describe(a, desired.get(a.key), observed.get(a.key))) if a.op in CHANGING else a for a in actions
         ]
     return Plan(revision, env, tuple(actions), base_revision, dict(property_changes or {}))
 
 
 def _with_summary(action: Action, summary: str) -> Action:
-    from dataclasses import replace
-
     return replace(action, summary=summary)
 
 
 def _diff(resource: Resource, live: Observed) -> Action:
-    common = dict(fingerprint=resource.fingerprint, previous=live.fingerprint, depends_on=resource.depends_on, wave=resource.wave)
+    """One resource: the op and its reason. A fingerprint mismatch means the spec (or the code, or an
+    upstream's fingerprint) changed; `live.drift` says why an equal fingerprint is still not in sync."""
+    common = dict(fingerprint=resource.fingerprint, previous=live.fingerprint, depends_on=resource.depends_on, wave=resource.wave, drift=tuple(live.drift))
     if not live.exists:
         return Action(resource.kind, resource.name, Op.CREATE, "does not exist yet", **common)
-    if live.fingerprint == resource.fingerprint:
+    same = live.fingerprint == resource.fingerprint
+    if same and not live.drift:
         return Action(resource.kind, resource.name, Op.UNCHANGED, "up to date", **common)
+    why = ([] if same else ["spec changed"]) + list(live.drift)
     handle = live.restorable.get(resource.fingerprint)
     if handle is not None:
-        return Action(resource.kind, resource.name, Op.RESTORE, f"an earlier build matches ({handle}); no recompute", restore_from=handle, **common)
-    return Action(resource.kind, resource.name, Op.UPDATE, "spec or inputs changed", **common)
+        drifted = "".join(f"{d}; " for d in live.drift)
+        return Action(resource.kind, resource.name, Op.RESTORE, f"{drifted}an earlier build matches ({handle}); no recompute", restore_from=handle, **common)
+    return Action(resource.kind, resource.name, Op.UPDATE, "; ".join(why), **common)
 
 
 def property_diff(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, prefix: str = "") -> list[str]:

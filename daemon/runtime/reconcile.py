@@ -7,6 +7,7 @@ sees is the text the daemon logs. Each step passes immutable data; only adapters
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,14 +49,21 @@ def load_desired(checkout: Path, env_name: str, revision: str, overrides: Sequen
     return Desired(revision, checkout, composed, graph)
 
 
-def context_for(desired: Desired, home: Path, progress: Callable[[str], None] | None = None) -> AdapterContext:
+def context_for(desired: Desired, home: Path, progress: Callable[[str], None] | None = None, *, prefect: bool = True) -> AdapterContext:
+    """`prefect`: whether this run has a Prefect API (deployments are observed and written on it)."""
     return AdapterContext(
         env=desired.composed.env,
         home=home,
         repo_dir=desired.checkout,
         revision=desired.revision,
         progress=progress or (lambda message: None),
+        prefect_api=prefect_api_url(desired.composed.env) if prefect else None,
     )
+
+
+def prefect_api_url(env) -> str:
+    """The Prefect API a run uses: PREFECT_API_URL, the overlay's prefect.api_url, or the local server."""
+    return os.environ.get("PREFECT_API_URL") or env.prefect.api_url or f"http://{env.prefect.host}:{env.prefect.port}/api"
 
 
 def make_adapters(ctx: AdapterContext) -> dict[str, Adapter]:
@@ -87,9 +95,9 @@ def plan(desired: Desired, observed: Mapping[str, Observed], adapters: Mapping[s
         if resource.key in base_data and (lines := property_diff(base_data[resource.key], resource.data)):
             changes[resource.key] = tuple(lines)
 
-    def describe(action: Action, resource: Resource | None) -> str:
+    def describe(action: Action, resource: Resource | None, live: Observed | None) -> str:
         adapter = adapters.get(action.kind)
-        return adapter.describe(action, resource) if adapter else ""
+        return adapter.describe(action, resource, live) if adapter else ""
 
     return make_plan(
         desired.revision,

@@ -34,9 +34,15 @@ class SpecErrors(Exception):
         super().__init__("\n".join(str(i) for i in self.issues))
 
 
-class ApplyError(Exception):
-    """An action failed. `transient` errors are retried with backoff; others fail at once."""
+APPLY_FAILED = "ApplyFailed"  # the reason when an adapter names none
 
-    def __init__(self, message: str, *, transient: bool = False):
+
+class ApplyError(Exception):
+    """An action failed, Flux style: a `reason` (a CamelCase word such as `QualityFailed` or
+    `BuildCrashed`) that reaches the resource's `Stalled` condition, and whether it is `transient`
+    (retried with backoff) or not (fails at once)."""
+
+    def __init__(self, message: str, *, reason: str = APPLY_FAILED, transient: bool = False):
         super().__init__(message)
+        self.reason = reason or APPLY_FAILED
         self.transient = transient

@@ -18,11 +18,13 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.adapters.base import AdapterContext
 from daemon.adapters.models.check import check_models, source_table
+from daemon.core.plan import Op
 from daemon.core.state import DEGRADED, HEALTHY, ApplyOutcome, Observed
 from daemon.shared.errors import ApplyError, SpecIssue
 from daemon.shared.paths import bentoml_home, logs_dir, runtime_dir
@@ -43,7 +45,23 @@ class ModelAdapter:
     # -- observe -------------------------------------------------------------------------------------
     def observe(self, resources: Sequence[Resource]) -> dict[str, Observed]:
         names = {r.name for r in resources} | set(registry.list_models(self.root))
-        return {f"model/{name}": self._observe_one(name) for name in sorted(names)}
+        observed = {f"model/{name}": self._observe_one(name) for name in sorted(names)}
+        for resource in resources:
+            live = observed[resource.key]
+            if live.fingerprint != resource.fingerprint:  # a change will be planned: what would it train?
+                observed[resource.key] = replace(live, details={**live.details, "preview": self._preview(resource)})
+        return observed
+
+    def _preview(self, resource: Resource) -> dict[str, Any]:
+        """Which candidates would train and which are reused, read now so that `describe` stays pure."""
+        from daemon.adapters.models.train import preview
+
+        try:
+            uri, options = source_table(self.ctx, resource.spec.data.table)
+            to_train, reused, minutes = preview(self.ctx, resource, uri, options, self.root)
+        except Exception as exc:  # no live table yet (or unreadable): describe says what the spec asks for
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        return {"to_train": list(to_train), "reused": list(reused), "minutes": minutes}
 
     def _observe_one(self, name: str) -> Observed:
         from flows.training.artifact import artifact_complete
@@ -70,10 +88,11 @@ class ModelAdapter:
     def check(self, resources: Sequence[Resource], graph: Graph) -> list[SpecIssue]:
         return check_models(self.ctx, resources, graph)
 
-    def describe(self, action: Action, resource: Resource | None) -> str:
-        if action.op == "restore":
+    def describe(self, action: Action, resource: Resource | None, live: Observed | None = None) -> str:
+        """Pure: the spec and what observe recorded (`details["preview"]`), no I/O."""
+        if action.op == Op.RESTORE:
             return "make the earlier release current again (no training)"
-        if action.op in ("delete",):
+        if action.op == Op.DELETE:
             return "remove the model's releases and stored artifacts"
         if resource is None:
             return ""
@@ -84,14 +103,11 @@ class ModelAdapter:
         needed = f"by ≥ {margin:g}" if margin > 0 else "any improvement"
         folds = f", {spec.split.folds}-fold CV" if spec.split.folds else ""
         rule = f"promote by {spec.promotion.metric} ({spec.metric_direction()}, {needed})"
-        try:
-            from daemon.adapters.models.train import preview
-
-            uri, options = source_table(self.ctx, spec.data.table)
-            to_train, reused, minutes = preview(self.ctx, resource, uri, options, self.root)
-        except Exception:  # no live table yet (or unreadable): say what the spec asks for
+        preview = dict((live.details if live else {}).get("preview") or {})
+        if "to_train" not in preview:  # no live table yet (or unreadable): say what the spec asks for
             names = ", ".join(spec.candidates)
             return f"train up to {len(spec.candidates)} candidate(s) ({names}) on {unit}{folds}, {rule}"
+        to_train, reused, minutes = preview["to_train"], preview["reused"], preview.get("minutes")
         work = f"train candidate{'s' if len(to_train) != 1 else ''} {', '.join(to_train)} on {unit}{folds}" if to_train else "train nothing"
         if minutes is not None:
             work += f" (~{max(minutes, 0.1):.1f} {unit}-min)"
@@ -101,11 +117,11 @@ class ModelAdapter:
 
     # -- apply ---------------------------------------------------------------------------------------
     def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:
-        if action.op == "restore":
+        if action.op == Op.RESTORE:
             return self._restore(action)
-        if action.op == "delete":
+        if action.op == Op.DELETE:
             return self._delete(action.name)
-        if action.op in ("create", "update"):
+        if action.op in (Op.CREATE, Op.UPDATE):
             assert resource is not None
             return self._train(resource)
         return ApplyOutcome(f"nothing to do ({action.op})")

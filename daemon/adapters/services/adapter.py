@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.adapters.base import AdapterContext
 from daemon.adapters.services.supervisor import Launch, Supervisor, process_start_time
+from daemon.core.plan import Op
 from daemon.core.state import DEGRADED, HEALTHY, MISSING_OBSERVED, PROGRESSING, ApplyOutcome, Observed
 from daemon.schema.service import ServiceSpec, default_port
 from daemon.shared.errors import ApplyError, SpecIssue
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 
 ACK_TIMEOUT_S = 60.0
 HISTORY = 20  # routings remembered per service (restorable fingerprints)
-NOT_RUNNING = "~not-running"  # suffix on the observed fingerprint: the plan re-applies to start it again
+NOT_RUNNING = "process not running"  # drift reason: the plan re-applies to start it again
+LAUNCH_CHANGED = "launch settings changed"  # drift reason: port, workers or host differ from the spec
 
 
 class ServiceAdapter:
@@ -49,7 +51,7 @@ class ServiceAdapter:
         env = self.ctx.env.services
         return Launch(name, spec.host or env.host, spec.port or default_port(name, env.port_base), spec.workers or env.workers)
 
-    def describe(self, action: Action, resource: Resource | None) -> str:
+    def describe(self, action: Action, resource: Resource | None, live: Observed | None = None) -> str:
         if resource is None:
             return "stop the service process (prediction tables are kept)"
         spec: ServiceSpec = resource.spec
@@ -95,21 +97,20 @@ class ServiceAdapter:
         restorable = {p.stem: f"routing {p.stem[:12]}, models already in the store"
                       for p in (self.supervisor.service_dir(name) / "history").glob("*.json") if p.stem != fingerprint}
         if state.launch is None:
-            return Observed(True, f"{fingerprint}{NOT_RUNNING}", revision, DEGRADED, "routing exists but no process (stopped)", prune=prune, restorable=restorable, details=details)
-        if resource is not None and self.launch_for(name, resource.spec) != state.launch:
-            fingerprint = f"{fingerprint}~launch-changed"
+            return Observed(True, fingerprint, revision, DEGRADED, "routing exists but no process (stopped)", prune=prune, restorable=restorable, details=details, drift=(NOT_RUNNING,))
+        drift = (LAUNCH_CHANGED,) if resource is not None and self.launch_for(name, resource.spec) != state.launch else ()
         if not state.running:
-            return Observed(True, fingerprint, revision, DEGRADED, f"process not running: {state.message}", prune=prune, restorable=restorable, details=details)
+            return Observed(True, fingerprint, revision, DEGRADED, f"process not running: {state.message}", prune=prune, restorable=restorable, details=details, drift=drift)
         degraded = [w for w in workers if w.get("degraded")]
         if failure or degraded:
             message = (failure or {}).get("message") or f"worker {degraded[0]['pid']}: {degraded[0]['error']}"
-            return Observed(True, fingerprint, revision, DEGRADED, message, prune=prune, restorable=restorable, details=details)
+            return Observed(True, fingerprint, revision, DEGRADED, message, prune=prune, restorable=restorable, details=details, drift=drift)
         if not state.ready:
-            return Observed(True, fingerprint, revision, PROGRESSING, "starting (not ready yet)", prune=prune, restorable=restorable, details=details)
+            return Observed(True, fingerprint, revision, PROGRESSING, "starting (not ready yet)", prune=prune, restorable=restorable, details=details, drift=drift)
         lagging = [w["pid"] for w in workers if w.get("applied_fingerprint") != routing.get("fingerprint")]
         if lagging:
-            return Observed(True, fingerprint, revision, PROGRESSING, f"workers {lagging} still loading the routing", prune=prune, restorable=restorable, details=details)
-        return Observed(True, fingerprint, revision, HEALTHY, f"serving on {state.launch.host}:{state.launch.port}", prune=prune, restorable=restorable, details=details)
+            return Observed(True, fingerprint, revision, PROGRESSING, f"workers {lagging} still loading the routing", prune=prune, restorable=restorable, details=details, drift=drift)
+        return Observed(True, fingerprint, revision, HEALTHY, f"serving on {state.launch.host}:{state.launch.port}", prune=prune, restorable=restorable, details=details, drift=drift)
 
     def worker_statuses(self, name: str) -> list[dict[str, Any]]:
         """Status files of live workers (a dead worker's file is ignored)."""
@@ -129,8 +130,6 @@ class ServiceAdapter:
 
     # ---- apply -------------------------------------------------------------------------------------------
     def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:
-        from daemon.core.plan import Op
-
         if action.op == Op.DELETE:
             stopped = self.supervisor.stop(action.name)
             directory = self.supervisor.service_dir(action.name)

@@ -19,14 +19,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.adapters.base import AdapterContext
-from daemon.adapters.tables.metrics import record_build, record_version
+from daemon.adapters.tables.deployments import (
+    ScheduleObserver,
+    any_recorded,
+    human_cron,
+    only_schedule_drift,
+    record_path,
+    remember,
+    wanted,
+)
+from daemon.adapters.tables.metrics import record_build, record_quality_failure, record_version
+from daemon.core.plan import Op
 from daemon.core.state import DEGRADED, HEALTHY, MISSING_OBSERVED, ApplyOutcome, Observed
 from daemon.shared.errors import ApplyError, SpecIssue
+from daemon.shared.fsio import read_json
 from flows.tables import (
     BUILD_KEY,
     DATA_ID,
@@ -49,7 +60,7 @@ if TYPE_CHECKING:
 
 DIGESTED_SOURCES = ("file", "package")  # sources whose inputs live outside Git and can be digested cheaply
 CALLABLE_MODULES_ENV = "SPECD_TABLE_CALLABLE_MODULES"  # overrides the overlay's tables.callable_modules
-STALE = "+stale-inputs"
+INPUTS_CHANGED = "inputs changed"  # drift reason: same spec, different external inputs or upstream data
 CODE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
@@ -66,6 +77,7 @@ class TableAdapter:
         logs = {r.name: read_table_log(table_uri(self.root, r.name), self._options()) for r in resources}
         keys = self.expected_keys(resources, logs)
         observed = {r.key: self._observed(r, logs[r.name], keys[r.name]) for r in resources}
+        self._observe_schedules(resources, observed)
         for name, log in logs.items():
             if log is not None and log.latest is not None:
                 record_version(name, log.version, log.latest.timestamp_ms / 1000)
@@ -77,6 +89,21 @@ class TableAdapter:
             if log is not None and log.latest is not None:  # only tables specd built
                 observed[f"table/{name}"] = _live(log, prune=_prune(log.latest.metadata.get(PRUNE, "")))
         return observed
+
+    def _observe_schedules(self, resources: Sequence[Resource], observed: dict[str, Observed]) -> None:
+        """The schedule deployments are part of each table's state: drift reasons and scheduled-run health."""
+        if not self.ctx.prefect_api or not (any(r.spec.schedule or r.spec.maintenance.schedule for r in resources) or any_recorded(self.ctx.home)):
+            return
+        schedules = ScheduleObserver(self.ctx)
+        for resource in resources:
+            live = observed[resource.key]
+            if not live.exists:
+                continue
+            drift, problem = schedules.drift(resource), schedules.run_problem(resource)
+            if drift or problem:
+                observed[resource.key] = replace(
+                    live, drift=live.drift + tuple(drift),
+                    health=DEGRADED if problem else live.health, message=problem or live.message)
 
     def expected_keys(self, resources: Sequence[Resource], logs: dict[str, TableLog | None]) -> dict[str, str]:
         """Build key each desired table would have if built now (resources arrive in dependency order)."""
@@ -108,20 +135,18 @@ class TableAdapter:
             return Observed(exists=True, health=DEGRADED, message="a Delta table not built by specd is in the way")
         meta = latest.metadata
         fingerprint = meta.get(FINGERPRINT)
+        drift: list[str] = []
         if fingerprint == resource.fingerprint and meta.get(BUILD_KEY) != key:
-            fingerprint = f"{fingerprint}{STALE}"  # same spec, different inputs: plan sees a change
+            drift.append(INPUTS_CHANGED)  # same spec, different inputs: plan sees a change
         restorable: dict[str, str] = {}
         if resource.spec.cursor is None and resource.spec.write.mode != "append":  # incremental: never roll back
             for commit in log.commits:
                 if commit.version != log.version and commit.complete and commit.metadata.get(BUILD_KEY) == key:
                     restorable[str(commit.metadata[FINGERPRINT])] = str(commit.version)
-        failure = self._last_failure(resource.name)
         health, message = HEALTHY, _describe_commit(log)
-        if failure and failure.get("fingerprint") == resource.fingerprint and failure.get("reason") == "QualityFailed":
-            health, message = DEGRADED, failure.get("error", "quality checks failed")
         return Observed(
             exists=True, fingerprint=fingerprint, revision=meta.get(GIT_SHA), health=health, message=message,
-            restorable=restorable, prune=_prune(meta.get(PRUNE, "")), details=_details(log),
+            restorable=restorable, prune=_prune(meta.get(PRUNE, "")), details=_details(log), drift=tuple(drift),
         )
 
     # ------------------------------------------------------------------------------------ check
@@ -146,14 +171,16 @@ class TableAdapter:
         return issues
 
     # ------------------------------------------------------------------------------------ describe
-    def describe(self, action: Action, resource: Resource | None) -> str:
-        op = str(action.op)
-        if op == "restore":
+    def describe(self, action: Action, resource: Resource | None, live: Observed | None = None) -> str:
+        op = action.op
+        if op == Op.RESTORE:
             return f"restore Delta version {action.restore_from} (no recompute)"
-        if op == "delete":
+        if op == Op.DELETE:
             return "remove the table and its quarantine"
         if resource is None:
             return ""
+        if action.previous == action.fingerprint and only_schedule_drift(action.drift):
+            return "write the Prefect deployment (no rebuild)"
         spec = resource.spec
         source = spec.source
         inputs = len(source.inputs) if source.type == "table" else 1
@@ -169,22 +196,62 @@ class TableAdapter:
         stages = [name for name in ("clean", "features", "quality", "privacy") if getattr(spec, name) is not None]
         if stages:
             text += ": " + ", ".join(stages)
-        if action.previous and action.previous.endswith(STALE):
+        if INPUTS_CHANGED in action.drift:
             text += "; inputs changed"
         return text
 
     # ------------------------------------------------------------------------------------ apply
     def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:
-        op = str(action.op)
-        if op in ("create", "update"):
+        op = action.op
+        if op == Op.UPDATE and action.previous == action.fingerprint and only_schedule_drift(action.drift):
             assert resource is not None
-            return self.build(resource)
-        if op == "restore":
+            return ApplyOutcome(self.sync_schedules(resource) or "schedules in sync")  # nothing to rebuild
+        if op in (Op.CREATE, Op.UPDATE):
+            assert resource is not None
+            return self._with_schedules(self.build(resource), resource)
+        if op == Op.RESTORE:
             assert resource is not None and action.restore_from is not None
-            return self.restore(resource, int(action.restore_from))
-        if op == "delete":
-            return self.delete(action.name)
+            return self._with_schedules(self.restore(resource, int(action.restore_from)), resource)
+        if op == Op.DELETE:
+            outcome = self.delete(action.name)
+            note = self.sync_schedules(None, action.name)
+            return replace(outcome, message=f"{outcome.message}; {note}") if note else outcome
         return ApplyOutcome("nothing to do")
+
+    def _with_schedules(self, outcome: ApplyOutcome, resource: Resource) -> ApplyOutcome:
+        note = self.sync_schedules(resource)
+        return replace(outcome, message=f"{outcome.message}; {note}") if note else outcome
+
+    def sync_schedules(self, resource: Resource | None, name: str | None = None) -> str:
+        """Make this table's Prefect deployments what its spec asks for (none for a deleted table).
+        Part of the table's planned action; imports prefect (apply path only)."""
+        if not self.ctx.prefect_api:
+            return ""
+        name = resource.name if resource is not None else name
+        assert name is not None
+        want = wanted(resource, self.ctx.env.schedules_enabled) if resource is not None else {}
+        if not want and not self._has_recorded(name) and not (resource is not None and (resource.spec.schedule or resource.spec.maintenance.schedule)):
+            return ""
+        from daemon.adapters.tables.schedules import entries_for
+        from flows.tables.schedules import sync_schedules
+
+        entries = entries_for([resource], self, enabled=self.ctx.env.schedules_enabled) if resource is not None else []
+        try:
+            report = sync_schedules(entries, tables={name})
+        except Exception as exc:  # Prefect refused or unreachable: the action fails and is retried
+            raise ApplyError(f"table {name}: could not write its schedule deployments: {type(exc).__name__}: {exc}",
+                             reason="ScheduleSyncFailed", transient=True) from None
+        remember(self.ctx.home, name, want)
+        changed = {k: v for k, v in report.items() if v and k != "unchanged"}
+        if not changed:
+            return ""
+        text = ", ".join(f"{k} {', '.join(v)}" for k, v in sorted(changed.items()))
+        wanted_text = "; ".join(f"{w.what} {human_cron(w.cron)}" for w in want.values())
+        return f"schedules {text}" + (f" ({wanted_text})" if wanted_text else "")
+
+    def _has_recorded(self, name: str) -> bool:
+        recorded = read_json(record_path(self.ctx.home)) or {}
+        return any(isinstance(v, dict) and v.get("table") == name for v in recorded.values())
 
     def job_for(self, resource: Resource, git_sha: str | None = None) -> dict[str, Any]:
         """The build job (plain JSON data) for one desired table."""
@@ -212,9 +279,9 @@ class TableAdapter:
         started = time.monotonic()
         result = self._run(job)
         if not result.get("ok"):
-            self._record_failure(resource, result)
-            raise ApplyError(result.get("error", "build failed"), transient=bool(result.get("transient")))
-        self._clear_failure(resource.name)
+            if result.get("reason") == "QualityFailed":
+                record_quality_failure(resource.name, result.get("error", ""))
+            raise ApplyError(result.get("error", "build failed"), reason=result.get("reason") or "BuildFailed", transient=bool(result.get("transient")))
         record_build(resource.name, result, time.monotonic() - started)
         message = f"v{result['version']}: {result['message']}" if result.get("committed") else result.get("message", "")
         return ApplyOutcome(message, {"version": result.get("version"), "rows": result.get("rows", {}), "quality": result.get("quality", {})})
@@ -273,30 +340,6 @@ class TableAdapter:
         from daemon.shared.secrets import is_secret_ref, resolve_secret
 
         return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
-
-    def _status_path(self, name: str) -> Path:
-        return self.state_dir / "status" / f"{name}.json"
-
-    def _last_failure(self, name: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self._status_path(name).read_text())
-        except (OSError, ValueError):
-            return None
-
-    def _record_failure(self, resource: Resource, result: dict[str, Any]) -> None:
-        path = self._status_path(resource.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"fingerprint": resource.fingerprint, "reason": result.get("reason"), "error": result.get("error"), "at": time.time()}
-        tmp = path.with_suffix(".partial")
-        tmp.write_text(json.dumps(payload))
-        os.replace(tmp, path)
-        if result.get("reason") == "QualityFailed":
-            from daemon.adapters.tables.metrics import record_quality_failure
-
-            record_quality_failure(resource.name, result.get("error", ""))
-
-    def _clear_failure(self, name: str) -> None:
-        self._status_path(name).unlink(missing_ok=True)
 
 
 def run_build_process(job: dict[str, Any], state_dir: Path) -> dict[str, Any]:
