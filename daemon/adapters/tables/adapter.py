@@ -196,6 +196,9 @@ class TableAdapter:
         stages = [name for name in ("clean", "features", "quality", "privacy") if getattr(spec, name) is not None]
         if stages:
             text += ": " + ", ".join(stages)
+        scheduled = [f"{w.what} {human_cron(w.cron)}" for w in wanted(resource, self.ctx.env.schedules_enabled).values()] if self.ctx.prefect_api else []
+        if scheduled:
+            text += "; then " + ", ".join(scheduled)
         if INPUTS_CHANGED in action.drift:
             text += "; inputs changed"
         return text
