@@ -21,6 +21,7 @@ from daemon.core.graph import Graph, Resource, build_graph, resolve_references
 from daemon.core.kinds import KINDS, load_object
 from daemon.core.plan import Action, Plan, make_plan, property_diff
 from daemon.core.state import Observed
+from daemon.runtime.prefect_runner import run_plan_in_prefect, to_run_logger
 from daemon.shared.errors import SpecErrors, SpecIssue
 
 
@@ -56,9 +57,19 @@ def context_for(desired: Desired, home: Path, progress: Callable[[str], None] | 
         home=home,
         repo_dir=desired.checkout,
         revision=desired.revision,
-        progress=progress or (lambda message: None),
+        progress=_teed(progress),
         prefect_api=prefect_api_url(desired.composed.env) if prefect else None,
     )
+
+
+def _teed(progress: Callable[[str], None] | None) -> Callable[[str], None]:
+    """Progress lines go to the caller (terminal, daemon log) and to the running Prefect task's log."""
+    def emit(message: str) -> None:
+        if progress is not None:
+            progress(message)
+        to_run_logger(message)
+
+    return emit
 
 
 def prefect_api_url(env) -> str:
@@ -140,7 +151,5 @@ def apply(
 
     options = dict(max_parallel=env.daemon.max_parallel_actions, retries=env.daemon.action_retries, backoff_s=env.daemon.retry_backoff_s, on_result=on_result)
     if use_prefect:
-        from daemon.runtime.prefect_runner import run_plan_in_prefect
-
         return asyncio.run(run_plan_in_prefect(the_plan, run_action, **options))
     return asyncio.run(execute(the_plan, run_action, **options))

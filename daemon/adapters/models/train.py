@@ -160,7 +160,11 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
     trained = [c for c in jobs if c not in reused]
     return ApplyOutcome(decision.reason, {"champion": decision.champion, "challengers": list(decision.challengers),
                                           "trained": trained, "reused": list(reused), "outcome": decision.outcome,
-                                          "delta_version": version})
+                                          "delta_version": version,
+                                          # rows of the Prefect table artifact (daemon.runtime.prefect_runner.REPORT)
+                                          "report": [{"candidate": c, "status": info["status"], "champion": info["tag"] == decision.champion,
+                                                      **{k: v for k, v in info["metrics"].items() if isinstance(v, int | float)}}
+                                                     for c, info in candidates.items()]})
 
 
 def _stored_cv(tag: str, root: str) -> dict[str, Any]:
