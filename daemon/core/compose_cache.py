@@ -10,12 +10,12 @@ a second `specd plan` is warm too.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from daemon.shared.fsio import atomic_write_bytes
 
 _DEFAULTS = re.compile(r"^defaults\s*:", re.MULTILINE)
 FORMAT = 1
@@ -58,9 +58,5 @@ class ComposeCache:
     def save(self) -> None:
         if not (self.path and self.dirty):
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".compose-")
-        with os.fdopen(fd, "wb") as handle:
-            pickle.dump((FORMAT, self.entries), handle, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, self.path)
+        atomic_write_bytes(self.path, pickle.dumps((FORMAT, self.entries), protocol=pickle.HIGHEST_PROTOCOL), durable=False)
         self.dirty = False

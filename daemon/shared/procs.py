@@ -8,13 +8,14 @@ mistakes a recycled pid for it. Stopping sends SIGINT, then SIGTERM, then SIGKIL
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from daemon.shared.fsio import atomic_write_json, read_json
 
 
 def process_start_time(pid: int) -> int | None:
@@ -40,17 +41,14 @@ class PidRecord:
 
     @classmethod
     def read(cls, path: Path) -> PidRecord | None:
+        data = read_json(path)
         try:
-            data = json.loads(path.read_text())
-            return cls(int(data["pid"]), int(data["start_time"]), dict(data.get("meta", {})))
-        except (OSError, ValueError, KeyError):
+            return cls(int(data["pid"]), int(data["start_time"]), dict(data.get("meta", {}))) if data else None
+        except (ValueError, KeyError, TypeError):
             return None
 
     def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps({"pid": self.pid, "start_time": self.start_time, "meta": self.meta}))
-        os.replace(tmp, path)
+        atomic_write_json(path, {"pid": self.pid, "start_time": self.start_time, "meta": self.meta}, mode=0o644)
 
     def alive(self) -> bool:
         return alive(self.pid, self.start_time)

@@ -27,6 +27,7 @@ from daemon.core.plan import Op
 from daemon.core.state import DEGRADED, HEALTHY, MISSING_OBSERVED, PROGRESSING, ApplyOutcome, Observed
 from daemon.schema.service import ServiceSpec, default_port
 from daemon.shared.errors import ApplyError, SpecIssue
+from daemon.shared.fsio import read_json
 from daemon.shared.paths import bentoml_home
 
 if TYPE_CHECKING:
@@ -123,10 +124,7 @@ class ServiceAdapter:
 
     @staticmethod
     def _read_json(path: Path) -> dict[str, Any] | None:
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+        return read_json(path)
 
     # ---- apply -------------------------------------------------------------------------------------------
     def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.shared.fsio import atomic_write_json, read_json
 from daemon.shared.paths import bentoml_home, runtime_dir
 from daemon.shared.procs import process_start_time
 
@@ -117,15 +118,10 @@ class Supervisor:
         return self.service_dir(name) / "process.json"
 
     def read_record(self, name: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self._record_path(name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+        return read_json(self._record_path(name))
 
     def _write_record(self, name: str, record: dict[str, Any]) -> None:
-        from bentos.routing import write_json_atomic
-
-        write_json_atomic(self._record_path(name), record, mode=0o644)
+        atomic_write_json(self._record_path(name), record, mode=0o644)
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
