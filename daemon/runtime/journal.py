@@ -28,7 +28,6 @@ class EventType(StrEnum):
     STATUS_CHANGED = "StatusChanged"
     RECONCILE_SUCCEEDED = "ReconcileSucceeded"
     RECONCILE_FAILED = "ReconcileFailed"
-    SCHEDULED_RUN = "ScheduledRun"  # a Prefect deployment's run of a table refresh finished
 
 
 class Journal:
