@@ -52,13 +52,14 @@ class DashboardAdapter:
                 return {r.key: Observed(exists=False, health=DEGRADED, message=message, details={"grafana": "unavailable"}) for r in desired}
         else:
             live = self._files().observe()
-        return {key: self._observed(item) for key, item in live.items()}
+        wanted = {r.key for r in desired}
+        return {key: self._observed(item, key in wanted) for key, item in live.items()}
 
-    def _observed(self, live: LiveDashboard) -> Observed:
+    def _observed(self, live: LiveDashboard, desired: bool = True) -> Observed:
         details = {"uid": live.uid, "version": live.version, "target": self.grafana.url or str(self.root)}
         if not live.drift:
             return Observed(True, live.fingerprint, live.revision, HEALTHY, "published", live.restorable, live.prune, details)
-        if self.grafana.on_drift == "restore":
+        if self.grafana.on_drift == "restore" and desired:
             message = f"changed outside specd ({live.drift}); it will be restored"
             return Observed(True, live.fingerprint, live.revision, DEGRADED, message, live.restorable, live.prune, {**details, "drift": live.drift},
                             drift=(f"edited outside specd ({live.drift})",))

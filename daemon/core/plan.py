@@ -143,6 +143,9 @@ def make_plan(
         prune = env_prune if live.prune is None else live.prune
         if prune:
             actions.append(Action(kind, name, Op.DELETE, "spec removed; prune is on", None, live.fingerprint, wave=max_wave + 1))
+        elif live.drift:  # kept, but something of it must still go (a removed table's schedule deployment)
+            actions.append(Action(kind, name, Op.UPDATE, "spec removed; kept because prune is off; " + "; ".join(live.drift),
+                                  None, live.fingerprint, wave=max_wave + 1, drift=tuple(live.drift)))
         else:
             actions.append(Action(kind, name, Op.ORPHAN, "spec removed; kept because prune is off", None, live.fingerprint, wave=max_wave + 1))
     if describe:

@@ -1,7 +1,8 @@
 """A table's `schedule:` is part of its planned state, on a real Prefect server: `specd plan` lists it,
 `specd apply` writes the deployment (an entrypoint the runner can import, not `__main__`), the runner
 started by the table kind's lifecycle hook runs it on its cron and a new Delta version appears, and a
-failing scheduled run makes the table Degraded (never green)."""
+failing scheduled run makes the table Degraded (never green); a removed spec's deployment is deleted by
+the plan although the table itself is kept (prune off)."""
 
 from __future__ import annotations
 
@@ -118,3 +119,15 @@ def test_plan_lists_apply_writes_and_the_runner_runs_the_schedule(spec_repo, hom
         assert table["health"] == "Degraded" and "scheduled refresh of ticks failed" in table["message"], table
     finally:
         runner.close()
+
+    # The spec is removed and prune is off: the table is kept, its schedule goes, through the plan.
+    spec_repo.remove("specs/tables/ticks.yaml")
+    spec_repo.commit("ticks removed")
+    removed = specd("plan", repo=spec_repo.path, home=home)
+    assert "~ table ticks" in removed.stdout and "schedule removed: the spec is gone" in removed.stdout, removed.stdout
+    assert specd("apply", repo=spec_repo.path, home=home).returncode == 0
+    from prefect.exceptions import ObjectNotFound
+
+    with pytest.raises(ObjectNotFound):
+        deployment("specd-table-ticks")
+    assert "! table ticks" in specd("plan", repo=spec_repo.path, home=home).stdout  # now a plain orphan

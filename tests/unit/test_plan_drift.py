@@ -50,3 +50,13 @@ def test_the_plan_text_and_json_show_the_drift_reasons() -> None:
     assert "~ table a  update     inputs changed — rebuild" in plan.to_text()
     assert [a["drift"] for a in plan.to_json()["actions"]] == [["inputs changed"], []]
     assert seen == [observed["table/a"]]  # describe gets the observation, so it needs no I/O of its own
+
+
+def test_a_kept_orphan_with_drift_is_updated_and_one_without_is_left_alone() -> None:
+    graph = Graph(())
+    observed = {"table/gone": Observed(True, "fp", drift=("schedule removed: the spec is gone",)), "table/old": Observed(True, "fp")}
+    plan = make_plan("1234567890ab", "dev", graph, observed)
+    ops = {a.key: (a.op, a.reason) for a in plan.actions}
+    assert ops["table/gone"] == (Op.UPDATE, "spec removed; kept because prune is off; schedule removed: the spec is gone")
+    assert ops["table/old"][0] == Op.ORPHAN
+    assert make_plan("1234567890ab", "dev", graph, observed, env_prune=True).actions[0].op == Op.DELETE

@@ -98,7 +98,7 @@ class ServiceAdapter:
         restorable = {p.stem: f"routing {p.stem[:12]}, models already in the store"
                       for p in (self.supervisor.service_dir(name) / "history").glob("*.json") if p.stem != fingerprint}
         if state.launch is None:
-            return Observed(True, fingerprint, revision, DEGRADED, "routing exists but no process (stopped)", prune=prune, restorable=restorable, details=details, drift=(NOT_RUNNING,))
+            return Observed(True, fingerprint, revision, DEGRADED, "routing exists but no process (stopped)", prune=prune, restorable=restorable, details=details, drift=(NOT_RUNNING,) if resource is not None else ())
         drift = (LAUNCH_CHANGED,) if resource is not None and self.launch_for(name, resource.spec) != state.launch else ()
         if not state.running:
             return Observed(True, fingerprint, revision, DEGRADED, f"process not running: {state.message}", prune=prune, restorable=restorable, details=details, drift=drift)

@@ -88,6 +88,7 @@ class TableAdapter:
             log = read_table_log(table_uri(self.root, name))
             if log is not None and log.latest is not None:  # only tables specd built
                 observed[f"table/{name}"] = _live(log, prune=_prune(log.latest.metadata.get(PRUNE, "")))
+        self._observe_removed_schedules(desired, observed)
         return observed
 
     def _observe_schedules(self, resources: Sequence[Resource], observed: dict[str, Observed]) -> None:
@@ -104,6 +105,16 @@ class TableAdapter:
                 observed[resource.key] = replace(
                     live, drift=live.drift + tuple(drift),
                     health=DEGRADED if problem else live.health, message=problem or live.message)
+
+    def _observe_removed_schedules(self, desired: set[str], observed: dict[str, Observed]) -> None:
+        """A table whose spec is gone keeps no schedule: its deployment is drift of the kept (orphaned) table."""
+        if not self.ctx.prefect_api or not any_recorded(self.ctx.home):
+            return
+        schedules = ScheduleObserver(self.ctx)
+        for name in sorted(schedules.tables() - desired):
+            key = f"table/{name}"
+            if key in observed and observed[key].exists:
+                observed[key] = replace(observed[key], drift=observed[key].drift + ("schedule removed: the spec is gone",))
 
     def expected_keys(self, resources: Sequence[Resource], logs: dict[str, TableLog | None]) -> dict[str, str]:
         """Build key each desired table would have if built now (resources arrive in dependency order)."""
@@ -178,7 +189,7 @@ class TableAdapter:
         if op == Op.DELETE:
             return "remove the table and its quarantine"
         if resource is None:
-            return ""
+            return "remove its Prefect deployments (the table itself is kept)" if op == Op.UPDATE else ""
         if action.previous == action.fingerprint and only_schedule_drift(action.drift):
             return "write the Prefect deployment (no rebuild)"
         spec = resource.spec
@@ -206,6 +217,8 @@ class TableAdapter:
     # ------------------------------------------------------------------------------------ apply
     def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:
         op = action.op
+        if op == Op.UPDATE and resource is None:  # a removed table kept by prune=false: only its schedules go
+            return ApplyOutcome(self.sync_schedules(None, action.name) or "schedules in sync")
         if op == Op.UPDATE and action.previous == action.fingerprint and only_schedule_drift(action.drift):
             assert resource is not None
             return ApplyOutcome(self.sync_schedules(resource) or "schedules in sync")  # nothing to rebuild

@@ -88,6 +88,11 @@ class ScheduleObserver:
         self.live: dict[str, LiveDeployment] | None = read_live(ctx.prefect_api) if ctx.prefect_api else None
         self.recorded = read_json(record_path(ctx.home)) or {}
 
+    def tables(self) -> set[str]:
+        """Tables that have a deployment (live when the server answers, else as recorded)."""
+        names = self.live.keys() if self.live is not None else self.recorded.keys()
+        return {table_of(n) for n in names}
+
     def _live_signature(self, deployment: str) -> tuple[str | None, str] | None:
         if self.live is not None:
             found = self.live.get(deployment)
