@@ -18,8 +18,26 @@ import time
 from pathlib import Path
 
 from daemon import __version__
+from daemon.core.compose_cache import ComposeCache
+from daemon.core.executor import SUCCEEDED
+from daemon.core.status import resource_statuses
+from daemon.runtime.cycle import CycleState, run_cycle, status_document
+from daemon.runtime.daemon import AlreadyRunning, Daemon, DaemonLock
+from daemon.runtime.journal import EventType, Journal
+from daemon.runtime.prefect_bootstrap import bootstrap_prefect
+from daemon.runtime.reconcile import (
+    check,
+    context_for,
+    load_desired,
+    make_adapters,
+    observe,
+    plan,
+    simulated_observation,
+)
+from daemon.runtime.source import GitSource, is_remote
 from daemon.shared.errors import SpecErrors
-from daemon.shared.paths import specd_home
+from daemon.shared.fsio import read_json
+from daemon.shared.paths import bentoml_home, journal_path, lock_path, specd_home, status_path
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 WORKTREE = "worktree"
@@ -98,10 +116,6 @@ def _worktree_revision(repo: Path) -> str:
 
 
 def _desired(args, rev: str | None):
-    from daemon.core.compose_cache import ComposeCache
-    from daemon.runtime.reconcile import load_desired
-    from daemon.runtime.source import GitSource
-
     repo = args.repo
     home = specd_home(args.home)
     cache = ComposeCache(home / "cache" / f"compose-{args.env}.pickle") if home.exists() else None
@@ -126,8 +140,6 @@ def _print_errors(exc: SpecErrors) -> None:
 
 # -- commands ----------------------------------------------------------------------------------------
 def cmd_validate(args) -> int:
-    from daemon.runtime.reconcile import check, context_for, make_adapters
-
     desired = _desired(args, args.rev)
     check(make_adapters(context_for(desired, specd_home(args.home))), desired.graph)
     counts: dict[str, int] = {}
@@ -139,8 +151,6 @@ def cmd_validate(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from daemon.runtime.reconcile import check, context_for, make_adapters, observe, plan, simulated_observation
-
     desired = _desired(args, args.rev)
     home = specd_home(args.home)
     adapters = make_adapters(context_for(desired, home))
@@ -161,12 +171,6 @@ def cmd_plan(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from daemon.core.executor import SUCCEEDED
-    from daemon.runtime.cycle import CycleState, run_cycle
-    from daemon.runtime.journal import Journal
-    from daemon.runtime.reconcile import check, context_for, make_adapters
-    from daemon.shared.paths import bentoml_home, journal_path
-
     home = specd_home(args.home)
     os.environ.setdefault("BENTOML_HOME", str(bentoml_home(home)))
     desired = _desired(args, args.rev)
@@ -181,8 +185,6 @@ def cmd_apply(args) -> int:
         total = len(the_plan.changes)
         print(the_plan.to_text(), flush=True)
         if use_prefect and the_plan.has_changes:  # a server only when there is something to run
-            from daemon.runtime.prefect_bootstrap import bootstrap_prefect
-
             server = bootstrap_prefect(home, desired.composed.env)
 
     def progress(result) -> None:
@@ -205,9 +207,6 @@ def cmd_apply(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from daemon.runtime.daemon import AlreadyRunning, Daemon
-    from daemon.runtime.source import is_remote
-
     branch = args.branch
     if branch is None:
         branch = "main"
@@ -228,14 +227,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from daemon.core.status import resource_statuses
-    from daemon.runtime.cycle import CycleState, status_document
-    from daemon.runtime.daemon import DaemonLock
-    from daemon.runtime.journal import EventType, Journal
-    from daemon.runtime.reconcile import context_for, make_adapters, observe
-    from daemon.shared.fsio import read_json
-    from daemon.shared.paths import journal_path, lock_path, status_path
-
     home = specd_home(args.home)
     lock = DaemonLock(lock_path(home))
     try:

@@ -30,6 +30,7 @@ from daemon.runtime.journal import EventType, Journal
 from daemon.runtime.prefect_bootstrap import bootstrap_prefect
 from daemon.runtime.reconcile import Desired, check, context_for, load_desired, make_adapters
 from daemon.runtime.source import GitSource, SourceError
+from daemon.runtime.watch import RefWatcher
 from daemon.shared import procs
 from daemon.shared.errors import SpecErrors
 from daemon.shared.fsio import atomic_write_json
@@ -180,8 +181,6 @@ class Daemon:
     def _start_watching(self, env) -> None:
         if self.source.remote:
             return
-        from daemon.runtime.watch import RefWatcher
-
         self.watcher = RefWatcher(self.source.git_dir, self.wake.set, env.daemon.debounce_s if env else 0.3).start()
 
     def _start_supervision(self) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli.main import main
+from daemon.cli import main as cli
 from daemon.runtime import cycle, daemon
 from daemon.runtime.journal import Journal
 
@@ -38,11 +38,11 @@ def test_apply_and_the_daemon_share_one_cycle(spec_repo, tmp_path: Path, monkeyp
         calls.append((kwargs.get("via") or "daemon", result))
         return result
 
-    monkeypatch.setattr(cycle, "run_cycle", spy)  # what `specd apply` imports
-    monkeypatch.setattr(daemon, "run_cycle", spy)  # what the daemon loop imported
+    monkeypatch.setattr(cli, "run_cycle", spy)  # what `specd apply` calls
+    monkeypatch.setattr(daemon, "run_cycle", spy)  # what the daemon loop calls
 
     by_apply, by_daemon = tmp_path / "home-apply", tmp_path / "home-daemon"
-    assert main(["apply", "--no-prefect", "--repo", str(spec_repo.path), "--home", str(by_apply)]) == 1  # one failed
+    assert cli.main(["apply", "--no-prefect", "--repo", str(spec_repo.path), "--home", str(by_apply)]) == 1  # one failed
     loop = daemon.Daemon(by_daemon, str(spec_repo.path), "main", "dev", use_prefect=False)
     try:
         loop.cycle()

@@ -53,7 +53,7 @@ def test_commit_converges_and_comment_only_change_plans_nothing(spec_repo, home,
     silver = table(home, "silver_orders")
     assert silver.to_pyarrow_table().num_rows == 94
     assert silver.history(1)[0].get("specd.git_sha") == sha or sha in str(silver.history(1)[0])
-    metrics = daemon.runtime.metrics()
+    metrics = daemon.metrics()
     assert "specd_in_sync 1.0" in metrics
     assert f'specd_applied_revision_info{{revision="{sha}"}} 1.0' in metrics
     versions = {name: table(home, name).version() for name in ("bronze_orders", "silver_orders")}
@@ -104,7 +104,7 @@ def test_broken_commit_is_rejected_whole_and_tables_stay(spec_repo, home, daemon
     assert any(e.startswith("specs/tables/bronze_orders.yaml:6: YAML syntax error") for e in errors), errors
     assert any(e.startswith("specs/tables/silver_orders.yaml:10: retention.vacuum_hours:") for e in errors), errors
     assert status["revision"] == good
-    assert "specd_rejected_commits_total 1.0" in daemon.runtime.metrics()
+    assert "specd_rejected_commits_total 1.0" in daemon.metrics()
     assert {name: table(home, name).version() for name in versions} == versions
 
     spec_repo.write("specs/tables/bronze_orders.yaml", BRONZE)
