@@ -279,7 +279,7 @@ def test_revert_restores_the_champion_without_training_or_failed_requests(stack:
     assert stored_models(home) == models
     after_revert = daemon.log_text()[log_offset:]
     assert "started train-" not in after_revert and "started evaluate-" not in after_revert
-    status = _resources(daemon.core.status())
+    status = _resources(daemon.status())
     assert (status[f"model/{MODEL}"]["health"], status[f"service/{SERVICE}"]["health"]) == ("Healthy", "Healthy")
 
 
