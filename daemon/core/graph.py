@@ -70,6 +70,7 @@ def fingerprint(kind: str, name: str, data: Mapping[str, Any], upstream: Mapping
         "spec": data,
         "upstream": dict(sorted(upstream.items())),
         "code": code_version,
+        "inputs": {},  # always empty (see the rule above); kept so existing fingerprints, and live builds, stay valid
     }
     return hashlib.sha256(canonical_json(material).encode()).hexdigest()
 

@@ -20,15 +20,19 @@ import psutil
 from daemon.shared.fsio import atomic_write_json, read_json
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def process_start_time(pid: int) -> int | None:
-    """Start time in milliseconds since the epoch (psutil); None if gone, a zombie or not ours to see."""
+    """Start time in clock ticks since boot (psutil; the unit pid files have always recorded, so records
+    written before stay valid); None if gone, a zombie or not ours to see."""
     if pid <= 0:
         return None
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return None
-        return int(round(process.create_time() * 1000))
+        return round((process.create_time() - psutil.boot_time()) * _CLOCK_TICKS)
     except (psutil.Error, OSError):
         return None
 

@@ -1,6 +1,6 @@
 """The Prefect flow run of a reconcile, read back through Prefect's API: task dependencies (task_inputs
 edges), the adapters' progress lines as task logs, tags (env, revision, kind, op), the plan as a markdown
-artifact, and Prefect-native retries (AwaitingRetry) for a transient failure."""
+artifact, an action's report rows as a table artifact, and Prefect-native retries (AwaitingRetry)."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_transient_failures_are_retried_by_prefect(prefect_api: str) -> None:
         attempts.append(action.key)
         if len(attempts) == 1:
             raise ApplyError("upstream answered 503", reason="SourceFailed", transient=True)
-        return ApplyOutcome("built")
+        return ApplyOutcome("built", {"report": [{"candidate": "a", "status": "trained", "roc_auc": 0.91}]})
 
     (result,) = asyncio.run(run_plan_in_prefect(plan, run_action, max_parallel=1, retries=2, backoff_s=0.1))
     assert result.status == "succeeded" and len(attempts) == 2
@@ -116,3 +116,13 @@ def test_transient_failures_are_retried_by_prefect(prefect_api: str) -> None:
             return [s.name for s in await client.read_task_run_states(tasks["create table/flaky"].id)]
 
     assert "AwaitingRetry" in _eventually(states)
+
+    async def table_artifact():
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        async with get_client() as client:
+            found = await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+            return [a for a in found if a.type == "table"]
+
+    (report,) = _eventually(table_artifact)  # an action's details["report"] rows (a model's candidates)
+    assert report.key == "specd-table-flaky" and "roc_auc" in str(report.data)
