@@ -19,7 +19,6 @@ import psutil
 
 from daemon.shared.fsio import atomic_write_json, read_json
 
-
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
