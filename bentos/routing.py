@@ -14,11 +14,12 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from daemon.shared.fsio import atomic_write_json
 
 FORMAT = 1
 
@@ -126,25 +127,5 @@ def file_identity(path: Path) -> tuple[int, int, int] | None:
 
 
 def write_json_atomic(path: Path, data: Any, mode: int = 0o600) -> None:
-    """Write JSON next to `path`, fsync, rename over it: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, sort_keys=True, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write JSON next to `path`, fsync, rename over it, fsync the directory: readers never see a partial file."""
+    atomic_write_json(path, data, mode=mode)

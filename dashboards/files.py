@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import yaml
 
 from daemon.schema.dashboard import dashboard_uid, folder_uid
+from daemon.shared.fsio import atomic_write_text
 
 MARKER = "__specd"  # same key as dashboards.render.MARKER (kept here so observe never imports the SDK)
 
@@ -46,13 +46,8 @@ def sha256_text(text: str) -> str:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{id(text):x}.tmp")
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    """Provisioning files are read by Grafana and Prometheus (possibly other users): 0644, durable."""
+    atomic_write_text(path, text, mode=0o644)
 
 
 def content_hash(model: dict[str, Any]) -> str:

@@ -15,11 +15,11 @@ the adapter turns into a transient ApplyError (and a Degraded observation) witho
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from daemon.schema.dashboard import folder_uid
+from daemon.shared.retry import call_with_retries
 from dashboards.files import MARKER, LiveDashboard
 
 T = TypeVar("T")
@@ -29,6 +29,14 @@ _TRANSIENT_STATUS = {0, 408, 429, 500, 502, 503, 504}
 
 class GrafanaUnavailable(Exception):
     """Grafana could not be reached or kept failing; retrying later may help."""
+
+
+class _Transient(Exception):
+    """One failed attempt that may succeed when retried (unreachable, 429, 5xx)."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
 
 
 class GrafanaRefused(Exception):
@@ -56,18 +64,21 @@ class GrafanaPublisher:
 
         # Reads (observe, run by every plan) try at most twice: the next cycle observes again anyway.
         retries = min(self.retries, 1) if what.startswith(("read", "search")) else self.retries
-        for attempt in range(retries + 1):
+
+        def once() -> T:
             try:
                 return function(*args, **kwargs)
             except (GrafanaException, OSError) as exc:  # niquests' ConnectionError is an OSError
                 status = getattr(exc, "status_code", 0) or 0
                 if status not in _TRANSIENT_STATUS:
                     raise GrafanaRefused(f"Grafana refused {what}: HTTP {status} {_reason(exc)}") from None
-                if attempt == retries:
-                    detail = f"HTTP {status}" if status else "unreachable"
-                    raise GrafanaUnavailable(f"Grafana at {self.url} {detail} during {what} after {retries + 1} tries") from None
-                time.sleep(self.backoff_s * (2**attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise _Transient(status) from None
+
+        try:
+            return call_with_retries(once, attempts=retries + 1, backoff_s=self.backoff_s, retry_on=_Transient)
+        except _Transient as exc:
+            detail = f"HTTP {exc.status}" if exc.status else "unreachable"
+            raise GrafanaUnavailable(f"Grafana at {self.url} {detail} during {what} after {retries + 1} tries") from None
 
     def ensure_folder(self) -> None:
         if self._folder_ready:

@@ -27,6 +27,8 @@ class AdapterContext:
     repo_dir: Path  # checkout of the revision being applied
     revision: str  # git sha (or "worktree")
     progress: Callable[[str], None] = lambda message: None
+    # The Prefect API this run reads and writes deployments on (None: no Prefect, e.g. --no-prefect).
+    prefect_api: str | None = None
 
     @property
     def storage_root(self) -> str:
@@ -50,9 +52,18 @@ class Adapter(Protocol):
     def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:
         """Carry out one action. Raise daemon.shared.errors.ApplyError(transient=...) on failure."""
 
-    def describe(self, action: Action, resource: Resource | None) -> str:
-        """One short, pure line for the plan text (what will happen, rough cost)."""
+    def describe(self, action: Action, resource: Resource | None, live: Observed | None = None) -> str:
+        """One short line for the plan text (what will happen, rough cost). Pure: no I/O; whatever it
+        needs from the live system, observe put into `live.details` (or `live.drift`)."""
 
     # Optional: def check(self, resources: Sequence[Resource], graph: Graph) -> list[SpecIssue]
     # Checks that need the live systems or other resources (a model's feature columns against its
     # table's schema). Called by plan/validate after observe; issues reject the revision like schema errors.
+
+
+class Lifecycle(Protocol):
+    """A kind's long-lived helper, registered through `Kind.lifecycle`: ticked between cycles, closed on stop."""
+
+    def tick(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from daemon.adapters.base import AdapterContext
+from daemon.core.plan import Op
 from daemon.core.state import DEGRADED, HEALTHY, ApplyOutcome, Observed
 from daemon.schema.dashboard import DashboardSpec, dashboard_uid
 from daemon.shared.errors import ApplyError
@@ -51,15 +52,17 @@ class DashboardAdapter:
                 return {r.key: Observed(exists=False, health=DEGRADED, message=message, details={"grafana": "unavailable"}) for r in desired}
         else:
             live = self._files().observe()
-        return {key: self._observed(item) for key, item in live.items()}
+        wanted = {r.key for r in desired}
+        return {key: self._observed(item, key in wanted) for key, item in live.items()}
 
-    def _observed(self, live: LiveDashboard) -> Observed:
+    def _observed(self, live: LiveDashboard, desired: bool = True) -> Observed:
         details = {"uid": live.uid, "version": live.version, "target": self.grafana.url or str(self.root)}
         if not live.drift:
             return Observed(True, live.fingerprint, live.revision, HEALTHY, "published", live.restorable, live.prune, details)
-        if self.grafana.on_drift == "restore":
+        if self.grafana.on_drift == "restore" and desired:
             message = f"changed outside specd ({live.drift}); it will be restored"
-            return Observed(True, None, live.revision, DEGRADED, message, live.restorable, live.prune, {**details, "drift": live.drift})
+            return Observed(True, live.fingerprint, live.revision, DEGRADED, message, live.restorable, live.prune, {**details, "drift": live.drift},
+                            drift=(f"edited outside specd ({live.drift})",))
         message = f"changed outside specd ({live.drift}); kept because grafana.on_drift is 'report'"
         return Observed(True, live.fingerprint, live.revision, DEGRADED, message, live.restorable, live.prune, {**details, "drift": live.drift})
 
@@ -79,12 +82,12 @@ class DashboardAdapter:
 
     # ------------------------------------------------------------------ apply
     def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:
-        op = str(action.op)
-        if op in ("create", "update", "restore"):
+        op = action.op
+        if op in (Op.CREATE, Op.UPDATE, Op.RESTORE):
             if resource is None:
                 raise ApplyError(f"dashboard {action.name}: no desired spec to publish")
             return self._publish(action, resource)
-        if op == "delete":
+        if op == Op.DELETE:
             return self._delete(action)
         return ApplyOutcome(f"nothing to do ({op})")
 
@@ -155,10 +158,10 @@ class DashboardAdapter:
             raise ApplyError(str(exc).strip('"')) from None
 
     # ------------------------------------------------------------------ describe
-    def describe(self, action: Action, resource: Resource | None) -> str:
-        op = str(action.op)
+    def describe(self, action: Action, resource: Resource | None, live: Observed | None = None) -> str:
+        op = action.op
         target = f"Grafana folder {self.grafana.folder!r}" if self.grafana.url else "provisioning files"
-        if op == "delete":
+        if op == Op.DELETE:
             return f"remove dashboard {dashboard_uid(action.name)} and its alert rules from {target}"
         if resource is None:
             return ""
@@ -166,7 +169,7 @@ class DashboardAdapter:
         what = f"{len(spec.all_panels())} panels, {len(spec.alerts)} alerts"
         if spec.scrape:
             what += f", scrape config for {sum(len(t.targets) for t in spec.scrape)} targets"
-        if op == "restore":
+        if op == Op.RESTORE:
             return f"re-publish the dashboard of {action.restore_from} ({what}) to {target}"
         return f"publish {what} to {target}"
 

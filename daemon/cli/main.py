@@ -18,8 +18,26 @@ import time
 from pathlib import Path
 
 from daemon import __version__
+from daemon.core.compose_cache import ComposeCache
+from daemon.core.executor import SUCCEEDED
+from daemon.core.status import resource_statuses
+from daemon.runtime.cycle import CycleState, run_cycle, status_document
+from daemon.runtime.daemon import AlreadyRunning, Daemon, DaemonLock
+from daemon.runtime.journal import EventType, Journal
+from daemon.runtime.prefect_bootstrap import bootstrap_prefect
+from daemon.runtime.reconcile import (
+    check,
+    context_for,
+    load_desired,
+    make_adapters,
+    observe,
+    plan,
+    simulated_observation,
+)
+from daemon.runtime.source import GitSource, is_remote
 from daemon.shared.errors import SpecErrors
-from daemon.shared.paths import specd_home
+from daemon.shared.fsio import read_json
+from daemon.shared.paths import bentoml_home, journal_path, lock_path, specd_home, status_path
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 WORKTREE = "worktree"
@@ -101,10 +119,6 @@ def _worktree_revision(repo: Path) -> str:
 
 
 def _desired(args, rev: str | None):
-    from daemon.core.compose_cache import ComposeCache
-    from daemon.runtime.reconcile import load_desired
-    from daemon.runtime.source import GitSource
-
     repo = args.repo
     home = specd_home(args.home)
     cache = ComposeCache(home / "cache" / f"compose-{args.env}.bin") if home.exists() else None
@@ -136,8 +150,6 @@ def _print_errors(exc: SpecErrors) -> None:
 
 # -- commands ----------------------------------------------------------------------------------------
 def cmd_validate(args) -> int:
-    from daemon.runtime.reconcile import check, context_for, make_adapters
-
     desired = _desired(args, args.rev)
     check(make_adapters(context_for(desired, specd_home(args.home))), desired.graph)
     counts: dict[str, int] = {}
@@ -149,8 +161,6 @@ def cmd_validate(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from daemon.runtime.reconcile import check, context_for, make_adapters, observe, plan, simulated_observation
-
     desired = _desired(args, args.rev)
     home = specd_home(args.home)
     adapters = make_adapters(context_for(desired, home))
@@ -191,11 +201,6 @@ def cmd_apply(args) -> int:
 
 
 def _apply_locked(args, home: Path) -> int:
-    from daemon.core.executor import SUCCEEDED
-    from daemon.core.status import Journal
-    from daemon.runtime.reconcile import apply, check, context_for, make_adapters, observe, plan
-    from daemon.shared.paths import bentoml_home, journal_path
-
     os.environ.setdefault("BENTOML_HOME", str(bentoml_home(home)))
     saved = None
     if args.plan_file:
@@ -205,64 +210,49 @@ def _apply_locked(args, home: Path) -> int:
         if args.rev is None and not str(saved["plan"]["revision"]).endswith("-dirty") and saved["plan"]["revision"] != WORKTREE:
             args.rev = saved["plan"]["revision"]
     desired = _desired(args, args.rev)
-    adapters = make_adapters(context_for(desired, home, progress=lambda m: print(f"  … {m}", file=sys.stderr)))
-    check(adapters, desired.graph)
-    observed_now = observe(adapters, desired.graph)
-    the_plan = plan(desired, observed_now, adapters)
-    if saved is not None:
-        from daemon.cli.ops import plan_from_json, world_moved
+    use_prefect = not args.no_prefect
+    server = None
+    adapters = make_adapters(context_for(desired, home, progress=lambda m: print(f"  … {m}", file=sys.stderr), prefect=use_prefect))
+    if saved is not None:  # apply exactly that plan: refuse when the world moved, else this cycle plans the same
+        from daemon.cli.ops import world_moved
 
-        moved = world_moved(saved, desired, observed_now)
+        check(adapters, desired.graph)
+        moved = world_moved(saved, desired, observe(adapters, desired.graph))
         if moved:
             print(f"error: refusing to apply {args.plan_file}: the world moved since it was planned:", file=sys.stderr)
             for reason in moved[:20]:
                 print(f"  {reason}", file=sys.stderr)
             return EXIT_ERROR
-        the_plan = plan_from_json(saved["plan"])
-    print(the_plan.to_text())
-    if not the_plan.has_changes:
-        return EXIT_OK
-    total = len(the_plan.changes)
     done = []
+    total = 0
+
+    def show_plan(the_plan) -> None:
+        nonlocal total, server
+        total = len(the_plan.changes)
+        print(the_plan.to_text(), flush=True)
+        if use_prefect and the_plan.has_changes:  # a server only when there is something to run
+            server = bootstrap_prefect(home, desired.composed.env)
 
     def progress(result) -> None:
         done.append(result)
         mark = "ok" if result.status == SUCCEEDED else result.status.upper()
         print(f"[{len(done)}/{total}] {result.op} {result.key}: {mark} ({result.duration_s:.1f}s) {result.message}", file=sys.stderr, flush=True)
 
-    server = None
-    use_prefect = not args.no_prefect
-    if use_prefect:
-        from daemon.runtime.prefect_server import LocalPrefectServer, configure_client_env
-
-        configure_client_env(home)
-        if not os.environ.get("PREFECT_API_URL"):
-            env = desired.composed.env
-            if env.prefect.api_url:
-                os.environ["PREFECT_API_URL"] = env.prefect.api_url
-            else:
-                server = LocalPrefectServer(home, env.prefect.host, env.prefect.port)
-                os.environ["PREFECT_API_URL"] = server.start()
-    try:
-        results = apply(the_plan, desired, adapters, use_prefect=use_prefect, on_result=progress)
+    try:  # the daemon's own cycle, once: the same plan, journal events and statuses (daemon.runtime.cycle)
+        check(adapters, desired.graph)
+        outcome = run_cycle(desired, adapters, CycleState(), Journal(journal_path(home)), use_prefect=use_prefect,
+                            on_result=progress, on_plan=show_plan, via="specd apply")
     finally:
         if server:
             server.stop()
-    failed = [r for r in results if r.status != SUCCEEDED]
-    journal = Journal(journal_path(home))  # the same record the daemon keeps: `specd status` reads it
-    for result in results:
-        kind = "ActionSucceeded" if result.status == SUCCEEDED else "ActionFailed"
-        journal.append(kind, desired.revision, resource=result.key, op=result.op, message=result.message, duration_s=round(result.duration_s, 3), via="specd apply")
-    if not failed:
-        journal.append("ReconcileSucceeded", desired.revision, actions=len(results), via="specd apply")
+    if not outcome.results and not outcome.held:
+        return EXIT_OK
+    failed = [r for r in outcome.results.values() if r.status != SUCCEEDED]
     print(f"Applied {total - len(failed)}/{total} action(s)" + (f"; {len(failed)} failed or blocked." if failed else "."))
     return EXIT_ERROR if failed else EXIT_OK
 
 
 def cmd_run(args) -> int:
-    from daemon.runtime.daemon import AlreadyRunning, Daemon
-    from daemon.runtime.source import is_remote
-
     branch = args.branch
     if branch is None:
         branch = "main"
@@ -291,43 +281,27 @@ def cmd_status(args) -> int:
 
 
 def _status_once(args) -> int:
-    from daemon.core.status import Journal, resource_statuses
-    from daemon.runtime.daemon import DaemonLock
-    from daemon.runtime.reconcile import context_for, make_adapters, observe
-    from daemon.shared.corrupt import read_json
-    from daemon.shared.paths import lock_path
-
     home = specd_home(args.home)
     lock = DaemonLock(lock_path(home))
-    status_file = home / "status.json"
     try:
         lock.acquire()
         running = False
         lock.release()
     except Exception:
         running = True
-    data = None
-    if running and status_file.exists():
-        try:
-            data = read_json(status_file)
-            data["daemon"] = "running"
-        except (ValueError, TypeError) as exc:  # torn or garbled: observe the live systems instead
-            print(f"warning: {exc}; reading the live state instead", file=sys.stderr)
-            data = None
-    if data is None:
+    data = read_json(status_path(home)) if running else None  # None as well when the file is torn
+    if data is not None:
+        data["daemon"] = "running"
+    else:  # no daemon (or no readable status file): observe now, with the applied revision and rejection from the journal
         desired = _desired(args, None)
         observed = observe(make_adapters(context_for(desired, home)), desired.graph)
-        statuses = resource_statuses(desired.graph, observed, desired.revision)
-        journal = Journal(home / "events.jsonl")
-        succeeded = journal.last("ReconcileSucceeded")
-        rejected = journal.last("RevisionRejected")
-        data = {
-            "daemon": "running" if running else "stopped",
-            "revision": succeeded["revision"] if succeeded else None,
-            "desired_revision": desired.revision,
-            "rejected": rejected if rejected and (not succeeded or rejected["ts"] > succeeded["ts"]) else None,
-            "resources": [s.to_json() for s in statuses],
-        }
+        journal = Journal(journal_path(home))
+        succeeded = journal.last(EventType.RECONCILE_SUCCEEDED)
+        rejected = journal.last(EventType.REVISION_REJECTED)
+        state = CycleState(desired_revision=desired.revision, applied_revision=succeeded["revision"] if succeeded else None,
+                           statuses={s.key: s for s in resource_statuses(desired.graph, observed, desired.revision)})
+        data = status_document(state, rejected=rejected if rejected and (not succeeded or rejected["ts"] > succeeded["ts"]) else None,
+                               daemon="running" if running else "stopped")
     data["open_proposals"] = _open_proposals(args)
     if args.json:
         print(json.dumps(data, indent=2, default=str))

@@ -81,8 +81,8 @@ def _check_keys(keys: list[str]) -> list[str]:
 
 # -- suspend / resume / history --------------------------------------------------------------------------
 def cmd_suspend(args) -> int:
-    from daemon.core.status import Journal
     from daemon.runtime import operations
+    from daemon.runtime.journal import Journal
     from daemon.shared.paths import journal_path, specd_home
 
     home = specd_home(args.home)
@@ -95,8 +95,8 @@ def cmd_suspend(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from daemon.core.status import Journal
     from daemon.runtime import operations
+    from daemon.runtime.journal import Journal
     from daemon.shared.paths import journal_path, specd_home
 
     home = specd_home(args.home)
@@ -121,7 +121,7 @@ def format_event(event: Mapping[str, Any]) -> str:
 
 
 def cmd_history(args) -> int:
-    from daemon.core.status import Journal
+    from daemon.runtime.journal import Journal
     from daemon.shared.paths import journal_path, specd_home
 
     events = Journal(journal_path(specd_home(args.home))).read()
@@ -169,7 +169,7 @@ def cmd_sync(args) -> int:
 
 
 def _wait_for_daemon(home: Path, keys: list[str], since: float, timeout: float) -> int:
-    from daemon.core.status import Journal
+    from daemon.runtime.journal import Journal
     from daemon.shared.paths import journal_path
 
     journal = Journal(journal_path(home))
@@ -207,8 +207,8 @@ def _sync_here(args, home: Path, keys: list[str]) -> int:
 
     from daemon.cli.main import _desired
     from daemon.core.executor import SUCCEEDED
-    from daemon.core.status import Journal
     from daemon.runtime.daemon import DaemonLock
+    from daemon.runtime.journal import Journal
     from daemon.runtime.reconcile import apply, check, context_for, make_adapters, observe, plan
     from daemon.shared.paths import bentoml_home, journal_path, lock_path
 

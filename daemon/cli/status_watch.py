@@ -24,7 +24,7 @@ def age_text(seconds: float) -> str:
 
 
 def last_sync_ages(home: Path, data: Mapping[str, Any], now: float | None = None) -> dict[str, str]:
-    from daemon.core.status import Journal
+    from daemon.runtime.journal import Journal
     from daemon.shared.paths import journal_path
 
     now = time.time() if now is None else now

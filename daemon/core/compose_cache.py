@@ -22,12 +22,12 @@ import importlib.util
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from daemon.core.kinds import KINDS
+from daemon.shared.fsio import atomic_write_bytes
 
 FORMAT = 2
 MAGIC = b"specd-compose-cache\n"
@@ -185,15 +185,7 @@ class ComposeCache:
         memos = {name: memo.kept() for name, memo in self.memos.items()}
         payload = pickle.dumps((FORMAT, kept, memos), protocol=pickle.HIGHEST_PROTOCOL)
         header = MAGIC + f"{FORMAT} {code_digest()} {hashlib.sha256(payload).hexdigest()}\n".encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".compose-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(header + payload)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(self.path, header + payload, durable=False)  # a cache: losing it costs one slow plan
         self.dirty = False
         for memo in self.memos.values():
             memo.dirty = False

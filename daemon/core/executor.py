@@ -21,6 +21,7 @@ from daemon.shared.errors import ApplyError
 from daemon.shared.scrub import scrub, scrub_obj
 
 SUCCEEDED, FAILED, BLOCKED = "succeeded", "failed", "blocked"
+DEPENDENCY_NOT_READY = "DependencyNotReady"
 TRANSIENT_ERRORS = (ConnectionError, TimeoutError)
 
 
@@ -33,6 +34,7 @@ class ActionResult:
     duration_s: float = 0.0
     attempts: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""  # why it failed or was blocked (ApplyError.reason, DependencyNotReady); "" on success
 
 
 RunAction = Callable[[Action], Awaitable[ApplyOutcome]]
@@ -88,7 +90,7 @@ async def execute(
             await done[key].wait()
         failed = [k for k in needs if results[k].status != SUCCEEDED and by_key[k].op != Op.DELETE]
         if failed and action.op != Op.DELETE:
-            finish(ActionResult(action.key, str(action.op), BLOCKED, f"blocked: {', '.join(sorted(failed))} did not apply"))
+            finish(ActionResult(action.key, str(action.op), BLOCKED, f"blocked: {', '.join(sorted(failed))} did not apply", reason=DEPENDENCY_NOT_READY))
             return
         async with limiter:
             started = time.monotonic()
@@ -104,7 +106,8 @@ async def execute(
                         await asyncio.sleep(backoff_s * (2 ** (attempt - 1)))
                         continue
                     message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ApplyError) else str(exc)
-                    finish(ActionResult(action.key, str(action.op), FAILED, message, time.monotonic() - started, attempt))
+                    reason = exc.reason if isinstance(exc, ApplyError) else type(exc).__name__
+                    finish(ActionResult(action.key, str(action.op), FAILED, message, time.monotonic() - started, attempt, reason=reason))
                     return
                 finish(ActionResult(action.key, str(action.op), SUCCEEDED, outcome.message, time.monotonic() - started, attempt, dict(outcome.details)))
                 return

@@ -1,6 +1,7 @@
 """The resource graph: references → a DAG in dependency waves, and content fingerprints.
 
-The fingerprint rule — *data identity, not spec identity, drives downstream work*:
+The fingerprint rule — *data identity, not spec identity, drives downstream work* (README and
+daemon/CONTRACTS.md say the same):
 
     fingerprint = sha256(kind, name, shaping spec, code version,
                          fingerprints of the upstreams whose *spec* it consumes)
@@ -18,6 +19,9 @@ The fingerprint rule — *data identity, not spec identity, drives downstream wo
   nothing, and new rows in a table are a model's retrain policy's call, not a fingerprint change.
 - **Upstreams whose spec it consumes** (a service routes a model's releases, a generated dashboard
   shows a resource) stay in the fingerprint.
+- **Nothing read from outside Git** is in it: external inputs (an edited CSV, upstream data that
+  advanced) are compared by the adapter's observe with what the live build recorded, and a difference
+  is an `Observed.drift` reason ("inputs changed"), not a different fingerprint.
 
 Secrets are in the spec only as `secret:NAME` markers, so no secret value can reach a fingerprint.
 """
@@ -76,14 +80,14 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def fingerprint(kind: str, name: str, data: Mapping[str, Any], upstream: Mapping[str, str], code_version: str, inputs: Mapping[str, str] | None = None) -> str:
+def fingerprint(kind: str, name: str, data: Mapping[str, Any], upstream: Mapping[str, str], code_version: str) -> str:
     material = {
         "kind": kind,
         "name": name,
         "spec": data,
         "upstream": dict(sorted(upstream.items())),
         "code": code_version,
-        "inputs": dict(sorted((inputs or {}).items())),
+        "inputs": {},  # always empty (see the rule above); kept so existing fingerprints, and live builds, stay valid
     }
     return hashlib.sha256(canonical_json(material).encode()).hexdigest()
 

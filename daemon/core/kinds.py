@@ -32,16 +32,21 @@ class Kind:
     # Kinds whose *data* (not spec) this kind consumes: their fingerprints stay out of this kind's, and
     # the adapter compares the data identity its build recorded with the upstream's (graph.py docstring).
     data_inputs: tuple[str, ...] = ()
+    # Optional "module:function(home, *, prefect, keep_services) -> list of objects with tick() and close()":
+    # the kind's long-lived helpers (a process supervisor, a worker pool). The daemon calls every hook's
+    # tick() between cycles and close() on stop, so the loop never names a kind.
+    lifecycle: str | None = None
 
 
 KINDS: tuple[Kind, ...] = (
     Kind("table", "tables", "daemon.schema.table:TableSpec", "daemon.adapters.tables.adapter:TableAdapter", "table/1", 10,
-         metadata_fields=("description", "owners", "tags", "schedule", "maintenance", "retention", "prune"), data_inputs=("table",)),
+         metadata_fields=("description", "owners", "tags", "schedule", "maintenance", "retention", "prune"), data_inputs=("table",),
+         lifecycle="daemon.adapters.tables.runner:hooks"),
     Kind("online", "online", "daemon.schema.online:OnlineSpec", "daemon.adapters.online.adapter:OnlineAdapter", "online/1", 15, derive="flows.online.derive:derive_online"),
     Kind("model", "models", "daemon.schema.model:ModelSpec", "daemon.adapters.models.adapter:ModelAdapter", "model/2", 20,  # 2: canonical row order by a row key
          metadata_fields=("description", "owners", "tags", "retrain", "prune"), data_inputs=("table",)),
     Kind("service", "services", "daemon.schema.service:ServiceSpec", "daemon.adapters.services.adapter:ServiceAdapter", "service/1", 30,
-         metadata_fields=("description",)),
+         metadata_fields=("description",), lifecycle="daemon.adapters.services.lifecycle:hooks"),
     Kind("dashboard", "dashboards", "daemon.schema.dashboard:DashboardSpec", "daemon.adapters.dashboards:DashboardAdapter", "dashboard/1", 40, derive="dashboards.derive:derive_all"),
 )
 

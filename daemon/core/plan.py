@@ -59,6 +59,7 @@ class Action:
     wave: int = 0
     summary: str = ""  # adapter's one-liner: what will happen and what it costs
     follows: tuple[str, ...] = ()  # upstreams whose data it consumes that change in the same apply
+    drift: tuple[str, ...] = ()  # why the live resource differs although its fingerprint may match (Observed.drift)
 
     @property
     def key(self) -> str:
@@ -92,6 +93,7 @@ class Plan:
             item = asdict(action)
             item["op"] = str(action.op)
             item["depends_on"] = list(action.depends_on)
+            item["drift"] = list(action.drift)
             item["follows"] = list(action.follows)
             item["changes"] = [dict(c) for c in self.structured_changes.get(action.key, ())]
             item["change_lines"] = list(self.property_changes.get(action.key, ()))
@@ -135,7 +137,7 @@ class Plan:
         return "\n".join(lines)
 
 
-Describer = Callable[[Action, Resource | None], str]
+Describer = Callable[[Action, Resource | None, Observed | None], str]
 
 
 def make_plan(
@@ -185,11 +187,14 @@ def make_plan(
         prune = env_prune if live.prune is None else live.prune
         if prune:
             actions.append(Action(kind, name, Op.DELETE, "spec removed; prune is on", None, live.fingerprint, wave=max_wave + 1))
+        elif live.drift:  # kept, but something of it must still go (a removed table's schedule deployment)
+            actions.append(Action(kind, name, Op.UPDATE, "spec removed; kept because prune is off; " + "; ".join(live.drift),
+                                  None, live.fingerprint, wave=max_wave + 1, drift=tuple(live.drift)))
         else:
             actions.append(Action(kind, name, Op.ORPHAN, "spec removed; kept because prune is off", None, live.fingerprint, wave=max_wave + 1))
     if describe:
         actions = [
-            _with_summary(a, describe(a, desired.get(a.key))) if a.op in CHANGING else a for a in actions
+            _with_summary(a, describe(a, desired.get(a.key), observed.get(a.key))) if a.op in CHANGING else a for a in actions
         ]
     return Plan(revision, env, tuple(actions), base_revision, dict(property_changes or {}),
                 dict(structured_changes or {}), tuple(warnings))
@@ -200,17 +205,21 @@ def _with_summary(action: Action, summary: str) -> Action:
 
 
 def _diff(resource: Resource, live: Observed) -> Action:
-    common = dict(fingerprint=resource.fingerprint, previous=live.fingerprint, depends_on=resource.depends_on, wave=resource.wave)
+    """One resource: the op and its reason. A fingerprint mismatch means the spec (or the code, or an
+    upstream's fingerprint) changed; `live.drift` says why an equal fingerprint is still not in sync."""
+    common = dict(fingerprint=resource.fingerprint, previous=live.fingerprint, depends_on=resource.depends_on, wave=resource.wave, drift=tuple(live.drift))
     if not live.exists:
         return Action(resource.kind, resource.name, Op.CREATE, "does not exist yet", **common)
-    if live.fingerprint == resource.fingerprint:
-        if live.drift:
-            return Action(resource.kind, resource.name, Op.UPDATE, "; ".join(live.drift), **common)
+    same = live.fingerprint == resource.fingerprint
+    if same and not live.drift:
         return Action(resource.kind, resource.name, Op.UNCHANGED, "up to date", **common)
+    why = ([] if same else ["spec changed"]) + list(live.drift)
     handle = live.restorable.get(resource.fingerprint)
-    if handle is not None:
-        return Action(resource.kind, resource.name, Op.RESTORE, f"an earlier build matches ({handle}); no recompute", restore_from=handle, **common)
-    return Action(resource.kind, resource.name, Op.UPDATE, "spec or inputs changed", **common)
+    metadata_only = same and all(d.startswith(METADATA_REASON) for d in live.drift)  # the data stays as it is
+    if handle is not None and not metadata_only:
+        drifted = "".join(f"{d}; " for d in live.drift)
+        return Action(resource.kind, resource.name, Op.RESTORE, f"{drifted}an earlier build matches ({handle}); no recompute", restore_from=handle, **common)
+    return Action(resource.kind, resource.name, Op.UPDATE, "; ".join(why), **common)
 
 
 def property_diff(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, prefix: str = "") -> list[str]:

@@ -1,25 +1,19 @@
-"""Status vocabulary (after Flux and Argo CD) and the append-only event journal.
+"""Status vocabulary (after Flux and Argo CD).
 
 Per resource: sync (Synced/OutOfSync), health (Healthy/Progressing/Degraded/Missing) and conditions
 `Ready`, `Reconciling`, `Stalled`, each with a reason, a message and the git revision last applied and
-last attempted. Events are appended to `events.jsonl` only when something changed; the journal is the
-only record specd keeps of its own actions (everything else is read back from the live systems).
+last attempted. Pure: the journal that records status changes is `daemon.runtime.journal`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from daemon.core.executor import BLOCKED, FAILED, ActionResult
+from daemon.core.executor import BLOCKED, DEPENDENCY_NOT_READY, FAILED, ActionResult
 from daemon.core.graph import Graph
 from daemon.core.state import DEGRADED, HEALTHY, MISSING, PROGRESSING, Observed
-from daemon.shared.scrub import scrub_obj
 
 SYNCED, OUT_OF_SYNC = "Synced", "OutOfSync"
 
@@ -74,7 +68,7 @@ def resource_statuses(
         synced = live.exists and live.fingerprint == resource.fingerprint and not live.drift and not live.details.get("lagging")
         result = results.get(resource.key)
         health = live.health if live.exists else MISSING
-        message = live.message or ("up to date" if synced else "differs from the spec")
+        message = live.message or ("up to date" if synced else ("; ".join(live.drift) or "differs from the spec"))
         stalled = None
         if resource.key in reconciling:
             health = PROGRESSING
@@ -82,7 +76,7 @@ def resource_statuses(
         elif result and result.status in (FAILED, BLOCKED):
             health = DEGRADED if live.exists else MISSING
             message = result.message
-            stalled = Condition("Stalled", True, "ApplyFailed" if result.status == FAILED else "DependencyNotReady", result.message, revision)
+            stalled = Condition("Stalled", True, result.reason or ("ApplyFailed" if result.status == FAILED else DEPENDENCY_NOT_READY), result.message, revision)
         ready = synced and health == HEALTHY
         conditions = [
             Condition("Ready", ready, "Succeeded" if ready else ("Progressing" if health == PROGRESSING else "NotReady"), message, revision),
@@ -107,47 +101,6 @@ def resource_statuses(
             )
         )
     return out
-
-
-class Journal:
-    """Append-only JSON-lines event log. A torn last line (crash mid-write) is ignored on read."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def append(self, event_type: str, revision: str | None, **fields: Any) -> dict[str, Any]:
-        event = scrub_obj({"ts": round(time.time(), 3), "type": event_type, "revision": revision, **fields})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = (json.dumps(event, sort_keys=True, default=str) + "\n").encode()
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = b"\n" + line  # a torn line from a crash stays on its own line
-            os.write(fd, line)
-        finally:
-            os.close(fd)
-        return event
-
-    def read(self, limit: int | None = None) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        events = []
-        with open(self.path, "rb") as handle:
-            for raw in handle:
-                try:
-                    event = json.loads(raw)
-                except ValueError:  # a torn or garbled line (not UTF-8 included) is skipped, not fatal
-                    continue
-                if isinstance(event, dict):
-                    events.append(event)
-        return events[-limit:] if limit else events
-
-    def last(self, event_type: str) -> dict[str, Any] | None:
-        for event in reversed(self.read()):
-            if event.get("type") == event_type:
-                return event
-        return None
 
 
 def diff_statuses(before: Mapping[str, ResourceStatus], after: Iterable[ResourceStatus]) -> list[ResourceStatus]:

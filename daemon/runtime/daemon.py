@@ -12,32 +12,33 @@ after kill -9 simply plans again.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.adapters.base import Lifecycle
 from daemon.core.compose_cache import ComposeCache
-from daemon.core.executor import FAILED, SUCCEEDED, ActionResult
-from daemon.core.plan import CHANGING, Plan
-from daemon.core.state import MISSING_OBSERVED
-from daemon.core.status import Journal, ResourceStatus, diff_statuses, resource_statuses
+from daemon.core.kinds import KINDS, load_object
 from daemon.runtime import metrics, operations
-from daemon.runtime.reconcile import Desired, apply, check, context_for, load_desired, make_adapters, observe, plan
+from daemon.runtime.cycle import CycleState, run_cycle, status_document
+from daemon.runtime.journal import EventType, Journal
+from daemon.runtime.prefect_bootstrap import bootstrap_prefect
+from daemon.runtime.reconcile import Desired, check, context_for, load_desired, make_adapters
 from daemon.runtime.source import GitSource, SourceError
+from daemon.runtime.watch import RefWatcher
 from daemon.shared import procs
 from daemon.shared.errors import SpecErrors
-from daemon.shared.paths import bentoml_home, journal_path, lock_path
+from daemon.shared.fsio import atomic_write_json
+from daemon.shared.paths import bentoml_home, journal_path, lock_path, status_path
 from daemon.shared.scrub import scrub_obj
 from daemon.shared.secrets import ENV_READS
 
 log = logging.getLogger("specd")
-JOURNALED_DETAILS = ("version", "trained", "reused", "rebuilt", "retrained", "metadata", "trigger", "delta_version", "outcome")
 
 
 class AlreadyRunning(RuntimeError):
@@ -69,19 +70,18 @@ class DaemonLock:
 
 
 @dataclass
-class Backoff:
-    fingerprint: str | None
-    failures: int
-    retry_at: float
-
-
-@dataclass
 class DaemonState:
-    desired_revision: str | None = None
-    applied_revision: str | None = None
+    cycle: CycleState = field(default_factory=CycleState)  # revisions, statuses, backoff (daemon.runtime.cycle)
     rejected: dict[str, Any] | None = None
-    statuses: dict[str, ResourceStatus] = field(default_factory=dict)
     last_cycle: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def applied_revision(self) -> str | None:
+        return self.cycle.applied_revision
+
+    @property
+    def desired_revision(self) -> str | None:
+        return self.cycle.desired_revision
 
 
 class SyncRequests:
@@ -106,21 +106,20 @@ class Daemon:
         self.max_backoff_s = max_backoff_s
         self.source = GitSource(repo, branch, home)
         self.journal = Journal(journal_path(home))
-        self.state = DaemonState()
+        self.state = DaemonState(CycleState(max_backoff_s=max_backoff_s))
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.desired_cache: dict[str, Desired] = {}
         self.compose_cache = ComposeCache()  # validated documents by content: a commit recomposes only what changed
         self.last_valid: Desired | None = None
-        self.backoff: dict[str, Backoff] = {}
         self.lock = DaemonLock(lock_path(home))
         self.prefect_server = None
         self.metrics_server: metrics.MetricsServer | None = None
         self.watcher = None
         self.keep_services = keep_services
-        self.supervisor = None
-        self.schedules = None
-        self.tick_hooks: list = [SyncRequests(home, self.wake)]  # `specd sync`/`resume` wake the loop
+        # Kinds' lifecycle hooks, plus the runtime's own: `specd sync`/`resume` requests wake the loop; the
+        # Prefect keeper and the online-promotion ticker join at start-up. Ticked between cycles, closed on stop.
+        self.hooks: list[Lifecycle] = [SyncRequests(home, self.wake)]
         self.in_sync_at: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -134,7 +133,7 @@ class Daemon:
             self._start_prefect(env)
             self._start_watching(env)
             self._start_supervision()
-            self.journal.append("DaemonStarted", None, pid=os.getpid(), repo=str(self.source.repo), branch=self.source.branch, env=self.env_name)
+            self.journal.append(EventType.DAEMON_STARTED, None, pid=os.getpid(), repo=str(self.source.repo), branch=self.source.branch, env=self.env_name)
             poll = env.daemon.poll_interval_s if env else 15.0
             while not self.stopping.is_set():
                 self.wake.clear()
@@ -161,29 +160,23 @@ class Daemon:
 
     def shutdown(self) -> None:
         procs.terminate_tracked()
-        from daemon.adapters.tables import workers as tables_workers
-
-        tables_workers.shutdown()
-        if self.schedules:
-            self.schedules.stop_all()
-        if self.supervisor and not self.keep_services:
+        for hook in reversed(self.hooks):
             try:
-                stopped = self.supervisor.stop_all()
-                if stopped:
-                    log.info("stopped services: %s", ", ".join(stopped))
+                if callable(close := getattr(hook, "close", None)):  # tick-only hooks hold nothing
+                    close()
             except Exception:  # best effort on the way out
-                log.exception("stopping services failed")
-            from daemon.adapters.online import embedded as online_store
+                log.exception("closing %s failed", hook)
+        from daemon.adapters.online import embedded as online_store
 
-            if online_store.stop(self.home):  # the services read it: it lives as long as they do
-                log.info("stopped the embedded online store")
+        if not self.keep_services and online_store.stop(self.home):  # the services read it: it lives as long as they do
+            log.info("stopped the embedded online store")
         if self.watcher:
             self.watcher.stop()
         if self.prefect_server:
             self.prefect_server.stop()
         if self.metrics_server:
             self.metrics_server.stop()
-        self.journal.append("DaemonStopped", self.state.applied_revision, pid=os.getpid())
+        self.journal.append(EventType.DAEMON_STOPPED, self.state.applied_revision, pid=os.getpid())
         self.lock.release()
 
     def _install_signal_handlers(self) -> None:
@@ -210,50 +203,35 @@ class Daemon:
     def _start_prefect(self, env) -> None:
         if not self.use_prefect:
             return
-        from daemon.runtime.prefect_server import LocalPrefectServer, configure_client_env
-
-        configure_client_env(self.home)
-        external = os.environ.get("PREFECT_API_URL") or (env.prefect.api_url if env else None)
-        if external:
-            os.environ["PREFECT_API_URL"] = external
-            log.info("using Prefect at %s", external)
-            return
-        server = LocalPrefectServer(self.home, env.prefect.host if env else "127.0.0.1", env.prefect.port if env else 4200)
-        os.environ["PREFECT_API_URL"] = server.start()
+        server = bootstrap_prefect(self.home, env)
         self.prefect_server = server
-        log.info("Prefect UI on http://%s:%d", server.host, server.port)
+        if server is None:  # an external Prefect server: not ours to restart
+            return
         from daemon.runtime.prefect_keeper import PrefectKeeper
 
         def restarted(url: str) -> None:
-            self.journal.append("PrefectServerRestarted", self.state.applied_revision, api_url=url)
+            self.journal.append(EventType.PREFECT_SERVER_RESTARTED, self.state.applied_revision, api_url=url)
             self.wake.set()  # plan again now: a commit may have arrived while the server was down
 
-        self.tick_hooks.append(PrefectKeeper(server, on_restart=restarted))  # restarted with backoff if it dies
+        self.hooks.append(PrefectKeeper(server, on_restart=restarted))  # restarted with backoff if it dies
 
     def _start_watching(self, env) -> None:
         if self.source.remote:
             return
-        from daemon.runtime.watch import RefWatcher
-
         self.watcher = RefWatcher(self.source.git_dir, self.wake.set, env.daemon.debounce_s if env else 0.3).start()
 
     def _start_supervision(self) -> None:
-        """Restart crashed services (with backoff) between cycles; adopt the ones already running."""
-        from daemon.adapters.services.supervisor import Supervisor
+        """Every kind's lifecycle hooks (restart crashed services, serve schedules, ...): ticked between
+        cycles, closed on stop. Then online A/B verdicts → proposal commits (`promotion.online`)."""
+        for kind in KINDS:
+            if kind.lifecycle:
+                self.hooks.extend(load_object(kind.lifecycle)(self.home, prefect=self.use_prefect, keep_services=self.keep_services))
+        from daemon.runtime.proposals import ProposalTicker
 
-        self.supervisor = Supervisor(self.home)
-        self.tick_hooks.append(self.supervisor)
-        if self.use_prefect:
-            from daemon.runtime.schedules_runner import ScheduleRunner
-
-            self.schedules = ScheduleRunner(self.home)
-            self.tick_hooks.append(self.schedules)
-        from daemon.runtime.proposals import ProposalTicker  # online A/B verdicts → commits (promotion.online)
-
-        self.tick_hooks.append(ProposalTicker(lambda: self.last_valid, self.source.repo, self.source.branch, self.env_name, self.home, self.overrides))
+        self.hooks.append(ProposalTicker(lambda: self.last_valid, self.source.repo, self.source.branch, self.env_name, self.home, self.overrides))
 
     def _tick(self) -> None:
-        for hook in self.tick_hooks:
+        for hook in self.hooks:
             try:
                 hook.tick()
             except Exception:  # supervision must never kill the loop
@@ -278,18 +256,18 @@ class Daemon:
             metrics.RECONCILE_RUNS.labels(result="failed").inc()
             return
         metrics.set_revision(metrics.DESIRED_REVISION, sha)
-        self.state.desired_revision = sha
+        self.state.cycle.desired_revision = sha
         desired = self._validated(sha)
         if desired is None:
             if self.last_valid is None:
                 return
             desired = self.last_valid  # keep the last valid revision converged
         try:
-            result = self._reconcile(desired)
+            result = self._reconcile(desired, sha)
         except Exception as exc:  # an adapter bug must not kill the daemon
             log.exception("reconcile of %s failed", desired.revision[:12])
             metrics.RECONCILE_RUNS.labels(result="failed").inc()
-            self.journal.append("ReconcileFailed", desired.revision, message=f"{type(exc).__name__}: {exc}")
+            self.journal.append(EventType.RECONCILE_FAILED, desired.revision, message=f"{type(exc).__name__}: {exc}")
             return
         elapsed = time.monotonic() - started
         metrics.RECONCILE_DURATION.observe(elapsed)
@@ -315,7 +293,7 @@ class Daemon:
             self.state.rejected = {"revision": sha, "errors": errors, "at": time.time()}
             metrics.REJECTED_COMMITS.inc()
             metrics.RECONCILE_RUNS.labels(result="rejected").inc()
-            self.journal.append("RevisionRejected", sha, errors=errors)
+            self.journal.append(EventType.REVISION_REJECTED, sha, errors=errors)
             self._write_status_file()
             return None
         if self.state.rejected:
@@ -323,105 +301,23 @@ class Daemon:
         self.last_valid = desired
         return desired
 
-    def _reconcile(self, desired: Desired) -> str:
-        ctx = context_for(desired, self.home, progress=lambda message: log.info("%s", message))
-        adapters = make_adapters(ctx)
-        observed = observe(adapters, desired.graph)
+    def _reconcile(self, desired: Desired, head: str | None = None) -> str:
+        ctx = context_for(desired, self.home, progress=lambda message: log.info("%s", message), prefect=self.use_prefect)
         forced = operations.take_syncs(self.home)  # `specd sync`: refresh these even if they look in sync
-        the_plan = self._without_backoff(plan(desired, observed, adapters, forced=forced))
-        results: dict[str, ActionResult] = {}
-        if the_plan.has_changes:
-            log.info("%s", the_plan.to_text())
-            self.journal.append("ApplyStarted", desired.revision, actions=[f"{a.op} {a.key}" for a in the_plan.changes],
-                                plan=[{"resource": a.key, "op": str(a.op), "reason": a.reason, "summary": a.summary, "follows": list(a.follows)}
-                                      for a in the_plan.changes])
-            self._publish_statuses(desired, observed, results, reconciling=[a.key for a in the_plan.changes])
-            for item in apply(the_plan, desired, adapters, use_prefect=self.use_prefect, on_result=self._on_result):
-                results[item.key] = item
-            observed = observe(adapters, desired.graph)
-        statuses = self._publish_statuses(desired, observed, results)
-        if self.schedules:
-            try:
-                self.schedules.sync(desired, adapters)
-            except Exception as exc:  # Prefect unreachable: schedules catch up on a later cycle
-                log.warning("could not sync schedules: %s", exc)
-        failed = any(r.status != SUCCEEDED for r in results.values()) or any(k in self.backoff for k in desired.graph.by_key())
-        # a model its retrain policy lets lag behind its table is OutOfSync by choice: it does not hold the revision back
-        all_synced = all(s.sync == "Synced" or observed.get(s.key, MISSING_OBSERVED).details.get("lagging") for s in statuses)
-        if all_synced and not failed:
-            self.state.applied_revision = desired.revision
-            metrics.set_revision(metrics.APPLIED_REVISION, desired.revision)
-            metrics.LAST_SUCCESS.set(time.time())
-            if results:
-                self.journal.append("ReconcileSucceeded", desired.revision, actions=len(results))
-        in_sync = all_synced and self.state.applied_revision == self.state.desired_revision
-        metrics.IN_SYNC.set(1 if in_sync else 0)
-        if forced:
-            ok = not any(r.status != SUCCEEDED for k, r in results.items())
-            self.journal.append("SyncFinished", desired.revision, resources=sorted(forced), ok=ok,
-                                message=f"sync of {', '.join(sorted(forced))}: {len(results)} action(s)" + ("" if ok else ", some failed"))
-        if in_sync:
+        outcome = run_cycle(desired, make_adapters(ctx), self.state.cycle, self.journal, use_prefect=self.use_prefect,
+                            head=head, forced=forced)
+        if outcome.in_sync:
             # once per revision at INFO (and after every cycle that applied something), else debug
-            level = logging.INFO if results or self.in_sync_at != desired.revision else logging.DEBUG
+            level = logging.INFO if outcome.results or self.in_sync_at != desired.revision else logging.DEBUG
             log.log(level, "in sync at %s", desired.revision[:12])
             self.in_sync_at = desired.revision
         else:
             self.in_sync_at = None
-        if not results:
-            return "noop" if not failed else "failed"
-        return "failed" if failed else "success"
-
-    def _without_backoff(self, the_plan: Plan) -> Plan:
-        now = time.time()
-        deferred = {a.key for a in the_plan.actions if a.op in CHANGING and (b := self.backoff.get(a.key)) and b.fingerprint == a.fingerprint and b.retry_at > now}
-        for key in [k for k, b in self.backoff.items() if k not in {a.key for a in the_plan.changes}]:
-            self.backoff.pop(key, None)  # converged by other means, or no longer desired
-        if not deferred:
-            return the_plan
-        return replace(the_plan, actions=tuple(a for a in the_plan.actions if a.key not in deferred))
-
-    def _on_result(self, result: ActionResult) -> None:
-        kind = result.key.split("/", 1)[0]
-        metrics.ACTIONS.labels(kind=kind, op=result.op, result=result.status).inc()
-        metrics.ACTION_DURATION.labels(kind=kind, op=result.op).observe(result.duration_s)
-        revision = self.state.desired_revision
-        if result.status == SUCCEEDED:
-            self.backoff.pop(result.key, None)
-            log.info("%s %s: %s", result.op, result.key, result.message)
-            self.journal.append("ActionSucceeded", revision, resource=result.key, op=result.op, message=result.message, duration_s=round(result.duration_s, 3),
-                                details={k: v for k, v in result.details.items() if k in JOURNALED_DETAILS})
-        else:
-            desired = self.last_valid.graph.by_key().get(result.key) if self.last_valid else None
-            previous = self.backoff.get(result.key)
-            failures = (previous.failures + 1) if previous else 1
-            delay = min(self.max_backoff_s, 5.0 * 2 ** (failures - 1))
-            if result.status == FAILED:
-                self.backoff[result.key] = Backoff(desired.fingerprint if desired else None, failures, time.time() + delay)
-            log.error("%s %s %s: %s", result.op, result.key, result.status, result.message)
-            self.journal.append("ActionFailed" if result.status == FAILED else "ActionBlocked", revision, resource=result.key, op=result.op, message=result.message)
-
-    def _publish_statuses(self, desired: Desired, observed, results, reconciling=()) -> list[ResourceStatus]:
-        statuses = resource_statuses(desired.graph, observed, desired.revision, results, reconciling)
-        for changed in diff_statuses(self.state.statuses, statuses):
-            if not reconciling:
-                self.journal.append("StatusChanged", desired.revision, resource=changed.key, sync=changed.sync, health=changed.health, message=changed.message)
-        self.state.statuses = {s.key: s for s in statuses}
-        metrics.record_statuses(statuses)
-        return statuses
+        return outcome.result
 
     # -- status ---------------------------------------------------------------------------------------
     def status_json(self) -> dict[str, Any]:
-        return {
-            "revision": self.state.applied_revision,
-            "desired_revision": self.state.desired_revision,
-            "in_sync": bool(self.state.applied_revision and self.state.applied_revision == self.state.desired_revision),
-            "rejected": self.state.rejected,
-            "last_cycle": self.state.last_cycle,
-            "resources": [s.to_json() for s in self.state.statuses.values()],
-        }
+        return status_document(self.state.cycle, rejected=self.state.rejected, last_cycle=self.state.last_cycle)
 
     def _write_status_file(self) -> None:
-        path = self.home / "status.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(scrub_obj(self.status_json()), indent=1, default=str))
-        os.replace(tmp, path)
+        atomic_write_json(status_path(self.home), scrub_obj(self.status_json()), mode=0o644, durable=False)

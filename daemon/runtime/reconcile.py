@@ -7,6 +7,7 @@ sees is the text the daemon logs. Each step passes immutable data; only adapters
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from daemon.core.kinds import KINDS, load_object
 from daemon.core.plan import Action, Plan, jsonable_change, make_plan, property_diff, structured_diff
 from daemon.core.state import Observed
 from daemon.runtime import guard, operations
+from daemon.runtime.prefect_runner import run_plan_in_prefect, to_run_logger
 from daemon.shared.errors import SpecErrors, SpecIssue
 from daemon.shared.secrets import register_referenced
 
@@ -50,14 +52,31 @@ def load_desired(checkout: Path, env_name: str, revision: str, overrides: Sequen
     return Desired(revision, checkout, composed, graph)
 
 
-def context_for(desired: Desired, home: Path, progress: Callable[[str], None] | None = None) -> AdapterContext:
+def context_for(desired: Desired, home: Path, progress: Callable[[str], None] | None = None, *, prefect: bool = True) -> AdapterContext:
+    """`prefect`: whether this run has a Prefect API (deployments are observed and written on it)."""
     return AdapterContext(
         env=desired.composed.env,
         home=home,
         repo_dir=desired.checkout,
         revision=desired.revision,
-        progress=progress or (lambda message: None),
+        progress=_teed(progress),
+        prefect_api=prefect_api_url(desired.composed.env) if prefect else None,
     )
+
+
+def _teed(progress: Callable[[str], None] | None) -> Callable[[str], None]:
+    """Progress lines go to the caller (terminal, daemon log) and to the running Prefect task's log."""
+    def emit(message: str) -> None:
+        if progress is not None:
+            progress(message)
+        to_run_logger(message)
+
+    return emit
+
+
+def prefect_api_url(env) -> str:
+    """The Prefect API a run uses: PREFECT_API_URL, the overlay's prefect.api_url, or the local server."""
+    return os.environ.get("PREFECT_API_URL") or env.prefect.api_url or f"http://{env.prefect.host}:{env.prefect.port}/api"
 
 
 def make_adapters(ctx: AdapterContext) -> dict[str, Adapter]:
@@ -93,9 +112,9 @@ def plan(desired: Desired, observed: Mapping[str, Observed], adapters: Mapping[s
         home = next((getattr(a, "ctx", None) for a in adapters.values()), None)
         suspended = set(operations.suspended(home.home)) if home is not None else set()
 
-    def describe(action: Action, resource: Resource | None) -> str:
+    def describe(action: Action, resource: Resource | None, live: Observed | None) -> str:
         adapter = adapters.get(action.kind)
-        return adapter.describe(action, resource) if adapter else ""
+        return adapter.describe(action, resource, live) if adapter else ""
 
     return make_plan(
         desired.revision,
@@ -143,7 +162,5 @@ def apply(
 
     options = dict(max_parallel=env.daemon.max_parallel_actions, retries=env.daemon.action_retries, backoff_s=env.daemon.retry_backoff_s, on_result=on_result)
     if use_prefect:
-        from daemon.runtime.prefect_runner import run_plan_in_prefect
-
         return asyncio.run(run_plan_in_prefect(the_plan, run_action, **options))
     return asyncio.run(execute(the_plan, run_action, **options))

@@ -34,11 +34,18 @@ class SpecErrors(Exception):
         super().__init__("\n".join(str(i) for i in self.issues))
 
 
-class ApplyError(Exception):
-    """An action failed. `transient` errors are retried with backoff; others fail at once."""
+APPLY_FAILED = "ApplyFailed"  # the reason when an adapter names none
 
-    def __init__(self, message: str, *, transient: bool = False):
+
+class ApplyError(Exception):
+    """An action failed, Flux style: a `reason` (a CamelCase word such as `QualityFailed` or
+    `BuildCrashed`) that reaches the resource's `Stalled` condition, and whether it is `transient`
+    (retried with backoff) or not (fails at once). The message is scrubbed of every secret value specd
+    resolved: an upstream that echoes a token must not put it in status."""
+
+    def __init__(self, message: str, *, reason: str = APPLY_FAILED, transient: bool = False):
         from daemon.shared.scrub import scrub
 
-        super().__init__(scrub(message))  # an upstream that echoes a token must not put it in status
+        super().__init__(scrub(message))
+        self.reason = reason or APPLY_FAILED
         self.transient = transient

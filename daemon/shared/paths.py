@@ -45,3 +45,8 @@ def dashboards_dir(home: Path) -> Path:
 def runtime_dir(home: Path) -> Path:
     """PID files, routing files, sockets of processes the daemon supervises."""
     return home / "run"
+
+
+def status_path(home: Path) -> Path:
+    """The daemon's last published status (`specd status` reads it while the daemon runs)."""
+    return home / "status.json"

@@ -1,14 +1,13 @@
 """Child processes the daemon owns: start them in their own group, find them again, stop them fully.
 
 After a `kill -9` of the daemon its children live on. A pid file records pid + the process start time
-(from /proc), so a restarted daemon adopts its own child instead of starting a second one, and never
+(psutil), so a restarted daemon adopts its own child instead of starting a second one, and never
 mistakes a recycled pid for it. Stopping sends SIGINT, then SIGTERM, then SIGKILL to the whole group
 (a Prefect worker ignores the first SIGTERM for many seconds, per DESIGN.md).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,15 +15,39 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
+from daemon.shared.fsio import atomic_write_json, read_json
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
 
 def process_start_time(pid: int) -> int | None:
-    """Start time in clock ticks since boot (field 22 of /proc/PID/stat); None if gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    """Start time in clock ticks since boot (psutil; the unit pid files have always recorded, so records
+    written before stay valid); None if gone, a zombie or not ours to see."""
+    if pid <= 0:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return None if fields[0] == "Z" else int(fields[19])
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return round((process.create_time() - psutil.boot_time()) * _CLOCK_TICKS)
+    except (psutil.Error, OSError):
+        return None
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """Live processes (not this one) whose environment has `key=value`: children that left our group."""
+    found = []
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
+            continue
+        try:
+            if process.environ().get(key) == value and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process.pid)
+        except (psutil.Error, OSError):
+            continue
+    return found
 
 
 def alive(pid: int, start_time: int | None = None) -> bool:
@@ -40,17 +63,14 @@ class PidRecord:
 
     @classmethod
     def read(cls, path: Path) -> PidRecord | None:
+        data = read_json(path)
         try:
-            data = json.loads(path.read_text())
-            return cls(int(data["pid"]), int(data["start_time"]), dict(data.get("meta", {})))
-        except (OSError, ValueError, KeyError):
+            return cls(int(data["pid"]), int(data["start_time"]), dict(data.get("meta", {}))) if data else None
+        except (ValueError, KeyError, TypeError):
             return None
 
     def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps({"pid": self.pid, "start_time": self.start_time, "meta": self.meta}))
-        os.replace(tmp, path)
+        atomic_write_json(path, {"pid": self.pid, "start_time": self.start_time, "meta": self.meta}, mode=0o644)
 
     def alive(self) -> bool:
         return alive(self.pid, self.start_time)
@@ -103,32 +123,54 @@ def _reap(pid: int) -> None:
 
 
 # -- short-lived workers (builds, training) that must not outlive a stopping daemon -----------------
-_tracked: dict[int, subprocess.Popen] = {}
+class ChildRegistry:
+    """Worker subprocesses of one engine (the training launcher keeps its own). Every registry is
+    reachable through `terminate_tracked`, so a graceful daemon stop leaves no orphans without the
+    daemon knowing which engine started what."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._children: dict[int, subprocess.Popen] = {}
+        _registries.append(self)
+
+    def track(self, proc: subprocess.Popen) -> subprocess.Popen:
+        self._children[proc.pid] = proc
+        return proc
+
+    def untrack(self, proc: subprocess.Popen) -> None:
+        self._children.pop(proc.pid, None)
+
+    def terminate(self, grace_s: float = 5.0) -> int:
+        """Stop every tracked worker that is still running (its group when it leads one)."""
+        stopped = 0
+        for pid, proc in list(self._children.items()):
+            if proc.poll() is None:
+                try:
+                    os.killpg(pid, signal.SIGTERM) if os.getpgid(pid) == pid else proc.terminate()
+                except ProcessLookupError:
+                    continue
+                try:
+                    proc.wait(timeout=grace_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                stopped += 1
+            self._children.pop(pid, None)
+        return stopped
+
+
+_registries: list[ChildRegistry] = []
+_default = ChildRegistry("daemon")
 
 
 def track(proc: subprocess.Popen) -> subprocess.Popen:
-    """Register a worker subprocess so a graceful daemon stop terminates it (no orphans)."""
-    _tracked[proc.pid] = proc
-    return proc
+    """Register a worker subprocess in the daemon's own registry."""
+    return _default.track(proc)
 
 
 def untrack(proc: subprocess.Popen) -> None:
-    _tracked.pop(proc.pid, None)
+    _default.untrack(proc)
 
 
 def terminate_tracked(grace_s: float = 5.0) -> int:
-    """Stop every tracked worker that is still running; return how many were stopped."""
-    stopped = 0
-    for pid, proc in list(_tracked.items()):
-        if proc.poll() is None:
-            try:
-                os.killpg(pid, signal.SIGTERM) if os.getpgid(pid) == pid else proc.terminate()
-            except ProcessLookupError:
-                continue
-            try:
-                proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            stopped += 1
-        _tracked.pop(pid, None)
-    return stopped
+    """Stop the tracked workers of every registry; return how many were stopped."""
+    return sum(registry.terminate(grace_s) for registry in list(_registries))

@@ -14,7 +14,6 @@ a crash or a deltalake panic cannot take the daemon down, and a kill -9 anywhere
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.shared.fsio import atomic_write_json
 from flows.tables import (
     BATCH,
     BUILD_KEY,
@@ -487,9 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     job_path, result_path = Path(args[0]), Path(args[1])
     payload = run_job(json.loads(job_path.read_text()))
     code = 0 if payload["ok"] else (3 if payload.get("transient") else 2)
-    tmp = result_path.with_suffix(".partial")
-    tmp.write_text(json.dumps(payload, default=str))
-    os.replace(tmp, result_path)
+    atomic_write_json(result_path, payload, durable=False, indent=None)  # read once by the adapter
     return code
 
 

@@ -1,7 +1,7 @@
 """Scheduled table work as Prefect deployments: refreshes (`schedule:`) and maintenance (`maintenance.schedule`).
 
-The daemon calls `sync_schedules(entries)` after each apply with the desired set (plain `ScheduleEntry`
-values built by the table adapter); deployments named
+A table's planned action calls `sync_schedules(entries, tables=[name])` with its desired set (plain
+`ScheduleEntry` values built by the table adapter); deployments named
 `specd-table-<name>` (refresh) and `specd-table-maintain-<name>` are created, updated (cron or
 parameters changed) or deleted to match, so the specs stay the only source of truth. A separate
 long-lived process, `python -m flows.tables.schedules serve`, runs them: a Prefect Runner that picks up
@@ -24,9 +24,17 @@ from typing import Any
 
 from prefect import flow
 
-REFRESH_FLOW = "specd-table-refresh"
-MAINTAIN_FLOW = "specd-table-maintain"
-PREFIX = "specd-table-"
+from flows.tables.deployments import (
+    ENTRYPOINT_MODULE,
+    MAINTAIN_FLOW,
+    PREFIX,
+    REFRESH_FLOW,
+    TAGS,
+    maintain_name,
+    refresh_name,
+)
+
+__all__ = ["MAINTAIN_FLOW", "PREFIX", "REFRESH_FLOW", "ScheduleEntry", "maintain_table", "refresh_table", "serve", "sync_schedules"]
 
 
 @dataclass(frozen=True)
@@ -73,10 +81,10 @@ async def _deployment(entry: ScheduleEntry) -> Any:
     target = refresh_table if entry.flow == REFRESH_FLOW else maintain_table
     deployment = await target.ato_deployment(
         name=entry.deployment, cron=entry.cron, parameters=entry.parameters,
-        entrypoint_type=EntrypointType.MODULE_PATH, tags=["specd", "table"],
+        entrypoint_type=EntrypointType.MODULE_PATH, tags=list(TAGS),
     )
     attribute = "refresh_table" if entry.flow == REFRESH_FLOW else "maintain_table"
-    deployment.entrypoint = f"{__name__}.{attribute}"
+    deployment.entrypoint = f"{ENTRYPOINT_MODULE}.{attribute}"  # importable by the runner (not __main__)
     return deployment
 
 
@@ -84,7 +92,7 @@ async def _deployment(entry: ScheduleEntry) -> Any:
 async def _specd_deployments(client: Any) -> list[Any]:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
 
-    found = await client.read_deployments(deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["specd", "table"])))
+    found = await client.read_deployments(deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=list(TAGS))))
     return [d for d in found if d.name.startswith(PREFIX)]
 
 
@@ -95,14 +103,16 @@ def _same(live: Any, entry: ScheduleEntry) -> bool:
     return crons == [entry.cron] and (live.parameters or {}) == json.loads(json.dumps(entry.parameters))
 
 
-async def async_sync_schedules(entries: Iterable[ScheduleEntry]) -> dict[str, list[str]]:
-    """Make specd's table deployments exactly `entries`. Returns names created, updated, deleted."""
+async def async_sync_schedules(entries: Iterable[ScheduleEntry], tables: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """Make specd's table deployments exactly `entries` (only those of `tables` when given: one table's
+    planned action writes its own). Returns names created, updated, deleted."""
     from prefect.client.orchestration import get_client
 
     desired = {e.deployment: e for e in entries}
     report: dict[str, list[str]] = {"created": [], "updated": [], "deleted": [], "unchanged": []}
+    owned = None if tables is None else {n for t in tables for n in (refresh_name(t), maintain_name(t))}
     async with get_client() as client:
-        live = {d.name: d for d in await _specd_deployments(client)}
+        live = {d.name: d for d in await _specd_deployments(client) if owned is None or d.name in owned}
         for name, entry in sorted(desired.items()):
             if name in live and _same(live[name], entry):
                 report["unchanged"].append(name)
@@ -116,9 +126,9 @@ async def async_sync_schedules(entries: Iterable[ScheduleEntry]) -> dict[str, li
     return report
 
 
-def sync_schedules(entries: Iterable[ScheduleEntry]) -> dict[str, list[str]]:
+def sync_schedules(entries: Iterable[ScheduleEntry], tables: Iterable[str] | None = None) -> dict[str, list[str]]:
     """Synchronous wrapper for the daemon's worker threads."""
-    return asyncio.run(async_sync_schedules(list(entries)))
+    return asyncio.run(async_sync_schedules(list(entries), None if tables is None else list(tables)))
 
 
 # ---------------------------------------------------------------------------------------- serve
@@ -170,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--stop-after", type=float, default=None, help="exit after this many seconds (tests)")
     args = parser.parse_args(argv)
     from daemon.shared import scrub
+    from flows.tables import schedules as importable  # not __main__'s copy: the flows the entrypoints name
 
     scrub.install()  # scheduled runs log through Prefect: no secret value in those logs
-    asyncio.run(serve(args.poll, args.stop_after))
+    asyncio.run(importable.serve(args.poll, args.stop_after))
     return 0
 
 

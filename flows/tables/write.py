@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from daemon.shared.retry import call_with_retries
 from flows.tables import APP_ID_PREFIX
 
 if TYPE_CHECKING:
@@ -424,11 +425,7 @@ def commit_with_retries(action: Any, name: str, attempts: int = 5, backoff_s: fl
     """Run a commit-only action (restore, compact, vacuum) again when another writer commits first."""
     from deltalake.exceptions import CommitFailedError
 
-    for attempt in range(attempts):
-        try:
-            return action()
-        except CommitFailedError as exc:
-            if attempt == attempts - 1:
-                raise ConcurrentCommit(f"table {name}: commit kept conflicting ({exc})") from None
-            time.sleep(backoff_s * (2**attempt))
-    return None
+    try:
+        return call_with_retries(action, attempts=attempts, backoff_s=backoff_s, retry_on=CommitFailedError)
+    except CommitFailedError as exc:
+        raise ConcurrentCommit(f"table {name}: commit kept conflicting ({exc})") from None

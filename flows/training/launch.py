@@ -25,6 +25,9 @@ from typing import Any
 from daemon.shared import procs
 
 CODE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the `flows` and `daemon` packages
+# The launcher's own child registry (not the daemon's): a graceful daemon stop still reaches it through
+# procs.terminate_tracked, which stops the workers of every registry.
+CHILDREN = procs.ChildRegistry("training")
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ def run_jobs(
                     handle.close()
                     raise
                 started_at = time.time()
-                process = procs.track(subprocess.Popen(argv, cwd=CODE_ROOT, env=_environment(env or {}, gpus),
+                process = CHILDREN.track(subprocess.Popen(argv, cwd=CODE_ROOT, env=_environment(env or {}, gpus),
                                                        stdout=handle, stderr=subprocess.STDOUT, start_new_session=True))
                 progress(f"started {name} (pid {process.pid}{', gpus ' + ','.join(map(str, gpus)) if gpus else ''})")
                 running[index] = (process, gpus, time.monotonic(), started_at, handle, job_path, log_path)
@@ -209,13 +212,13 @@ def run_jobs(
                 with lock:
                     results[index] = JobRun(job_path, result_path, log_path, code, time.monotonic() - started, result,
                                             tuple(gpus) if gpus is not None else None, started_at, time.time())
-                procs.untrack(process)
+                CHILDREN.untrack(process)
                 del running[index]
                 free.append(gpus)
             time.sleep(0.05)
     finally:
         for process, _, _, _, handle, _, _ in running.values():  # interrupted: leave no process behind
             _stop(process)
-            procs.untrack(process)
+            CHILDREN.untrack(process)
             handle.close()
     return [results[i] for i in range(len(jobs))]

@@ -17,13 +17,13 @@ Contract (daemon/CONTRACTS.md, "Model store"): `release_for(model, fingerprint)`
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from daemon.shared import fsio
 
 RELEASES_DIR = "specd-releases"
 CURRENT = "current.json"
@@ -71,18 +71,8 @@ def _model_dir(model: str, root: str | os.PathLike | None) -> Path:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON so that readers see the old file or the new one, never a partial one (durable)."""
+    fsio.atomic_write_json(path, data, indent=2)
 
 
 def _read(path: Path) -> dict[str, Any] | None:

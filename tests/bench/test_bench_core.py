@@ -26,3 +26,12 @@ def test_bench_daemon_small(capsys, prefect_api):
     out = capsys.readouterr().out
     assert "ratio remote/local" in out and "ratio =" in out
     assert figures["local_s"] > 0 and figures["rss_mb"] > 0
+
+
+def test_bench_cycle_small(capsys):
+    from tests.bench.bench_cycle import main
+
+    figures = main(["--size", "40", "--repeat", "3", "--writes", "10"])
+    out = capsys.readouterr().out
+    assert "ratio idle/floor" in out and "ratio durable/plain" in out
+    assert figures["applied"] == 40.0 and figures["idle_s"] > 0 and figures["durable_s"] > 0

@@ -3,13 +3,14 @@ vacuum bounding restores, stale inputs, clear errors — all through the real ad
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
+from daemon.core.executor import FAILED, ActionResult
+from daemon.core.status import resource_statuses
 from daemon.shared.errors import ApplyError
 
 if TYPE_CHECKING:
@@ -191,10 +192,14 @@ def test_quality_fail_writes_nothing_and_reports_degraded(world: TableWorld) -> 
     world.write("specs/tables/orders.yaml", BRONZE)
     world.converge()
     world.write("specs/tables/orders.yaml", BRONZE + "quality: {action: fail, columns: {amount: {max: 10}}}\n")
-    with pytest.raises(ApplyError):
+    with pytest.raises(ApplyError) as failure:
         world.converge()
+    assert failure.value.reason == "QualityFailed" and "amount.range" in str(failure.value)  # no side file: the reason travels
     plan, graph, adapter = world.plan()
-    live = adapter.observe(graph.resources)["table/orders"]
-    assert live.health == "Degraded" and "amount.range" in live.message
-    status = json.loads((world.home / "tables" / "status" / "orders.json").read_text())
-    assert status["reason"] == "QualityFailed"
+    observed = adapter.observe(graph.resources)
+    assert observed["table/orders"].health == "Healthy"  # the last good version is still what is live
+    result = ActionResult("table/orders", "update", FAILED, str(failure.value), reason=failure.value.reason)
+    (status,) = resource_statuses(graph, observed, "rev", {"table/orders": result})
+    stalled = next(c for c in status.conditions if c.type == "Stalled")
+    assert status.health == "Degraded" and stalled.reason == "QualityFailed" and "amount.range" in stalled.message
+    assert not (world.home / "tables" / "status").exists()

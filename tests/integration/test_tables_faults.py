@@ -44,10 +44,6 @@ def allow_this_module(world: TableWorld) -> None:
         handle.write(f"tables:\n  callable_modules: [{MODULE}]\n")
 
 
-def status(world: TableWorld, name: str) -> dict:
-    return json.loads((world.home / "tables" / "status" / f"{name}.json").read_text())
-
-
 def test_a_failure_on_a_later_page_keeps_the_sources_error_and_transience(world: TableWorld, api: ScriptedApi) -> None:
     world.write("specs/tables/items.yaml", HTTP.format(url=api.url()))
     api.fail_pages = {2: 503}  # page 1 streams into DuckDB first; page 2 fails inside its scan
@@ -55,7 +51,7 @@ def test_a_failure_on_a_later_page_keeps_the_sources_error_and_transience(world:
         world.converge()
     assert failure.value.transient, failure.value  # the daemon retries it
     assert "table items" in str(failure.value) and "HTTP 503" in str(failure.value)
-    assert status(world, "items")["reason"] == "SourceFailed"
+    assert failure.value.reason == "SourceFailed"
     assert not (world.home / "lake" / "tables" / "items" / "_delta_log").exists()  # nothing half-written
 
     api.fail_pages = {2: 404}
@@ -79,7 +75,7 @@ def test_a_callable_failing_mid_stream_is_a_source_failure(world: TableWorld, tr
     assert failure.value.transient is transient
     expected = "ConnectionResetError: connection reset" if transient else "ValueError: record 7 has no id"
     assert "table flaky: the source failed while streaming" in str(failure.value) and expected in str(failure.value)
-    assert status(world, "flaky")["reason"] == "SourceFailed"
+    assert failure.value.reason == "SourceFailed"
 
 
 def test_an_incremental_api_with_nothing_new_is_a_clean_no_op(world: TableWorld, api: ScriptedApi) -> None:
@@ -115,9 +111,9 @@ def test_an_incremental_api_with_nothing_new_is_a_clean_no_op(world: TableWorld,
 def test_a_full_api_table_with_no_records_says_so(world: TableWorld, api: ScriptedApi) -> None:
     api.records = []
     world.write("specs/tables/items.yaml", HTTP.format(url=api.url()))
-    with pytest.raises(ApplyError, match="table items: the source returned no records"):
+    with pytest.raises(ApplyError, match="table items: the source returned no records") as failure:
         world.converge()
-    assert status(world, "items")["reason"] == "EmptySource"
+    assert failure.value.reason == "EmptySource"
 
 
 def test_table_checks_and_failure_counts_over_a_read_once_stream(world: TableWorld) -> None:

@@ -166,7 +166,7 @@ def test_a_corrupt_process_record_is_named(tmp_path: Path):
 
 
 def test_corrupt_journal_lines_are_skipped(tmp_path: Path):
-    from daemon.core.status import Journal
+    from daemon.runtime.journal import Journal
 
     journal = Journal(tmp_path / "events.jsonl")
     journal.append("ReconcileSucceeded", "a")

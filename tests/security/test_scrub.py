@@ -22,7 +22,7 @@ import pytest
 
 from daemon.core.executor import ActionResult, execute
 from daemon.core.plan import Action, Op, Plan
-from daemon.core.status import Journal
+from daemon.runtime.journal import Journal
 from daemon.shared import scrub
 from daemon.shared.errors import ApplyError
 from daemon.shared.secrets import register_referenced, resolve_secret

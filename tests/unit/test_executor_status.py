@@ -9,7 +9,8 @@ from daemon.core.executor import BLOCKED, FAILED, SUCCEEDED, ActionResult, execu
 from daemon.core.graph import Graph, Resource
 from daemon.core.plan import Action, Op, Plan
 from daemon.core.state import ApplyOutcome, Observed
-from daemon.core.status import Journal, diff_statuses, resource_statuses
+from daemon.core.status import diff_statuses, resource_statuses
+from daemon.runtime.journal import Journal
 from daemon.shared.errors import ApplyError
 
 

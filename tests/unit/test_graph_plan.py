@@ -101,7 +101,7 @@ GOLDEN = """\
 specd plan for 123456789012 (env dev), against base abcdefabcdef
 
   < table raw    restore    an earlier build matches (Delta version 3); no recompute — restore Delta version 3
-  ~ table clean  update     spec or inputs changed — rebuild
+  ~ table clean  update     spec changed — rebuild
       layer: "other" → "silver"
   ! table gone   orphan     spec removed; kept because prune is off
 
@@ -113,7 +113,7 @@ def test_golden_plan_text_and_json(two_tables):
     observed = {"table/raw": obs("old", restorable={fps["raw"]: "Delta version 3"}), "table/clean": obs("x"), "table/gone": obs("z")}
     plan = make_plan(
         "1234567890" * 4, "dev", graph, observed,
-        describe=lambda a, r: "restore Delta version 3" if a.op == Op.RESTORE else "rebuild",
+        describe=lambda a, r, live: "restore Delta version 3" if a.op == Op.RESTORE else "rebuild",
         base_revision="abcdef" * 6,
         property_changes={"table/clean": ('layer: "other" → "silver"',)},
     )

@@ -145,11 +145,13 @@ def test_training_section_launcher_field() -> None:
 
 
 def test_a_stopping_daemon_terminates_running_training(tmp_path):
-    """Training runs in its own session; the daemon's graceful stop reaches it through procs.track."""
+    """Training runs in its own session, in the launcher's own child registry; the daemon's graceful stop
+    reaches it through procs.terminate_tracked."""
     import threading
     import time
 
     from daemon.shared import procs
+    from flows.training.launch import CHILDREN
 
     job = {"mode": "train", "candidate": "slow", "result_path": str(tmp_path / "result.json")}
     runs: list = []
@@ -160,9 +162,10 @@ def test_a_stopping_daemon_terminates_running_training(tmp_path):
     thread = threading.Thread(target=lambda: runs.extend(run_jobs([job], tmp_path, tmp_path, command=sleeper)))
     thread.start()
     deadline = time.monotonic() + 20
-    while not procs._tracked and time.monotonic() < deadline:
+    while not CHILDREN._children and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert procs._default._children == {}  # not the daemon's registry
     assert procs.terminate_tracked() == 1
     thread.join(timeout=20)
     assert not thread.is_alive() and runs[0].returncode != 0 and runs[0].result is None
-    assert procs._tracked == {}
+    assert CHILDREN._children == {}

@@ -152,7 +152,7 @@ def test_plan_composes_with_the_environment_the_daemon_applied(tmp_path, monkeyp
 
 def test_status_watch_redraws_until_interrupted_and_ages(tmp_path, monkeypatch) -> None:
     from daemon.cli import status_watch
-    from daemon.core.status import Journal
+    from daemon.runtime.journal import Journal
     from daemon.shared.paths import journal_path
 
     calls = []

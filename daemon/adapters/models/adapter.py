@@ -18,13 +18,14 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.adapters.base import AdapterContext
 from daemon.adapters.models.check import check_models, source_table
 from daemon.adapters.models.retrain import DataState, Decision, decide, last_fire
-from daemon.core.plan import SYNC_REASON
+from daemon.core.plan import SYNC_REASON, Op
 from daemon.core.state import DEGRADED, HEALTHY, ApplyOutcome, Observed
 from daemon.shared.corrupt import CorruptState
 from daemon.shared.errors import ApplyError, SpecIssue
@@ -53,8 +54,24 @@ class ModelAdapter:
             resource = desired.get(name)
             if resource is not None and observed.exists and observed.fingerprint == resource.fingerprint:
                 observed = self._with_data_state(resource, observed)
+            if resource is not None and (observed.fingerprint != resource.fingerprint or observed.drift):
+                # a change will be planned: what would it train, on which version? (describe stays pure)
+                observed = replace(observed, details={**observed.details, "preview": self._preview(resource)})
             out[f"model/{name}"] = observed
         return out
+
+    def _preview(self, resource: Resource) -> dict[str, Any]:
+        """Which candidates would train and which are reused, and the table's version, read now so that
+        `describe` stays pure."""
+        from daemon.adapters.models.train import preview
+
+        try:
+            uri, options = source_table(self.ctx, resource.spec.data.table)
+            to_train, reused, minutes = preview(self.ctx, resource, uri, options, self.root)
+            version = self.live_data(resource.spec.data.table).version
+        except Exception as exc:  # no live table yet (or unreadable): describe says what the spec asks for
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        return {"to_train": list(to_train), "reused": list(reused), "minutes": minutes, "version": version}
 
     # -- data identity and the retrain policy -------------------------------------------------------------
     def live_data(self, table: str) -> DataState:
@@ -78,8 +95,6 @@ class ModelAdapter:
         return decide(policy, spec.data.table, trained, self.live_data(spec.data.table), now, fire_at)
 
     def _with_data_state(self, resource: Resource, observed: Observed) -> Observed:
-        from dataclasses import replace
-
         release = registry.current_release(resource.name, self.root)
         if release is None:
             return observed
@@ -93,6 +108,7 @@ class ModelAdapter:
         drift = (*observed.drift, f"retrain: {decision.reason}") if decision.fire else observed.drift
         message = decision.reason if decision.lagging else observed.message
         return replace(observed, details=details, drift=drift, message=message)
+
     def _observe_guarded(self, name: str) -> Observed:
         try:
             return self._observe_one(name)
@@ -126,10 +142,11 @@ class ModelAdapter:
     def check(self, resources: Sequence[Resource], graph: Graph) -> list[SpecIssue]:
         return check_models(self.ctx, resources, graph)
 
-    def describe(self, action: Action, resource: Resource | None) -> str:
-        if action.op == "restore":
+    def describe(self, action: Action, resource: Resource | None, live: Observed | None = None) -> str:
+        """Pure: the spec and what observe recorded (`details["preview"]`), no I/O."""
+        if action.op == Op.RESTORE:
             return "make the earlier release current again (no training)"
-        if action.op in ("delete",):
+        if action.op == Op.DELETE:
             return "remove the model's releases and stored artifacts"
         if resource is None:
             return ""
@@ -147,18 +164,15 @@ class ModelAdapter:
                 return (f"after {', '.join(action.follows)} applies: retrain candidates {names} on {unit} on table {table}'s new "
                         f"version if its data changed and the {spec.retrain.describe()} fires (else keep the release); {rule}")
             return f"train candidates {names} on {unit}{folds} on table {table}'s new version (it changes first in this apply); {rule}"
-        try:
-            from daemon.adapters.models.train import preview
-
-            uri, options = source_table(self.ctx, table)
-            to_train, reused, minutes = preview(self.ctx, resource, uri, options, self.root)
-        except Exception:  # no live table yet (or unreadable): say what the spec asks for
+        preview = dict((live.details if live else {}).get("preview") or {})
+        if "to_train" not in preview:  # no live table yet (or unreadable): say what the spec asks for
             names = ", ".join(spec.candidates)
             return f"train up to {len(spec.candidates)} candidate(s) ({names}) on {unit}{folds}, {rule}"
-        live = self.live_data(table)
+        to_train, reused, minutes = preview["to_train"], preview["reused"], preview.get("minutes")
+        version = preview.get("version")
         work = f"train candidate{'s' if len(to_train) != 1 else ''} {', '.join(to_train)} on {unit}{folds}" if to_train else "train nothing"
-        if to_train and live.version is not None:
-            work += f" on {table} v{spec.retrain.table_version if spec.retrain.table_version is not None else live.version}"
+        if to_train and version is not None:
+            work += f" on {table} v{spec.retrain.table_version if spec.retrain.table_version is not None else version}"
         if minutes is not None:
             work += f" (~{max(minutes, 0.1):.1f} {unit}-min)"
         if reused:
@@ -167,11 +181,11 @@ class ModelAdapter:
 
     # -- apply ---------------------------------------------------------------------------------------
     def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:
-        if action.op == "restore":
+        if action.op == Op.RESTORE:
             return self._restore(action)
-        if action.op == "delete":
+        if action.op == Op.DELETE:
             return self._delete(action.name)
-        if action.op in ("create", "update"):
+        if action.op in (Op.CREATE, Op.UPDATE):
             assert resource is not None
             return self._train(resource, action)
         return ApplyOutcome(f"nothing to do ({action.op})")

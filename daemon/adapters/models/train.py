@@ -208,7 +208,11 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
     message = f"{why.split(' (policy')[0]} → trained on {spec.data.table} v{version}; {decision.reason}" if why.startswith("retrain:") else decision.reason
     return ApplyOutcome(message, {"champion": decision.champion, "challengers": list(decision.challengers),
                                           "trained": trained, "reused": list(reused), "outcome": decision.outcome,
-                                          "delta_version": version, "trigger": trigger or {}})
+                                          "delta_version": version, "trigger": trigger or {},
+                                          # rows of the Prefect table artifact (daemon.runtime.prefect_runner.REPORT)
+                                          "report": [{"candidate": c, "status": info["status"], "champion": info["tag"] == decision.champion,
+                                                      **{k: v for k, v in info["metrics"].items() if isinstance(v, int | float)}}
+                                                     for c, info in candidates.items()]})
 
 
 def _stored_cv(tag: str, root: str) -> dict[str, Any]:

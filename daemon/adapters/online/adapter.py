@@ -155,7 +155,7 @@ class OnlineAdapter:
         return _PREVIEWS.get(cache_key)
 
     # ------------------------------------------------------------------------------------ describe
-    def describe(self, action: Action, resource: Resource | None) -> str:
+    def describe(self, action: Action, resource: Resource | None, live: Observed | None = None) -> str:
         details = self._details.get(action.key, {})
         if action.op == "delete":
             return f"delete the online keys of table {action.name} ({details.get('keys', '?')} keys)"

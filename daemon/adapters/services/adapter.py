@@ -14,7 +14,6 @@ the workers swap back with no restart.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -23,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.adapters.base import AdapterContext
 from daemon.adapters.services.supervisor import Launch, Supervisor, process_start_time
+from daemon.core.plan import Op
 from daemon.core.state import DEGRADED, HEALTHY, MISSING_OBSERVED, PROGRESSING, ApplyOutcome, Observed
 from daemon.schema.service import ServiceSpec, default_port
 from daemon.shared.corrupt import CorruptState, read_json
 from daemon.shared.errors import ApplyError, SpecIssue
+from daemon.shared.fsio import read_json as read_json_or_none
 from daemon.shared.paths import bentoml_home
 from flows.online.store import store_settings
 
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 
 ACK_TIMEOUT_S = 60.0
 HISTORY = 20  # routings remembered per service (restorable fingerprints)
-NOT_RUNNING = "~not-running"  # suffix on the observed fingerprint: the plan re-applies to start it again
+NOT_RUNNING = "process not running"  # drift reason: the plan re-applies to start it again
+LAUNCH_CHANGED = "launch settings changed"  # drift reason: port, workers or host differ from the spec
 
 
 class ServiceAdapter:
@@ -51,7 +53,7 @@ class ServiceAdapter:
         env = self.ctx.env.services
         return Launch(name, spec.host or env.host, spec.port or default_port(name, env.port_base), spec.workers or env.workers)
 
-    def describe(self, action: Action, resource: Resource | None) -> str:
+    def describe(self, action: Action, resource: Resource | None, live: Observed | None = None) -> str:
         if resource is None:
             return "stop the service process (prediction tables are kept)"
         spec: ServiceSpec = resource.spec
@@ -135,24 +137,24 @@ class ServiceAdapter:
                 read_json(self.supervisor.service_dir(name) / "process.json")
             except CorruptState as exc:  # the process record is torn: say so, not "stopped"
                 message = f"process record unreadable: {exc}"
-            return Observed(True, f"{fingerprint}{NOT_RUNNING}", revision, DEGRADED, message, prune=prune, restorable=restorable, details=details)
-        if resource is not None and self.launch_for(name, resource.spec) != state.launch:
-            fingerprint = f"{fingerprint}~launch-changed"
+            return Observed(True, fingerprint, revision, DEGRADED, message, prune=prune, restorable=restorable, details=details,
+                            drift=(NOT_RUNNING,) if resource is not None else ())
+        drift = (LAUNCH_CHANGED,) if resource is not None and self.launch_for(name, resource.spec) != state.launch else ()
         if not state.running:
-            return Observed(True, fingerprint, revision, DEGRADED, f"process not running: {state.message}", prune=prune, restorable=restorable, details=details)
+            return Observed(True, fingerprint, revision, DEGRADED, f"process not running: {state.message}", prune=prune, restorable=restorable, details=details, drift=drift)
         degraded = [w for w in workers if w.get("degraded")]
         if failure or degraded:
             message = (failure or {}).get("message") or f"worker {degraded[0]['pid']}: {degraded[0]['error']}"
-            return Observed(True, fingerprint, revision, DEGRADED, message, prune=prune, restorable=restorable, details=details)
+            return Observed(True, fingerprint, revision, DEGRADED, message, prune=prune, restorable=restorable, details=details, drift=drift)
         online = settings.get("features_from")
         if online and (problem := self._online_problem(online, routing)):  # training/serving consistency
-            return Observed(True, fingerprint, revision, DEGRADED, problem, prune=prune, restorable=restorable, details=details)
+            return Observed(True, fingerprint, revision, DEGRADED, problem, prune=prune, restorable=restorable, details=details, drift=drift)
         if not state.ready:
-            return Observed(True, fingerprint, revision, PROGRESSING, "starting (not ready yet)", prune=prune, restorable=restorable, details=details)
+            return Observed(True, fingerprint, revision, PROGRESSING, "starting (not ready yet)", prune=prune, restorable=restorable, details=details, drift=drift)
         lagging = [w["pid"] for w in workers if w.get("applied_fingerprint") != routing.get("fingerprint")]
         if lagging:
-            return Observed(True, fingerprint, revision, PROGRESSING, f"workers {lagging} still loading the routing", prune=prune, restorable=restorable, details=details)
-        return Observed(True, fingerprint, revision, HEALTHY, f"serving on {state.launch.host}:{state.launch.port}", prune=prune, restorable=restorable, details=details)
+            return Observed(True, fingerprint, revision, PROGRESSING, f"workers {lagging} still loading the routing", prune=prune, restorable=restorable, details=details, drift=drift)
+        return Observed(True, fingerprint, revision, HEALTHY, f"serving on {state.launch.host}:{state.launch.port}", prune=prune, restorable=restorable, details=details, drift=drift)
 
     def _online_problem(self, online: dict[str, Any], routing: dict[str, Any]) -> str | None:
         from flows.online.consistency import serving_problem
@@ -171,15 +173,10 @@ class ServiceAdapter:
 
     @staticmethod
     def _read_json(path: Path) -> dict[str, Any] | None:
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+        return read_json_or_none(path)
 
     # ---- apply -------------------------------------------------------------------------------------------
     def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:
-        from daemon.core.plan import Op
-
         if action.op == Op.DELETE:
             stopped = self.supervisor.stop(action.name)
             directory = self.supervisor.service_dir(action.name)

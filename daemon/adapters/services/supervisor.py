@@ -7,7 +7,7 @@ process of a service by the routing-file path in its environment — a worker or
 arbiter would keep the listening socket and block the restart.
 
 State lives in files under `<home>/run/services/<name>/` (see `daemon.shared.paths.runtime_dir`): `process.json`
-(pid + start time from /proc, the launch settings and crash history), `routing.json` (owned by the
+(pid + start time from psutil, the launch settings and crash history), `routing.json` (owned by the
 adapter), `workers/<pid>.json` (written by each worker), `serve.log`. A restarted daemon *adopts* a
 process whose pid and start time still match the record — a recycled pid never matches — so a daemon
 restart costs no service downtime. Processes survive the daemon unless `stop_all()` is called.
@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.shared.fsio import atomic_write_json, read_json
 from daemon.shared.paths import bentoml_home, runtime_dir
-from daemon.shared.procs import process_start_time
+from daemon.shared.procs import process_start_time, processes_with_env
 
 SERVICE_TARGET = "bentos.ab_service:ABService"
 CODE_ROOT = Path(__file__).resolve().parents[3]  # the checkout that holds daemon/, bentos/, flows/
@@ -67,17 +68,7 @@ def service_processes(routing_file: Path) -> list[int]:
     BentoML's process manager (circus) puts each worker in a session of its own, so the arbiter's
     process group does not reach the workers; their environment does (they inherit it).
     """
-    marker = f"SPECD_ROUTING_FILE={routing_file}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker in (entry / "environ").read_bytes().split(b"\0") and process_start_time(int(entry.name)) is not None:
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
+    return processes_with_env("SPECD_ROUTING_FILE", str(routing_file))
 
 
 def is_ready(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -117,15 +108,10 @@ class Supervisor:
         return self.service_dir(name) / "process.json"
 
     def read_record(self, name: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self._record_path(name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+        return read_json(self._record_path(name))
 
     def _write_record(self, name: str, record: dict[str, Any]) -> None:
-        from bentos.routing import write_json_atomic
-
-        write_json_atomic(self._record_path(name), record, mode=0o644)
+        atomic_write_json(self._record_path(name), record, mode=0o644)
 
     def names(self) -> list[str]:
         if not self.root.is_dir():

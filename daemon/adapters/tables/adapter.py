@@ -19,17 +19,27 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.adapters.base import AdapterContext
-from daemon.adapters.tables.metrics import record_build, record_version
+from daemon.adapters.tables.deployments import (
+    ScheduleObserver,
+    any_recorded,
+    human_cron,
+    only_schedule_drift,
+    record_path,
+    remember,
+    wanted,
+)
+from daemon.adapters.tables.metrics import record_build, record_quality_failure, record_version
 from daemon.core.graph import metadata_digest
-from daemon.core.plan import METADATA_REASON, SYNC_REASON
+from daemon.core.plan import METADATA_REASON, SYNC_REASON, Op
 from daemon.core.state import DEGRADED, HEALTHY, MISSING_OBSERVED, ApplyOutcome, Observed
 from daemon.shared.corrupt import CorruptState
 from daemon.shared.errors import ApplyError, SpecIssue
+from daemon.shared.fsio import read_json
 from flows.tables import (
     BUILD_KEY,
     DATA_DIGEST,
@@ -56,7 +66,7 @@ if TYPE_CHECKING:
 
 DIGESTED_SOURCES = ("file", "package")  # sources whose inputs live outside Git and can be digested cheaply
 CALLABLE_MODULES_ENV = "SPECD_TABLE_CALLABLE_MODULES"  # overrides the overlay's tables.callable_modules
-STALE = "+stale-inputs"
+INPUTS_CHANGED = "inputs changed"  # drift reason: same spec, different external inputs or upstream data
 CODE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
@@ -73,6 +83,7 @@ class TableAdapter:
         logs, corrupt = self._read_logs(resources)
         keys = self.expected_keys(resources, logs)
         observed = {r.key: corrupt[r.name] if r.name in corrupt else self._observed(r, logs[r.name], keys[r.name]) for r in resources}
+        self._observe_schedules(resources, observed)
         for name, log in logs.items():
             if log is not None and log.latest is not None:
                 record_version(name, log.version, log.latest.timestamp_ms / 1000)
@@ -86,6 +97,7 @@ class TableAdapter:
                 continue
             if log is not None and log.latest is not None:  # only tables specd built
                 observed[f"table/{name}"] = _live(log, prune=_prune(log.latest.metadata.get(PRUNE, "")))
+        self._observe_removed_schedules(desired, observed)
         return observed
 
     def _read_logs(self, resources: Sequence[Resource]) -> tuple[dict[str, TableLog | None], dict[str, Observed]]:
@@ -100,6 +112,30 @@ class TableAdapter:
                 corrupt[resource.name] = unreadable(exc)
         self._corrupt = {name: str(o.message) for name, o in corrupt.items()}
         return logs, corrupt
+    def _observe_schedules(self, resources: Sequence[Resource], observed: dict[str, Observed]) -> None:
+        """The schedule deployments are part of each table's state: drift reasons and scheduled-run health."""
+        if not self.ctx.prefect_api or not (any(r.spec.schedule or r.spec.maintenance.schedule for r in resources) or any_recorded(self.ctx.home)):
+            return
+        schedules = ScheduleObserver(self.ctx)
+        for resource in resources:
+            live = observed[resource.key]
+            if not live.exists:
+                continue
+            drift, problem = schedules.drift(resource), schedules.run_problem(resource)
+            if drift or problem:
+                observed[resource.key] = replace(
+                    live, drift=live.drift + tuple(drift),
+                    health=DEGRADED if problem else live.health, message=problem or live.message)
+
+    def _observe_removed_schedules(self, desired: set[str], observed: dict[str, Observed]) -> None:
+        """A table whose spec is gone keeps no schedule: its deployment is drift of the kept (orphaned) table."""
+        if not self.ctx.prefect_api or not any_recorded(self.ctx.home):
+            return
+        schedules = ScheduleObserver(self.ctx)
+        for name in sorted(schedules.tables() - desired):
+            key = f"table/{name}"
+            if key in observed and observed[key].exists:
+                observed[key] = replace(observed[key], drift=observed[key].drift + ("schedule removed: the spec is gone",))
 
     def expected_keys(self, resources: Sequence[Resource], logs: dict[str, TableLog | None]) -> dict[str, str]:
         """Build key each desired table would have if built now (resources arrive in dependency order)."""
@@ -138,23 +174,20 @@ class TableAdapter:
             return Observed(exists=True, health=DEGRADED, message="a Delta table not built by specd is in the way")
         meta = latest.metadata
         fingerprint = meta.get(FINGERPRINT)
+        drift: list[str] = []
         if fingerprint == resource.fingerprint and meta.get(BUILD_KEY) != key:
-            fingerprint = f"{fingerprint}{STALE}"  # same spec, different inputs: plan sees a change
+            drift.append(INPUTS_CHANGED)  # same spec, different inputs: plan sees a change
         restorable: dict[str, str] = {}
         if resource.spec.cursor is None and resource.spec.write.mode != "append":  # incremental: never roll back
             for commit in log.commits:
                 if commit.version != log.version and commit.complete and commit.metadata.get(BUILD_KEY) == key:
                     restorable[str(commit.metadata[FINGERPRINT])] = str(commit.version)
-        failure = self._last_failure(resource.name)
         health, message = HEALTHY, _describe_commit(log)
-        if failure and failure.get("fingerprint") == resource.fingerprint and failure.get("reason") == "QualityFailed":
-            health, message = DEGRADED, failure.get("error", "quality checks failed")
-        drift: tuple[str, ...] = ()
         if fingerprint == resource.fingerprint and meta.get(META_DIGEST, "") != metadata_digest("table", resource.data):
-            drift = (metadata_change(meta.get(SPEC), resource.data),)
+            drift.append(metadata_change(meta.get(SPEC), resource.data))
         return Observed(
             exists=True, fingerprint=fingerprint, revision=meta.get(GIT_SHA), health=health, message=message,
-            restorable=restorable, prune=_prune(meta.get(PRUNE, "")), details=_details(log), drift=drift,
+            restorable=restorable, prune=_prune(meta.get(PRUNE, "")), details=_details(log), drift=tuple(drift),
         )
 
     # ------------------------------------------------------------------------------------ check
@@ -188,20 +221,22 @@ class TableAdapter:
         return issues
 
     # ------------------------------------------------------------------------------------ describe
-    def describe(self, action: Action, resource: Resource | None) -> str:
-        op = str(action.op)
+    def describe(self, action: Action, resource: Resource | None, live: Observed | None = None) -> str:
+        op = action.op
         if action.reason.startswith(METADATA_REASON):
             return "set the Delta table's name and description (no rebuild)"
         if action.follows and action.previous == (resource.fingerprint if resource else None) and not action.reason.startswith(SYNC_REASON):
             return f"rebuild after {', '.join(action.follows)} applies, if its data changed (else nothing)"
-        if op == "restore":
+        if op == Op.RESTORE:
             return f"restore Delta version {action.restore_from} (no recompute)"
-        if op == "delete":
+        if op == Op.DELETE:
             return "remove the table and its quarantine"
         if resource is None:
-            return ""
-        if resource.name in getattr(self, "_corrupt", {}):  # observed just before: plan says why, not "rebuild"
-            return f"not built until repaired — {self._corrupt[resource.name]}"
+            return "remove its Prefect deployments (the table itself is kept)" if op == Op.UPDATE else ""
+        if live is not None and live.health == DEGRADED and live.fingerprint is None and live.message:  # unreadable log
+            return f"not built until repaired — {live.message}"
+        if action.previous == action.fingerprint and only_schedule_drift(action.drift):
+            return "write the Prefect deployment (no rebuild)"
         spec = resource.spec
         source = spec.source
         inputs = len(source.inputs) if source.type == "table" else 1
@@ -217,30 +252,75 @@ class TableAdapter:
         stages = [name for name in ("clean", "features", "quality", "privacy") if getattr(spec, name) is not None]
         if stages:
             text += ": " + ", ".join(stages)
-        if action.previous and action.previous.endswith(STALE):
+        scheduled = [f"{w.what} {human_cron(w.cron)}" for w in wanted(resource, self.ctx.env.schedules_enabled).values()] if self.ctx.prefect_api else []
+        if scheduled:
+            text += "; then " + ", ".join(scheduled)
+        if INPUTS_CHANGED in action.drift:
             text += "; inputs changed"
         return text
 
     # ------------------------------------------------------------------------------------ apply
     def apply(self, action: Action, resource: Resource | None) -> ApplyOutcome:
-        op = str(action.op)
-        if op in ("create", "update"):
+        op = action.op
+        if op == Op.UPDATE and resource is None:  # a removed table kept by prune=false: only its schedules go
+            return ApplyOutcome(self.sync_schedules(None, action.name) or "schedules in sync")
+        if op == Op.UPDATE and action.previous == action.fingerprint and only_schedule_drift(action.drift):
             assert resource is not None
-            if op == "update" and not action.reason.startswith(SYNC_REASON):
+            return ApplyOutcome(self.sync_schedules(resource) or "schedules in sync")  # nothing to rebuild
+        if op in (Op.CREATE, Op.UPDATE):
+            assert resource is not None
+            if op == Op.UPDATE and not action.reason.startswith(SYNC_REASON):
                 now = self._observe_now(resource)  # re-checked here: an upstream may just have applied
-                if now.fingerprint == resource.fingerprint:
-                    if now.drift:
-                        return self.update_metadata(resource)
-                    return ApplyOutcome("upstream data unchanged: nothing rebuilt", {"rebuilt": False})
+                if now.fingerprint == resource.fingerprint and INPUTS_CHANGED not in now.drift:
+                    if any(d.startswith(METADATA_REASON) for d in now.drift):
+                        return self._with_schedules(self.update_metadata(resource), resource)
+                    return self._with_schedules(ApplyOutcome("upstream data unchanged: nothing rebuilt", {"rebuilt": False}), resource)
             outcome = self.build(resource)
             self._set_delta_metadata(resource, copy_latest=True)  # only when the spec's name/description differ
-            return outcome
-        if op == "restore":
+            return self._with_schedules(outcome, resource)
+        if op == Op.RESTORE:
             assert resource is not None and action.restore_from is not None
-            return self.restore(resource, int(action.restore_from))
-        if op == "delete":
-            return self.delete(action.name)
+            return self._with_schedules(self.restore(resource, int(action.restore_from)), resource)
+        if op == Op.DELETE:
+            outcome = self.delete(action.name)
+            note = self.sync_schedules(None, action.name)
+            return replace(outcome, message=f"{outcome.message}; {note}") if note else outcome
         return ApplyOutcome("nothing to do")
+
+    def _with_schedules(self, outcome: ApplyOutcome, resource: Resource) -> ApplyOutcome:
+        note = self.sync_schedules(resource)
+        return replace(outcome, message=f"{outcome.message}; {note}") if note else outcome
+
+    def sync_schedules(self, resource: Resource | None, name: str | None = None) -> str:
+        """Make this table's Prefect deployments what its spec asks for (none for a deleted table).
+        Part of the table's planned action; imports prefect (apply path only)."""
+        if not self.ctx.prefect_api:
+            return ""
+        name = resource.name if resource is not None else name
+        assert name is not None
+        want = wanted(resource, self.ctx.env.schedules_enabled) if resource is not None else {}
+        if not want and not self._has_recorded(name) and not (resource is not None and (resource.spec.schedule or resource.spec.maintenance.schedule)):
+            return ""
+        from daemon.adapters.tables.schedules import entries_for
+        from flows.tables.schedules import sync_schedules
+
+        entries = entries_for([resource], self, enabled=self.ctx.env.schedules_enabled) if resource is not None else []
+        try:
+            report = sync_schedules(entries, tables={name})
+        except Exception as exc:  # Prefect refused or unreachable: the action fails and is retried
+            raise ApplyError(f"table {name}: could not write its schedule deployments: {type(exc).__name__}: {exc}",
+                             reason="ScheduleSyncFailed", transient=True) from None
+        remember(self.ctx.home, name, want)
+        changed = {k: v for k, v in report.items() if v and k != "unchanged"}
+        if not changed:
+            return ""
+        text = ", ".join(f"{k} {', '.join(v)}" for k, v in sorted(changed.items()))
+        wanted_text = "; ".join(f"{w.what} {human_cron(w.cron)}" for w in want.values())
+        return f"schedules {text}" + (f" ({wanted_text})" if wanted_text else "")
+
+    def _has_recorded(self, name: str) -> bool:
+        recorded = read_json(record_path(self.ctx.home)) or {}
+        return any(isinstance(v, dict) and v.get("table") == name for v in recorded.values())
 
     def job_for(self, resource: Resource, git_sha: str | None = None) -> dict[str, Any]:
         """The build job (plain JSON data) for one desired table."""
@@ -270,9 +350,9 @@ class TableAdapter:
         started = time.monotonic()
         result = self._run(job)
         if not result.get("ok"):
-            self._record_failure(resource, result)
-            raise ApplyError(result.get("error", "build failed"), transient=bool(result.get("transient")))
-        self._clear_failure(resource.name)
+            if result.get("reason") == "QualityFailed":
+                record_quality_failure(resource.name, result.get("error", ""))
+            raise ApplyError(result.get("error", "build failed"), reason=result.get("reason") or "BuildFailed", transient=bool(result.get("transient")))
         record_build(resource.name, result, time.monotonic() - started)
         message = f"v{result['version']}: {result['message']}" if result.get("committed") else result.get("message", "")
         return ApplyOutcome(message, {"version": result.get("version"), "rows": result.get("rows", {}), "quality": result.get("quality", {})})
@@ -388,32 +468,6 @@ class TableAdapter:
         from daemon.shared.secrets import is_secret_ref, resolve_secret
 
         return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
-
-    def _status_path(self, name: str) -> Path:
-        return self.state_dir / "status" / f"{name}.json"
-
-    def _last_failure(self, name: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self._status_path(name).read_text())
-        except (OSError, ValueError):
-            return None
-
-    def _record_failure(self, resource: Resource, result: dict[str, Any]) -> None:
-        path = self._status_path(resource.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from daemon.shared.scrub import scrub
-
-        payload = {"fingerprint": resource.fingerprint, "reason": result.get("reason"), "error": scrub(result.get("error")), "at": time.time()}
-        tmp = path.with_suffix(".partial")
-        tmp.write_text(json.dumps(payload))
-        os.replace(tmp, path)
-        if result.get("reason") == "QualityFailed":
-            from daemon.adapters.tables.metrics import record_quality_failure
-
-            record_quality_failure(resource.name, result.get("error", ""))
-
-    def _clear_failure(self, name: str) -> None:
-        self._status_path(name).unlink(missing_ok=True)
 
 
 def run_build_process(job: dict[str, Any], state_dir: Path) -> dict[str, Any]:
