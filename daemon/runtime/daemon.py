@@ -29,10 +29,11 @@ from daemon.core.status import Journal, ResourceStatus, diff_statuses, resource_
 from daemon.runtime import metrics
 from daemon.runtime.reconcile import Desired, apply, check, context_for, load_desired, make_adapters, observe, plan
 from daemon.runtime.source import GitSource, SourceError
-from daemon.shared import procs
+from daemon.shared import access_policy, procs
 from daemon.shared.errors import SpecErrors
 from daemon.shared.paths import bentoml_home, journal_path, lock_path
 from daemon.shared.scrub import scrub_obj
+from daemon.shared.secrets import resolve_secret
 
 log = logging.getLogger("specd")
 
@@ -47,7 +48,7 @@ class DaemonLock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -188,7 +189,10 @@ class Daemon:
     def _start_metrics(self, env) -> None:
         host = env.daemon.metrics_host if env else "127.0.0.1"
         port = self.metrics_port_override if self.metrics_port_override is not None else (env.daemon.metrics_port if env else 9464)
-        self.metrics_server = metrics.MetricsServer(host, port, self.status_json).start()
+        self.metrics_server = metrics.MetricsServer(host, port, self.status_json, on_sync=self.wake.set)
+        if self.desired_cache:  # the head's policy before the first request is served, not after a cycle
+            self._load_access(list(self.desired_cache.values())[-1])
+        self.metrics_server.start()
         log.info("metrics on http://%s:%d/metrics", host, self.metrics_server.port)
 
     def _start_prefect(self, env) -> None:
@@ -264,6 +268,7 @@ class Daemon:
             if self.last_valid is None:
                 return
             desired = self.last_valid  # keep the last valid revision converged
+        self._load_access(desired)
         try:
             result = self._reconcile(desired)
         except Exception as exc:  # an adapter bug must not kill the daemon
@@ -276,6 +281,21 @@ class Daemon:
         metrics.RECONCILE_RUNS.labels(result=result).inc()
         self.state.last_cycle = {"revision": desired.revision, "result": result, "duration_s": round(elapsed, 3), "finished_at": time.time()}
         self._write_status_file()
+
+    def _load_access(self, desired: Desired) -> None:
+        """Swap the HTTP server's access gate when the policy's digest changes (merge → next cycle)."""
+        server = self.metrics_server
+        if server is None:
+            return
+        digest = desired.access.digest if desired.access else None
+        if digest == (server.access.digest if server.access else None):
+            return
+        try:
+            server.access = access_policy.Gate.from_source(desired.access, resolve_secret) if desired.access else None
+        except Exception:  # a policy that cannot load keeps the previous one
+            log.exception("access policy %s not loaded; the previous one stays", (digest or "")[:12])
+            return
+        log.info("access policy %s", f"{digest[:12]} loaded" if digest else "removed: the HTTP server is open")
 
     def _validated(self, sha: str) -> Desired | None:
         if self.state.rejected and self.state.rejected["revision"] == sha:

@@ -72,7 +72,7 @@ def _model_dir(model: str, root: str | os.PathLike | None) -> Path:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     """Write JSON so that readers see the old file or the new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
