@@ -22,7 +22,6 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/feedback"): "feedback",
     ("GET", "/metrics"): "read",
     ("GET", "/docs.json"): "read",
-    ("GET", "/docs"): "read",
     ("GET", "/"): "read",
     ("GET", "/status"): "read",
 }

@@ -29,11 +29,11 @@ EXPECTED = {
     ("GET", "/readyz"): OPEN,
     ("GET", "/metrics"): READ,
     ("GET", "/docs.json"): READ,
-    ("GET", "/docs"): READ,
+    ("GET", "/no-such-path"): {"none": 401, "viewer": 404, "operator": 404, "predict": 403},  # deny by default
     ("GET", "/"): READ,
     ("GET", "/status"): READ,
     ("POST", "/predict"): {"none": 401, "viewer": 403, "operator": 200, "predict": 200},
-    ("POST", "/feedback"): {"none": 401, "viewer": 403, "operator": 200, "predict": 403},
+    ("POST", "/feedback"): {"none": 401, "viewer": 403, "operator": 202, "predict": 403},
 }
 
 
@@ -94,7 +94,7 @@ def test_a_policy_change_reaches_the_workers_without_restart(live):
     policy = live["home"] / ACCESS_DIR / "policy.csv"
     policy.write_text(policy.read_text() + "p, role:predictor, services, feedback, penguin_*, allow\n")
     cs.deploy(live["adapter"], cs.resource(live["spec"], "fp2"))  # what the daemon does on merge (new fingerprint)
-    assert call(live, "POST", "/feedback", WHO["predict"]).status_code == 200
+    assert call(live, "POST", "/feedback", WHO["predict"]).status_code == 202
     assert call(live, "GET", "/metrics", WHO["predict"]).status_code == 403
     assert supervisor.read_record("penguin_api")["pid"] == pid
 
