@@ -11,6 +11,7 @@ Policy lines (as in Argo CD's RBAC):
     g, key:VIEWER_KEY, role:viewer                # an API key (the secret VIEWER_KEY) gets a role
     g, group:ml-team, role:operator               # an OIDC group (optional) gets a role
 
+OIDC bearer tokens (optional, `daemon.shared.oidc`) are the subjects `user:<sub>` and `group:<g>`.
 API-key subjects name a secret (`key:NAME` → the value of `${secret:NAME}`); in memory only the sha256
 of each value is kept, mapped to its subject. Decisions are memoised per (subject, resource, action,
 object) until the policy's digest changes, which keeps enforcement a dict lookup on the hot path.
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.shared.errors import SpecErrors, SpecIssue
+from daemon.shared.oidc import InvalidToken, Verifier, looks_like_jwt
 
 log = logging.getLogger("specd.access")
 
@@ -191,6 +193,15 @@ class Enforcer:
         return decision
 
 
+def _verifier() -> Verifier | None:
+    """The OIDC verifier of this process; a JWKS that cannot be read refuses bearer JWTs (fail closed)."""
+    try:
+        return Verifier.from_env()
+    except Exception as exc:  # unreadable or malformed JWKS: API keys keep working
+        log.error("access: OIDC disabled, the JWKS file cannot be loaded: %s: %s", type(exc).__name__, exc)
+        return None
+
+
 @dataclass
 class Decision:
     status: int  # 200, 401 or 403
@@ -206,38 +217,49 @@ class Gate:
     keys: Mapping[str, str]  # sha256 of an API key → subject
     digest: str = ""
     logger: logging.Logger = field(default=log)
+    verifier: Verifier | None = None  # OIDC bearer tokens (daemon.shared.oidc); None: API keys only
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> Gate:
-        return cls(Enforcer(settings["model"], settings["policy"]), dict(settings.get("keys") or {}), settings.get("digest", ""))
+        return cls(Enforcer(settings["model"], settings["policy"]), dict(settings.get("keys") or {}), settings.get("digest", ""),
+                   verifier=_verifier())
 
     @classmethod
     def from_source(cls, source: PolicySource, resolve: Callable[[str], str]) -> Gate:
         return cls.from_settings(source.to_settings(resolve))
 
-    def subject_of(self, headers: Mapping[str, str], key_header: str = "X-API-Key") -> tuple[str | None, str]:
-        """(subject or None, a log-safe id of the credential presented, '' when none)."""
+    def subjects_of(self, headers: Mapping[str, str], key_header: str = "X-API-Key") -> tuple[list[str] | None, str]:
+        """(the subjects of the credential presented, or None; a log-safe id of it, '' when none).
+        An API key (the key header or `Authorization: Bearer <key>`) is one subject `key:NAME`; a bearer
+        JWT, when `SPECD_OIDC_JWKS_FILE` is set, is `user:<sub>` plus `group:<g>` per group."""
         presented = headers.get(key_header) or headers.get(key_header.lower())
+        bearer = False
         if not presented:
             auth = headers.get("Authorization") or headers.get("authorization") or ""
             if auth[:7].lower() == "bearer ":
-                presented = auth[7:].strip()
+                presented, bearer = auth[7:].strip(), True
         if not presented:
             return None, ""
+        if bearer and looks_like_jwt(presented) and self.verifier is not None:
+            try:
+                subjects = self.verifier.subjects(presented)
+            except InvalidToken as exc:
+                return None, f"jwt:{exc}"
+            return subjects, subjects[0]
         digest = hashlib.sha256(presented.encode()).hexdigest()
         for known, subject in self.keys.items():
             if hmac.compare_digest(known, digest):
-                return subject, subject
+                return [subject], subject
         return None, f"sha256:{digest[:8]}"
 
     def check(self, headers: Mapping[str, str], resource: str, action: str, obj: str, key_header: str = "X-API-Key") -> Decision:
-        subject, shown = self.subject_of(headers, key_header)
-        if subject is None:
+        subjects, shown = self.subjects_of(headers, key_header)
+        if subjects is None:
             decision = Decision(401, shown or "anonymous", "invalid credentials" if shown else "missing credentials")
-        elif self.enforcer.enforce(subject, resource, action, obj):
-            decision = Decision(200, subject)
+        elif any(self.enforcer.enforce(subject, resource, action, obj) for subject in subjects):
+            decision = Decision(200, shown)
         else:
-            decision = Decision(403, subject, f"{subject} may not {action} {resource}/{obj}")
+            decision = Decision(403, shown, f"{shown} may not {action} {resource}/{obj}")
         self.logger.info("access subject=%s action=%s resource=%s/%s result=%s", decision.subject, action, resource, obj,
                          {200: "allow", 401: "unauthenticated", 403: "deny"}[decision.status])
         return decision

@@ -130,3 +130,60 @@ def test_a_policy_change_is_part_of_every_service_fingerprint(tmp_path):
         assert old[key].fingerprint != new[key].fingerprint
         assert new[key].data["access_policy"] == after.access.digest[:16] and "access_policy" not in old[key].data
     assert all(old[k].fingerprint == new[k].fingerprint for k in old if k.startswith("table/"))
+
+
+# -- OIDC bearer tokens --------------------------------------------------------------------------------
+def _jwks(tmp_path: Path):
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [{**public, "kid": "k1", "alg": "RS256", "use": "sig"}]}))
+    return key, path
+
+
+def _token(key, **claims):
+    import time
+
+    import jwt
+
+    body = {"sub": "alice", "iss": "https://idp.test", "aud": "specd", "exp": int(time.time()) + 300, **claims}
+    return jwt.encode(body, key, algorithm="RS256", headers={"kid": "k1"})
+
+
+def test_oidc_groups_map_to_roles(tmp_path, monkeypatch):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key, path = _jwks(tmp_path)
+    monkeypatch.setenv("SPECD_OIDC_JWKS_FILE", str(path))
+    monkeypatch.setenv("SPECD_OIDC_ISSUER", "https://idp.test")
+    monkeypatch.setenv("SPECD_OIDC_AUDIENCE", "specd")
+    repo = write_policy(tmp_path / "repo", EXAMPLE.read_text() + "g, group:ml-team, role:operator\ng, group:analysts, role:viewer\n")
+    gate = Gate.from_source(load_source(repo), lambda ref: KEYS[ref.removeprefix("secret:")])
+    bearer = lambda token: {"Authorization": f"Bearer {token}"}  # noqa: E731
+    operator = gate.check(bearer(_token(key, groups=["ml-team"])), "daemon", "sync", "*")
+    assert (operator.status, operator.subject) == (200, "user:alice")
+    assert gate.check(bearer(_token(key, groups=["analysts"])), "daemon", "sync", "*").status == 403
+    assert gate.check(bearer(_token(key, groups=["analysts"])), "daemon", "read", "status").status == 200
+    assert gate.check(bearer(_token(key)), "daemon", "read", "status").status == 403  # no group, no role
+    assert gate.check(bearer(_token(key, exp=1, groups=["ml-team"])), "daemon", "read", "status").status == 401
+    assert gate.check(bearer(_token(key, aud="other", groups=["ml-team"])), "daemon", "read", "status").status == 401
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = gate.check(bearer(_token(other, groups=["ml-team"])), "daemon", "read", "status")
+    assert forged.status == 401 and forged.subject == "jwt:InvalidSignatureError"
+    import jwt as pyjwt
+
+    unsigned = pyjwt.encode({"sub": "eve", "groups": ["ml-team"], "exp": 9999999999}, None, algorithm="none")
+    assert gate.check(bearer(unsigned), "daemon", "read", "status").status == 401
+    assert gate.check({"X-API-Key": "viewer-k"}, "daemon", "read", "status").status == 200  # keys still work
+
+
+def test_without_a_jwks_bearer_jwts_are_refused(tmp_path, monkeypatch):
+    key, _ = _jwks(tmp_path)
+    monkeypatch.delenv("SPECD_OIDC_JWKS_FILE", raising=False)
+    gate = example_gate(tmp_path)
+    assert gate.check({"Authorization": f"Bearer {_token(key, groups=['ml-team'])}"}, "daemon", "read", "status").status == 401
