@@ -34,6 +34,7 @@ from daemon.shared.errors import SpecErrors, SpecIssue
 from daemon.shared.oidc import InvalidToken, Verifier, looks_like_jwt
 
 log = logging.getLogger("specd.access")
+logging.getLogger("casbin").setLevel(logging.WARNING)  # casbin logs its model and every policy load at INFO
 
 ACCESS_DIR = "specs/access"
 MODEL_FILE = "model.conf"
