@@ -42,12 +42,13 @@ def action_of(method: str, path: str) -> str | None:
     return ROUTES.get((method, path), "read")
 
 
-def gate_for(settings: dict[str, Any]) -> Gate:
+def gate_for(settings: dict[str, Any], service: str) -> Gate:
     digest = settings.get("digest", "")
     gate = _gates.get(digest)
     if gate is None:
         _gates.clear()  # one policy live at a time
         gate = _gates[digest] = Gate.from_settings(settings)
+        gate.warm([("services", action, service) for action in sorted(set(ROUTES.values()))])
     return gate
 
 
@@ -65,7 +66,7 @@ class AccessMiddleware:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         key_header = ((live.settings.get("auth") or {}).get("header") or "X-API-Key").lower()
-        decision = gate_for(settings).check(headers, "services", action, live.routing.service, key_header=key_header)
+        decision = gate_for(settings, live.routing.service).check(headers, "services", action, live.routing.service, key_header=key_header)
         if decision.status == 200:
             return await self.app(scope, receive, send)
         body = json.dumps({"error": decision.message, "status": decision.status}).encode()

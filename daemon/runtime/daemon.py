@@ -291,7 +291,10 @@ class Daemon:
         if digest == (server.access.digest if server.access else None):
             return
         try:
-            server.access = access_policy.Gate.from_source(desired.access, resolve_secret) if desired.access else None
+            gate = access_policy.Gate.from_source(desired.access, resolve_secret) if desired.access else None
+            if gate is not None:
+                gate.warm([target for target in metrics.ROUTES.values() if target is not None])
+            server.access = gate
         except Exception:  # a policy that cannot load keeps the previous one
             log.exception("access policy %s not loaded; the previous one stays", (digest or "")[:12])
             return

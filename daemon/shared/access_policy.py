@@ -229,6 +229,12 @@ class Gate:
     def from_source(cls, source: PolicySource, resolve: Callable[[str], str]) -> Gate:
         return cls.from_settings(source.to_settings(resolve))
 
+    def warm(self, targets: list[tuple[str, str, str]]) -> None:
+        """Decide every (API-key subject × target) at load time, so no request pays Casbin's cold cost."""
+        for subject in set(self.keys.values()):
+            for resource, action, obj in targets:
+                self.enforcer.enforce(subject, resource, action, obj)
+
     def subjects_of(self, headers: Mapping[str, str], key_header: str = "X-API-Key") -> tuple[list[str] | None, str]:
         """(the subjects of the credential presented, or None; a log-safe id of it, '' when none).
         An API key (the key header or `Authorization: Bearer <key>`) is one subject `key:NAME`; a bearer

@@ -187,3 +187,12 @@ def test_without_a_jwks_bearer_jwts_are_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("SPECD_OIDC_JWKS_FILE", raising=False)
     gate = example_gate(tmp_path)
     assert gate.check({"Authorization": f"Bearer {_token(key, groups=['ml-team'])}"}, "daemon", "read", "status").status == 401
+
+
+def test_warm_decides_every_key_subject_up_front(tmp_path):
+    gate = example_gate(tmp_path)
+    gate.warm([("daemon", "read", "status"), ("daemon", "sync", "*")])
+    memo = gate.enforcer._memo
+    assert len(memo) == 6
+    assert memo[("key:SPECD_VIEWER_KEY", "daemon", "read", "status")] is True
+    assert memo[("key:SPECD_VIEWER_KEY", "daemon", "sync", "*")] is False
