@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bentos import bentoml_fixes, online_features
+from bentos import access, bentoml_fixes, online_features
 from bentos.api_schema import FeedbackRequest, FeedbackResponse, PredictResponse, predict_schemas
 from bentos.batching import Arrivals, Batcher, predict_unbatched
 from bentos.live_routing import Live, RoutingWatcher
@@ -121,6 +121,7 @@ class ABService:
             raise RuntimeError(f"{ROUTING_ENV} is not set; the daemon's supervisor starts this service")
         self.watcher = RoutingWatcher(Path(routing_file), load_predictor, self._make_batcher, self._on_swap)
         self.watcher.start()
+        access.bind(lambda: self.watcher.live)
         bentoml_fixes.freeze_startup_objects()
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -352,3 +353,6 @@ class ABService:
         out["prediction_log"] = {name: {"uri": lg.uri, "written": lg.written, "dropped": lg.dropped, "last_error": lg.last_error}
                                  for name, lg in self.logs.items()}
         return out
+
+
+ABService.add_asgi_middleware(access.AccessMiddleware)  # the access policy (bentos/access.py), before every route

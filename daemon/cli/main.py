@@ -185,10 +185,26 @@ def cmd_plan(args) -> int:
     return EXIT_CHANGES if (args.detailed_exitcode and result.has_changes) else EXIT_OK
 
 
+def _refuse_insecure_state(home: Path) -> str | None:
+    """specd run/apply refuse to start on a secrets directory others can read; the home is made 0700."""
+    from daemon.shared.paths import InsecureSecrets, check_secrets_dir, prepare_home
+
+    try:
+        check_secrets_dir()
+    except InsecureSecrets as exc:
+        return str(exc)
+    prepare_home(home)
+    return None
+
+
 def cmd_apply(args) -> int:
     from daemon.runtime.lock import LockHeld, acquire_for_apply
 
     home = specd_home(args.home)
+    refused = _refuse_insecure_state(home)
+    if refused:
+        print(f"error: specd apply refused: {refused}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         lock = acquire_for_apply(home)  # never beside a running daemon: it owns the home and its Prefect server
     except LockHeld as exc:
@@ -253,6 +269,10 @@ def _apply_locked(args, home: Path) -> int:
 
 
 def cmd_run(args) -> int:
+    refused = _refuse_insecure_state(specd_home(args.home))
+    if refused:
+        print(f"error: specd run refused: {refused}", file=sys.stderr)
+        return EXIT_ERROR
     branch = args.branch
     if branch is None:
         branch = "main"

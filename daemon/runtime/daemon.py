@@ -31,12 +31,12 @@ from daemon.runtime.prefect_bootstrap import bootstrap_prefect
 from daemon.runtime.reconcile import Desired, check, context_for, load_desired, make_adapters
 from daemon.runtime.source import GitSource, SourceError
 from daemon.runtime.watch import RefWatcher
-from daemon.shared import procs
+from daemon.shared import access_policy, procs
 from daemon.shared.errors import SpecErrors
 from daemon.shared.fsio import atomic_write_json
 from daemon.shared.paths import bentoml_home, journal_path, lock_path, status_path
 from daemon.shared.scrub import scrub_obj
-from daemon.shared.secrets import ENV_READS
+from daemon.shared.secrets import ENV_READS, resolve_secret
 
 log = logging.getLogger("specd")
 
@@ -51,7 +51,7 @@ class DaemonLock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -197,7 +197,10 @@ class Daemon:
     def _start_metrics(self, env) -> None:
         host = env.daemon.metrics_host if env else "127.0.0.1"
         port = self.metrics_port_override if self.metrics_port_override is not None else (env.daemon.metrics_port if env else 9464)
-        self.metrics_server = metrics.MetricsServer(host, port, self.status_json).start()
+        self.metrics_server = metrics.MetricsServer(host, port, self.status_json, on_sync=self.wake.set)
+        if self.desired_cache:  # the head's policy before the first request is served, not after a cycle
+            self._load_access(list(self.desired_cache.values())[-1])
+        self.metrics_server.start()
         log.info("metrics on http://%s:%d/metrics", host, self.metrics_server.port)
 
     def _start_prefect(self, env) -> None:
@@ -262,6 +265,7 @@ class Daemon:
             if self.last_valid is None:
                 return
             desired = self.last_valid  # keep the last valid revision converged
+        self._load_access(desired)
         try:
             result = self._reconcile(desired, sha)
         except Exception as exc:  # an adapter bug must not kill the daemon
@@ -274,6 +278,24 @@ class Daemon:
         metrics.RECONCILE_RUNS.labels(result=result).inc()
         self.state.last_cycle = {"revision": desired.revision, "result": result, "duration_s": round(elapsed, 3), "finished_at": time.time()}
         self._write_status_file()
+
+    def _load_access(self, desired: Desired) -> None:
+        """Swap the HTTP server's access gate when the policy's digest changes (merge → next cycle)."""
+        server = self.metrics_server
+        if server is None:
+            return
+        digest = desired.access.digest if desired.access else None
+        if digest == (server.access.digest if server.access else None):
+            return
+        try:
+            gate = access_policy.Gate.from_source(desired.access, resolve_secret) if desired.access else None
+            if gate is not None:
+                gate.warm([target for target in metrics.ROUTES.values() if target is not None])
+            server.access = gate
+        except Exception:  # a policy that cannot load keeps the previous one
+            log.exception("access policy %s not loaded; the previous one stays", (digest or "")[:12])
+            return
+        log.info("access policy %s", f"{digest[:12]} loaded" if digest else "removed: the HTTP server is open")
 
     def _validated(self, sha: str) -> Desired | None:
         if self.state.rejected and self.state.rejected["revision"] == sha:

@@ -1,4 +1,7 @@
-"""The daemon's Prometheus metrics and its small HTTP server: /metrics, /healthz, /status.
+"""The daemon's Prometheus metrics and its small HTTP server: /metrics, /healthz, /status, POST /sync.
+
+With an access policy in the spec repository (`specs/access/`), every route but /healthz asks it
+(`ROUTES`: route → resource, action, object); without one the server behaves as before (open).
 
 Base units and `_total` counters; a git sha is never a counter label (revisions go in `_info` gauges
 whose old series are removed on change). Single-process registry: no multiprocess mode in the daemon.
@@ -59,16 +62,52 @@ def record_statuses(statuses: Iterable[Any]) -> None:
         RESOURCE_HEALTHY.labels(kind=s.kind, name=s.name).set(1 if s.health == "Healthy" else 0)
 
 
-class MetricsServer:
-    """/metrics (Prometheus text), /healthz (liveness), /status (the daemon's status as JSON)."""
+# (method, path) → (resource, action, object) asked of the access policy; None: always open.
+ROUTES: dict[tuple[str, str], tuple[str, str, str] | None] = {
+    ("GET", "/healthz"): None,
+    ("GET", "/metrics"): ("daemon", "read", "metrics"),
+    ("GET", "/status"): ("daemon", "read", "status"),
+    ("POST", "/sync"): ("daemon", "sync", "*"),
+}
 
-    def __init__(self, host: str, port: int, status: Callable[[], dict[str, Any]]):
+
+class MetricsServer:
+    """/metrics (Prometheus text), /healthz (liveness), /status (the daemon's status as JSON), POST /sync
+    (start a cycle now). `access` (a `daemon.shared.access_policy.Gate`) is swapped in by the daemon
+    when the policy's digest changes; None means no policy."""
+
+    def __init__(self, host: str, port: int, status: Callable[[], dict[str, Any]], on_sync: Callable[[], None] | None = None):
         self.status = status
+        self.on_sync = on_sync
+        self.access: Any = None
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def _allowed(self, method: str, path: str) -> bool:
+                target = ROUTES.get((method, path))
+                gate = outer.access
+                if target is None or gate is None:
+                    return True
+                decision = gate.check(self.headers, *target)
+                if decision.status != 200:
+                    body = json.dumps({"error": decision.message, "status": decision.status}).encode()
+                    self._send(decision.status, body, "application/json")
+                    return False
+                return True
+
+            def do_POST(self) -> None:  # the http.server API names it so
+                path = self.path.split("?", 1)[0]
+                if (("POST", path)) not in ROUTES:
+                    self._send(404, b'{"error":"not found"}', "application/json")
+                elif self._allowed("POST", path):
+                    if outer.on_sync is not None:
+                        outer.on_sync()
+                    self._send(202, b'{"status":"sync requested"}', "application/json")
+
             def do_GET(self) -> None:  # the http.server API names it so
                 path = self.path.split("?", 1)[0]
+                if ("GET", path) in ROUTES and not self._allowed("GET", path):
+                    return
                 if path == "/metrics":  # label values come from names and messages: no secret in any
                     self._send(200, scrub(generate_latest(REGISTRY).decode()).encode(), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":

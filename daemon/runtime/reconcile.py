@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from daemon.adapters.base import Adapter, AdapterContext
@@ -23,6 +23,7 @@ from daemon.core.plan import Action, Plan, jsonable_change, make_plan, property_
 from daemon.core.state import Observed
 from daemon.runtime import guard, operations
 from daemon.runtime.prefect_runner import run_plan_in_prefect, to_run_logger
+from daemon.shared.access_policy import PolicySource, load_source
 from daemon.shared.errors import SpecErrors, SpecIssue
 from daemon.shared.secrets import register_referenced
 
@@ -33,6 +34,7 @@ class Desired:
     checkout: Path
     composed: Composed
     graph: Graph
+    access: PolicySource | None = None  # specs/access/, validated; None: no policy (everything open)
 
 
 def load_desired(checkout: Path, env_name: str, revision: str, overrides: Sequence[str] = (), cache: ComposeCache | None = None) -> Desired:
@@ -40,16 +42,34 @@ def load_desired(checkout: Path, env_name: str, revision: str, overrides: Sequen
     def read_text(rel: str) -> str:
         return (checkout / rel).read_text(encoding="utf-8")
 
+    access, access_issues = None, []
+    try:
+        access = load_source(checkout)
+    except SpecErrors as exc:
+        access_issues = list(exc.issues)
     try:
         composed = compose(checkout, env_name, overrides, cache)
     except SpecErrors as exc:
         if exc.partial is None:
-            raise
+            raise SpecErrors(exc.issues + access_issues) from None
         valid, broken = exc.partial  # report unknown references of the valid files in the same breath
         _, reference_issues = resolve_references(valid, read_text, broken)
-        raise SpecErrors(exc.issues + reference_issues) from None
+        raise SpecErrors(exc.issues + reference_issues + access_issues) from None
+    if access_issues:
+        raise SpecErrors(access_issues)
+    composed = with_access(composed, access)
     graph = build_graph(composed, read_text=read_text)
-    return Desired(revision, checkout, composed, graph)
+    return Desired(revision, checkout, composed, graph, access)
+
+
+def with_access(composed: Composed, access: PolicySource | None) -> Composed:
+    """Services enforce the policy from their routing file, so the policy's digest is part of each
+    service's fingerprint: a policy change in a commit plans (and shows) `access_policy: a → b` on every
+    service and rewrites their routing files, with no restart."""
+    if access is None:
+        return composed
+    docs = tuple(replace(d, data={**d.data, "access_policy": access.digest[:16]}) if d.kind == "service" else d for d in composed.docs)
+    return replace(composed, docs=docs)
 
 
 def context_for(desired: Desired, home: Path, progress: Callable[[str], None] | None = None, *, prefect: bool = True) -> AdapterContext:

@@ -71,7 +71,8 @@ def _model_dir(model: str, root: str | os.PathLike | None) -> Path:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never a partial one (durable)."""
+    """Write JSON so that readers see the old file or the new one, never a partial one (durable, 0600 in a 0700 directory)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fsio.atomic_write_json(path, data, indent=2)
 
 

@@ -190,6 +190,7 @@ class ServiceAdapter:
     def deploy(self, resource: Resource) -> ApplyOutcome:
         from bentos.routing import read_routing, write_routing
         from daemon.adapters.services.desired_routing import build_routing
+        from daemon.shared.access_policy import load_source
 
         name, spec = resource.name, resource.spec
         store = bentoml_home(self.ctx.home)
@@ -197,7 +198,8 @@ class ServiceAdapter:
             routing, notes = build_routing(name, spec, fingerprint=resource.fingerprint, revision=self.ctx.revision,
                                            store=store, storage_root=self.ctx.storage_root,
                                            storage_options=dict(self.ctx.env.storage.storage_options),
-                                           online_store=store_settings(self.ctx.env.online_store))
+                                           online_store=store_settings(self.ctx.env.online_store),
+                                           access=load_source(self.ctx.repo_dir))
         except (LookupError, ValueError, FileNotFoundError) as exc:
             raise ApplyError(f"service {name}: {exc}") from None
         if spec.prediction_log.enabled:

@@ -48,6 +48,7 @@ def build_routing(
     storage_root: str,
     storage_options: dict[str, str] | None = None,
     online_store: dict[str, Any] | None = None,
+    access: Any = None,
 ) -> tuple[Routing, list[str]]:
     from daemon.shared.secrets import resolve_secret
     from flows.training.artifact import artifact_complete
@@ -89,6 +90,8 @@ def build_routing(
             "storage_options": dict(storage_options or {}),  # secret refs stay refs; the service resolves them
         },
     }
+    if access is not None:  # the policy's texts and the digests of its API keys (never a key itself)
+        settings["access"] = access.to_settings(resolve_secret)
     if spec.features_from is not None and online_store is not None:  # secret refs stay refs; the service resolves them
         settings["features_from"] = {**spec.features_from.model_dump(), "store": online_store}
     routing = Routing(name, fingerprint, revision, spec.model, variants, spec.routing.sticky_field, spec.routing.sticky_header, settings)
