@@ -30,13 +30,14 @@ NAME_HINTS: dict[str, str] = {
     "iban": "IBAN", "card": "card number", "pan": "card number", "ip": "IP address", "dob": "date of birth",
     "birthdate": "date of birth", "birthday": "date of birth",
 }
-_PAIRS = {("first", "name"), ("last", "name"), ("birth", "date"), ("date", "birth"), ("national", "id"),
+_PAIRS = {("first", "name"), ("last", "name"), ("birth", "date"), ("date", "birth"), ("of", "birth"), ("national", "id"),
           ("tax", "id"), ("credit", "card")}
 _PERSONS = {"customer", "user", "person", "full", "contact", "client", "patient", "employee", "holder", "maiden"}
 _SPLIT = re.compile(r"[_\-.\s0-9]+|(?<=[a-z])(?=[A-Z])")
 
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}$")
-_PHONE = re.compile(r"^\+?[0-9][0-9 ()./\-]{6,18}[0-9]$")
+_PHONE = re.compile(r"^(\+|\()?[0-9][0-9 ()./\-]{6,18}[0-9]$")
+_DATE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|^\d{1,2}[-/.]\d{1,2}[-/.]\d{4}")
 _CARD = re.compile(r"^[0-9][0-9 \-]{11,21}[0-9]$")
 _IBAN = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$")
 _NATIONAL = (re.compile(r"^(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}$"),  # US SSN
@@ -107,7 +108,7 @@ def value_kind(text: str) -> str | None:
         digits = re.sub(r"[ \-]", "", value)
         if 13 <= len(digits) <= 19 and luhn_ok(digits):
             return "card number"
-    if _PHONE.match(value) and (value.startswith("+") or re.search(r"[ ()./\-]", value)):
+    if _PHONE.match(value) and not _DATE.match(value) and (value.startswith("+") or re.search(r"[ ()./\-]", value)):
         digits = re.sub(r"\D", "", value)
         if 7 <= len(digits) <= 15:
             return "phone"
