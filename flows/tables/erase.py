@@ -6,18 +6,20 @@ A subject is `COLUMN=VALUE` (`customer_email=ann@example.com`). Where the column
 - hashed (`privacy: hash`): the value's HMAC-SHA256 hex under the table's key — the same digest the
   build wrote, so one equality predicate finds it;
 - encrypted (`privacy: encrypt`): AES-GCM with a fresh nonce per value, so no predicate can find it;
-  the column is read and decrypted in batches and the matching rows are deleted by their exact
-  ciphertexts (`col IN (X'…', …)`: unique per row by construction);
+  the column is read and decrypted in batches and the matching rows are identified by their exact
+  ciphertexts (unique per row by construction);
 - masked, generalised or dropped: the value cannot be recognised any more and the step says so;
 - the prediction/feedback logs keep the request's features as JSON: the (request_id, row) pairs whose
-  features carry the value are deleted from both logs.
+  features carry the value are removed from both logs.
 
-Every delete is one Delta commit whose metadata (`specd.erasure`) records the request — its id, the
-column and a salted SHA-256 of the value, never the value — and is followed by a vacuum: immediately
-(`retention_hours=0`) when asked, else at the table's retention, after which the old files are gone.
-Delta keeps file statistics (min/max) in its log; deletes leave old log entries behind, so tables
-written by specd keep no statistics for protected columns, and `vacuum_now` also checkpoints and
-expires the log entries of the files it removed.
+Each table is rewritten without those rows in one overwrite commit whose metadata (`specd.erasure`)
+records the request — its id, the column and a salted SHA-256 of the value, never the value. Not
+`DeltaTable.delete(predicate)`: Delta writes a delete's predicate into the commit log, and here the
+predicate *is* the value (or its digest, or its ciphertexts). The latest build's specd.* keys are
+carried over (the table is not rebuilt from a source that may still hold the subject), with a new data
+id so that downstream tables rebuild. A vacuum follows: at once (`retention_hours=0`, plus expiry of
+the log entries before a fresh checkpoint, which list the removed files' min/max statistics) when
+asked, else at the table's retention.
 """
 
 from __future__ import annotations
