@@ -27,6 +27,8 @@ QUALITY = "specd.quality"  # JSON {"status": "passed|warned|failed", "failures":
 # The `<table>__quarantine` state that goes with a table commit (restore brings both back together):
 QUARANTINE_BATCH = "specd.quarantine_batch"  # build number its quarantine rows were committed under (-1: none)
 QUARANTINE_VERSION = "specd.quarantine_version"  # that quarantine table version (-1: no quarantine table)
+PRIVACY_KEYS = "specd.privacy_keys"  # JSON {column: "SECRET_NAME:key fingerprint"} of hashed/encrypted columns
+PRIVACY_WARNINGS = "specd.privacy_warnings"  # JSON list of undeclared columns whose sampled values look personal
 ROW_COUNTERS = ("read", "written", "quarantined", "deduplicated", "filtered")
 
 

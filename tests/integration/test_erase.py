@@ -16,6 +16,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from bentos.prediction_log import FEEDBACK_COLUMNS, PREDICTION_COLUMNS, arrow_schema
+from daemon.adapters.tables import workers
 from daemon.cli import erase as erase_cli
 from daemon.cli.main import main
 from flows.tables.erase import ERASURE, Target
@@ -78,6 +79,7 @@ def erasure_world(world: TableWorld, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setenv("PII_HASH_KEY", HASH_KEY)
     monkeypatch.setenv("PII_ENC_KEY", ENC_KEY)
     monkeypatch.setenv("SPECD_HOME", str(world.home))
+    workers.shutdown()  # the warm build workers read secrets from the environment they were started with
     _specs(world)
     done = world.converge()
     assert {name for name, *_ in done} >= {"bronze_orders", "silver_contacts", "gold_segments"}, done

@@ -254,6 +254,7 @@ class TableAdapter:
             storage_options=self._options() or {},
             prune=spec.prune,
             allowed_modules=allowed_modules(self.ctx.env.tables.callable_modules),
+            require_declared_privacy=self.ctx.env.privacy.require_declared,
         ))
 
     def build(self, resource: Resource, git_sha: str | None = None) -> ApplyOutcome:
