@@ -147,6 +147,10 @@ def run(args: argparse.Namespace) -> int:
     rebuilds = downstream(desired.graph, found)
     _print_plan(steps, request, rebuilds, args)
     if args.dry_run or not found:
+        if args.json:
+            print(json.dumps({"request": request, "dry_run": args.dry_run, "plan": [
+                {"table": s.target, "uri": s.uri, "rows": s.rows, "how": s.how, "note": s.note} for s in steps],
+                "downstream_rebuilds": rebuilds}, indent=2))
         return 0
     try:
         lock = acquire_for_apply(home)

@@ -19,8 +19,10 @@ from bentos.prediction_log import FEEDBACK_COLUMNS, PREDICTION_COLUMNS, arrow_sc
 from daemon.adapters.tables import workers
 from daemon.cli import erase as erase_cli
 from daemon.cli.main import main
+from daemon.runtime.lock import acquire_for_apply
 from flows.tables.erase import ERASURE, Target
 from flows.tables.privacy import decrypt_column
+from flows.training.registry import Release, write_release
 from tests.helpers.tables import TableWorld
 
 pytestmark = pytest.mark.integration
@@ -137,11 +139,25 @@ def test_dry_run_changes_nothing_and_lists_every_table(erasure_world: dict, caps
     assert _rows(world.uri("bronze_orders")) == 32 and _rows(erasure_world["predictions"]) == 10
 
 
+def test_erase_is_refused_while_the_daemon_holds_the_lock(erasure_world: dict, capsys: pytest.CaptureFixture) -> None:
+    world = erasure_world["world"]
+    lock = acquire_for_apply(world.home)  # what the daemon holds for its whole life
+    try:
+        assert _erase(world, "--vacuum-now") == 1
+    finally:
+        lock.release()
+    assert "specd erase refused" in capsys.readouterr().err
+    assert _rows(world.uri("bronze_orders")) == 32 and DeltaTable(world.uri("bronze_orders")).version() == 0
+
+
 def test_erase_removes_every_form_and_keeps_the_other_rows(erasure_world: dict, capsys: pytest.CaptureFixture) -> None:
     world = erasure_world["world"]
+    write_release(Release("contact_model", "f" * 64, "contact_model:a-1", (), "promoted a", "rev",
+                          data={"table": "silver_contacts", "uri": world.uri("silver_contacts"), "delta_version": 0}))
     assert _erase(world, "--vacuum-now") == 0
     out = capsys.readouterr()
     assert SUBJECT not in out.out + out.err
+    assert "model trained on erased rows: contact_model release ffffffffffff" in out.out and "silver_contacts v0" in out.out
     assert "erased 2 row(s) from bronze_orders" in out.out and "erased 1 row(s) from shop:feedback" in out.out
     assert _rows(world.uri("bronze_orders")) == 30 and _rows(world.uri("silver_contacts")) == 30
     assert _rows(erasure_world["predictions"]) == 9 and _rows(erasure_world["feedback"]) == 9
@@ -156,4 +172,6 @@ def test_erase_removes_every_form_and_keeps_the_other_rows(erasure_world: dict, 
     changed = {a.name for a in plan.changes}
     assert "bronze_orders" not in changed and "silver_contacts" not in changed  # not rebuilt from the source
     assert "gold_segments" in changed, plan.to_text()  # its input changed: it rebuilds without the subject
-    assert _erase(world) == 0 and "no rows hold this subject" in capsys.readouterr().out
+    assert _erase(world, "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert all(step["rows"] == 0 for step in report["plan"]) and SUBJECT not in json.dumps(report)
