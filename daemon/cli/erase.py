@@ -74,23 +74,27 @@ def targets_for(graph: Any, storage_root: str, column: str, resolve: Any = None)
 
 
 def log_targets(graph: Any, home: Path) -> list[tuple[Any, Any]]:
-    """(predictions, feedback) Targets of every service with a live routing file."""
+    """(predictions, feedback) Targets of every service with a live routing file: those of the graph and
+    any other left under the state home (a removed service's logs still hold the subject)."""
     from bentos.routing import read_routing
     from daemon.adapters.services.supervisor import Supervisor
     from daemon.shared.secrets import is_secret_ref, resolve_secret
     from flows.tables.erase import Target
 
+    supervisor = Supervisor(home)
+    names = {r.name for r in graph.resources if r.kind == "service"}
+    root = supervisor.routing_file("_").parent.parent
+    if root.is_dir():
+        names |= {p.parent.name for p in root.glob(f"*/{supervisor.routing_file('_').name}")}
     out = []
-    for resource in graph.resources:
-        if resource.kind != "service":
-            continue
+    for name in sorted(names):
         try:
-            settings = read_routing(Supervisor(home).routing_file(resource.name)).settings["prediction_log"]
+            settings = read_routing(supervisor.routing_file(name)).settings["prediction_log"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
         options = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in (settings.get("storage_options") or {}).items()}
-        out.append((Target(f"{resource.name}:predictions", settings["predictions_uri"], kind="predictions", storage_options=options or None),
-                    Target(f"{resource.name}:feedback", settings["feedback_uri"], kind="feedback", storage_options=options or None)))
+        out.append((Target(f"{name}:predictions", settings["predictions_uri"], kind="predictions", storage_options=options or None),
+                    Target(f"{name}:feedback", settings["feedback_uri"], kind="feedback", storage_options=options or None)))
     return out
 
 

@@ -16,11 +16,12 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from bentos.prediction_log import FEEDBACK_COLUMNS, PREDICTION_COLUMNS, arrow_schema
+from bentos.routing import Routing, Variant, write_routing
+from daemon.adapters.services.supervisor import Supervisor
 from daemon.adapters.tables import workers
-from daemon.cli import erase as erase_cli
 from daemon.cli.main import main
 from daemon.runtime.lock import acquire_for_apply
-from flows.tables.erase import ERASURE, Target
+from flows.tables.erase import ERASURE
 from flows.tables.privacy import decrypt_column
 from flows.training.registry import Release, write_release
 from tests.helpers.tables import TableWorld
@@ -86,8 +87,9 @@ def erasure_world(world: TableWorld, monkeypatch: pytest.MonkeyPatch) -> dict:
     done = world.converge()
     assert {name for name, *_ in done} >= {"bronze_orders", "silver_contacts", "gold_segments"}, done
     predictions, feedback = _write_log(str(world.home / "logs" / "shop"))
-    logs = [(Target("shop:predictions", predictions, kind="predictions"), Target("shop:feedback", feedback, kind="feedback"))]
-    monkeypatch.setattr(erase_cli, "log_targets", lambda graph, home: logs)
+    settings = {"prediction_log": {"predictions_uri": predictions, "feedback_uri": feedback}}
+    write_routing(Supervisor(world.home).routing_file("shop"),  # how `specd ab` and erase find a service's logs
+                  Routing("shop", "fp", "rev", "m", (Variant("champion", "m:a", 1.0),), None, None, settings))
     ciphertexts = [c for c, p in zip(*_bronze_emails(world), strict=True) if p == SUBJECT]
     assert len(ciphertexts) == 2
     forms = [SUBJECT.encode(), hmac.new(HASH_KEY.encode(), SUBJECT.encode(), hashlib.sha256).hexdigest().encode(),
