@@ -168,10 +168,11 @@ def _plan_table(target: Target, column: str, value: str) -> Step:
 def _plan_log(predictions: Target, feedback: Target | None, column: str, value: str) -> list[Step]:
     table = _open(predictions)
     keys: list[str] = []
+    escaped = json.dumps(value)[1:-1]  # how the value reads inside JSON text (non-ASCII escaped)
     for batch in _batches(table, ["request_id", "row", "features"]):
         ids, rows, feats = (batch.column(i).to_pylist() for i in range(3))
         for request_id, row, text in zip(ids, rows, feats, strict=True):
-            if text and value in text:  # cheap pre-filter before parsing
+            if text and (value in text or escaped in text):  # cheap pre-filter before parsing
                 try:
                     features = json.loads(text)
                 except ValueError:
