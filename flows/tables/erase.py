@@ -149,12 +149,20 @@ def _plan_table(target: Target, column: str, value: str) -> Step:
         step.how = "HMAC-SHA256 under the table's key"
         step.values = [hmac.new(target.key or b"", value.encode(), hashlib.sha256).hexdigest()]
     elif mode == "encrypt":
+        from cryptography.exceptions import InvalidTag
+
         from flows.tables.privacy import decrypt_column
 
-        for batch in _batches(table, [column]):
-            cipher = batch.column(0)
-            plain = decrypt_column(cipher, target.key or b"", column).to_pylist()
-            step.values += [c for c, p in zip(cipher.to_pylist(), plain, strict=True) if p == value]
+        try:
+            for batch in _batches(table, [column]):
+                cipher = batch.column(0)
+                plain = decrypt_column(cipher, target.key or b"", column).to_pylist()
+                step.values += [c for c, p in zip(cipher.to_pylist(), plain, strict=True) if p == value]
+        except (InvalidTag, ValueError):
+            step.how, step.values = "skip", []
+            step.note = (f"column {column!r} does not decrypt with the table's current key (its secret was changed "
+                         "in place?): rebuild the table under the new key, then erase")
+            return step
         step.how = "decrypted in batches, matched by ciphertext"
         step.rows = len(step.values)
         return step

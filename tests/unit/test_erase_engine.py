@@ -44,3 +44,9 @@ def test_the_request_record_holds_a_salted_hash_only() -> None:
     record = request_record("email", SUBJECT, b"salt-1", "test")
     assert SUBJECT not in json.dumps(record) and record["subject_sha256"] == subject_digest("email", SUBJECT, b"salt-1")
     assert subject_digest("email", SUBJECT, b"salt-2") != record["subject_sha256"]
+
+
+def test_a_key_changed_in_place_is_reported_not_crashed_on(tmp_path: Path) -> None:
+    write_deltalake(str(tmp_path / "t"), pa.table({"email": encrypt_array(pa.array([SUBJECT]), KEY, "email")}))
+    [step] = plan_erasure("email", SUBJECT, [Target("t", str(tmp_path / "t"), "encrypt", b"another-key")])
+    assert step.rows == 0 and "does not decrypt with the table's current key" in step.note
