@@ -42,7 +42,7 @@ from daemon.shared.paths import bentoml_home, journal_path, lock_path, specd_hom
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 WORKTREE = "worktree"
 # Subcommands contributed by capabilities: module with add_parser(subparsers) and run(args) -> int.
-EXTENSIONS = ("daemon.cli.models", "daemon.cli.ab", "daemon.cli.ops")
+EXTENSIONS = ("daemon.cli.models", "daemon.cli.ab", "daemon.cli.ops", "daemon.cli.erase")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -148,10 +148,22 @@ def _print_errors(exc: SpecErrors) -> None:
         print(f"  {scrub(str(issue))}", file=sys.stderr)
 
 
+def _print_warnings(adapters, graph) -> None:
+    """Findings that do not reject the revision here (privacy by default outside require_declared)."""
+    from daemon.shared.scrub import scrub
+
+    for kind, adapter in adapters.items():
+        if hasattr(adapter, "warnings"):
+            for issue in adapter.warnings([r for r in graph.resources if r.kind == kind]):
+                print(f"warning: {scrub(str(issue))}", file=sys.stderr)
+
+
 # -- commands ----------------------------------------------------------------------------------------
 def cmd_validate(args) -> int:
     desired = _desired(args, args.rev)
-    check(make_adapters(context_for(desired, specd_home(args.home))), desired.graph)
+    adapters = make_adapters(context_for(desired, specd_home(args.home)))
+    check(adapters, desired.graph)
+    _print_warnings(adapters, desired.graph)
     counts: dict[str, int] = {}
     for resource in desired.graph.resources:
         counts[resource.kind] = counts.get(resource.kind, 0) + 1

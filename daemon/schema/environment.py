@@ -124,6 +124,12 @@ class OnlineStoreSection(SpecModel):
         return self.url is None
 
 
+class PrivacySection(SpecModel):
+    # Privacy by default: a column that looks like personal data (by name at validate, by a sample of its
+    # values at build) and has no `privacy` declaration is a warning; with require_declared, an error.
+    require_declared: bool = False
+
+
 class EnvironmentSpec(SpecModel):
     name: str
     prune: bool = False  # delete live resources whose spec was removed (per-resource `prune` overrides)
@@ -138,3 +144,4 @@ class EnvironmentSpec(SpecModel):
     prometheus: PrometheusSection = PrometheusSection()
     tables: TablesSection = TablesSection()
     online_store: OnlineStoreSection = OnlineStoreSection()
+    privacy: PrivacySection = PrivacySection()

@@ -31,6 +31,8 @@ DATA_DIGEST = "specd.data_digest"  # content identity of the rows live after the
 INGESTED = "specd.files"  # `ingest: new_files` sources: JSON list of the landing files already ingested
 META_DIGEST = "specd.meta_digest"  # digest of the spec's metadata fields (description, owners, ...) applied
 SPEC = "specd.spec"  # the applied, normalised spec (JSON): `plan` diffs the desired spec against it
+PRIVACY_KEYS = "specd.privacy_keys"  # JSON {column: "SECRET_NAME:key fingerprint"} of hashed/encrypted columns
+PRIVACY_WARNINGS = "specd.privacy_warnings"  # JSON list of undeclared columns whose sampled values look personal
 ROW_COUNTERS = ("read", "written", "quarantined", "deduplicated", "filtered")
 
 

@@ -34,6 +34,8 @@ from flows.tables import (
     INPUT_DIGEST,
     META_DIGEST,
     OPERATION,
+    PRIVACY_KEYS,
+    PRIVACY_WARNINGS,
     PRUNE,
     QUALITY,
     QUARANTINE_BATCH,
@@ -92,6 +94,7 @@ class BuildJob:
     batch_rows: int = 131_072
     duckdb_memory_limit: str = "2GB"
     meta_digest: str = ""  # digest of the spec's metadata fields, recorded so `observe` sees metadata edits
+    require_declared_privacy: bool = False  # env privacy.require_declared: personal-looking values fail the build
 
 
 @contextmanager
@@ -295,9 +298,18 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
     failures: dict[str, int] = {}
     checks = stages.TableChecks(spec.quality)  # row count / freshness over the written batches: no rescan
     digest = RowDigest()
+    personal: list[str] = []
 
     def good_rows() -> Iterator[pa.RecordBatch]:
+        from flows.tables.privacy_scan import undeclared
+
         for raw in out:
+            if not personal and raw.num_rows and not counts["written"] + counts["quarantined"]:  # first batch: sample it
+                personal.extend(undeclared(raw.drop_columns(bookkeeping), spec.privacy) or ["-"])
+                if personal != ["-"] and job.require_declared_privacy:
+                    raise BuildFailed(f"table {job.name}: column(s) {', '.join(personal)} hold values that look like personal "
+                                      "data and have no privacy declaration (privacy.require_declared); nothing was written",
+                                      reason="PrivacyUndeclared")
             if group_rows:  # each kept row stands for its whole key group
                 counts["deduplicated"] += int(pc.sum(raw.column(group_rows)).as_py() or 0) - raw.num_rows
                 raw = raw.drop_columns([group_rows])
@@ -362,6 +374,13 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
         meta.update({f"{ROWS_PREFIX}{k}": str(v) for k, v in rows.items()})
         meta[QUALITY] = json.dumps(quality, sort_keys=True)
         meta[BATCH] = str(batch)
+        from flows.tables.privacy_scan import key_ids
+
+        if spec.privacy is not None and (ids := key_ids(spec.privacy, _resolve_secret)):
+            meta[PRIVACY_KEYS] = json.dumps(ids, sort_keys=True)
+        warned = [p for p in personal if p != "-"]
+        if warned:
+            meta[PRIVACY_WARNINGS] = json.dumps(warned)
         meta[DATA_ID] = key if spec.write.mode == "overwrite" else f"{key}@{batch}"
         meta[DATA_DIGEST] = digest.value(spec.write.mode, _latest_metadata(uri, options).get(DATA_DIGEST) if table is not None else None)
         new_watermark = watcher.watermark_json()
@@ -384,7 +403,10 @@ def _stream_and_write(job: BuildJob, spec: Any, connection: Any, view: str, reas
         if spool_path is not None:
             quarantine_store.commit(job.storage_root, job.name, batch, spool_path, spec.write.mode, meta, options)
             spool_path.unlink(missing_ok=True)
-        return BuildReport(job.name, version, True, rows, quality, watcher.max_value, _summary(rows, quality))
+        summary = _summary(rows, quality)
+        if warned:
+            summary += f" (privacy warning: undeclared personal-looking column(s) {', '.join(warned)})"
+        return BuildReport(job.name, version, True, rows, quality, watcher.max_value, summary)
     finally:
         if staging_dir is not None:
             _remove_tree(staging_dir)

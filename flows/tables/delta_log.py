@@ -73,6 +73,8 @@ def read_table_log(uri: str, storage_options: dict[str, str] | None = None) -> T
     first = json_versions[0]
     if first > 0:  # older JSON cleaned up: start from the checkpoint just before the first JSON
         start_files = _checkpoint_files(log_dir, first - 1, names)
+        if start_files is None:  # delta-rs's cleanup keeps the checkpoint's own JSON (re-reading it is harmless)
+            start_files = _checkpoint_files(log_dir, first, names)
         if start_files is None:
             return TableLog(uri, json_versions[-1], ())
     existing = _existing_files(root)

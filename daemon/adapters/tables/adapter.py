@@ -70,6 +70,12 @@ INPUTS_CHANGED = "inputs changed"  # drift reason: same spec, different external
 CODE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
+def _erased(log: TableLog | None) -> bool:
+    """The table's live contents had rows erased (`specd erase`): they differ from a pure rebuild, and
+    what downstream tables computed from the old rows must be rebuilt from the live ones."""
+    return bool(log and log.latest and log.latest.metadata.get(OPERATION) == "erase")
+
+
 class TableAdapter:
     kind = "table"
 
@@ -146,7 +152,7 @@ class TableAdapter:
             ids = {}
             for up in spec.upstream_tables():
                 up_resource = by_name.get(up)
-                if up_resource is not None and _rebuilds_whole(up_resource.spec) and up in keys:
+                if up_resource is not None and _rebuilds_whole(up_resource.spec) and up in keys and not _erased(logs.get(up)):
                     ids[up] = keys[up]  # what the upstream holds once it is in sync
                 elif up in getattr(self, "_corrupt", {}):  # unreadable upstream: judge by what was built from it
                     ids[up] = _recorded_upstream_id(logs.get(resource.name), up)
@@ -218,7 +224,19 @@ class TableAdapter:
                 lines = {}
             for path, message in problems:
                 issues.append(SpecIssue(resource.path, line_for(lines, path), ".".join(map(str, path)), message))
+        if self.ctx.env.privacy.require_declared:  # privacy by default: undeclared personal columns are errors
+            from daemon.adapters.tables.privacy_default import personal_issues
+
+            issues += personal_issues(resources, self)
         return issues
+
+    def warnings(self, resources: Sequence[Resource]) -> list[SpecIssue]:
+        """Undeclared personal-looking columns, where the environment does not make them errors."""
+        if self.ctx.env.privacy.require_declared:
+            return []
+        from daemon.adapters.tables.privacy_default import personal_issues
+
+        return personal_issues(resources, self)
 
     # ------------------------------------------------------------------------------------ describe
     def describe(self, action: Action, resource: Resource | None, live: Observed | None = None) -> str:
@@ -341,6 +359,7 @@ class TableAdapter:
             prune=spec.prune,
             allowed_modules=allowed_modules(self.ctx.env.tables.callable_modules),
             meta_digest=metadata_digest("table", resource.data),
+            require_declared_privacy=self.ctx.env.privacy.require_declared,
         ))
 
     def build(self, resource: Resource, git_sha: str | None = None) -> ApplyOutcome:
