@@ -24,7 +24,7 @@ from daemon.shared.paths import specd_home
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 WORKTREE = "worktree"
 # Subcommands contributed by capabilities: module with add_parser(subparsers) and run(args) -> int.
-EXTENSIONS = ("daemon.cli.models", "daemon.cli.ab")
+EXTENSIONS = ("daemon.cli.models", "daemon.cli.ab", "daemon.cli.drift")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from daemon.schema.base import Ref, ResourceName, SpecModel
+from daemon.schema.monitoring import MonitoringSpec
 
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -164,6 +165,7 @@ class ModelSpec(SpecModel):
     promotion: PromotionSpec
     sensitive_attributes: list[str] = Field(default_factory=list)
     prune: bool | None = None
+    monitoring: MonitoringSpec | None = None  # drift of production traffic (daemon/schema/monitoring.py)
 
     def references(self) -> list[Ref]:
         return [Ref("table", self.data.table, ("data", "table"))]

@@ -40,10 +40,13 @@ class ModelAdapter:
     def __init__(self, ctx: AdapterContext):
         self.ctx = ctx
         self.root = str(bentoml_home(ctx.home))
+        self._resources: dict[str, Resource] = {}
+        self._drift_reasons: dict[str, str] = {}  # model -> "features drifted: ..." from the last observe
 
     # -- observe -------------------------------------------------------------------------------------
     def observe(self, resources: Sequence[Resource]) -> dict[str, Observed]:
         names = {r.name for r in resources} | set(registry.list_models(self.root))
+        self._resources = {r.name: r for r in resources}
         return {f"model/{name}": self._observe_guarded(name) for name in sorted(names)}
 
     def _observe_guarded(self, name: str) -> Observed:
@@ -54,6 +57,32 @@ class ModelAdapter:
             return Observed(exists=True, fingerprint=None, health=DEGRADED, message=message, drift=(message,))
 
     def _observe_one(self, name: str) -> Observed:
+        observed = self._observe_release(name)
+        resource = self._resources.get(name)
+        if resource is None or resource.spec.monitoring is None or observed.fingerprint != resource.fingerprint or observed.health != HEALTHY:
+            return observed
+        return self._with_drift(name, resource, observed)
+
+    def _with_drift(self, name: str, resource: Resource, observed: Observed) -> Observed:
+        """Monitored and up to date: a drift beyond the thresholds (with retrain_on_drift) plans a retrain."""
+        from dataclasses import replace
+
+        from daemon.adapters.models.drift import DRIFT_SUFFIX, observe_drift
+
+        try:
+            report = observe_drift(self.ctx, name, resource.spec, registry.current_release(name, self.root))
+        except Exception as exc:  # no log yet, unreadable table: never fail observe over monitoring
+            return replace(observed, details={**observed.details, "drift": f"drift check failed: {type(exc).__name__}: {exc}"})
+        details = {**observed.details, "drift_share": report.share, "drift_rows": report.current_rows}
+        if not report.dataset_drift:
+            return replace(observed, details=details)
+        reason = report.reason()
+        self._drift_reasons[name] = reason
+        if not resource.spec.monitoring.retrain_on_drift:
+            return replace(observed, message=f"{observed.message}; {reason}", details=details)
+        return replace(observed, fingerprint=observed.fingerprint + DRIFT_SUFFIX, details=details, drift=(reason,))
+
+    def _observe_release(self, name: str) -> Observed:
         from flows.training.artifact import artifact_complete
 
         current = registry.current_release(name, self.root)
@@ -85,6 +114,9 @@ class ModelAdapter:
             return "remove the model's releases and stored artifacts"
         if resource is None:
             return ""
+        if action.op == "update" and (action.previous or "").endswith("+drift"):
+            reason = self._drift_reasons.get(action.name, "production traffic drifted")
+            return f"retrain on the table's latest data version ({reason}); promote by {resource.spec.promotion.metric}"
         spec = resource.spec
         env = self.ctx.env.training
         unit = "GPU" if env.accelerator in ("gpu", "cuda") else "CPU"
@@ -115,7 +147,7 @@ class ModelAdapter:
             return self._delete(action.name)
         if action.op in ("create", "update"):
             assert resource is not None
-            return self._train(resource)
+            return self._train(resource, retrain=(action.previous or "").endswith("+drift"))
         return ApplyOutcome(f"nothing to do ({action.op})")
 
     def _restore(self, action: Action) -> ApplyOutcome:
@@ -140,12 +172,14 @@ class ModelAdapter:
         shutil.rmtree(Path(self.root) / "models" / name, ignore_errors=True)
         return ApplyOutcome(f"deleted model {name}")
 
-    def _train(self, resource: Resource) -> ApplyOutcome:
+    def _train(self, resource: Resource, retrain: bool = False) -> ApplyOutcome:
         from daemon.adapters.models.train import train_model
 
         try:
             existing = registry.release_for(resource.name, resource.fingerprint, self.root)
         except CorruptState:  # a torn release for this fingerprint: train again and write it whole
+            existing = None
+        if retrain:  # drift: train again at the table's current Delta version; the new release replaces this one
             existing = None
         if existing is not None:  # crashed after writing the release, before the pointer: finish the job
             registry.set_current(resource.name, resource.fingerprint, self.root)
