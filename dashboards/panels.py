@@ -228,7 +228,8 @@ def model_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
             ], "percentunit", width=12),
             _panel("Feature drift scores", _sel("specd_model_feature_drift", **mod), "{{feature}}", width=12),
             _panel("Prediction drift", _sel("specd_model_prediction_drift", **mod), "prediction", width=12),
-            _panel("Logged predictions in the drift window", _sel("specd_model_drift_window_rows", **mod), "rows", type="stat", width=12),
+            _panel("Dataset drift (1 = drifted)", _sel("specd_model_drift_detected", **mod), "drifted", type="stat", width=6),
+            _panel("Logged predictions in the drift window", _sel("specd_model_drift_window_rows", **mod), "rows", type="stat", width=6),
         ]},
     ]
     share, threshold = _sel("specd_model_drift_share", **mod), _sel("specd_model_drift_share_threshold", **mod)

@@ -23,7 +23,15 @@ from daemon.adapters.models.drift import drift_dir
 from daemon.core.graph import Graph
 from daemon.core.plan import Op, make_plan
 from flows.training import registry
-from tests.helpers.models import context, gold_uri, model_resource, plan_and_apply, small_spec, write_penguin_table
+from tests.helpers.models import (
+    REPO,
+    context,
+    gold_uri,
+    model_resource,
+    plan_and_apply,
+    small_spec,
+    write_penguin_table,
+)
 
 pytestmark = pytest.mark.integration
 ROWS = 2000
@@ -56,7 +64,7 @@ def _plan(adapter: ModelAdapter, resource: Any):
     return make_plan("rev", "test", Graph((resource,)), observed, describe=adapter.describe), observed
 
 
-def test_shifted_traffic_plans_a_retrain_and_no_drift_plans_nothing(tmp_path: Path) -> None:
+def test_shifted_traffic_plans_a_retrain_and_no_drift_plans_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from prometheus_client import REGISTRY
 
     home = tmp_path / "home"
@@ -97,6 +105,18 @@ def test_shifted_traffic_plans_a_retrain_and_no_drift_plans_nothing(tmp_path: Pa
     # a cached verdict is re-read (not recomputed) inside the interval: same plan
     plan_again, _ = _plan(adapter, resource)
     assert plan_again.actions[0].op == Op.UPDATE
+
+    # `specd drift`: the daemon's last verdict, and a fresh check against the repository's spec (default monitoring)
+    from daemon.cli.main import main
+
+    report_file = tmp_path / "drift.html"
+    assert main(["drift", "penguin_sex", "--home", str(home), "--cached", "--json", "--report", str(report_file)]) == 0
+    cached = json.loads(capsys.readouterr().out)
+    assert cached["dataset_drift"] and [c["column"] for c in cached["columns"] if c["drifted"]] == ["bill_length_mm"]
+    assert "bill_length_mm" in report_file.read_text() and "DRIFT" in report_file.read_text()
+    assert main(["drift", "penguin_sex", "--home", str(home), "--repo", str(REPO)]) == 0
+    text = capsys.readouterr().out
+    assert "bill_length_mm" in text and "DRIFTED" in text and "no dataset drift" in text  # 1 of 7 < the default share 0.5
 
     # new data arrives (Delta version 1); applying the drift UPDATE retrains on it and records it
     write_penguin_table(gold_uri(home))
