@@ -137,8 +137,14 @@ def cached_reference(cache_dir: Path, model: str, fingerprint: str, uri: str, ve
 
 # -- current window ---------------------------------------------------------------------------------------
 def current_sample(predictions: Any, model: str, features: Sequence[str], settings: DriftSettings, *,
-                   since: float | None = None, now: float | None = None) -> dict[str, Any]:
-    """{feature: values, "__prediction__": values} from the last N predictions of `model`, sampled, in one query."""
+                   kinds: Mapping[str, str] | None = None, since: float | None = None, now: float | None = None) -> dict[str, Any]:
+    """{feature: values, "__prediction__": values} from the last N predictions of `model`, sampled, in one query.
+
+    Each logged `features` JSON is parsed once (`from_json` into a struct typed by the reference: DOUBLE for
+    numeric columns, VARCHAR otherwise; a value that does not convert is NULL). Numeric columns come back as
+    float arrays (NULL → NaN), the others as lists.
+    """
+    kinds = kinds or {}
     con = _duckdb()
     con.register("predictions", predictions)
     bounds = ["model_tag LIKE ? ESCAPE '\\'"]
@@ -147,21 +153,34 @@ def current_sample(predictions: Any, model: str, features: Sequence[str], settin
     if starts:
         bounds.append("ts > ?")
         params.append(datetime.fromtimestamp(max(starts), tz=UTC))
-    extracts = ", ".join(f"json_extract_string(features, {_json_path(f)}) AS {_quote(f)}" for f in features)
+    struct = json.dumps({f: "DOUBLE" if kinds.get(f) == "numeric" else "VARCHAR" for f in features})
+    extracts = "".join(f"s.{_quote(f)} AS {_quote(f)}, " for f in features)
     sql = (f"WITH window_rows AS (SELECT features, prediction FROM predictions WHERE {' AND '.join(bounds)} "
            f"ORDER BY ts DESC LIMIT {int(settings.last)}), "
-           f"sampled AS (SELECT * FROM window_rows USING SAMPLE reservoir({int(settings.sample)} ROWS) REPEATABLE ({int(settings.seed)})) "
-           f"SELECT {extracts}{', ' if extracts else ''}prediction AS __prediction__ FROM sampled")
-    table = con.sql(sql, params=params).to_arrow_table()
+           f"sampled AS (SELECT * FROM window_rows USING SAMPLE reservoir({int(settings.sample)} ROWS) REPEATABLE ({int(settings.seed)})), "
+           f"parsed AS (SELECT from_json(features, ?) AS s, prediction FROM sampled) "
+           f"SELECT {extracts}prediction AS __prediction__ FROM parsed")
+    table = con.sql(sql, params=[*params, struct]).to_arrow_table()
     con.close()
-    return {name: table.column(name).to_pylist() for name in table.column_names}
+    out: dict[str, Any] = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if kinds.get(name) == "numeric":
+            out[name] = np.asarray(column.to_numpy(), dtype=np.float64)
+        else:
+            out[name] = column.to_pylist()
+    return out
+
+
+def kinds_of(reference: Mapping[str, Any]) -> dict[str, str]:
+    return {name: reference["columns"][name]["kind"] for name in reference["features"]}
 
 
 # -- the check --------------------------------------------------------------------------------------------
 def check(model: str, reference: Mapping[str, Any], current: Mapping[str, Sequence[Any]], settings: DriftSettings,
           lineage: Mapping[str, Any]) -> DriftReport:
     started = time.monotonic()
-    rows = len(current.get("__prediction__", ()))
+    rows = len(current.get("__prediction__", []))
     report = DriftReport(model, dict(lineage), rows, share_threshold=settings.drift_share, checked_at=time.time())
     report.enough_rows = rows >= settings.min_rows
     if not report.enough_rows:
@@ -171,7 +190,7 @@ def check(model: str, reference: Mapping[str, Any], current: Mapping[str, Sequen
         profile = reference["columns"][name]
         values = current.get(name, [])
         if profile["kind"] == "numeric":
-            cur = np.asarray([math.nan if v is None else _float(v) for v in values], dtype=np.float64)
+            cur = values if isinstance(values, np.ndarray) else np.asarray([math.nan if v is None else _float(v) for v in values], dtype=np.float64)
             report.columns.append(column_drift(name, profile, cur, settings.numeric, settings.numeric_threshold))
         else:
             report.columns.append(column_drift(name, profile, values, settings.categorical, settings.categorical_threshold))
@@ -214,10 +233,6 @@ def _settings_key(settings: DriftSettings) -> str:
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _json_path(name: str) -> str:
-    return "'$.\"" + name.replace("'", "''").replace('"', '\\"') + "\"'"
 
 
 def _is_numeric(arrow_type: str) -> bool:

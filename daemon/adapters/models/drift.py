@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from daemon.adapters.base import AdapterContext
-from flows.monitoring.check import DriftReport, DriftSettings, cached_reference, check, current_sample, write_json
+from flows.monitoring.check import (
+    DriftReport,
+    DriftSettings,
+    cached_reference,
+    check,
+    current_sample,
+    kinds_of,
+    write_json,
+)
 from flows.training.registry import Release
 
 DRIFT_SUFFIX = "+drift"  # observed fingerprint of a drifted model: differs from the desired one → UPDATE
@@ -62,7 +70,7 @@ def run_check(ctx: AdapterContext, name: str, spec: Any, release: Release) -> Dr
     merged: dict[str, list[Any]] = {}
     for log_uri in prediction_logs(ctx, spec.monitoring.service):
         predictions, _ = open_logs(log_uri, log_uri + ".unused", options)
-        sample = current_sample(predictions, name, reference["features"], settings, since=release.created_at or None)
+        sample = current_sample(predictions, name, reference["features"], settings, kinds=kinds_of(reference), since=release.created_at or None)
         for key, values in sample.items():
             merged.setdefault(key, []).extend(values)
     report = check(name, reference, merged, settings, lineage)
