@@ -18,8 +18,8 @@ from typing import Any
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "drift", help="drift of a model's production traffic against its training data (per feature, share, prediction)",
-        description="Examples:\n  specd drift penguin_classifier\n  specd drift penguin_classifier --json\n"
-                    "  specd drift penguin_classifier --report drift.html",
+        description="Examples:\n  specd drift penguin_sex\n  specd drift penguin_sex --json\n"
+                    "  specd drift penguin_sex --report drift.html",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model name (specs/models/<name>.yaml)")
     parser.add_argument("--repo", default=".", help="git repository with the specs (default: current directory)")
