@@ -221,12 +221,30 @@ def model_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
         {"title": "Fairness", "panels": [
             _panel("Fairness gaps by candidate", fairness, "{{candidate}} {{metric}}", width=24),
         ]},
+        {"title": "Drift", "panels": [
+            _multi("Drift share (monitored features drifted)", [
+                (_sel("specd_model_drift_share", **mod), "drift share"),
+                (_sel("specd_model_drift_share_threshold", **mod), "threshold"),
+            ], "percentunit", width=12),
+            _panel("Feature drift scores", _sel("specd_model_feature_drift", **mod), "{{feature}}", width=12),
+            _panel("Prediction drift", _sel("specd_model_prediction_drift", **mod), "prediction", width=12),
+            _panel("Dataset drift (1 = drifted)", _sel("specd_model_drift_detected", **mod), "drifted", type="stat", width=6),
+            _panel("Logged predictions in the drift window", _sel("specd_model_drift_window_rows", **mod), "rows", type="stat", width=6),
+        ]},
+    ]
+    share, threshold = _sel("specd_model_drift_share", **mod), _sel("specd_model_drift_share_threshold", **mod)
+    alerts = [
+        _alert(f"SpecdModel{_camel(name)}Drift", f"max({share}) >= max({threshold})",
+               f"production traffic of model {name} drifted from its training data", "15m", "warning", f"model/{name}",
+               f"the share of drifted monitored features of model {name} reached monitoring.drift_share (specd drift {name} names them); "
+               "with monitoring.retrain_on_drift the daemon plans a retrain", "model-drift"),
     ]
     return {
         "title": f"Model {name}",
-        "description": f"A/B candidates of model {name}: held-out metrics, promotions, fairness.",
+        "description": f"A/B candidates of model {name}: held-out metrics, promotions, fairness, drift.",
         "tags": ["specd", "model"],
         "rows": rows,
+        "alerts": alerts,
         "annotations": [
             _annotation("Champion swaps", _new_series(_sel("specd_model_champion_info", **mod)), "champion is now {{candidate}}", "green"),
             _annotation("Promotion decisions", f"changes({_sel('specd_model_promotions_total', **mod)}[2m]) > 0", "promotion: {{decision}}", "purple"),

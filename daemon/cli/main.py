@@ -42,7 +42,7 @@ from daemon.shared.paths import bentoml_home, journal_path, lock_path, specd_hom
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 WORKTREE = "worktree"
 # Subcommands contributed by capabilities: module with add_parser(subparsers) and run(args) -> int.
-EXTENSIONS = ("daemon.cli.models", "daemon.cli.ab", "daemon.cli.ops", "daemon.cli.erase")
+EXTENSIONS = ("daemon.cli.models", "daemon.cli.ab", "daemon.cli.ops", "daemon.cli.erase", "daemon.cli.drift")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

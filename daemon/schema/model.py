@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from daemon.schema.base import Ref, ResourceName, SpecModel
+from daemon.schema.monitoring import MonitoringSpec
 from daemon.schema.retrain import RetrainSpec
 
 Task = Literal["binary", "multiclass", "regression"]
@@ -168,6 +169,7 @@ class ModelSpec(SpecModel):
     sensitive_attributes: list[str] = Field(default_factory=list)
     retrain: RetrainSpec = RetrainSpec()  # when new data in the table retrains (daemon.schema.retrain)
     prune: bool | None = None
+    monitoring: MonitoringSpec | None = None  # drift of production traffic (daemon/schema/monitoring.py)
 
     def references(self) -> list[Ref]:
         return [Ref("table", self.data.table, ("data", "table"))]

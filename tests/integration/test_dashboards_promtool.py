@@ -104,3 +104,30 @@ def test_promtool_test_rules_burn_rate_and_sync_alerts_fire_when_they_should(gen
     result = subprocess.run(["promtool", "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_promtool_test_rules_model_drift_alert(generated, tmp_path):
+    """The model drift alert fires after 15 minutes at or above the drift-share threshold, never below it."""
+    directory, graph, _ = generated
+    model = next(r for r in graph.resources if r.kind == "model")
+    rules_file = directory / "rules" / f"model-{model.name}.yml"
+    rules = {r["alert"]: r for r in yaml.safe_load(rules_file.read_text())["groups"][0]["rules"]}
+    drift = next(r for name, r in rules.items() if name.endswith("Drift"))
+    assert drift["annotations"]["runbook_url"].endswith("#runbooks-model-drift")
+    share, threshold = "specd_model_drift_share", "specd_model_drift_share_threshold"
+    labels = f'{{job="specd-daemon",model="{model.name}"}}'
+    tests = [
+        {"interval": "1m", "input_series": [{"series": share + labels, "values": "0.1x10 0.6x30"},
+                                            {"series": threshold + labels, "values": "0.5x40"}], "alert_rule_test": [
+            {"eval_time": "20m", "alertname": drift["alert"], "exp_alerts": []},
+            {"eval_time": "30m", "alertname": drift["alert"], "exp_alerts": [_expected(drift)]},
+        ]},
+        {"interval": "1m", "input_series": [{"series": share + labels, "values": "0.4x40"},
+                                            {"series": threshold + labels, "values": "0.5x40"}], "alert_rule_test": [
+            {"eval_time": "35m", "alertname": drift["alert"], "exp_alerts": []},
+        ]},
+    ]
+    test_file = tmp_path / "drift_test.yml"
+    test_file.write_text(yaml.safe_dump({"rule_files": [str(rules_file)], "evaluation_interval": "1m", "tests": tests}, sort_keys=False))
+    result = subprocess.run(["promtool", "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

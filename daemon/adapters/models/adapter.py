@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from daemon.core.graph import Graph, Resource
     from daemon.core.plan import Action
 
+PRODUCTION_DRIFT = "production drift"  # Observed.drift reason prefix of a drifted model (retrain_on_drift): plan retrains
+
 
 class ModelAdapter:
     kind = "model"
@@ -43,10 +45,12 @@ class ModelAdapter:
     def __init__(self, ctx: AdapterContext):
         self.ctx = ctx
         self.root = str(bentoml_home(ctx.home))
+        self._resources: dict[str, Resource] = {}
 
     # -- observe -------------------------------------------------------------------------------------
     def observe(self, resources: Sequence[Resource]) -> dict[str, Observed]:
         desired = {r.name: r for r in resources}
+        self._resources = desired  # what _observe_one checks for production drift
         names = set(desired) | set(registry.list_models(self.root))
         out = {}
         for name in sorted(names):
@@ -118,6 +122,31 @@ class ModelAdapter:
 
 
     def _observe_one(self, name: str) -> Observed:
+        observed = self._observe_release(name)
+        resource = self._resources.get(name)
+        if resource is None or resource.spec.monitoring is None or observed.fingerprint != resource.fingerprint or observed.health != HEALTHY:
+            return observed
+        return self._with_drift(name, resource, observed)
+
+    def _with_drift(self, name: str, resource: Resource, observed: Observed) -> Observed:
+        """Monitored and up to date: a drift beyond the thresholds (with retrain_on_drift) plans a retrain."""
+        from dataclasses import replace
+
+        from daemon.adapters.models.drift import observe_drift
+
+        try:
+            report = observe_drift(self.ctx, name, resource.spec, registry.current_release(name, self.root))
+        except Exception as exc:  # no log yet, unreadable table: never fail observe over monitoring
+            return replace(observed, details={**observed.details, "drift": f"drift check failed: {type(exc).__name__}: {exc}"})
+        details = {**observed.details, "drift_share": report.share, "drift_rows": report.current_rows}
+        if not report.dataset_drift:
+            return replace(observed, details=details)
+        reason = report.reason()
+        if not resource.spec.monitoring.retrain_on_drift:
+            return replace(observed, message=f"{observed.message}; {reason}", details=details)
+        return replace(observed, details=details, drift=(*observed.drift, f"{PRODUCTION_DRIFT}: {reason}"))
+
+    def _observe_release(self, name: str) -> Observed:
         from flows.training.artifact import artifact_complete
 
         current = registry.current_release(name, self.root)
@@ -150,6 +179,10 @@ class ModelAdapter:
             return "remove the model's releases and stored artifacts"
         if resource is None:
             return ""
+        drifted = [d for d in action.drift if d.startswith(PRODUCTION_DRIFT)]
+        if action.op == Op.UPDATE and drifted:
+            reason = drifted[0].removeprefix(f"{PRODUCTION_DRIFT}: ")
+            return f"retrain on the table's latest data version ({reason}); promote by {resource.spec.promotion.metric}"
         spec = resource.spec
         env = self.ctx.env.training
         unit = "GPU" if env.accelerator in ("gpu", "cuda") else "CPU"
@@ -216,12 +249,14 @@ class ModelAdapter:
         from daemon.adapters.models.train import train_model
 
         forced = action is not None and action.reason.startswith(SYNC_REASON)
+        # production drift (monitoring.retrain_on_drift): train again at the table's current Delta version
+        drifted = action is not None and any(d.startswith(PRODUCTION_DRIFT) for d in action.drift)
         try:
             existing = registry.release_for(resource.name, resource.fingerprint, self.root)
         except CorruptState:  # a torn release for this fingerprint: train again and write it whole
             existing = None
         trigger: dict[str, Any] = {"reason": action.reason if action else "", "op": str(action.op) if action else ""}
-        if existing is not None and not forced:
+        if existing is not None and not forced and not drifted:
             # Re-checked now (an upstream table may have applied just before): the data it was trained on
             # against the table as it is, under the retrain policy.
             decision = self.retrain_decision(resource, existing)

@@ -41,3 +41,32 @@ def record_champion(model: str, tag: str | None) -> None:
 
 def record_promotion(model: str, decision: str) -> None:
     PROMOTIONS.labels(model, decision).inc()
+
+
+# Drift of production traffic (daemon/adapters/models/drift.py): set by every drift check the daemon runs.
+DRIFT_SHARE = Gauge("specd_model_drift_share", "Share of monitored features that drifted from the training data", ["model"])
+FEATURE_DRIFT = Gauge("specd_model_feature_drift", "Drift score of one feature (a distance, or a p-value for ks/chisquare)", ["model", "feature"])
+PREDICTION_DRIFT = Gauge("specd_model_prediction_drift", "Drift score of the predictions against the training target", ["model"])
+DRIFT_DETECTED = Gauge("specd_model_drift_detected", "1 when the drift share crossed monitoring.drift_share", ["model"])
+DRIFT_THRESHOLD = Gauge("specd_model_drift_share_threshold", "monitoring.drift_share of a model", ["model"])
+DRIFT_ROWS = Gauge("specd_model_drift_window_rows", "Logged predictions in the last drift check's window", ["model"])
+
+
+def record_drift(report: Any) -> None:
+    """One drift check's gauges; a feature no longer monitored loses its series."""
+    model = report.model
+    DRIFT_ROWS.labels(model).set(report.current_rows)
+    DRIFT_THRESHOLD.labels(model).set(report.share_threshold)
+    if not report.enough_rows:
+        return
+    DRIFT_SHARE.labels(model).set(report.share)
+    DRIFT_DETECTED.labels(model).set(1 if report.dataset_drift else 0)
+    if report.prediction is not None and not math.isnan(report.prediction.score):
+        PREDICTION_DRIFT.labels(model).set(report.prediction.score)
+    current = {c.column for c in report.columns}
+    for labels in list(FEATURE_DRIFT._metrics):
+        if labels[0] == model and labels[1] not in current:
+            FEATURE_DRIFT.remove(*labels)
+    for column in report.columns:
+        if not math.isnan(column.score):
+            FEATURE_DRIFT.labels(model, column.column).set(column.score)
