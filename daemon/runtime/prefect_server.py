@@ -7,6 +7,7 @@ on 127.0.0.1) and adopts it after its own restart instead of starting a second o
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -30,6 +31,8 @@ def configure_client_env(home: Path) -> None:
         os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_HOME", str(prefect_home(home)))
 
+log = logging.getLogger(__name__)
+
 
 def healthy(api_url: str, timeout: float = 1.0) -> bool:
     try:
@@ -51,8 +54,12 @@ class LocalPrefectServer:
     def api_url(self) -> str:
         return f"http://{self.host}:{self.port}/api"
 
-    def start(self, timeout_s: float = 90.0) -> str:
-        """Adopt a running server of ours or start one; return its API URL once healthy."""
+    def start(self, timeout_s: float = 600.0, attempts: int = 3) -> str:
+        """Adopt a running server of ours or start one; return its API URL once healthy.
+
+        A start-up must not fail on a slow machine: while the server process is alive it is making
+        progress (migrations, UI build), so it is waited for — with a progress line every 15 s — up to
+        `timeout_s`; a process that dies is started again with backoff, `attempts` times in all."""
         existing = procs.PidRecord.read(self.pid_file)
         if existing and existing.alive() and existing.meta.get("port") == self.port:
             if self._wait_healthy(existing, 30.0):
@@ -61,6 +68,23 @@ class LocalPrefectServer:
             procs.stop_group(existing.pid, existing.start_time)
         elif existing and existing.alive():
             procs.stop_group(existing.pid, existing.start_time)
+        log_path = logs_dir(self.home) / "prefect-server.log"
+        for attempt in range(1, attempts + 1):
+            self.record = self._spawn(log_path)
+            if self._wait_healthy(self.record, timeout_s):
+                return self.api_url
+            alive = self.record.alive()
+            procs.stop_group(self.record.pid, self.record.start_time)
+            if alive:  # alive but never healthy within the ceiling: starting again would not help
+                break
+            if attempt < attempts:
+                delay = 2.0 ** attempt
+                log.warning("the Prefect server exited during start-up (attempt %d/%d); starting it again in %.0fs (log: %s)",
+                            attempt, attempts, delay, log_path)
+                time.sleep(delay)
+        raise RuntimeError(f"Prefect server did not become healthy on {self.api_url} (log: {log_path})")
+
+    def _spawn(self, log_path: Path) -> procs.PidRecord:
         home = prefect_home(self.home)
         home.mkdir(parents=True, exist_ok=True)
         env = {
@@ -73,23 +97,24 @@ class LocalPrefectServer:
         env.pop("PREFECT_API_URL", None)
         proc = procs.spawn(
             [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port), "--analytics-off"],
-            log_path=logs_dir(self.home) / "prefect-server.log",
+            log_path=log_path,
             env=env,
         )
-        self.record = procs.record_for(proc, {"port": self.port})
-        self.record.write(self.pid_file)
-        if not self._wait_healthy(self.record, timeout_s):
-            procs.stop_group(self.record.pid, self.record.start_time)
-            raise RuntimeError(f"Prefect server did not become healthy on {self.api_url} within {timeout_s:.0f}s (log: {logs_dir(self.home) / 'prefect-server.log'})")
-        return self.api_url
+        record = procs.record_for(proc, {"port": self.port})
+        record.write(self.pid_file)
+        return record
 
     def _wait_healthy(self, record: procs.PidRecord, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline, next_note = started + timeout_s, started + 15.0
         while time.monotonic() < deadline:
             if healthy(self.api_url):
                 return True
             if not record.alive():
                 return False
+            if time.monotonic() >= next_note:
+                log.info("waiting for the Prefect server on %s (%.0fs so far)", self.api_url, time.monotonic() - started)
+                next_note += 15.0
             time.sleep(0.25)
         return False
 
