@@ -210,6 +210,8 @@ class ModelSpec(SpecModel):
                     fail(("promotion", "guardrails", index, "attribute"), f"{guard.attribute!r} is not in sensitive_attributes", guard.attribute)
         if self.promotion.metric in FAIRNESS_METRICS:
             fail(("promotion", "metric"), "promote on a model-quality metric; use fairness metrics as guardrails", self.promotion.metric)
+        if self.retrain.on == "drift" and self.monitoring is None:
+            fail(("retrain", "on"), "retrain on drift needs a `monitoring:` block (which features, window, thresholds)", "drift")
         for name, overrides in self.candidates.items():
             for index, problem in candidate_problems(self, name, overrides):
                 fail(("candidates", name, index) if index is not None else ("candidates", name), problem, overrides)

@@ -9,6 +9,8 @@ moved on since the release was trained should retrain it is this policy's call, 
   `min_interval` has passed since the last training;
 - `on: schedule`: retrain on the `cron` schedule (when a fire time passed since the last training and the
   data changed);
+- `on: drift`: retrain when the model's `monitoring:` check finds the production traffic drifted beyond
+  its thresholds (never on new rows alone: they only show as "data ahead");
 - `on: never`: never retrain on data; `table_version` pins the Delta version to train on.
 
 When the policy holds back, `specd status` shows the model OutOfSync with "data ahead by N rows".
@@ -41,7 +43,7 @@ def duration_seconds(value: str | int | float) -> float:
 
 
 class RetrainSpec(SpecModel):
-    on: Literal["new_data", "schedule", "never"] = "new_data"
+    on: Literal["new_data", "schedule", "drift", "never"] = "new_data"
     min_new_rows: int = Field(default=0, ge=0)  # on: new_data
     min_fraction: float = Field(default=0.0, ge=0.0)  # on: new_data, of the rows the release was trained on
     min_interval: str | int | float = 0  # on: new_data / schedule: at least this long between trainings
@@ -94,6 +96,8 @@ class RetrainSpec(SpecModel):
             return "policy never" + (f", pinned to v{self.table_version}" if self.table_version is not None else "")
         if self.on == "schedule":
             return f"policy schedule {self.cron}"
+        if self.on == "drift":
+            return "policy drift"
         parts = []
         if self.min_new_rows:
             parts.append(f"≥ {self.min_new_rows}")

@@ -33,3 +33,16 @@ def test_bad_monitoring_values_name_the_field(block, where):
     with pytest.raises(ValidationError) as info:
         ModelSpec.model_validate(small_spec(monitoring=block))
     assert tuple(info.value.errors()[0]["loc"]) == where
+
+
+def test_retrain_on_drift_policy_needs_monitoring_and_never_fires_on_rows_alone():
+    from daemon.adapters.models.retrain import DataState, decide
+
+    with pytest.raises(ValidationError) as info:
+        ModelSpec.model_validate(small_spec(retrain={"on": "drift"}))
+    assert tuple(info.value.errors()[0]["loc"]) == ("retrain", "on")
+    spec = ModelSpec.model_validate(small_spec(retrain={"on": "drift"}, monitoring={}))
+    assert spec.retrain.describe() == "policy drift"
+    trained, live = DataState(1, "digest-a", 400), DataState(2, "digest-b", 500)
+    decision = decide(spec.retrain, "gold", trained, live, 0.0, None)
+    assert not decision.fire and decision.lagging and "data ahead by 100 rows" in decision.reason

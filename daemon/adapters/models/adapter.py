@@ -142,7 +142,7 @@ class ModelAdapter:
         if not report.dataset_drift:
             return replace(observed, details=details)
         reason = report.reason()
-        if not resource.spec.monitoring.retrain_on_drift:
+        if not (resource.spec.monitoring.retrain_on_drift or resource.spec.retrain.on == "drift"):
             return replace(observed, message=f"{observed.message}; {reason}", details=details)
         return replace(observed, details=details, drift=(*observed.drift, f"{PRODUCTION_DRIFT}: {reason}"))
 

@@ -66,8 +66,8 @@ def decide(policy: RetrainSpec, table: str, trained: DataState, live: DataState,
     what = _rows_text(table, trained, live, new_rows)
     ahead = f"data ahead by {new_rows} rows" if new_rows is not None else "data changed"
     ahead += f" ({table} v{live.version}, trained on v{trained.version})"
-    if policy.on == "never":
-        return Decision(False, True, f"{ahead}; policy never", new_rows)
+    if policy.on in ("never", "drift"):  # drift: the monitoring check decides (ModelAdapter._with_drift)
+        return Decision(False, True, f"{ahead}; policy {policy.on}", new_rows)
     if trained.spec and live.spec and trained.spec != live.spec:  # the table's definition changed, not just rows
         return Decision(True, False, f"{table} v{live.version} was rebuilt from a changed spec since v{trained.version} ({ahead.split(' (')[0]})", new_rows)
     since = now - trained.at if trained.at is not None else float("inf")
