@@ -8,7 +8,8 @@ rows land the model's retrain is planned.
    computes; generated dashboards applied by the real dashboard adapter), so a cycle has nothing to do.
    Reported: min/median/max of the cycle, ms per 1,000 tables and the ratio to the 250-table run
    (linear: ≈ 1.0 per 1,000 tables), against a baseline measured in the same run: reading every table's
-   Delta log JSON lines (the floor of observing).
+   Delta log JSON lines (the floor of observing). Without a Prefect API (`prefect=False`): the schedule
+   deployments are not observed here (with Prefect that is one REST listing per cycle).
 2. Refresh → retrain planned: a gold table gets new rows (a real incremental build), and the next
    observe + plan emits the model's `retrain:` update. Reported against the same cycle with no new data.
    The daemon adds at most one tick (~1 s) to pick up a `specd sync` request.
@@ -78,7 +79,7 @@ def make_live(repo: Path, home: Path) -> None:
     )
 
     desired = load_desired(repo, "dev", "bench")
-    adapters = make_adapters(context_for(desired, home))
+    adapters = make_adapters(context_for(desired, home, prefect=False))
     tables = [r for r in desired.graph.resources if r.kind == "table"]
     keys = adapters["table"].expected_keys(tables, {})
     data = pa.table({"id": pa.array(range(20), pa.int64()), "value": pa.array([i * 0.5 for i in range(20)])})
@@ -106,7 +107,7 @@ def noop_cycle(repo: Path, home: Path, repeat: int) -> tuple[list[float], list[f
     cycles, floors = [], []
     for _ in range(repeat + 1):
         started = time.perf_counter()
-        adapters = make_adapters(context_for(desired, home))
+        adapters = make_adapters(context_for(desired, home, prefect=False))
         the_plan = plan(desired, observe(adapters, desired.graph), adapters)
         cycles.append(time.perf_counter() - started)
         assert not the_plan.has_changes, [f"{a.op} {a.key}: {a.reason}" for a in the_plan.changes][:5]
@@ -166,9 +167,9 @@ def refresh_to_retrain(tmp: Path, repeat: int) -> tuple[list[float], list[float]
     _add_rows(repo / "gold.db", 0, 400)
     desired = load_desired(repo, "dev", "bench")
     gold, model = desired.graph.by_key()["table/gold"], desired.graph.by_key()["model/churn"]
-    make_adapters(context_for(desired, home))["table"].build(gold)
+    make_adapters(context_for(desired, home, prefect=False))["table"].build(gold)
     for run in range(repeat):
-        adapters = make_adapters(context_for(desired, home))
+        adapters = make_adapters(context_for(desired, home, prefect=False))
         log = read_table_log(table_uri(adapters["table"].root, "gold"))
         registry.write_release(registry.Release(  # the release as training records it: its data lineage
             model="churn", fingerprint=model.fingerprint, champion=None, challengers=(), decision="bench", git_sha="bench",
@@ -182,7 +183,7 @@ def refresh_to_retrain(tmp: Path, repeat: int) -> tuple[list[float], list[float]
         _add_rows(repo / "gold.db", 400 + 100 * run, 100)
         adapters["table"].build(gold)  # the refresh: +100 rows past the watermark, committed
         started = time.perf_counter()
-        adapters = make_adapters(context_for(desired, home))
+        adapters = make_adapters(context_for(desired, home, prefect=False))
         fired = plan(desired, observe(adapters, desired.graph), adapters)
         latencies.append(time.perf_counter() - started)
         action = fired.actions[[a.key for a in fired.actions].index("model/churn")]
