@@ -121,13 +121,15 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
 
 
-def _online_row(svc: dict[str, str]) -> dict[str, Any]:
+def _online_row(svc: dict[str, str], zero: str) -> dict[str, Any]:
+    """Entity lookups in the online store; `zero` (0 while the service has traffic) when no request has
+    come by key yet, so the panels read 0 rather than "no data"."""
     lookups = "specd_service_feature_lookups_total"
     hist = "specd_service_feature_lookup_duration_seconds"
     return {"title": "Online features", "panels": [
-        _multi("Feature lookup latency", [(_quantile(q, hist, **svc), label) for q, label in QUANTILES], "s"),
-        _panel("Feature lookups by result", _rate(lookups, "result", **svc), "{{result}}", "reqps"),
-        _panel("Feature lookup hit ratio", f'{_rate(lookups, **svc, result="hit")} / {_rate(lookups, **svc)}', "hit ratio", "percentunit"),
+        _multi("Feature lookup latency", [(f"{_quantile(q, hist, **svc)} or {zero}", label) for q, label in QUANTILES], "s"),
+        _panel("Feature lookups by result", f"{_rate(lookups, 'result', **svc)} or {zero}", "{{result}}", "reqps"),
+        _panel("Feature lookup hit ratio", f'({_rate(lookups, **svc, result="hit")} / {_rate(lookups, **svc)}) or {zero}', "hit ratio", "percentunit"),
     ]}
 
 
@@ -176,7 +178,7 @@ def service_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
         ]},
     ]
     if data.get("features_from"):  # serving by entity key: the online store's part of the latency
-        rows.append(_online_row(svc))
+        rows.append(_online_row(svc, f"({total} * 0)"))
     resource = f"service/{name}"
     alerts = [
         _alert(f"SpecdService{_camel(name)}Down", f'up{{job="{SERVICES_JOB}",specd_service="{name}"}} == 0',
@@ -221,7 +223,10 @@ def model_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
         {"title": "Fairness", "panels": [
             _panel("Fairness gaps by candidate", fairness, "{{candidate}} {{metric}}", width=24),
         ]},
-        {"title": "Drift", "panels": [
+    ]
+    alerts = []
+    if data.get("monitoring") is not None:  # only a monitored model has drift figures to show
+        rows.append({"title": "Drift", "panels": [
             _multi("Drift share (monitored features drifted)", [
                 (_sel("specd_model_drift_share", **mod), "drift share"),
                 (_sel("specd_model_drift_share_threshold", **mod), "threshold"),
@@ -230,15 +235,13 @@ def model_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
             _panel("Prediction drift", _sel("specd_model_prediction_drift", **mod), "prediction", width=12),
             _panel("Dataset drift (1 = drifted)", _sel("specd_model_drift_detected", **mod), "drifted", type="stat", width=6),
             _panel("Logged predictions in the drift window", _sel("specd_model_drift_window_rows", **mod), "rows", type="stat", width=6),
-        ]},
-    ]
-    share, threshold = _sel("specd_model_drift_share", **mod), _sel("specd_model_drift_share_threshold", **mod)
-    alerts = [
-        _alert(f"SpecdModel{_camel(name)}Drift", f"max({share}) >= max({threshold})",
-               f"production traffic of model {name} drifted from its training data", "15m", "warning", f"model/{name}",
-               f"the share of drifted monitored features of model {name} reached monitoring.drift_share (specd drift {name} names them); "
-               "with monitoring.retrain_on_drift the daemon plans a retrain", "model-drift"),
-    ]
+        ]})
+        share, threshold = _sel("specd_model_drift_share", **mod), _sel("specd_model_drift_share_threshold", **mod)
+        alerts.append(
+            _alert(f"SpecdModel{_camel(name)}Drift", f"max({share}) - max({threshold}) >= 0",  # signal: how far above the threshold
+                   f"production traffic of model {name} drifted from its training data", "15m", "warning", f"model/{name}",
+                   f"the share of drifted monitored features of model {name} reached monitoring.drift_share (specd drift {name} names them); "
+                   "with retrain: {on: drift} (or monitoring.retrain_on_drift) the daemon plans a retrain", "model-drift"))
     return {
         "title": f"Model {name}",
         "description": f"A/B candidates of model {name}: held-out metrics, promotions, fairness, drift.",

@@ -37,6 +37,8 @@ from types import SimpleNamespace as S
 from daemon.runtime import metrics
 from daemon.adapters.models import metrics as models_metrics
 from daemon.adapters.tables import metrics as tables_metrics
+from flows.monitoring.check import DriftReport
+from flows.monitoring.stats import ColumnDrift
 
 tables, models, services = sys.argv[2].split(","), sys.argv[3].split(","), sys.argv[4].split(",")
 statuses = [S(kind=k, name=n, sync="Synced", health="Healthy") for k, names in (("table", tables), ("model", models), ("service", services)) for n in names]
@@ -55,6 +57,9 @@ for model in models:
             "fairness": {"island": {"demographic_parity_difference": 0.05, "equal_opportunity_difference": 0.07}}}, 12.0)
     models_metrics.record_champion(model, f"{model}:a-0123456789abcdef")
     models_metrics.record_promotion(model, "promoted")
+    columns = [ColumnDrift(f, "numeric", "wasserstein", 0.02, 0.1, False, 500) for f in ("bill_length_mm", "flipper_length_mm")]
+    models_metrics.record_drift(DriftReport(model, dict(), 500, columns, ColumnDrift("prediction", "categorical", "jensenshannon", 0.01, 0.1, False, 500),
+                                            share=0.0, share_threshold=0.5, enough_rows=True))  # what the model's drift check records
 server = metrics.MetricsServer("127.0.0.1", int(sys.argv[1]), status=lambda: {}).start()
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 while True:  # a reconcile loop's heartbeat: counters keep moving

@@ -107,9 +107,15 @@ def test_promtool_test_rules_burn_rate_and_sync_alerts_fire_when_they_should(gen
 
 
 def test_promtool_test_rules_model_drift_alert(generated, tmp_path):
-    """The model drift alert fires after 15 minutes at or above the drift-share threshold, never below it."""
+    """The model drift alert fires after 15 minutes at or above the drift-share threshold, never below it;
+    only a monitored model has one."""
+    from daemon.schema.dashboard import DashboardSpec
+    from dashboards.panels import model_dashboard
+
     directory, graph, _ = generated
-    model = next(r for r in graph.resources if r.kind == "model")
+    model = next(r for r in graph.resources if r.kind == "model" and r.spec.monitoring is not None)
+    unmonitored = DashboardSpec.model_validate(model_dashboard(model.name, {**model.spec.model_dump(mode="json"), "monitoring": None}))
+    assert not any(a.name.endswith("Drift") for a in unmonitored.alerts) and "Drift" not in [r.title for r in unmonitored.rows]
     rules_file = directory / "rules" / f"model-{model.name}.yml"
     rules = {r["alert"]: r for r in yaml.safe_load(rules_file.read_text())["groups"][0]["rules"]}
     drift = next(r for name, r in rules.items() if name.endswith("Drift"))
