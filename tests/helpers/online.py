@@ -102,8 +102,8 @@ class OnlineWorld(TableWorld):
         for kind, adapter in adapters.items():
             observed.update(adapter.observe([r for r in graph.resources if r.kind == kind]))
 
-        def describe(action, resource):
-            return adapters[action.kind].describe(action, resource)
+        def describe(action, resource, live=None):
+            return adapters[action.kind].describe(action, resource, live)
 
         return make_plan(ctx.revision, "dev", graph, observed, describe=describe), graph, adapters
 
