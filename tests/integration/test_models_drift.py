@@ -95,7 +95,7 @@ def test_shifted_traffic_plans_a_retrain_and_no_drift_plans_nothing(tmp_path: Pa
     (action,) = plan.actions
     assert action.op == Op.UPDATE, plan.to_text()
     live = observed["model/penguin_sex"]
-    assert live.drift and live.drift[0].startswith("features drifted: bill_length_mm ")
+    assert live.drift and live.drift[0].startswith("production drift: features drifted: bill_length_mm ")
     assert "(> 0.1)" in live.drift[0] and "retrain on the table's latest data version" in action.summary
     assert "bill_length_mm" in action.summary and "bill_depth_mm" not in live.drift[0]
     score = REGISTRY.get_sample_value("specd_model_feature_drift", {"model": "penguin_sex", "feature": "bill_length_mm"})
