@@ -36,7 +36,6 @@ from daemon.runtime.reconcile import (
 )
 from daemon.runtime.source import GitSource, is_remote
 from daemon.shared.errors import SpecErrors
-from daemon.shared.fsio import read_json
 from daemon.shared.paths import bentoml_home, journal_path, lock_path, specd_home, status_path
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -321,7 +320,16 @@ def _status_once(args) -> int:
         lock.release()
     except Exception:
         running = True
-    data = read_json(status_path(home)) if running else None  # None as well when the file is torn
+    data = None
+    if running:
+        from daemon.shared.corrupt import CorruptState
+        from daemon.shared.corrupt import read_json as read_state
+
+        try:
+            data = read_state(status_path(home))
+        except CorruptState as exc:  # torn or garbled: observe the live systems instead
+            print(f"warning: {exc}; reading the live state instead", file=sys.stderr)
+        data = data if isinstance(data, dict) else None
     if data is not None:
         data["daemon"] = "running"
     else:  # no daemon (or no readable status file): observe now, with the applied revision and rejection from the journal

@@ -187,12 +187,13 @@ def install() -> None:
     for handler in root.handlers:
         if _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
-    if _installed:
-        return
     previous = logging.getLogRecordFactory()
+    if getattr(previous, "specd_scrubs", False):
+        return  # ours is in place (a library that replaced it since gets wrapped again by the next install())
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         return scrub_record(previous(*args, **kwargs))
 
+    factory.specd_scrubs = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
     _installed = True

@@ -52,10 +52,12 @@ def example_spec() -> dict[str, Any]:
 
 
 def small_spec(**changes: Any) -> dict[str, Any]:
-    """The example, cut down for fast tests: one MLP candidate, few epochs."""
+    """The example, cut down for fast tests: one MLP candidate, few epochs, no drift monitoring (tests that
+    need it pass `monitoring=...`)."""
     data = copy.deepcopy(example_spec())
     data["trainer"]["epochs"] = 15
     data["candidates"] = {"a": []}
+    data.pop("monitoring", None)
     for dotted, value in changes.items():
         node = data
         *head, last = dotted.split("__")

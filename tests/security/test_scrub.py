@@ -156,12 +156,19 @@ def test_referenced_secrets_are_registered_before_any_action(monkeypatch: pytest
     assert scrub.scrub("password pw-Zz81kq") == "password pw-Zz81kq"  # the whole URL is the secret, not its parts
 
 
-def test_table_failure_record_is_scrubbed(token: str, tmp_path: Path):
+def test_table_build_failure_is_scrubbed_before_it_reaches_status(token: str):
+    """A build failure travels as an ApplyError (its reason reaches the Stalled condition): an upstream
+    that echoes the bearer token in its 401 body must not put the token there."""
     from types import SimpleNamespace
 
     from daemon.adapters.tables.adapter import TableAdapter
+    from daemon.shared.errors import ApplyError
 
     adapter = TableAdapter.__new__(TableAdapter)
-    adapter.state_dir = tmp_path
-    adapter._record_failure(SimpleNamespace(name="t", fingerprint="fp"), {"reason": "SourceFailed", "error": f"401 {token}"})
-    assert token not in (tmp_path / "status" / "t.json").read_text()
+    adapter.ctx = SimpleNamespace(progress=lambda message: None)
+    adapter._readable = lambda name: None
+    adapter.job_for = lambda resource, git_sha=None: {}
+    adapter._run = lambda job: {"ok": False, "reason": "SourceFailed", "error": f"401 {token}"}
+    with pytest.raises(ApplyError) as info:
+        adapter.build(SimpleNamespace(name="t", fingerprint="fp"))
+    assert token not in str(info.value) and info.value.reason == "SourceFailed"
