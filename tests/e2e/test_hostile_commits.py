@@ -41,17 +41,23 @@ class Prober(threading.Thread):
         self.stop_event = threading.Event()
         self.answers = 0
         self.failures: list[str] = []
+        self.slowest = (0.0, "")
 
     def run(self) -> None:
         with httpx.Client(timeout=10) as client:
             while not self.stop_event.is_set():
                 try:
+                    started = time.monotonic()
                     answer = client.post(f"http://127.0.0.1:{self.service_port}/predict", json={"features": PENGUIN, "user_id": "u1"})
+                    predicted = time.monotonic()
                     if answer.status_code != 200:
                         self.failures.append(f"/predict {answer.status_code}: {answer.text[:200]}")
                     with urllib.request.urlopen(self.daemon.url("/healthz"), timeout=5) as health:
                         if health.status != 200:
                             self.failures.append(f"/healthz {health.status}")
+                    done = time.monotonic()
+                    if done - started > self.slowest[0]:
+                        self.slowest = (done - started, f"/predict {predicted - started:.2f}s, /healthz {done - predicted:.2f}s")
                     self.answers += 1
                 except Exception as exc:
                     self.failures.append(f"{type(exc).__name__}: {exc}")
@@ -111,6 +117,7 @@ def test_hostile_commits_are_rejected_while_the_service_keeps_answering(running)
     finally:
         prober.stop_event.set()
         prober.join(timeout=20)
-    assert prober.answers > 10 and prober.failures == [], prober.failures[:5]
+    assert prober.answers >= 3 and prober.failures == [], prober.failures[:5]  # every probe answered (slow under load: a few)
+    assert prober.slowest[0] < 5.0, prober.slowest  # answering, not just eventually answering
     assert daemon.proc is not None and daemon.proc.poll() is None
     assert not any(Path(home).rglob("passwd")), "nothing read from /etc/passwd landed in the state home"
