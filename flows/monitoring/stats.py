@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from bentos.ab_report import chi_square_sf as chi2_sf  # one regularised-gamma tail for specd ab and drift
+
 EPS = 1e-4  # floor for empty bins (PSI, Jensen–Shannon), as Evidently does
 P_VALUE = frozenset({"ks", "chisquare"})
 
@@ -99,37 +101,6 @@ def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
         kl_pm = np.where(p > 0, p * np.log(p / m), 0.0).sum()
         kl_qm = np.where(q > 0, q * np.log(q / m), 0.0).sum()
     return float(math.sqrt(max((kl_pm + kl_qm) / 2, 0.0)))
-
-
-def chi2_sf(x: float, df: int) -> float:
-    """Upper tail of the chi² distribution: the regularised upper incomplete gamma Q(df/2, x/2)."""
-    if x <= 0:
-        return 1.0
-    a, z = df / 2.0, x / 2.0
-    if z < a + 1:  # series for P, then Q = 1 − P
-        term = total = 1.0 / a
-        n = a
-        for _ in range(500):
-            n += 1
-            term *= z / n
-            total += term
-            if abs(term) < abs(total) * 1e-14:
-                break
-        return max(0.0, 1.0 - total * math.exp(-z + a * math.log(z) - math.lgamma(a)))
-    b, c, d = z + 1 - a, 1e300, 1 / (z + 1 - a)  # Lentz continued fraction for Q
-    h = d
-    for i in range(1, 500):
-        an = -i * (i - a)
-        b += 2
-        d = an * d + b
-        d = 1e-300 if abs(d) < 1e-300 else d
-        c = b + an / c
-        c = 1e-300 if abs(c) < 1e-300 else c
-        d = 1 / d
-        h *= d * c
-        if abs(d * c - 1) < 1e-14:
-            break
-    return min(1.0, math.exp(-z + a * math.log(z) - math.lgamma(a)) * h)
 
 
 def _category_counts(profile: Mapping[str, Any], cur: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
