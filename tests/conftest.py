@@ -24,6 +24,20 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.helpers.tables", "tests.helpers.tables_faults", "tests.helpers.tables_transforms", "tests.helpers.online"]
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_state_home_env() -> Iterator[None]:
+    """In-process CLI calls (`specd apply` sets BENTOML_HOME for itself and its children) and benchmarks
+    must not point later tests at their model store or state home."""
+    keys = ("BENTOML_HOME", "SPECD_HOME")
+    before = {key: os.environ.get(key) for key in keys}
+    yield
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
