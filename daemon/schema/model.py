@@ -49,7 +49,7 @@ class MLPParams(SpecModel):
 
 
 class LinearParams(SpecModel):
-    pass
+    """The logistic baseline takes no parameters: any key under `model:` besides `_target_` is an error."""
 
 
 # The `_target_` allowlist: LightningModules specd knows how to train, save and serve.

@@ -191,7 +191,7 @@ def secret_dir_hint() -> str:
 
 
 class SecretNotFound(KeyError):
-    pass
+    """A `${secret:NAME}` with no value in the environment or the secrets directory."""
 
 
 def resolve_secret(ref: str) -> str:

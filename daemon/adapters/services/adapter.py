@@ -293,4 +293,4 @@ class ServiceAdapter:
 
 
 class _LoadFailed(Exception):
-    pass
+    """The workers could not load the new routing's models: the previous routing stays."""
