@@ -26,9 +26,10 @@ pytest_plugins = ["tests.helpers.tables", "tests.helpers.tables_faults", "tests.
 
 @pytest.fixture(autouse=True)
 def _no_leaked_state_home_env() -> Iterator[None]:
-    """In-process CLI calls (`specd apply` sets BENTOML_HOME for itself and its children) and benchmarks
-    must not point later tests at their model store or state home."""
-    keys = ("BENTOML_HOME", "SPECD_HOME")
+    """In-process CLI calls (`specd apply` sets BENTOML_HOME and PREFECT_API_URL for itself and its
+    children, and stops its Prefect server on the way out) and benchmarks must not point later tests at
+    their model store, state home or a Prefect server that is gone."""
+    keys = ("BENTOML_HOME", "SPECD_HOME", "PREFECT_API_URL")
     before = {key: os.environ.get(key) for key in keys}
     yield
     for key, value in before.items():

@@ -15,23 +15,23 @@ pytestmark = [pytest.mark.e2e]
 TABLE = "source: {type: file, path: data/x.csv, format: csv}\n"
 
 
-def deployments() -> set[str]:
-    from prefect.client.orchestration import get_client
+def deployments(api_url: str) -> set[str]:
+    from prefect.client.orchestration import PrefectClient
 
     async def names() -> set[str]:
-        async with get_client() as client:
+        async with PrefectClient(api_url) as client:  # the session's server, whatever the environment says
             return {d.name for d in await client.read_deployments() if d.name.startswith("specd-table-")}
 
     return asyncio.run(names())
 
 
-def test_schedules_follow_the_specs(spec_repo, home, daemon_factory):
+def test_schedules_follow_the_specs(spec_repo, home, daemon_factory, prefect_api):
     spec_repo.write("data/x.csv", "a\n1\n")
     spec_repo.write("specs/tables/hourly.yaml", TABLE + 'schedule: "0 * * * *"\n')
     sha = spec_repo.commit("hourly refresh")
     daemon = daemon_factory(spec_repo.path)
     daemon.wait_converged(sha)
-    assert "specd-table-hourly" in deployments()
+    assert "specd-table-hourly" in deployments(prefect_api)
     runner = PidRecord.read(home / "run" / "schedules-runner.json")
     assert runner is not None and runner.alive()
 
@@ -39,9 +39,9 @@ def test_schedules_follow_the_specs(spec_repo, home, daemon_factory):
     sha = spec_repo.commit("no schedule")
     daemon.wait_converged(sha)
     deadline = time.monotonic() + 20
-    while "specd-table-hourly" in deployments() and time.monotonic() < deadline:
+    while "specd-table-hourly" in deployments(prefect_api) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert "specd-table-hourly" not in deployments()
+    assert "specd-table-hourly" not in deployments(prefect_api)
     deadline = time.monotonic() + 30
     while runner.alive() and time.monotonic() < deadline:
         time.sleep(0.2)
