@@ -32,7 +32,9 @@ def test_schedules_follow_the_specs(spec_repo, home, daemon_factory, prefect_api
     daemon = daemon_factory(spec_repo.path)
     daemon.wait_converged(sha)
     assert "specd-table-hourly" in deployments(prefect_api)
-    runner = PidRecord.read(home / "run" / "schedules-runner.json")
+    deadline = time.monotonic() + 30  # the runner is the table kind's lifecycle hook: started on the next tick
+    while (runner := PidRecord.read(home / "run" / "schedules-runner.json")) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert runner is not None and runner.alive()
 
     spec_repo.write("specs/tables/hourly.yaml", TABLE)
