@@ -14,6 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from daemon.shared.corrupt import CorruptState
+from daemon.shared.corrupt import read_json as read_checked
+
 
 def atomic_write_bytes(path: Path | str, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
     path = Path(path)
@@ -43,10 +46,11 @@ def atomic_write_json(path: Path | str, data: Any, *, mode: int = 0o600, durable
 
 
 def read_json(path: Path | str) -> dict[str, Any] | None:
-    """The JSON object in `path`, or None when it is missing, unreadable, torn or not an object."""
+    """The JSON object in `path`, or None when it is missing, unreadable, torn or not an object.
+    The lenient face of `daemon.shared.corrupt.read_json`, which names what is wrong instead."""
     try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        value = read_checked(path)
+    except CorruptState:
         return None
     return value if isinstance(value, dict) else None
 

@@ -17,14 +17,13 @@ import os
 import sqlite3
 import subprocess
 import sys
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from deltalake import DeltaTable
 
 from tests.conftest import ROOT, http_server
+from tests.helpers.incremental_api import IncrementalApi
 
 pytestmark = [pytest.mark.e2e]
 
@@ -32,22 +31,6 @@ pytestmark = [pytest.mark.e2e]
 def _row(i: int) -> dict:
     x1, x2 = ((i * 37) % 101) / 50 - 1, ((i * 53) % 97) / 48 - 1
     return {"id": i, "x1": x1, "x2": x2, "label": int(x1 + 0.5 * x2 > 0)}
-
-
-class _Api(BaseHTTPRequestHandler):
-    records: list[dict] = []
-
-    def do_GET(self) -> None:
-        since = int(parse_qs(urlparse(self.path).query).get("since", ["0"])[0])
-        body = json.dumps({"items": [r for r in self.records if r["id"] > since]}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 def _insert(db: Path, ids: range) -> None:
@@ -129,8 +112,8 @@ def test_data_moving_between_commits(spec_repo, home, daemon_factory, tmp_path):
     data.mkdir()
     db = data / "rows.db"
     _insert(db, range(1, 301))
-    _Api.records = [_row(i) for i in range(1001, 1101)]
-    with http_server(_Api) as port:
+    IncrementalApi.records = [_row(i) for i in range(1001, 1101)]
+    with http_server(IncrementalApi) as port:
         spec_repo.write("environments/dev.yaml", f"defaults: [base, _self_]\nname: dev\nstorage: {{data_root: {data}}}\n"
                         "daemon: {poll_interval_s: 2}\nschedules_enabled: false\n")
         spec_repo.write("specs/tables/bronze_sql.yaml", BRONZE_SQL.format(description="rows from the database"))
@@ -167,7 +150,7 @@ def test_data_moving_between_commits(spec_repo, home, daemon_factory, tmp_path):
         assert not [a for a in json.loads(plan.stdout)["actions"] if a["op"] != "unchanged"]  # lagging by policy
 
         # +70 rows from the API: gold has +100 rows since the model's data: the policy fires and it retrains.
-        _Api.records += [_row(i) for i in range(1101, 1171)]
+        IncrementalApi.records += [_row(i) for i in range(1101, 1171)]
         done = _specd(home, "sync", "table/bronze_http", "--repo", str(spec_repo.path))
         assert done.returncode == 0, done.stdout + done.stderr
         release_file = home / "bentoml" / "specd-releases" / "churn" / f"{first_release}.json"

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from http.server import BaseHTTPRequestHandler
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from deltalake import DeltaTable
@@ -22,6 +20,7 @@ from daemon.core.plan import SYNC_REASON, Op, make_plan
 from flows.tables import DATA_DIGEST, INGESTED
 from flows.tables.delta_log import read_table_log
 from tests.conftest import http_server
+from tests.helpers.incremental_api import IncrementalApi
 from tests.helpers.tables import TableWorld
 
 pytestmark = pytest.mark.integration
@@ -90,25 +89,9 @@ def test_incremental_sqlite_no_new_rows_is_healthy_and_new_rows_follow(world: Ta
     assert not world.plan()[0].has_changes
 
 
-class _Api(BaseHTTPRequestHandler):
-    records: list[dict] = []
-
-    def do_GET(self) -> None:
-        since = int(parse_qs(urlparse(self.path).query).get("since", ["0"])[0])
-        body = json.dumps({"items": [r for r in self.records if r["id"] > since]}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 def test_incremental_http_no_new_rows_then_new_rows(world: TableWorld) -> None:
-    _Api.records = [{"id": i, "name": f"n{i}"} for i in range(1, 4)]
-    with http_server(_Api) as port:
+    IncrementalApi.records = [{"id": i, "name": f"n{i}"} for i in range(1, 4)]
+    with http_server(IncrementalApi) as port:
         world.write("specs/tables/events.yaml", f"""
             source: {{type: http, url: "http://127.0.0.1:{port}/events", records: items, cursor_param: since}}
             incremental: {{cursor: id}}
@@ -118,7 +101,7 @@ def test_incremental_http_no_new_rows_then_new_rows(world: TableWorld) -> None:
         assert _versions(world, "events") == 0
         _, done = _sync(world, "table/events")
         assert "no new rows" in done[0][2] and _versions(world, "events") == 0
-        _Api.records.append({"id": 4, "name": "n4"})
+        IncrementalApi.records.append({"id": 4, "name": "n4"})
         _, done = _sync(world, "table/events")
         assert done[0][2].startswith("v1: 1 rows written")
     assert DeltaTable(world.uri("events")).to_pyarrow_table().num_rows == 4
