@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import signal
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from daemon.runtime.prefect_bootstrap import bootstrap_prefect
 from daemon.runtime.reconcile import Desired, check, context_for, load_desired, make_adapters
 from daemon.runtime.source import GitSource, SourceError
 from daemon.runtime.watch import RefWatcher
-from daemon.shared import access_policy, procs
+from daemon.shared import access_policy, procs, tls
 from daemon.shared.errors import SpecErrors
 from daemon.shared.fsio import atomic_write_json
 from daemon.shared.paths import bentoml_home, journal_path, lock_path, status_path
@@ -197,11 +198,16 @@ class Daemon:
     def _start_metrics(self, env) -> None:
         host = env.daemon.metrics_host if env else "127.0.0.1"
         port = self.metrics_port_override if self.metrics_port_override is not None else (env.daemon.metrics_port if env else 9464)
-        self.metrics_server = metrics.MetricsServer(host, port, self.status_json, on_sync=self.wake.set)
+        try:
+            context = tls.server_context(files) if (files := tls.resolve(env.tls if env else None, self.home)) and files.serving else None
+        except (OSError, ValueError, KeyError, ssl.SSLError) as exc:  # fail closed: no plaintext fallback
+            log.error("tls: the HTTP server is not started: %s: %s", type(exc).__name__, exc)
+            return
+        self.metrics_server = metrics.MetricsServer(host, port, self.status_json, on_sync=self.wake.set, tls=context)
         if self.desired_cache:  # the head's policy before the first request is served, not after a cycle
             self._load_access(list(self.desired_cache.values())[-1])
         self.metrics_server.start()
-        log.info("metrics on http://%s:%d/metrics", host, self.metrics_server.port)
+        log.info("metrics on %s://%s:%d/metrics", self.metrics_server.scheme, host, self.metrics_server.port)
 
     def _start_prefect(self, env) -> None:
         if not self.use_prefect:

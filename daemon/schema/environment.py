@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from daemon.schema.base import SecretRef, SpecModel
+from daemon.schema.tls import TLSSection
 from daemon.shared.secrets import is_secret_ref
 
 
@@ -145,3 +146,4 @@ class EnvironmentSpec(SpecModel):
     tables: TablesSection = TablesSection()
     online_store: OnlineStoreSection = OnlineStoreSection()
     privacy: PrivacySection = PrivacySection()
+    tls: TLSSection = TLSSection()  # TLS on every socket specd opens (daemon/schema/tls.py)
