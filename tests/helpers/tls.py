@@ -26,11 +26,13 @@ class PKI:
     wrong_ca: Path
 
     def section(self, **extra: object) -> dict[str, object]:
-        """The environment's `tls:` section (key as a secret reference)."""
-        return {"ca": str(self.ca), "cert": str(self.cert), "key": "${secret:TLS_KEY}", **extra}
+        """The environment's `tls:` section as composed (the key a secret reference)."""
+        return {"ca": str(self.ca), "cert": str(self.cert), "key": "secret:TLS_KEY", **extra}
 
     def yaml(self, **extra: object) -> str:
-        lines = ["tls:"] + [f"  {k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in self.section(**extra).items()]
+        """The same section as an overlay writes it."""
+        section = {**self.section(**extra), "key": "${secret:TLS_KEY}"}
+        lines = ["tls:"] + [f"  {k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in section.items()]
         return "\n".join(lines) + "\n"
 
     def client(self, *, ca: Path | None = None, with_cert: bool = False) -> ssl.SSLContext:
