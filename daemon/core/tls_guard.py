@@ -62,6 +62,10 @@ def plaintext_issues(env: Any, env_locate: Callable[[tuple], tuple[str, int]], d
     env_data = env.model_dump(mode="json", by_alias=True)
     for key_path, value in _strings(env_data):
         reason = plaintext_reason(value)
+        if reason is None and str(key_path[-1]).lower() in ("aws_allow_http", "allow_http") and value.strip().lower() in ("1", "true", "yes"):
+            path, line = env_locate(key_path)
+            issues.append(SpecIssue(path, line, ".".join(map(str, key_path)), "allow_http: tls.required refuses plaintext object storage"))
+            continue
         if reason:
             path, line = env_locate(key_path)
             issues.append(SpecIssue(path, line, ".".join(map(str, key_path)), f"{_shown(value)}: {reason}"))

@@ -142,3 +142,24 @@ def libpq_options(files: TLSFiles | None) -> dict[str, str]:
     if files.require_client_cert and files.cert:
         options.update(sslcert=files.cert, sslkey=files.key)
     return options
+
+
+_ENDPOINT_KEYS = ("aws_endpoint_url", "aws_endpoint", "endpoint_url", "endpoint")
+_ALLOW_HTTP_KEYS = ("aws_allow_http", "allow_http")
+
+
+def object_store_options(options: Mapping[str, str], files: TLSFiles | None, required: bool = False) -> dict[str, str]:
+    """delta-rs/object_store options (resolved) with the environment's CA for an https:// endpoint
+    (`certificate_path`, delta-rs ≥ 1.5: added to the trusted roots) unless one is given; `tls.required`
+    refuses an http:// endpoint or `allow_http`. Keys are matched case-insensitively, as delta-rs does."""
+    keys = {k.lower(): k for k in options}
+    endpoint = next((str(options[keys[k]]) for k in _ENDPOINT_KEYS if k in keys), "")
+    if required:
+        if endpoint.lower().startswith("http://"):
+            raise ValueError("storage.storage_options: tls.required refuses a plaintext http:// object-store endpoint")
+        if any(str(options[keys[k]]).strip().lower() in ("1", "true", "yes") for k in _ALLOW_HTTP_KEYS if k in keys):
+            raise ValueError("storage.storage_options: tls.required refuses allow_http")
+    out = dict(options)
+    if files is not None and files.ca and endpoint.lower().startswith("https://") and "certificate_path" not in keys:
+        out["certificate_path"] = files.ca
+    return out

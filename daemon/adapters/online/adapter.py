@@ -223,10 +223,13 @@ class OnlineAdapter:
                    ttl_s=spec.ttl_s, fingerprint=resource.fingerprint, prune=spec.prune, storage_options=self._options())
 
     def _options(self) -> dict[str, str]:
+        from daemon.shared import tls
         from daemon.shared.secrets import is_secret_ref, resolve_secret
 
         options = self.ctx.env.storage.storage_options
-        return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
+        resolved = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
+        env_tls = self.ctx.env.tls
+        return tls.object_store_options(resolved, tls.resolve(env_tls, self.ctx.home) if env_tls.ca else None, env_tls.required)
 
 
 def _text(raw: Any) -> dict[str, str]:

@@ -489,9 +489,12 @@ class TableAdapter:
         options = dict(self.ctx.env.storage.storage_options)
         if not options:
             return None
+        from daemon.shared import tls
         from daemon.shared.secrets import is_secret_ref, resolve_secret
 
-        return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
+        resolved = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
+        env_tls = self.ctx.env.tls
+        return tls.object_store_options(resolved, tls.resolve(env_tls, self.ctx.home) if env_tls.ca else None, env_tls.required)
 
 
 def run_build_process(job: dict[str, Any], state_dir: Path) -> dict[str, Any]:
