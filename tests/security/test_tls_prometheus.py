@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from daemon.runtime.daemon import Daemon
-from tests.conftest import free_port
 from daemon.schema.dashboard import DashboardSpec
 from daemon.schema.environment import EnvironmentSpec
 from dashboards import prometheus
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.security
 
