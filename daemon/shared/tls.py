@@ -148,10 +148,13 @@ _ENDPOINT_KEYS = ("aws_endpoint_url", "aws_endpoint", "endpoint_url", "endpoint"
 _ALLOW_HTTP_KEYS = ("aws_allow_http", "allow_http")
 
 
-def object_store_options(options: Mapping[str, str], files: TLSFiles | None, required: bool = False) -> dict[str, str]:
+def object_store_options(options: Mapping[str, str], section: Any, home: Path | None = None) -> dict[str, str]:
     """delta-rs/object_store options (resolved) with the environment's CA for an https:// endpoint
     (`certificate_path`, delta-rs ≥ 1.5: added to the trusted roots) unless one is given; `tls.required`
-    refuses an http:// endpoint or `allow_http`. Keys are matched case-insensitively, as delta-rs does."""
+    refuses an http:// endpoint or `allow_http`. Keys are matched case-insensitively, as delta-rs does.
+    The section's files are resolved only when an https:// endpoint needs the CA."""
+    data = settings(section)
+    required = bool(data.get("required"))
     keys = {k.lower(): k for k in options}
     endpoint = next((str(options[keys[k]]) for k in _ENDPOINT_KEYS if k in keys), "")
     if required:
@@ -160,6 +163,8 @@ def object_store_options(options: Mapping[str, str], files: TLSFiles | None, req
         if any(str(options[keys[k]]).strip().lower() in ("1", "true", "yes") for k in _ALLOW_HTTP_KEYS if k in keys):
             raise ValueError("storage.storage_options: tls.required refuses allow_http")
     out = dict(options)
-    if files is not None and files.ca and endpoint.lower().startswith("https://") and "certificate_path" not in keys:
-        out["certificate_path"] = files.ca
+    if data.get("ca") and endpoint.lower().startswith("https://") and "certificate_path" not in keys:
+        files = resolve(data, home)
+        if files is not None and files.ca:
+            out["certificate_path"] = files.ca
     return out

@@ -23,7 +23,7 @@ def store_settings(section: Any, tls: Any = None) -> dict[str, Any]:
     from daemon.shared.tls import settings as tls_settings
 
     return {
-        "tls": tls_settings(tls),
+        **({"tls": tls_settings(tls)} if tls is not None and tls_settings(tls) else {}),  # absent without TLS: routing unchanged
         "url": section.url,
         "port": section.port,
         "username": section.username,

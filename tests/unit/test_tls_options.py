@@ -19,18 +19,20 @@ def files(pki):
     return tls.TLSFiles(ca=str(pki.ca), cert=str(pki.cert), key=str(pki.key))
 
 
-def test_object_store_options_add_the_ca_for_an_https_endpoint(files):
+def test_object_store_options_add_the_ca_for_an_https_endpoint(pki):
+    section = {"ca": str(pki.ca)}
     options = {"AWS_ENDPOINT_URL": "https://127.0.0.1:9000", "AWS_REGION": "us-east-1"}
-    assert tls.object_store_options(options, files)["certificate_path"] == files.ca
-    assert tls.object_store_options({**options, "certificate_path": "/mine.pem"}, files)["certificate_path"] == "/mine.pem"
-    assert "certificate_path" not in tls.object_store_options({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}, files)
-    assert "certificate_path" not in tls.object_store_options({"AWS_REGION": "eu-west-1"}, files)  # AWS itself: public roots
+    assert tls.object_store_options(options, section)["certificate_path"] == str(pki.ca)
+    assert tls.object_store_options({**options, "certificate_path": "/mine.pem"}, section)["certificate_path"] == "/mine.pem"
+    assert "certificate_path" not in tls.object_store_options({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}, section)
+    assert "certificate_path" not in tls.object_store_options({"AWS_REGION": "eu-west-1"}, section)  # AWS itself: public roots
+    assert tls.object_store_options(options, None) == options
 
 
 @pytest.mark.parametrize("options", [{"aws_endpoint_url": "http://127.0.0.1:9000"}, {"AWS_ALLOW_HTTP": "true"}, {"endpoint": "HTTP://x"}])
-def test_required_refuses_plaintext_object_storage(files, options):
+def test_required_refuses_plaintext_object_storage(pki, options):
     with pytest.raises(ValueError, match="tls.required refuses"):
-        tls.object_store_options(options, files, required=True)
+        tls.object_store_options(options, {"ca": str(pki.ca), "required": True})
 
 
 def test_libpq_options_verify_full_against_the_ca(files):

@@ -228,8 +228,7 @@ class OnlineAdapter:
 
         options = self.ctx.env.storage.storage_options
         resolved = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
-        env_tls = self.ctx.env.tls
-        return tls.object_store_options(resolved, tls.resolve(env_tls, self.ctx.home) if env_tls.ca else None, env_tls.required)
+        return tls.object_store_options(resolved, self.ctx.env.tls, self.ctx.home)
 
 
 def _text(raw: Any) -> dict[str, str]:

@@ -493,8 +493,7 @@ class TableAdapter:
         from daemon.shared.secrets import is_secret_ref, resolve_secret
 
         resolved = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
-        env_tls = self.ctx.env.tls
-        return tls.object_store_options(resolved, tls.resolve(env_tls, self.ctx.home) if env_tls.ca else None, env_tls.required)
+        return tls.object_store_options(resolved, self.ctx.env.tls, self.ctx.home)
 
 
 def run_build_process(job: dict[str, Any], state_dir: Path) -> dict[str, Any]:
