@@ -30,7 +30,8 @@ def test_embedded_store_materialises_and_reads_over_tls_only(tmp_path, monkeypat
     port = RedisServer(tmp_path / "unused").port  # a free port for the embedded store
     world = OnlineWorld(repo, tmp_path / "home", RedisServer(tmp_path / "unused"))
     world.overrides = [f"env.online_store.port={port}", "env.online_store.prefix=t", f"env.tls.ca={tls_secret.ca}",
-                       f"env.tls.cert={tls_secret.cert}", "env.tls.key=secret:TLS_KEY", "env.tls.required=true"]
+                       f"env.tls.cert={tls_secret.cert}", "env.tls.key=secret:TLS_KEY", "env.tls.required=true",
+                       "env.prefect.api_url=https://prefect.internal/api", "env.prometheus.url=https://prometheus.internal:9090"]
     world.write("data/items.csv", "item_id,a\n" + "".join(f"{i},{i * 3}\n" for i in range(20)))
     world.write("specs/tables/items.yaml", TABLE)
     try:
