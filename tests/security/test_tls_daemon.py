@@ -96,3 +96,21 @@ def test_unreadable_key_opens_no_listener(spec_repo, tmp_path, pki, monkeypatch)
     daemon = Daemon(tmp_path / "home", str(spec_repo.path), "main", "dev", metrics_port=0, use_prefect=False)
     daemon._start_metrics(daemon._bootstrap_environment())
     assert daemon.metrics_server is None  # no plaintext fallback
+
+
+def test_a_merged_tls_section_reopens_the_listener_on_the_same_port(spec_repo, tmp_path, tls_secret):
+    daemon = Daemon(tmp_path / "home", str(spec_repo.path), "main", "dev", metrics_port=0, use_prefect=False)
+    daemon._start_metrics(daemon._bootstrap_environment())
+    try:
+        port = daemon.metrics_server.port
+        assert get(port, "/healthz", None, scheme="http")[0] == 200
+        spec_repo.write("environments/dev.yaml", (spec_repo.path / "environments" / "dev.yaml").read_text() + tls_secret.yaml())
+        spec_repo.commit("tls")
+        daemon.cycle()
+        assert daemon.metrics_server.port == port and daemon.metrics_server.scheme == "https"
+        assert get(port, "/status", tls_secret.client())[0] == 200
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            get(port, "/status", None, scheme="http")
+    finally:
+        if daemon.metrics_server is not None:
+            daemon.metrics_server.stop()
