@@ -119,3 +119,18 @@ def test_prefect_client_verifies_an_https_api_with_the_ca(tls_secret, tmp_path, 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
     with pytest.raises(RuntimeError, match="tls.required"):
         bootstrap_prefect(tmp_path, env)
+
+
+def test_uvicorn_contexts_get_the_min_version_floor(pki, monkeypatch):
+    import uvicorn.config
+
+    from bentos.bentoml_fixes import enforce_min_tls_version
+
+    monkeypatch.setattr(uvicorn.config, "create_ssl_context", uvicorn.config.create_ssl_context)  # restored after
+    plain = uvicorn.config.create_ssl_context(str(pki.cert), str(pki.key), None, ssl.PROTOCOL_TLS_SERVER, ssl.CERT_NONE, None, None)
+    assert plain.minimum_version != ssl.TLSVersion.TLSv1_3
+    enforce_min_tls_version("TLSv1.3")
+    enforce_min_tls_version("TLSv1.3")  # idempotent: wraps the original once
+    context = uvicorn.config.create_ssl_context(str(pki.cert), str(pki.key), None, ssl.PROTOCOL_TLS_SERVER, ssl.CERT_NONE, None, None)
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert uvicorn.config.create_ssl_context.__wrapped__.__name__ == "create_ssl_context"
