@@ -56,9 +56,11 @@ def tls_job(env: EnvironmentSpec) -> dict[str, Any]:
         return {}
     from daemon.shared import tls
 
-    files = tls.resolve(env.tls)
+    mtls = env.tls.require_client_cert  # the key is resolved only when Prometheus must present it
+    files = tls.resolve({"ca": env.tls.ca, **({"cert": env.tls.cert, "key": env.tls.key} if mtls else {}),
+                         "min_version": env.tls.min_version, "require_client_cert": mtls})
     if files is None:
-        return {}
+        return {"scheme": "https", "tls_config": {"min_version": env.tls.min_version.replace("v", "").replace(".", "")}}
     config: dict[str, Any] = {"min_version": files.min_version.replace("v", "").replace(".", "")}
     if files.ca:
         config["ca_file"] = files.ca
