@@ -134,3 +134,14 @@ def test_uvicorn_contexts_get_the_min_version_floor(pki, monkeypatch):
     context = uvicorn.config.create_ssl_context(str(pki.cert), str(pki.key), None, ssl.PROTOCOL_TLS_SERVER, ssl.CERT_NONE, None, None)
     assert context.minimum_version == ssl.TLSVersion.TLSv1_3
     assert uvicorn.config.create_ssl_context.__wrapped__.__name__ == "create_ssl_context"
+
+
+def test_a_service_whose_key_cannot_be_read_is_not_started(pki, tmp_path, monkeypatch):
+    from daemon.adapters.services.supervisor import Supervisor
+
+    monkeypatch.delenv("TLS_KEY_MISSING", raising=False)
+    launch = Launch("svc", "127.0.0.1", 3100, 1, tls={"cert": str(pki.cert), "key": "secret:TLS_KEY_MISSING"})
+    supervisor = Supervisor(tmp_path)
+    with pytest.raises(RuntimeError, match="service svc: tls: secret TLS_KEY_MISSING is not set"):
+        supervisor.ensure(launch, wait=False)
+    assert supervisor.read_record("svc") is None  # nothing was started

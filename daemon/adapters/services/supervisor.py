@@ -254,7 +254,10 @@ class Supervisor:
             "PYTHONPATH": os.pathsep.join(p for p in (str(CODE_ROOT), os.environ.get("PYTHONPATH", "")) if p),
             **launch.env,
         }
-        files = launch_tls(launch, self.home)  # raises when a certificate or key cannot be read: no plaintext fallback
+        try:
+            files = launch_tls(launch, self.home)
+        except (OSError, KeyError, ValueError) as exc:  # no plaintext fallback: the service is not started
+            raise RuntimeError(f"service {launch.name}: tls: {exc}") from None
         if files is not None:
             env.update({"SPECD_TLS_CERTFILE": files.cert, "SPECD_TLS_KEYFILE": files.key,
                         "SPECD_TLS_MIN_VERSION": files.min_version})
