@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from flows.training import calibration
 from flows.training import data as datapath
 from flows.training import preprocess
+from flows.training.metrics import calibration as calibration_curve
 from flows.training.metrics import evaluate
 from flows.training.registry import atomic_write_json
 
@@ -135,7 +137,18 @@ def _score(fitted: dict[str, Any], prepared: Prepared, rows: np.ndarray, with_gr
     output = _outputs(fitted["module"].net, matrix, prepared.task, fitted["target_scale"])
     if not np.all(np.isfinite(output)):
         raise FloatingPointError("non-finite predictions")
-    return evaluate(prepared.task, _truth(prepared, rows), output, prepared.groups(rows) if with_groups else None)
+    return _calibrated_metrics(prepared.task, _truth(prepared, rows), output, prepared.groups(rows) if with_groups else None,
+                               fitted.get("calibrator"))
+
+
+def _calibrated_metrics(task: str, y: np.ndarray, output: np.ndarray, groups: Any, calibrator: dict[str, Any] | None) -> dict[str, Any]:
+    """The metrics of what serves: with a calibrator, of the calibrated probabilities, plus the raw ECE beside them."""
+    if not calibrator or task != "binary":
+        return evaluate(task, y, output, groups)
+    metrics = evaluate(task, y, calibration.apply(calibrator, output), groups)
+    metrics["ece_uncalibrated"] = calibration_curve(y, output)[1]
+    metrics["calibration_method"] = calibrator["method"]
+    return metrics
 
 
 def _cv_summary(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
@@ -159,15 +172,28 @@ def train(job: dict[str, Any]) -> dict[str, Any] | None:
         if fold["diverged"]:
             return _rank0(fold, {**result, "status": "diverged", "message": f"loss is not finite in fold {index}"})
         fold_metrics.append(_score(fold, prepared, validate_rows, False))
-    fitted = fit_once(job, prepared, prepared.split.train, job["tag"].split(":", 1)[1])
+    declared = job["config"].get("calibration") if prepared.task == "binary" else None
+    train_rows, calibration_rows = prepared.split.train, None
+    if declared:  # the calibrator is fitted on training rows the network does not see; the holdout stays the judge
+        train_rows, calibration_rows = calibration.split_rows(prepared.split.train, float(declared["fraction"]),
+                                                              int(job["config"]["trainer"]["seed"]))
+    fitted = fit_once(job, prepared, train_rows, job["tag"].split(":", 1)[1])
     if not fitted["trainer"].is_global_zero:
         return None
     stats = {"train_seconds": round(fitted["seconds"], 3), "samples_per_s": round(fitted["samples_per_s"], 1),
-             "final_loss": fitted["final_loss"], "train_rows": int(prepared.split.train.size),
+             "final_loss": fitted["final_loss"], "train_rows": int(train_rows.size),
              "holdout_rows": int(prepared.split.holdout.size), "world_size": int(fitted["trainer"].world_size),
              "launcher": "torchrun" if os.environ.get("TORCHELASTIC_RUN_ID") else "lightning"}
     if fitted["diverged"]:
         return {**result, **stats, "status": "diverged", "message": f"training loss is not finite (final {fitted['final_loss']})"}
+    if calibration_rows is not None:
+        stats["calibration_rows"] = int(calibration_rows.size)
+        raw = _outputs(fitted["module"].net, preprocess.transform(fitted["state"], prepared.columns(calibration_rows)),
+                       prepared.task, fitted["target_scale"])
+        try:
+            fitted["calibrator"] = calibration.fit(declared["method"], raw, _truth(prepared, calibration_rows))
+        except ValueError as exc:
+            return {**result, **stats, "status": "failed", "message": f"calibration: {exc}"}
     try:
         metrics = _score(fitted, prepared, prepared.split.holdout, True)
     except FloatingPointError as exc:
@@ -184,7 +210,7 @@ def train(job: dict[str, Any]) -> dict[str, Any] | None:
         "output_dim": len(prepared.classes) if prepared.task == "multiclass" else 1, "task": prepared.task,
         "target": prepared.target, "classes": prepared.classes, "feature_schema": prepared.schema,
         "preprocessing": fitted["state"], "target_scale": list(fitted["target_scale"]), "lineage": job["lineage"],
-        "candidate_config": config,
+        "candidate_config": config, "calibration": fitted.get("calibrator"),
     }
     scalar_metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     save_model(job["tag"], state_dict=fitted["module"].net.state_dict(), config=artifact_config, labels=job["labels"],
@@ -216,7 +242,8 @@ def evaluate_stored(job: dict[str, Any]) -> dict[str, Any]:
             matrix = predictor.transform(columns)
             scale = tuple(predictor.config.get("target_scale", [0.0, 1.0]))
             output = _outputs(predictor.network, matrix, prepared.task, scale)  # type: ignore[arg-type]
-            scores[tag] = {"metrics": evaluate(prepared.task, _truth(prepared, rows), output, prepared.groups(rows))}
+            scores[tag] = {"metrics": _calibrated_metrics(prepared.task, _truth(prepared, rows), output, prepared.groups(rows),
+                                                          predictor.config.get("calibration"))}
         except Exception as exc:  # one unreadable model must not hide the others' scores
             scores[tag] = {"error": f"{type(exc).__name__}: {exc}"}
     return {"status": "evaluated", "scores": scores}

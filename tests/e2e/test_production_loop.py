@@ -62,8 +62,10 @@ ACCURACY = {"champion": 0.5, "challenger": 0.95}  # what the fed-back labels mak
 
 def _model_spec(path: Path) -> str:
     spec = read_yaml(path)
+    # Per-column threshold 0.3: resamples of 400 training-like rows score up to 0.14 (normalised Wasserstein,
+    # measured over 30 seeds), bill length + 5 mm about 0.9.
     spec["monitoring"] = {"window": {"last": REPLAY_ROWS, "min_rows": REPLAY_ROWS // 2}, "interval_s": 1,
-                          "drift_share": DRIFT_SHARE}
+                          "drift_share": DRIFT_SHARE, "threshold": 0.3}
     spec["retrain"] = {"on": "drift"}
     return dump_yaml(spec, "The example model, monitored for drift, retrained on drift.")
 
