@@ -27,19 +27,29 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def fit_platt(probability: np.ndarray, y: np.ndarray, iterations: int = 100) -> dict[str, float]:
-    """P(y=1) = sigmoid(a·logit(p) + b), minimising log loss on Platt's smoothed targets (Newton steps)."""
+    """P(y=1) = sigmoid(a·logit(p) + b), minimising log loss on Platt's smoothed targets (damped Newton steps)."""
     x, y = _logit(probability), np.asarray(y, dtype=np.float64)
     positives, negatives = float(y.sum()), float(len(y) - y.sum())
     target = np.where(y > 0.5, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+
+    def loss(a: float, b: float) -> float:
+        z = a * x + b  # log(1 + e^z) - t·z, written without overflow
+        return float(np.sum(np.logaddexp(0.0, z) - target * z))
+
     a, b = 1.0, 0.0
+    current = loss(a, b)
     for _ in range(iterations):
-        q = 1 / (1 + np.exp(-(a * x + b)))
+        q = 0.5 * (1 + np.tanh(0.5 * (a * x + b)))  # the sigmoid, overflow-free
         gradient = np.array([np.sum((q - target) * x), np.sum(q - target)])
         w = q * (1 - q) + EPS
         hessian = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]]) + 1e-9 * np.eye(2)
         step = np.linalg.solve(hessian, gradient)
-        a, b = a - step[0], b - step[1]
-        if np.max(np.abs(step)) < 1e-10:
+        scale = 1.0
+        while scale > 1e-6 and loss(a - scale * step[0], b - scale * step[1]) > current:
+            scale /= 2  # a full Newton step can overshoot far from the optimum
+        a, b = a - scale * step[0], b - scale * step[1]
+        previous, current = current, loss(a, b)
+        if np.max(np.abs(scale * step)) < 1e-10 or previous - current < 1e-12 * max(1.0, abs(previous)):
             break
     return {"a": float(a), "b": float(b)}
 
@@ -88,7 +98,7 @@ def apply(calibrator: Mapping[str, Any] | None, probability: np.ndarray) -> np.n
     if not calibrator:
         return p
     if calibrator["method"] == "platt":
-        return 1 / (1 + np.exp(-(calibrator["a"] * _logit(p) + calibrator["b"])))
+        return 0.5 * (1 + np.tanh(0.5 * (calibrator["a"] * _logit(p) + calibrator["b"])))
     if calibrator["method"] == "isotonic":
         return np.interp(p, calibrator["x"], calibrator["y"])  # clipped to the end knots outside them
     raise ValueError(f"unknown calibration method {calibrator['method']!r}")

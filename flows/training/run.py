@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from flows.training import calibration
+from flows.training import calibration, preprocess
 from flows.training import data as datapath
-from flows.training import preprocess
 from flows.training.metrics import calibration as calibration_curve
 from flows.training.metrics import evaluate
 from flows.training.registry import atomic_write_json
@@ -85,8 +84,10 @@ def _truth(prepared: Prepared, rows: np.ndarray) -> np.ndarray:
     return prepared.targets(rows).astype(np.float64 if prepared.task == "regression" else np.int64)
 
 
-def fit_once(job: dict[str, Any], prepared: Prepared, train_rows: np.ndarray, log_name: str | None) -> dict[str, Any]:
-    """Fit preprocessing on `train_rows` and train one model. Returns the pieces the artifact needs."""
+def fit_once(job: dict[str, Any], prepared: Prepared, train_rows: np.ndarray, log_name: str | None,
+             validation_rows: np.ndarray | None = None) -> dict[str, Any]:
+    """Fit preprocessing on `train_rows` and train one model. Returns the pieces the artifact needs. With a
+    TensorBoard log, `validation_rows` are scored after every epoch (`val/*` curves)."""
     import lightning.pytorch as pl
     import torch
 
@@ -111,14 +112,20 @@ def fit_once(job: dict[str, Any], prepared: Prepared, train_rows: np.ndarray, lo
     module = cls(state["output_dim"], output_dim, prepared.task, config["optim"], **params)
     module.train_data, module.batch_size, module.seed = (features, targets), int(trainer_cfg["batch_size"]), int(trainer_cfg["seed"])
     logger: Any = False
+    callbacks: list[Any] = []
     if log_name and job.get("tensorboard_dir"):
         from lightning.pytorch.loggers import TensorBoardLogger
 
+        from flows.training.tensorboard import ValidationCurves
+
         logger = TensorBoardLogger(job["tensorboard_dir"], name=job["model"], version=log_name, default_hp_metric=False)
+        if validation_rows is not None and validation_rows.size:
+            matrix, truth = preprocess.transform(state, prepared.columns(validation_rows)), _truth(prepared, validation_rows)
+            callbacks.append(ValidationCurves(lambda net: evaluate(prepared.task, truth, _outputs(net, matrix, prepared.task, target_scale))))
     trainer = pl.Trainer(
         accelerator=resources.get("accelerator", "cpu"), devices=resources.get("devices", 1),
         num_nodes=int(resources.get("num_nodes", 1)), precision=resources.get("precision", "32-true"),
-        strategy=resources.get("strategy", "auto"), max_epochs=int(trainer_cfg["epochs"]), logger=logger,
+        strategy=resources.get("strategy", "auto"), max_epochs=int(trainer_cfg["epochs"]), logger=logger, callbacks=callbacks,
         deterministic=bool(trainer_cfg.get("deterministic", True)), enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
         gradient_clip_val=trainer_cfg.get("gradient_clip"), log_every_n_steps=50, num_sanity_val_steps=0,
@@ -177,7 +184,7 @@ def train(job: dict[str, Any]) -> dict[str, Any] | None:
     if declared:  # the calibrator is fitted on training rows the network does not see; the holdout stays the judge
         train_rows, calibration_rows = calibration.split_rows(prepared.split.train, float(declared["fraction"]),
                                                               int(job["config"]["trainer"]["seed"]))
-    fitted = fit_once(job, prepared, train_rows, job["tag"].split(":", 1)[1])
+    fitted = fit_once(job, prepared, train_rows, job["tag"].split(":", 1)[1], prepared.split.holdout)
     if not fitted["trainer"].is_global_zero:
         return None
     stats = {"train_seconds": round(fitted["seconds"], 3), "samples_per_s": round(fitted["samples_per_s"], 1),
@@ -203,6 +210,12 @@ def train(job: dict[str, Any]) -> dict[str, Any] | None:
     if fitted["logger"]:
         scalars = {f"holdout/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
         fitted["logger"].log_metrics(scalars, step=fitted["trainer"].global_step)
+        from flows.training.tensorboard import hparams
+
+        # the HParams tab: this candidate's overrides and config against its held-out metrics (hp/*, not to
+        # collide with the holdout/* scalars above)
+        fitted["logger"].log_hyperparams(hparams(job), {f"hp/{k}": v for k, v in metrics.items()
+                                                        if isinstance(v, int | float) and not isinstance(v, bool) and k != "rows"})
         fitted["logger"].finalize("success")
     config, network = job["config"], fitted["module"].network_name
     artifact_config = {

@@ -63,11 +63,13 @@ ACCURACY = {"champion": 0.5, "challenger": 0.95}  # what the fed-back labels mak
 def _model_spec(path: Path) -> str:
     spec = read_yaml(path)
     # Per-column threshold 0.3: resamples of 400 training-like rows score up to 0.14 (normalised Wasserstein,
-    # measured over 30 seeds), bill length + 5 mm about 0.9.
+    # measured over 30 seeds); bill length + 5 mm scored 0.42 in a check that saw the window only half shifted
+    # (the daemon checks every cycle, while the replay's rows are still being flushed).
     spec["monitoring"] = {"window": {"last": REPLAY_ROWS, "min_rows": REPLAY_ROWS // 2}, "interval_s": 1,
                           "drift_share": DRIFT_SHARE, "threshold": 0.3}
     spec["retrain"] = {"on": "drift"}
-    return dump_yaml(spec, "The example model, monitored for drift, retrained on drift.")
+    spec["calibration"] = {"method": "platt"}
+    return dump_yaml(spec, "The example model, calibrated, monitored for drift, retrained on drift.")
 
 
 def _service_spec(path: Path) -> str:
@@ -179,6 +181,60 @@ def loop(tmp_path_factory: pytest.TempPathFactory, prefect_api: str):
         Supervisor(home).stop_all()  # only does something if the daemon died before stopping its services
 
 
+# ---- 0. calibration -------------------------------------------------------------------------------------
+def test_the_service_serves_the_calibrated_probabilities(loop: Loop):
+    """`calibration: {method: platt}`: fitted after training, stored with the model, applied by `bentoml serve`."""
+    import torch
+
+    from flows.training.artifact import load_predictor, read_model_info
+    from flows.training.calibration import apply
+    from tests.helpers.journeys import store_root
+
+    current = release(loop.home)
+    for tag in (current.champion, *current.challengers):
+        metrics = read_model_info(tag, store_root(loop.home))["metadata"]["metrics"]
+        assert {"ece", "ece_uncalibrated"} <= set(metrics), metrics
+    moved = 0.0
+    with httpx.Client(timeout=10) as client:
+        for i in range(12):
+            body = client.post(f"{loop.url}/predict", json={"features": loop.feature_row(i), "user_id": f"cal-{i}"}).json()
+            predictor = load_predictor(body["model_version"], store_root(loop.home))
+            assert predictor.config["calibration"]["method"] == "platt"
+            matrix = torch.from_numpy(predictor.transform({k: [v] for k, v in loop.feature_row(i).items()}))
+            with torch.inference_mode():
+                raw = torch.sigmoid(predictor.network(matrix).float()[:, 0]).double().numpy()
+            assert body["probability"] == pytest.approx(float(apply(predictor.config["calibration"], raw)[0]), abs=1e-9)
+            moved = max(moved, abs(body["probability"] - float(raw[0])))
+    assert moved > 1e-4, "the served probabilities are the raw network's"
+
+
+def test_tensorboard_has_each_candidates_hparams_and_per_epoch_validation_curves(loop: Loop):
+    """The training run's event files, read back with TensorBoard's own EventAccumulator."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from tests.helpers.journeys import SHRUNK_EPOCHS
+
+    current = release(loop.home)
+    runs = loop.home / "logs" / "tensorboard" / MODEL
+    seen = {}
+    for tag in (current.champion, *current.challengers):
+        accumulator = EventAccumulator(str(runs / tag.split(":", 1)[1]))
+        accumulator.Reload()
+        scalars = accumulator.Tags()["scalars"]
+        assert {"val/roc_auc", "val/log_loss", "val/accuracy", "train/loss", "holdout/roc_auc"} <= set(scalars), scalars
+        assert [e.step for e in accumulator.Scalars("val/log_loss")] == list(range(SHRUNK_EPOCHS))
+        content = accumulator.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+        values = {k: v.string_value or v.number_value for k, v in hparams.items()}
+        seen[values["candidate"]] = values
+        assert values["trainer.epochs"] == SHRUNK_EPOCHS and "optim.lr" in values and values["calibration.method"] == "platt"
+        assert "hp/roc_auc" in scalars
+    assert set(seen) == {"a", "b"}, seen
+    assert seen["a"]["overrides"] == "(base config)" and seen["a"]["model.hidden"] == "[32, 16]"
+    assert seen["b"]["overrides"] == "model.hidden=[128,64] optim.lr=0.003" and seen["b"]["optim.lr"] == pytest.approx(0.003)
+
+
 # ---- 1. drift ------------------------------------------------------------------------------------------
 def test_shifted_traffic_retrains_and_a_no_drift_replay_does_not(loop: Loop):
     first = release(loop.home)
@@ -202,7 +258,7 @@ def test_shifted_traffic_retrains_and_a_no_drift_replay_does_not(loop: Loop):
     assert "features drifted: bill_length_mm" in plan["summary"], plan
     assert "bill_depth_mm" not in plan["summary"] and "retrain on the table's latest data version" in plan["summary"]
     score = re.search(r'^specd_model_feature_drift{feature="bill_length_mm",model="penguin_sex"} (\S+)$', loop.daemon.metrics(), re.M)
-    assert score and float(score.group(1)) > 0.5, loop.daemon.metrics()
+    assert score and float(score.group(1)) > 0.3, loop.daemon.metrics()
     assert (loop.gauge("specd_model_drift_share") or 0) >= DRIFT_SHARE
 
     def retrained(status: dict[str, Any]) -> bool:
