@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ from deltalake import DeltaTable
 
 from daemon.adapters.services.supervisor import Supervisor
 from daemon.runtime.proposals import PROPOSAL_PREFIX
-from tests.conftest import SpecRepo
+from tests.conftest import ROOT, SpecRepo
 from tests.e2e.conftest import DaemonProcess
 from tests.helpers.journeys import (
     MODEL,
@@ -206,6 +208,10 @@ def test_the_service_serves_the_calibrated_probabilities(loop: Loop):
             assert body["probability"] == pytest.approx(float(apply(predictor.config["calibration"], raw)[0]), abs=1e-9)
             moved = max(moved, abs(body["probability"] - float(raw[0])))
     assert moved > 1e-4, "the served probabilities are the raw network's"
+    models = subprocess.run([sys.executable, "-m", "daemon.cli", "models", MODEL, "--home", str(loop.home)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert models.returncode == 0, models.stderr
+    assert re.search(r"ece \d\.\d{4}, ece_uncalibrated \d\.\d{4}", models.stdout), models.stdout
 
 
 def test_tensorboard_has_each_candidates_hparams_and_per_epoch_validation_curves(loop: Loop):
