@@ -79,12 +79,13 @@ class ModelAdapter:
 
     # -- data identity and the retrain policy -------------------------------------------------------------
     def live_data(self, table: str) -> DataState:
-        """The source table as its Delta log says now (local tables; others: unknown, never a retrain)."""
-        from flows.tables import DATA_DIGEST, DATA_ID, FINGERPRINT, is_local, table_uri
+        """The source table as its Delta log says now (local or object store)."""
+        from daemon.adapters.models.check import source_table
+        from flows.tables import DATA_DIGEST, DATA_ID, FINGERPRINT
         from flows.tables.delta_log import read_table_log
 
-        uri = table_uri(self.ctx.storage_root, table)
-        log = read_table_log(uri) if is_local(uri) else None
+        uri, options = source_table(self.ctx, table)
+        log = read_table_log(uri, options or None)
         if log is None or log.latest is None:
             return DataState(None, None)
         meta = log.latest.metadata

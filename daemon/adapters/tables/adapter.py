@@ -94,11 +94,11 @@ class TableAdapter:
             if log is not None and log.latest is not None:
                 record_version(name, log.version, log.latest.timestamp_ms / 1000)
         desired = {r.name for r in resources}
-        for name in list_tables(self.root):
+        for name in list_tables(self.root, self._options()):
             if name in desired or name.endswith(QUARANTINE_SUFFIX):
                 continue
             try:
-                log = read_table_log(table_uri(self.root, name))
+                log = read_table_log(table_uri(self.root, name), self._options())
             except CorruptState:  # not ours to judge: who built it cannot be read either
                 continue
             if log is not None and log.latest is not None:  # only tables specd built
@@ -449,17 +449,10 @@ class TableAdapter:
         return ApplyOutcome(f"restored version {version} as v{table_version(uri, self._options())} (no recompute){note}")
 
     def delete(self, name: str) -> ApplyOutcome:
+        from daemon.shared import storage_uri
+
         for target in (name, quarantine_name(name)):
-            uri = table_uri(self.root, target)
-            if "://" in uri and not uri.startswith("file://"):
-                import pyarrow.fs as pafs
-
-                filesystem, path = pafs.FileSystem.from_uri(uri)
-                filesystem.delete_dir(path) if filesystem.get_file_info(path).type != pafs.FileType.NotFound else None
-            else:
-                import shutil
-
-                shutil.rmtree(uri.removeprefix("file://"), ignore_errors=True)
+            storage_uri.delete_tree(table_uri(self.root, target), self._options())
         return ApplyOutcome(f"removed table {name}")
 
     # ------------------------------------------------------------------------------------ helpers
@@ -481,12 +474,9 @@ class TableAdapter:
         return tables_workers.run(job, workers)
 
     def _options(self) -> dict[str, str] | None:
-        options = dict(self.ctx.env.storage.storage_options)
-        if not options:
-            return None
-        from daemon.shared.secrets import is_secret_ref, resolve_secret
+        from daemon.shared.storage_uri import resolve_options
 
-        return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
+        return resolve_options(self.ctx.env.storage.storage_options)
 
 
 def run_build_process(job: dict[str, Any], state_dir: Path) -> dict[str, Any]:
