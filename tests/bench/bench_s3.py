@@ -11,8 +11,10 @@ per commit file per table). Printed, min/median/max over the runs:
 
 - `apply local|s3` and `plan local|s3`: wall seconds of the command;
 - `builds local|s3`: the sum of the table build actions' own seconds (from the apply output);
-- `ratio s3/local apply = ...`, `ratio s3/local builds = ...`, `ratio s3/local plan = ...`: medians
-  (target ≤ 1.5 for the builds).
+- `cpu local|s3`: CPU seconds of the apply (the specd process and its build workers; on S3 plus the
+  CPU moto_server spent serving it, also shown alone as `cpu moto_server`: the double's Python request
+  handling, which a real store does not charge to this machine) — the load-independent figure here;
+- `ratio s3/local apply|builds|cpu|plan = ...`: medians (target ≤ 1.5 for the builds).
 """
 
 from __future__ import annotations
@@ -74,6 +76,20 @@ def overlay(repo: Path, root: str | None, endpoint: str | None) -> None:
     _git(repo, "commit", "-q", "--allow-empty", "-m", f"storage {root or 'local'}")
 
 
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_of(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def specd(command: str, repo: Path, home: Path) -> tuple[float, str]:
     env = {**os.environ, KEY_ID_SECRET: KEY_ID, SECRET_KEY_SECRET: SECRET_KEY, "BENTOML_HOME": str(home / "bentoml")}
     env.pop("PREFECT_API_URL", None)
@@ -98,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tables", default="", help="comma-separated subset of the example tables (with their upstreams)")
     args = parser.parse_args(argv)
     tables = [t for t in args.tables.split(",") if t] or None
-    samples: dict[str, list[float]] = {f"{what} {where}": [] for what in ("apply", "builds", "plan") for where in ("local", "s3")}
+    samples: dict[str, list[float]] = {f"{what} {where}": [] for what in ("apply", "builds", "cpu", "plan") for where in ("local", "s3")}
+    samples["cpu moto_server"] = []
     built: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="bench-s3-") as tmp:
         work = Path(tmp)
@@ -113,7 +130,12 @@ def main(argv: list[str] | None = None) -> dict:
                         root = f"s3://{server.create_bucket()}/lake"
                     overlay(repo, root, server.endpoint)
                     home = work / f"home-{where}-{run}"
+                    cpu_before, moto_before = _children_cpu(), _cpu_of(server.pid)
                     seconds, out = specd("apply", repo, home)
+                    moto = _cpu_of(server.pid) - moto_before if where == "s3" else 0.0
+                    samples[f"cpu {where}"].append(_children_cpu() - cpu_before + moto)
+                    if where == "s3":
+                        samples["cpu moto_server"].append(moto)
                     builds = [float(m) for m in ACTION.findall(out)]
                     built[where] = len(builds)
                     samples[f"apply {where}"].append(seconds)
@@ -126,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, values in samples.items():
         print(f"{name}: {stats(values)}")
     ratios = {}
-    for what in ("apply", "builds", "plan"):
+    for what in ("apply", "builds", "cpu", "plan"):
         ratios[what] = statistics.median(samples[f"{what} s3"]) / statistics.median(samples[f"{what} local"])
         print(f"ratio s3/local {what} = {ratios[what]:.2f}")
     return {"samples": samples, "ratios": ratios, "built": built}
