@@ -21,6 +21,7 @@ declares a single writer.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -121,8 +122,17 @@ def filesystem(uri: str, options: Mapping[str, str] | None = None) -> tuple[Any,
         return pafs.LocalFileSystem(), local_path(uri)
     scheme, _, rest = uri.partition("://")
     if scheme in ("s3", "s3a"):
-        return pafs.S3FileSystem(**arrow_s3_kwargs(options)), rest.rstrip("/")
+        return _s3(tuple(sorted(arrow_s3_kwargs(options).items()))), rest.rstrip("/")
     return pafs.FileSystem.from_uri(uri)
+
+
+@functools.lru_cache(maxsize=16)
+def _s3(kwargs: tuple[tuple[str, Any], ...]) -> Any:
+    """One S3 client per distinct configuration and process: observe opens every table's log, and a
+    client's setup (credential chain, region, connection pool) costs more than the requests themselves."""
+    import pyarrow.fs as pafs
+
+    return pafs.S3FileSystem(**dict(kwargs))
 
 
 def exists(uri: str, options: Mapping[str, str] | None = None) -> bool:
@@ -155,6 +165,11 @@ def list_dirs(uri: str, options: Mapping[str, str] | None = None) -> list[str]:
 
 def list_files(uri: str, options: Mapping[str, str] | None = None, *, recursive: bool = False) -> dict[str, int]:
     """{path relative to `uri`: size} of the files under it ({} when it does not exist)."""
+    return {name: size for name, (size, _) in list_entries(uri, options, recursive=recursive).items()}
+
+
+def list_entries(uri: str, options: Mapping[str, str] | None = None, *, recursive: bool = False) -> dict[str, tuple[int, int]]:
+    """{path relative to `uri`: (size, mtime in ns)} of the files under it ({} when it does not exist)."""
     import pyarrow.fs as pafs
 
     fs, path = filesystem(uri, options)
@@ -163,7 +178,7 @@ def list_files(uri: str, options: Mapping[str, str] | None = None, *, recursive:
     except (FileNotFoundError, NotADirectoryError):
         return {}
     base = path.rstrip("/") + "/"
-    return {i.path[len(base):] if i.path.startswith(base) else i.base_name: i.size or 0
+    return {i.path[len(base):] if i.path.startswith(base) else i.base_name: (i.size or 0, i.mtime_ns or 0)
             for i in infos if i.type == pafs.FileType.File}
 
 

@@ -196,9 +196,10 @@ def _read_remote(uri: str, storage_options: dict[str, str] | None) -> TableLog |
 
     filesystem, root = storage_uri.filesystem(uri, storage_options)
     try:
-        files = storage_uri.list_files(uri, storage_options, recursive=True)
+        entries = storage_uri.list_entries(uri, storage_options, recursive=True)
     except OSError as exc:
         raise CorruptState(uri, f"cannot list the table ({describe(exc)})") from None
+    files = list(entries)
     prefix = LOG_DIR + "/"
     names = [p[len(prefix):] for p in files if p.startswith(prefix) and "/" not in p[len(prefix):]]
     if not names:
@@ -211,10 +212,25 @@ def _read_remote(uri: str, storage_options: dict[str, str] | None) -> TableLog |
         return set(data) | {quote(p, safe="/=-_.~") for p in data}
 
     def read(path: str) -> bytes:
-        with filesystem.open_input_stream(path) as stream:
-            return stream.read()
+        # A commit file never changes once written (put-if-absent): the daemon observing every cycle
+        # fetches each one once. Keyed by size and mtime too, so a table deleted and created again at the
+        # same URI is read afresh.
+        size, mtime = entries.get(path[len(root) + 1:], (0, 0))
+        key = (path, size, mtime)
+        cached = _COMMIT_CACHE.get(key)
+        if cached is None:
+            with filesystem.open_input_stream(path) as stream:
+                cached = stream.read()
+            if len(_COMMIT_CACHE) >= _COMMIT_CACHE_MAX:
+                _COMMIT_CACHE.clear()
+            _COMMIT_CACHE[key] = cached
+        return cached
 
     return _replay(uri, f"{root}/{LOG_DIR}", names, existing, read, filesystem)
+
+
+_COMMIT_CACHE: dict[tuple[str, int, int], bytes] = {}
+_COMMIT_CACHE_MAX = 50_000  # commit files are a few KB: bounded well under a few hundred MB
 
 
 def list_tables(storage_root: str, storage_options: dict[str, str] | None = None) -> list[str]:

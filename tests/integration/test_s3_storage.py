@@ -99,6 +99,12 @@ def test_example_tables_build_plan_and_restore_on_s3(spec_repo, home, s3_server,
     for path in home.rglob("*"):
         if path.is_file() and path.stat().st_size < 5_000_000:
             assert SECRET_KEY.encode() not in path.read_bytes(), path
+    from daemon.shared import storage_uri
+
+    logs = [p for p in storage_uri.list_files(f"s3://{s3_bucket}", s3_server.options(), recursive=True) if p.endswith(".json")]
+    assert len(logs) > len(TABLES)  # every commit's metadata (fingerprints, lineage, the applied spec) carries no secret
+    for name in logs:
+        assert SECRET_KEY.encode() not in storage_uri.read_bytes(f"s3://{s3_bucket}/{name}", s3_server.options()), name
 
 
 def test_eight_concurrent_appends_are_eight_commits_without_lost_rows(s3_server, s3_bucket):
