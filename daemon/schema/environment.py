@@ -41,13 +41,10 @@ class StorageSection(SpecModel):
     def _safe_commits(self) -> StorageSection:
         from daemon.shared.storage_uri import unsafe_commit_mode
 
-        for where in (self.root, self.models_uri):
-            if where is None:
-                continue
-            problem = unsafe_commit_mode(where, self.storage_options)
-            if problem and not self.single_writer:
-                raise ValueError(f"storage_options: {problem}; set storage.single_writer: true only if one process alone "
-                                 "ever writes these tables")
+        problem = unsafe_commit_mode(self.root, self.storage_options)
+        if problem and not self.single_writer:
+            raise ValueError(f"storage_options: {problem}; set storage.single_writer: true only if one process alone "
+                             "ever writes these tables")
         if self.models_uri is not None and "://" not in self.models_uri and not self.models_uri.startswith("/"):
             raise ValueError("models_uri must be an absolute path or an object-store URI (s3://bucket/prefix)")
         return self

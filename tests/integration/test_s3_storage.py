@@ -140,7 +140,8 @@ def test_eight_concurrent_appends_are_eight_commits_without_lost_rows(s3_server,
     assert writers == list(range(0, 9))
     data = table.to_pyarrow_table()
     assert data.num_rows == 1 + sum(100 + w for w in range(1, 9))
-    counts = {w: c for w, c in zip(*[data.group_by("writer").aggregate([("n", "count")]).column(i).to_pylist() for i in (0, 1)], strict=True)}
+    grouped = data.group_by("writer").aggregate([("n", "count")])
+    counts = dict(zip(grouped.column("writer").to_pylist(), grouped.column("n_count").to_pylist(), strict=True))
     assert counts == {0: 1, **{w: 100 + w for w in range(1, 9)}}
 
 
