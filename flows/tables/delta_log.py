@@ -189,6 +189,11 @@ def _checkpoint_files(log_dir: str, version: int, names: list[str], filesystem: 
     return active
 
 
+class StoreUnreachable(CorruptState):
+    """The object store did not answer (network, endpoint, credentials): nothing is known to be broken,
+    the table is observed again next cycle and a build waits (transient), unlike a torn commit file."""
+
+
 def _read_remote(uri: str, storage_options: dict[str, str] | None) -> TableLog | None:
     """The same replay over an object store: one listing of the table's prefix gives the commit files and
     the data files (so a vacuumed version is known as such, and restore works as on local disk)."""
@@ -198,7 +203,7 @@ def _read_remote(uri: str, storage_options: dict[str, str] | None) -> TableLog |
     try:
         entries = storage_uri.list_entries(uri, storage_options, recursive=True)
     except OSError as exc:
-        raise CorruptState(uri, f"cannot list the table ({describe(exc)})") from None
+        raise StoreUnreachable(uri, f"the object store did not answer the listing ({describe(exc)})") from None
     files = list(entries)
     prefix = LOG_DIR + "/"
     names = [p[len(prefix):] for p in files if p.startswith(prefix) and "/" not in p[len(prefix):]]
@@ -219,8 +224,11 @@ def _read_remote(uri: str, storage_options: dict[str, str] | None) -> TableLog |
         key = (path, size, mtime)
         cached = _COMMIT_CACHE.get(key)
         if cached is None:
-            with filesystem.open_input_stream(path) as stream:
-                cached = stream.read()
+            try:
+                with filesystem.open_input_stream(path) as stream:
+                    cached = stream.read()
+            except OSError as exc:
+                raise StoreUnreachable(path, f"the object store did not return it ({describe(exc)})") from None
             if len(_COMMIT_CACHE) >= _COMMIT_CACHE_MAX:
                 _COMMIT_CACHE.clear()
             _COMMIT_CACHE[key] = cached

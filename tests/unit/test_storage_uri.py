@@ -70,3 +70,22 @@ def test_local_file_operations(tmp_path):
     assert storage_uri.read_bytes(storage_uri.join(root, "t", "_delta_log", "0.json")) == b"{}"
     storage_uri.delete_tree(storage_uri.join(root, "t"))
     assert storage_uri.list_dirs(root) == []
+
+
+def test_an_unreachable_object_store_is_transient_not_corrupt(world, monkeypatch):
+    """Nothing listens on the endpoint: the table is Degraded as 'object store unreachable', the plan says it
+    builds once the store answers, and the build fails transient (retried) instead of 'repair the file'."""
+    from daemon.shared.errors import ApplyError
+
+    monkeypatch.setenv("UNIT_S3_KEY", "k")
+    dev = world.repo / "environments" / "dev.yaml"
+    dev.write_text(dev.read_text() + "storage:\n  root: s3://b/lake\n  storage_options:\n"
+                   "    AWS_ENDPOINT_URL: http://127.0.0.1:9\n    AWS_REGION: us-east-1\n"
+                   "    AWS_ACCESS_KEY_ID: ${secret:UNIT_S3_KEY}\n    AWS_SECRET_ACCESS_KEY: ${secret:UNIT_S3_KEY}\n")
+    world.write("specs/tables/t.yaml", "source: {type: synthetic, rows: 3, columns: [{name: a, kind: sequence}]}\n")
+    plan, graph, adapter = world.plan()
+    (action,) = plan.changes
+    assert action.summary.startswith("built once the object store answers — object store unreachable"), action.summary
+    with pytest.raises(ApplyError) as failed:
+        adapter.apply(action, graph.by_key()[action.key])
+    assert failed.value.transient and failed.value.reason == "StoreUnreachable"

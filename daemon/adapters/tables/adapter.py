@@ -252,6 +252,8 @@ class TableAdapter:
         if resource is None:
             return "remove its Prefect deployments (the table itself is kept)" if op == Op.UPDATE else ""
         if live is not None and live.health == DEGRADED and live.fingerprint is None and live.message:  # unreadable log
+            if live.message.startswith("object store unreachable"):
+                return f"built once the object store answers — {live.message}"
             return f"not built until repaired — {live.message}"
         if action.previous == action.fingerprint and only_schedule_drift(action.drift):
             return "write the Prefect deployment (no rebuild)"
@@ -459,8 +461,12 @@ class TableAdapter:
     def _readable(self, name: str) -> TableLog | None:
         """The table's log, or an ApplyError naming the corrupt file: never build or restore on top of a
         log that cannot be read (a repair is a person's decision; the table stays Degraded meanwhile)."""
+        from flows.tables.delta_log import StoreUnreachable
+
         try:
             return read_table_log(table_uri(self.root, name), self._options())
+        except StoreUnreachable as exc:
+            raise ApplyError(f"table {name}: {exc}", reason="StoreUnreachable", transient=True) from None
         except CorruptState as exc:
             raise ApplyError(f"table {name}: {exc}; repair or remove the file (the table is left as it is)") from None
 
@@ -520,7 +526,9 @@ def _rebuilds_whole(spec: Any) -> bool:
 def unreadable(exc: CorruptState) -> Observed:
     """A table whose Delta log cannot be read: Degraded, naming the file; unknown fingerprint (the plan
     shows it as changed, and the build refuses to run over the broken log)."""
-    message = f"Delta log unreadable: {exc}"
+    from flows.tables.delta_log import StoreUnreachable
+
+    message = f"{'object store unreachable' if isinstance(exc, StoreUnreachable) else 'Delta log unreadable'}: {exc}"
     return Observed(exists=True, fingerprint=None, health=DEGRADED, message=message, drift=(message,))
 
 
