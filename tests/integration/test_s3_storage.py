@@ -64,6 +64,8 @@ def stops_online_store(home):
 def test_example_tables_build_plan_and_restore_on_s3(spec_repo, home, s3_server, s3_bucket, stops_online_store):
     for part in ("tables", "presets", "data"):
         shutil.copytree(ROOT / "specs" / part, spec_repo.path / "specs" / part)
+    spec_repo.write("data/contacts.csv", "contact_id,customer_email\n1,ann@example.com\n2,bob@example.com\n3,ann@example.com\n")
+    spec_repo.write("specs/tables/contacts.yaml", "source: {type: file, path: data/contacts.csv, format: csv}\n")
     root = f"s3://{s3_bucket}/team/lake"
     use_s3(spec_repo, s3_server, root)
     spec_repo.commit("example tables on s3")
@@ -94,7 +96,14 @@ def test_example_tables_build_plan_and_restore_on_s3(spec_repo, home, s3_server,
     restored = s3_table(s3_server, root, "silver_orders")
     assert restored.version() == 2 and restored.to_pyarrow_table().sort_by("order_id").equals(original)
 
-    for done in (applied, plan, changed, reverted):
+    # right to erasure on S3: the subject's rows leave the table that holds them in clear, vacuumed now
+    erased = specd("erase", "--subject", "customer_email=ann@example.com", "--vacuum-now", repo=spec_repo.path, home=home)
+    assert erased.returncode == 0, erased.stdout + erased.stderr
+    after = s3_table(s3_server, root, "contacts")
+    assert after.to_pyarrow_table().column("customer_email").to_pylist() == ["bob@example.com"]
+    assert len(after.history()) >= 2 and s3_table(s3_server, root, "bronze_orders").version() == 0  # masked there: no match
+
+    for done in (applied, plan, changed, reverted, erased):
         assert SECRET_KEY not in done.stdout + done.stderr
     for path in home.rglob("*"):
         if path.is_file() and path.stat().st_size < 5_000_000:
