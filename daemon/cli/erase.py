@@ -53,7 +53,8 @@ def _salt() -> tuple[bytes, str]:
         return new_salt(), "random (printed once to the operator)"
 
 
-def targets_for(graph: Any, storage_root: str, column: str, resolve: Any = None) -> list[Any]:
+def targets_for(graph: Any, storage_root: str, column: str, resolve: Any = None,
+                storage_options: dict[str, str] | None = None) -> list[Any]:
     """One Target per table and quarantine table of the graph, with how it keeps `column`."""
     from flows.tables import quarantine_name, table_uri
     from flows.tables.erase import Target
@@ -69,7 +70,8 @@ def targets_for(graph: Any, storage_root: str, column: str, resolve: Any = None)
         mode = getattr(rule, "mode", None)
         key = resolve(rule.key).encode() if mode in ("hash", "encrypt") else None
         for name in (resource.name, quarantine_name(resource.name)):
-            out.append(Target(name, table_uri(storage_root, name), mode, key, retention_hours=spec.retention.vacuum_hours))
+            out.append(Target(name, table_uri(storage_root, name), mode, key, retention_hours=spec.retention.vacuum_hours,
+                              storage_options=storage_options or None))
     return out
 
 
@@ -142,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
     home = specd_home(args.home)
     desired = _desired(args, None)
     ctx = context_for(desired, home)
-    tables = targets_for(desired.graph, ctx.storage_root, column)
+    from daemon.shared.storage_uri import resolve_options
+
+    tables = targets_for(desired.graph, ctx.storage_root, column, storage_options=resolve_options(ctx.env.storage.storage_options))
     logs = log_targets(desired.graph, home)
     steps = plan_erasure(column, value, tables, logs)
     salt, salt_source = _salt()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from daemon.schema.base import SecretRef, SpecModel
 from daemon.schema.tls import TLSSection
@@ -20,6 +20,35 @@ class StorageSection(SpecModel):
     root: str = "lake"
     data_root: str = "."  # file sources resolve under this (relative: the repo checkout)
     storage_options: dict[str, str] = Field(default_factory=dict)  # object-store options (values may be secret refs)
+    # Only one process ever commits to these tables: allows commit modes unsafe under concurrent writers
+    # (AWS_S3_ALLOW_UNSAFE_RENAME, conditional put disabled) on an object-store root.
+    single_writer: bool = False
+    # Where trained models and releases are exported for every serving host (s3://bucket/models; same
+    # storage_options). Unset: the local BentoML store only.
+    models_uri: str | None = None
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_literal_credentials(cls, value: dict[str, str]) -> dict[str, str]:
+        from daemon.shared.storage_uri import CREDENTIAL_OPTIONS, option
+
+        for name in CREDENTIAL_OPTIONS:
+            found = option(value, name)
+            if found is not None and not is_secret_ref(found):
+                raise ValueError(f"{name} must be a secret reference (${{secret:NAME}}), never a literal value")
+        return value
+
+    @model_validator(mode="after")
+    def _safe_commits(self) -> StorageSection:
+        from daemon.shared.storage_uri import unsafe_commit_mode
+
+        problem = unsafe_commit_mode(self.root, self.storage_options)
+        if problem and not self.single_writer:
+            raise ValueError(f"storage_options: {problem}; set storage.single_writer: true only if one process alone "
+                             "ever writes these tables")
+        if self.models_uri is not None and "://" not in self.models_uri and not self.models_uri.startswith("/"):
+            raise ValueError("models_uri must be an absolute path or an object-store URI (s3://bucket/prefix)")
+        return self
 
 
 class DaemonSection(SpecModel):

@@ -6,6 +6,8 @@ Kept import-light (no deltalake, duckdb or pyarrow) because `observe` and other 
 
 from __future__ import annotations
 
+from daemon.shared.storage_uri import is_local, local_path  # noqa: F401  (re-exported: one place knows URIs)
+
 QUARANTINE_SUFFIX = "__quarantine"
 
 # Keys of Delta commitInfo custom metadata written on every specd commit.
@@ -52,12 +54,6 @@ def quarantine_name(name: str) -> str:
     return name + QUARANTINE_SUFFIX
 
 
-def is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def local_path(uri: str) -> str:
-    return uri.removeprefix("file://")
 
 
 def build_key(fingerprint: str, input_digest: str | None, upstream_ids: dict[str, str]) -> str:

@@ -4,13 +4,14 @@
 per table, so for local tables we parse the commit files ourselves (plain JSON lines, a few per commit):
 each commit's `commitInfo` carries specd's custom metadata (fingerprint, git sha, build key, rows, ...),
 and replaying `add`/`remove` actions tells which versions still have all their data files — a version
-whose files were vacuumed cannot be restored. Object-store tables fall back to `DeltaTable.history()`
-and are treated as not restorable (conservative: a rebuild instead of a broken restore).
+whose files were vacuumed cannot be restored. Object-store tables (`s3://`) get the same replay over one
+listing of the table's prefix and a GET per commit file (daemon.shared.storage_uri), so restore and
+vacuum judge them exactly as local ones.
 
 A commit file that is truncated or garbled raises `CorruptState` naming it (never a bare JSONDecodeError):
 the table adapter reports that one table as Degraded and everything else goes on.
 
-Import-light: json and os only (deltalake only on the object-store path).
+Import-light: json and os only (pyarrow's filesystem on the object-store path).
 """
 
 from __future__ import annotations
@@ -66,25 +67,36 @@ def read_table_log(uri: str, storage_options: dict[str, str] | None = None) -> T
         names = os.listdir(log_dir)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    return _replay(uri, log_dir, names, lambda: _existing_files(root), _read_local, None)
+
+
+def _read_local(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _replay(uri: str, log_dir: str, names: list[str], existing_files: Any, read: Any, filesystem: Any) -> TableLog | None:
+    """Replay the commit files named `names` in `log_dir` (read with `read(path) -> bytes`; checkpoints
+    through the pyarrow `filesystem`, None: local). `existing_files()`: data files under the table root."""
     json_versions = sorted(v for n in names if n.endswith(".json") and (v := _version_of(n)) is not None)
     if not json_versions:
         return None
     start_files: dict[str, bool] = {}
     first = json_versions[0]
     if first > 0:  # older JSON cleaned up: start from the checkpoint just before the first JSON
-        start_files = _checkpoint_files(log_dir, first - 1, names)
+        start_files = _checkpoint_files(log_dir, first - 1, names, filesystem)
         if start_files is None:  # delta-rs's cleanup keeps the checkpoint's own JSON (re-reading it is harmless)
-            start_files = _checkpoint_files(log_dir, first, names)
+            start_files = _checkpoint_files(log_dir, first, names, filesystem)
         if start_files is None:
             return TableLog(uri, json_versions[-1], ())
-    existing = _existing_files(root)
+    existing = existing_files()
     missing_active = sum(1 for path in start_files if path not in existing)
     active: dict[str, int | None] = dict.fromkeys(start_files, None)
     rows: int | None = 0 if not start_files else None  # a checkpoint start: row counts unknown
     commits: list[Commit] = []
     for version in json_versions:
         info: dict[str, Any] = {}
-        for action in _actions(os.path.join(log_dir, f"{version:020d}.json")):
+        for action in _actions(f"{log_dir}/{version:020d}.json", read):
             if "add" in action:
                 path = action["add"]["path"]
                 if path not in active:
@@ -105,11 +117,10 @@ def read_table_log(uri: str, storage_options: dict[str, str] | None = None) -> T
     return TableLog(uri, json_versions[-1], tuple(commits))
 
 
-def _actions(path: str) -> list[dict[str, Any]]:
+def _actions(path: str, read: Any = _read_local) -> list[dict[str, Any]]:
     """The actions of one commit file; CorruptState naming the file when it is truncated or garbled."""
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
+        raw = read(path)
     except OSError as exc:
         raise CorruptState(path, exc.strerror or str(exc)) from None
     actions = []
@@ -158,7 +169,7 @@ def _existing_files(root: str) -> set[str]:
     return found
 
 
-def _checkpoint_files(log_dir: str, version: int, names: list[str]) -> dict[str, bool] | None:
+def _checkpoint_files(log_dir: str, version: int, names: list[str], filesystem: Any = None) -> dict[str, bool] | None:
     """Active files at `version` from its checkpoint parquet (None when there is no such checkpoint)."""
     prefix = f"{version:020d}.checkpoint"
     parts = sorted(n for n in names if n.startswith(prefix) and n.endswith(".parquet"))
@@ -169,7 +180,7 @@ def _checkpoint_files(log_dir: str, version: int, names: list[str]) -> dict[str,
     active: dict[str, bool] = {}
     for part in parts:
         try:
-            table = pq.read_table(os.path.join(log_dir, part), columns=["add"])
+            table = pq.read_table(f"{log_dir}/{part}", columns=["add"], filesystem=filesystem)
         except (OSError, ValueError, KeyError) as exc:  # pyarrow: ArrowInvalid is a ValueError
             raise CorruptState(os.path.join(log_dir, part), f"unreadable checkpoint ({describe(exc)})") from None
         for row in table.column("add").to_pylist():
@@ -178,29 +189,69 @@ def _checkpoint_files(log_dir: str, version: int, names: list[str]) -> dict[str,
     return active
 
 
+class StoreUnreachable(CorruptState):
+    """The object store did not answer (network, endpoint, credentials): nothing is known to be broken,
+    the table is observed again next cycle and a build waits (transient), unlike a torn commit file."""
+
+
 def _read_remote(uri: str, storage_options: dict[str, str] | None) -> TableLog | None:
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
+    """The same replay over an object store: one listing of the table's prefix gives the commit files and
+    the data files (so a vacuumed version is known as such, and restore works as on local disk)."""
+    from daemon.shared import storage_uri
 
+    filesystem, root = storage_uri.filesystem(uri, storage_options)
     try:
-        table = DeltaTable(uri, storage_options=storage_options)
-    except TableNotFoundError:
+        entries = storage_uri.list_entries(uri, storage_options, recursive=True)
+    except OSError as exc:
+        raise StoreUnreachable(uri, f"the object store did not answer the listing ({describe(exc)})") from None
+    files = list(entries)
+    prefix = LOG_DIR + "/"
+    names = [p[len(prefix):] for p in files if p.startswith(prefix) and "/" not in p[len(prefix):]]
+    if not names:
         return None
-    commits = []
-    for entry in reversed(table.history()):
-        specd = {k: v for k, v in entry.items() if k.startswith("specd.")}
-        if FINGERPRINT in specd:
-            commits.append(Commit(int(entry["version"]), int(entry.get("timestamp", 0)), str(entry.get("operation", "")), specd, complete=False))
-    if commits:  # the latest version is always readable
-        last = commits[-1]
-        commits[-1] = Commit(last.version, last.timestamp_ms, last.operation, last.metadata, True)
-    return TableLog(uri, table.version(), tuple(commits))
+
+    def existing() -> set[str]:
+        from urllib.parse import quote
+
+        data = [p for p in files if not p.startswith(prefix)]
+        return set(data) | {quote(p, safe="/=-_.~") for p in data}
+
+    def read(path: str) -> bytes:
+        # A commit file never changes once written (put-if-absent): the daemon observing every cycle
+        # fetches each one once. Keyed by size and mtime too, so a table deleted and created again at the
+        # same URI is read afresh.
+        size, mtime = entries.get(path[len(root) + 1:], (0, 0))
+        key = (path, size, mtime)
+        cached = _COMMIT_CACHE.get(key)
+        if cached is None:
+            try:
+                with filesystem.open_input_stream(path) as stream:
+                    cached = stream.read()
+            except OSError as exc:
+                raise StoreUnreachable(path, f"the object store did not return it ({describe(exc)})") from None
+            if len(_COMMIT_CACHE) >= _COMMIT_CACHE_MAX:
+                _COMMIT_CACHE.clear()
+            _COMMIT_CACHE[key] = cached
+        return cached
+
+    return _replay(uri, f"{root}/{LOG_DIR}", names, existing, read, filesystem)
 
 
-def list_tables(storage_root: str) -> list[str]:
-    """Names of the tables under a local storage root (directories holding a Delta log)."""
+_COMMIT_CACHE: dict[tuple[str, int, int], bytes] = {}
+_COMMIT_CACHE_MAX = 50_000  # commit files are a few KB: bounded well under a few hundred MB
+
+
+def list_tables(storage_root: str, storage_options: dict[str, str] | None = None) -> list[str]:
+    """Names of the tables under a storage root (directories holding a Delta log), local or object store."""
     if not is_local(storage_root):
-        return []
+        from daemon.shared import storage_uri
+
+        root = tables_root(storage_root)
+        try:
+            return [name for name in storage_uri.list_dirs(root, storage_options)
+                    if storage_uri.list_files(f"{root}/{name}/{LOG_DIR}", storage_options)]
+        except OSError:
+            return []
     root = local_path(tables_root(storage_root))
     try:
         entries = os.scandir(root)

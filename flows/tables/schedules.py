@@ -66,11 +66,11 @@ def refresh_table(job: dict[str, Any]) -> dict[str, Any]:
 
 @flow(name=MAINTAIN_FLOW, log_prints=True)
 def maintain_table(storage_root: str, table: str, compact: bool = True, target_file_mb: int = 128,
-                   vacuum: bool = True, vacuum_hours: int = 168) -> dict[str, Any]:
+                   vacuum: bool = True, vacuum_hours: int = 168, storage_options: dict[str, str] | None = None) -> dict[str, Any]:
     from flows.tables.maintenance import maintain
 
     report = maintain(storage_root, table, compact_files=compact, target_file_mb=target_file_mb,
-                      vacuum_files=vacuum, vacuum_hours=vacuum_hours)
+                      vacuum_files=vacuum, vacuum_hours=vacuum_hours, options=_resolve_options(storage_options or {}) or None)
     print(report)
     return report
 

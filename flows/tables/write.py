@@ -183,13 +183,12 @@ class StagedFiles:
         import pyarrow.dataset as ds
         import pyarrow.fs as pafs
 
-        from flows.tables import is_local, local_path
+        from daemon.shared import storage_uri
 
-        if is_local(self.directory):
-            filesystem, base = pafs.LocalFileSystem(), local_path(self.directory)
+        # the table's own endpoint and credentials (an object store), or the local directory
+        filesystem, base = storage_uri.filesystem(self.directory, self.request.storage_options)
+        if storage_uri.is_local(self.directory):
             pafs.LocalFileSystem().create_dir(base, recursive=True)
-        else:
-            filesystem, base = pafs.FileSystem.from_uri(self.directory)
         schema = self.request.schema
         if not self.request.partition_by:
             self._write_plain(batches, filesystem, base)

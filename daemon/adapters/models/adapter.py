@@ -79,12 +79,13 @@ class ModelAdapter:
 
     # -- data identity and the retrain policy -------------------------------------------------------------
     def live_data(self, table: str) -> DataState:
-        """The source table as its Delta log says now (local tables; others: unknown, never a retrain)."""
-        from flows.tables import DATA_DIGEST, DATA_ID, FINGERPRINT, is_local, table_uri
+        """The source table as its Delta log says now (local or object store)."""
+        from daemon.adapters.models.check import source_table
+        from flows.tables import DATA_DIGEST, DATA_ID, FINGERPRINT
         from flows.tables.delta_log import read_table_log
 
-        uri = table_uri(self.ctx.storage_root, table)
-        log = read_table_log(uri) if is_local(uri) else None
+        uri, options = source_table(self.ctx, table)
+        log = read_table_log(uri, options or None)
         if log is None or log.latest is None:
             return DataState(None, None)
         meta = log.latest.metadata
@@ -232,6 +233,13 @@ class ModelAdapter:
         if release is None:
             raise ApplyError(f"model {action.name}: no release for fingerprint {fingerprint[:12]} to restore")
         missing = [t for t in (release.champion, *release.challengers) if t and not artifact_complete(t, self.root)]
+        if missing and (shared := self._shared()) is not None:  # on another host: import them from the shared store
+            from flows.training import shared_store
+
+            try:
+                missing = shared_store.run("ensure", self.root, shared[0], shared[1], tags=missing)["missing"]
+            except (RuntimeError, OSError) as exc:
+                raise ApplyError(f"model {action.name}: the shared model store is unreachable: {exc}", transient=True) from None
         if missing:
             raise ApplyError(f"model {action.name}: cannot restore, artifacts missing: {', '.join(missing)}")
         registry.set_current(action.name, fingerprint, self.root)
@@ -256,6 +264,8 @@ class ModelAdapter:
         except CorruptState:  # a torn release for this fingerprint: train again and write it whole
             existing = None
         trigger: dict[str, Any] = {"reason": action.reason if action else "", "op": str(action.op) if action else ""}
+        if existing is None and not forced and not drifted and (imported := self._import_release(resource)) is not None:
+            return imported
         if existing is not None and not forced and not drifted:
             # Re-checked now (an upstream table may have applied just before): the data it was trained on
             # against the table as it is, under the retrain policy.
@@ -264,6 +274,8 @@ class ModelAdapter:
                 # crashed after writing the release, before the pointer — or data it need not retrain on
                 registry.set_current(resource.name, resource.fingerprint, self.root)
                 why = decision.reason or "the data it was trained on is unchanged"
+                if self._shared() is not None:  # killed between training and publishing: publish now (idempotent)
+                    self._publish(resource.name, resource.fingerprint)
                 return ApplyOutcome(f"kept release: {why}", {"champion": existing.champion, "trained": [], "retrained": False})
             trigger["reason"] = f"retrain: {decision.reason}"
             trigger["new_rows"] = decision.new_rows
@@ -278,4 +290,48 @@ class ModelAdapter:
         )
         details: dict[str, Any] = dict(outcome.details)
         details["seconds"] = round(time.monotonic() - started, 2)
-        return ApplyOutcome(outcome.message, details)
+        message = outcome.message
+        if self._shared() is not None:
+            uploaded = self._publish(resource.name, resource.fingerprint)
+            details["published"] = uploaded
+            message += f"; published to {self.ctx.env.storage.models_uri} ({len(uploaded)} new model(s))"
+        return ApplyOutcome(message, details)
+
+    # -- the shared model store (storage.models_uri) --------------------------------------------------------
+    def _shared(self) -> tuple[str, dict[str, str] | None] | None:
+        from daemon.shared.storage_uri import resolve_options
+
+        uri = self.ctx.env.storage.models_uri
+        return (uri, resolve_options(self.ctx.env.storage.storage_options)) if uri else None
+
+    def _publish(self, name: str, fingerprint: str) -> list[str]:
+        """Export the release and its models to the shared store (every serving host imports from it)."""
+        from flows.training import shared_store
+
+        shared = self._shared()
+        release = registry.release_for(name, fingerprint, self.root)
+        if shared is None or release is None:
+            return []
+        try:
+            return list(shared_store.run("publish", self.root, shared[0], shared[1], release=release.to_json())["uploaded"])
+        except (RuntimeError, OSError) as exc:
+            raise ApplyError(f"model {name}: trained, but not published to the shared model store: {exc}", transient=True) from None
+
+    def _import_release(self, resource: Resource) -> ApplyOutcome | None:
+        """A release another daemon or worker trained at this very fingerprint, imported with its models
+        from the shared store instead of training again (None: the shared store has none)."""
+        from flows.training import shared_store
+
+        shared = self._shared()
+        if shared is None:
+            return None
+        try:
+            result = shared_store.run("fetch", self.root, shared[0], shared[1], model=resource.name, fingerprint=resource.fingerprint)
+        except (RuntimeError, OSError) as exc:
+            raise ApplyError(f"model {resource.name}: the shared model store is unreachable: {exc}", transient=True) from None
+        if not result.get("release"):
+            return None
+        release = registry.set_current(resource.name, resource.fingerprint, self.root)
+        return ApplyOutcome(f"imported release {resource.fingerprint[:12]} from {shared[0]} (no training): champion {release.champion}",
+                            {"champion": release.champion, "challengers": list(release.challengers), "trained": [],
+                             "imported": result.get("imported", [])})

@@ -26,21 +26,18 @@ if TYPE_CHECKING:
 
 def source_table(ctx: AdapterContext, table: str) -> tuple[str, dict[str, str]]:
     """The Delta URI of a table and the storage options (secret references resolved: apply time only)."""
-    options = dict(ctx.env.storage.storage_options)
-    if options:
-        from daemon.shared.secrets import is_secret_ref, resolve_secret
+    from daemon.shared.storage_uri import resolve_options
 
-        options = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
-    return table_uri(ctx.storage_root, table), options
+    return table_uri(ctx.storage_root, table), resolve_options(ctx.env.storage.storage_options) or {}
 
 
-def live_columns(uri: str) -> dict[str, str] | None:
+def live_columns(uri: str, storage_options: dict[str, str] | None = None) -> dict[str, str] | None:
     """{column: Delta type name} of the table's latest schema, or None when no table is there."""
     if not is_local(uri):
         try:
             from deltalake import DeltaTable
 
-            return {f.name: str(f.type) for f in DeltaTable(uri).schema().fields}
+            return {f.name: str(f.type) for f in DeltaTable(uri, storage_options=storage_options or None).schema().fields}
         except Exception:
             return None
     log_dir = Path(local_path(uri)) / "_delta_log"
@@ -87,8 +84,8 @@ def check_models(ctx: AdapterContext, resources: Sequence[Resource], graph: Grap
         if resource.kind != "model":
             continue
         spec = resource.spec
-        uri = table_uri(ctx.storage_root, spec.data.table)
-        columns = live_columns(uri) or declared_columns(graph, spec.data.table, by_key)
+        uri, options = source_table(ctx, spec.data.table)
+        columns = live_columns(uri, options) or declared_columns(graph, spec.data.table, by_key)
         if columns is None:
             continue
         where = f"table {spec.data.table!r}"

@@ -47,12 +47,16 @@ def settings_for(spec: Any) -> DriftSettings:
 
 
 def prediction_logs(ctx: AdapterContext, service: str | None) -> list[str]:
-    """The prediction-log Delta URIs to read: the named service's, else every local service's."""
+    """The prediction-log Delta URIs to read: the named service's, else every service's (local or object store)."""
+    from daemon.shared import storage_uri
+
     base = ctx.storage_root.rstrip("/")
     if service:
         return [f"{base}/predictions/{service}"]
-    root = Path(base) / "predictions"
-    return sorted(str(p) for p in root.iterdir() if (p / "_delta_log").is_dir()) if root.is_dir() else []
+    root = storage_uri.join(base, "predictions")
+    options = storage_uri.resolve_options(ctx.env.storage.storage_options)
+    return [storage_uri.join(root, name) for name in storage_uri.list_dirs(root, options)
+            if storage_uri.list_files(storage_uri.join(root, name, "_delta_log"), options)]
 
 
 def run_check(ctx: AdapterContext, name: str, spec: Any, release: Release) -> DriftReport:

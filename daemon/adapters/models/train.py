@@ -41,7 +41,7 @@ def _pin_data_state(name: str, table: str, uri: str, options: dict[str, str], pi
     from flows.tables.delta_log import read_table_log
 
     log = read_table_log(uri, options or None)
-    columns = live_columns(uri)
+    columns = live_columns(uri, options or None)
     if log is None or columns is None:
         raise ApplyError(f"model {name}: source table {table!r} does not exist yet at {uri}", transient=True)
     commit = log.latest if log.head_is_specd else None

@@ -29,7 +29,7 @@ from daemon.shared.errors import ApplyError
 from daemon.shared.tls import resolve as resolve_tls
 from flows.online import M_DATA_ID, M_FINGERPRINT, M_KEYS, M_PENDING_VERSION, M_PRUNE, M_VERSION, meta_key, tables_key
 from flows.online.store import display_url, embedded_tls, store_settings
-from flows.tables import DATA_ID, is_local, table_uri
+from flows.tables import DATA_ID, table_uri
 from flows.tables.delta_log import read_table_log
 
 if TYPE_CHECKING:
@@ -137,8 +137,6 @@ class OnlineAdapter:
                         prune=_prune(meta.get(M_PRUNE, "")), details=details, drift=tuple(drift))
 
     def _preview(self, resource: Resource, uri: str, meta: dict[str, str], target: int, log: Any) -> dict[str, int] | None:
-        if not is_local(uri):
-            return None
         rows = log.latest.metadata.get("specd.rows_written") if log.latest else None
         if rows is not None and str(rows).isdigit() and int(rows) > PREVIEW_MAX_ROWS:
             return None

@@ -196,6 +196,7 @@ class ServiceAdapter:
 
         name, spec = resource.name, resource.spec
         store = bentoml_home(self.ctx.home)
+        self._import_models(name, spec.model, store)
         try:
             routing, notes = build_routing(name, spec, fingerprint=resource.fingerprint, revision=self.ctx.revision,
                                            store=store, storage_root=self.ctx.storage_root,
@@ -231,6 +232,30 @@ class ServiceAdapter:
         split = ", ".join(f"{v.name} {v.weight:.0%} ({v.model_tag})" for v in routing.variants)
         return ApplyOutcome(f"service {name} on {launch.host}:{launch.port}: {split}" + (f"; {'; '.join(notes)}" if notes else ""),
                             {"port": launch.port, "variants": {v.name: v.model_tag for v in routing.variants}})
+
+    def _import_models(self, name: str, model: str, store: Path) -> None:
+        """A serving host whose local store lacks the release's models imports them from the shared
+        model store (`storage.models_uri`) before serving; nothing to do when they are all local."""
+        uri = self.ctx.env.storage.models_uri
+        if not uri:
+            return
+        from daemon.shared.storage_uri import resolve_options
+        from flows.training import shared_store
+        from flows.training.artifact import artifact_complete
+        from flows.training.registry import current_release
+
+        try:
+            release = current_release(model, root=store)
+        except ValueError:  # a torn pointer: build_routing reports it
+            return
+        tags = [t for t in ((release.champion, *release.challengers) if release else ()) if t and not artifact_complete(t, root=store)]
+        if not tags:
+            return
+        try:
+            shared_store.run("ensure", str(store), uri, resolve_options(self.ctx.env.storage.storage_options), tags=tags)
+        except (RuntimeError, OSError) as exc:
+            raise ApplyError(f"service {name}: models {tags} are not in the local store and the shared store failed: {exc}",
+                             transient=True) from None
 
     def _wait_applied(self, name: str, fingerprint: str, workers: int) -> None:
         """Every worker has processed this very file (its identity) and loaded it, or one failed to."""

@@ -95,11 +95,11 @@ class TableAdapter:
             if log is not None and log.latest is not None:
                 record_version(name, log.version, log.latest.timestamp_ms / 1000)
         desired = {r.name for r in resources}
-        for name in list_tables(self.root):
+        for name in list_tables(self.root, self._options()):
             if name in desired or name.endswith(QUARANTINE_SUFFIX):
                 continue
             try:
-                log = read_table_log(table_uri(self.root, name))
+                log = read_table_log(table_uri(self.root, name), self._options())
             except CorruptState:  # not ours to judge: who built it cannot be read either
                 continue
             if log is not None and log.latest is not None:  # only tables specd built
@@ -253,6 +253,8 @@ class TableAdapter:
         if resource is None:
             return "remove its Prefect deployments (the table itself is kept)" if op == Op.UPDATE else ""
         if live is not None and live.health == DEGRADED and live.fingerprint is None and live.message:  # unreadable log
+            if live.message.startswith("object store unreachable"):
+                return f"built once the object store answers — {live.message}"
             return f"not built until repaired — {live.message}"
         if action.previous == action.fingerprint and only_schedule_drift(action.drift):
             return "write the Prefect deployment (no rebuild)"
@@ -454,25 +456,22 @@ class TableAdapter:
         return ApplyOutcome(f"restored version {version} as v{table_version(uri, self._options())} (no recompute){note}")
 
     def delete(self, name: str) -> ApplyOutcome:
+        from daemon.shared import storage_uri
+
         for target in (name, quarantine_name(name)):
-            uri = table_uri(self.root, target)
-            if "://" in uri and not uri.startswith("file://"):
-                import pyarrow.fs as pafs
-
-                filesystem, path = pafs.FileSystem.from_uri(uri)
-                filesystem.delete_dir(path) if filesystem.get_file_info(path).type != pafs.FileType.NotFound else None
-            else:
-                import shutil
-
-                shutil.rmtree(uri.removeprefix("file://"), ignore_errors=True)
+            storage_uri.delete_tree(table_uri(self.root, target), self._options())
         return ApplyOutcome(f"removed table {name}")
 
     # ------------------------------------------------------------------------------------ helpers
     def _readable(self, name: str) -> TableLog | None:
         """The table's log, or an ApplyError naming the corrupt file: never build or restore on top of a
         log that cannot be read (a repair is a person's decision; the table stays Degraded meanwhile)."""
+        from flows.tables.delta_log import StoreUnreachable
+
         try:
             return read_table_log(table_uri(self.root, name), self._options())
+        except StoreUnreachable as exc:
+            raise ApplyError(f"table {name}: {exc}", reason="StoreUnreachable", transient=True) from None
         except CorruptState as exc:
             raise ApplyError(f"table {name}: {exc}; repair or remove the file (the table is left as it is)") from None
 
@@ -486,13 +485,12 @@ class TableAdapter:
         return tables_workers.run(job, workers)
 
     def _options(self) -> dict[str, str] | None:
-        options = dict(self.ctx.env.storage.storage_options)
-        if not options:
-            return None
         from daemon.shared import tls
-        from daemon.shared.secrets import is_secret_ref, resolve_secret
+        from daemon.shared.storage_uri import resolve_options
 
-        resolved = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
+        resolved = resolve_options(self.ctx.env.storage.storage_options)
+        if not resolved:
+            return None
         return tls.object_store_options(resolved, self.ctx.env.tls, self.ctx.home)
 
 
@@ -537,7 +535,9 @@ def _rebuilds_whole(spec: Any) -> bool:
 def unreadable(exc: CorruptState) -> Observed:
     """A table whose Delta log cannot be read: Degraded, naming the file; unknown fingerprint (the plan
     shows it as changed, and the build refuses to run over the broken log)."""
-    message = f"Delta log unreadable: {exc}"
+    from flows.tables.delta_log import StoreUnreachable
+
+    message = f"{'object store unreachable' if isinstance(exc, StoreUnreachable) else 'Delta log unreadable'}: {exc}"
     return Observed(exists=True, fingerprint=None, health=DEGRADED, message=message, drift=(message,))
 
 

@@ -73,6 +73,7 @@ def signature_of(live: LiveDeployment) -> str:
     if "job" in params:
         return str((params["job"] or {}).get("fingerprint"))
     params.pop("storage_root", None)
+    params.pop("storage_options", None)  # where the lake is, not the policy (references only)
     return _digest(params)
 
 

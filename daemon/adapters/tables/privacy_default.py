@@ -66,9 +66,10 @@ def declared(name: str, specs: dict[str, Any], depth: int = 0) -> set[str]:
     return out
 
 
-def undeclared_personal(resources: Sequence[Resource], storage_root: str, data_root: Path) -> dict[str, list[tuple[tuple, str]]]:
+def undeclared_personal(resources: Sequence[Resource], storage_root: str, data_root: Path,
+                        storage_options: dict[str, str] | None = None) -> dict[str, list[tuple[tuple, str]]]:
     """Per table: (field path, message) for each column that looks personal and is not declared."""
-    tables = _Columns(resources, storage_root)
+    tables = _Columns(resources, storage_root, storage_options)
     specs = {r.name: r.spec for r in resources}
     found: dict[str, list[tuple[tuple, str]]] = {}
     for resource in resources:
@@ -94,7 +95,8 @@ def personal_issues(resources: Sequence[Resource], adapter: Any) -> list:
 
     by_name = {r.name: r for r in resources}
     issues = []
-    for name, problems in undeclared_personal(resources, adapter.root, adapter.ctx.data_root).items():
+    options = adapter._options() if "://" in adapter.root else None
+    for name, problems in undeclared_personal(resources, adapter.root, adapter.ctx.data_root, options).items():
         resource = by_name[name]
         try:
             _, lines = parse_with_lines(read_text(adapter.ctx.repo_dir / resource.path))

@@ -34,5 +34,7 @@ def entries_for(resources: Sequence[Resource], adapter: TableAdapter, enabled: b
                 "target_file_mb": spec.maintenance.target_file_mb, "vacuum": spec.maintenance.vacuum,
                 "vacuum_hours": spec.retention.vacuum_hours,
             }
+            if adapter.ctx.env.storage.storage_options:  # an object store: references, resolved in the run
+                params["storage_options"] = dict(adapter.ctx.env.storage.storage_options)
             out.append(ScheduleEntry(f"{PREFIX}maintain-{resource.name}", MAINTAIN_FLOW, spec.maintenance.schedule, params))
     return out

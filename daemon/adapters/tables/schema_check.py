@@ -27,10 +27,15 @@ if TYPE_CHECKING:
 Problems = list[tuple[tuple, str]]
 
 
-def live_columns(uri: str) -> list[str] | None:
-    """Column names of a local Delta table's latest schema, or None."""
+def live_columns(uri: str, storage_options: dict[str, str] | None = None) -> list[str] | None:
+    """Column names of a Delta table's latest schema (local: read from the log; object store: deltalake), or None."""
     if not is_local(uri):
-        return None
+        try:
+            from deltalake import DeltaTable
+
+            return [f.name for f in DeltaTable(uri, storage_options=storage_options).schema().fields]
+        except Exception:  # absent, unreachable: unknown columns, the check is skipped
+            return None
     log_dir = Path(local_path(uri)) / "_delta_log"
     try:
         names = sorted((n for n in os.listdir(log_dir) if n.endswith(".json") and n[:20].isdigit()), reverse=True)
@@ -82,9 +87,10 @@ def column_refs(expr: str, role: str) -> list[str] | None:
 class _Columns:
     """Output columns of each table, from specs (in dependency order) or the live log."""
 
-    def __init__(self, resources: Sequence[Resource], storage_root: str):
+    def __init__(self, resources: Sequence[Resource], storage_root: str, storage_options: dict[str, str] | None = None):
         self.specs = {r.name: r.spec for r in resources}
         self.storage_root = storage_root
+        self.storage_options = storage_options
         self.cache: dict[str, list[str] | None] = {}
 
     def output(self, name: str, depth: int = 0) -> list[str] | None:
@@ -102,7 +108,7 @@ class _Columns:
                     if columns is None and spec.features is not None and spec.features.select:
                         columns = list(spec.features.select)
             if columns is None:
-                columns = live_columns(table_uri(self.storage_root, name))
+                columns = live_columns(table_uri(self.storage_root, name), self.storage_options)
             self.cache[name] = columns
         return self.cache[name]
 
@@ -192,7 +198,7 @@ def run_stages(spec: Any, columns: list[str], tables: _Columns, depth: int, prob
 
 def column_problems(resources: Sequence[Resource], adapter: Any) -> dict[str, Problems]:
     """Per table name: (field path, message) for every column an expression names that its input lacks."""
-    tables = _Columns(resources, adapter.root)
+    tables = _Columns(resources, adapter.root, adapter._options() if not is_local(adapter.root) else None)
     found: dict[str, Problems] = {}
     for resource in resources:
         inputs = tables.inputs(resource.spec, 0)
