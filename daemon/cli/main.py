@@ -166,7 +166,7 @@ def cmd_validate(args) -> int:
     counts: dict[str, int] = {}
     for resource in desired.graph.resources:
         counts[resource.kind] = counts.get(resource.kind, 0) + 1
-    summary = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(counts.items())) or "no resources"
+    summary = ", ".join(f"{n} {k}{'s' if n != 1 and not k.endswith('s') else ''}" for k, n in sorted(counts.items())) or "no resources"
     print(f"valid: {summary} (env {args.env})")
     return EXIT_OK
 
