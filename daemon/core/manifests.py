@@ -245,14 +245,25 @@ def _hpa(name: str, data: Mapping[str, Any], fingerprint: str, revision: str, va
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """No aliases; multi-line strings (the routing JSON) as literal blocks, readable in a PR diff."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value and not any(line != line.rstrip() for line in value.splitlines()) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def to_yaml(obj: Mapping[str, Any]) -> str:
     """One manifest as YAML: sorted keys, block style, no aliases — byte-stable for golden files and Git."""
 
-    class _NoAliases(yaml.SafeDumper):
-        def ignore_aliases(self, data: Any) -> bool:
-            return True
-
-    return yaml.dump(dict(obj), Dumper=_NoAliases, sort_keys=True, default_flow_style=False, width=1000, allow_unicode=True)
+    return yaml.dump(dict(obj), Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=1000, allow_unicode=True)
 
 
 def render_files(data: Mapping[str, Any], fingerprint: str, revision: str) -> dict[str, str]:
