@@ -125,7 +125,7 @@ class ManifestsAdapter:
         kinds = Counter(obj["kind"] for obj in objects.values())
         what = ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in sorted(kinds.items()))
         split = " / ".join(f"{v['name']} {v['weight']}" for v in resource.data["variants"])
-        text = f"write {len(objects)} manifests ({what}) to {self.root / directory_of(resource.data)}; HTTPRoute weights {split} (per mille)"
+        text = f"write {len(objects)} manifests ({what}) to {self.ctx.env.deploy.manifests_dir}/{directory_of(resource.data)}; HTTPRoute weights {split} (per mille)"
         before = (live.details.get("files") if live else None) or {}
         if before:
             after = {n: _digest(t) for n, t in files_for(resource.data, action.fingerprint or "", self.ctx.revision).items()}

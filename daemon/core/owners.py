@@ -100,7 +100,8 @@ def required_approvals(plan: Plan, paths: Mapping[str, str], owners: Mapping[str
             continue
         path = paths.get(action.key, "")
         out.append(Approval(action.key, found[0], found[1], tuple(owners.get(path, ())), path))
-    return out
+    order = {"train": 0, "traffic": 1, "any": 2}
+    return sorted(out, key=lambda a: (order[a.category], a.key))
 
 
 def approvals_text(approvals: Sequence[Approval], env: str) -> list[str]:
