@@ -120,12 +120,12 @@ class _FakeGitHub(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.calls.append(("GET", self.path))
         page = int(self.path.rsplit("page=", 1)[1]) if "page=" in self.path else 1
         self._reply(200, self.comments if page == 1 else [])
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         assert self.headers["Authorization"] == "Bearer test-token"
         self.calls.append(("POST", self.path))
@@ -133,7 +133,7 @@ class _FakeGitHub(BaseHTTPRequestHandler):
         self.comments.append(comment)
         self._reply(201, comment)
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.calls.append(("PATCH", self.path))
         comment = next(c for c in self.comments if self.path.endswith(f"/{c['id']}"))
