@@ -174,3 +174,22 @@ def test_bad_deploy_blocks_are_errors_with_file_line_and_field(tmp_path: Path, c
     spec.write_text(spec.read_text().replace("min: 9", "min: 2").replace("memory: 512Mi", "memory: lots"))
     assert main(["validate", "--repo", str(repo.path), "--env", "prod", "--home", str(tmp_path / "home")]) == 1
     assert "deploy.resources.requests.memory" in capsys.readouterr().err
+
+
+def test_a_variant_pod_serves_only_its_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bentos.routing import VARIANT_ENV, Routing, Variant, read_routing, write_routing
+
+    objects = render(_example().data, "f" * 64, REVISION)
+    env = {e["name"]: e.get("value") for e in objects["deployment-penguin-api-challenger.yaml"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env[VARIANT_ENV] == "challenger"  # the contract between the renderer and the service
+    path = tmp_path / "routing.json"
+    write_routing(path, Routing("penguin_api", "fp", "rev", "penguin_sex", (Variant("champion", "penguin_sex:a-1", 0.9, "champion"),
+                                Variant("challenger", "penguin_sex:b-2", 0.1, "challenger")), "user_id", None, {}))
+    assert [v.weight for v in read_routing(path).variants] == [0.9, 0.1]
+    monkeypatch.setenv(VARIANT_ENV, "challenger")
+    pinned = read_routing(path)
+    assert [(v.name, v.model_tag, v.weight) for v in pinned.variants] == [("challenger", "penguin_sex:b-2", 1.0)]
+    assert pinned.choose("any-user").name == "challenger"
+    monkeypatch.setenv(VARIANT_ENV, "nope")
+    with pytest.raises(ValueError, match="'nope' is not a variant of service 'penguin_api'"):
+        read_routing(path)
