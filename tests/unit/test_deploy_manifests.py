@@ -193,3 +193,25 @@ def test_a_variant_pod_serves_only_its_variant(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv(VARIANT_ENV, "nope")
     with pytest.raises(ValueError, match="'nope' is not a variant of service 'penguin_api'"):
         read_routing(path)
+
+
+def test_a_service_on_kubernetes_runs_no_local_process(tmp_path: Path) -> None:
+    from daemon.adapters.services.adapter import ON_KUBERNETES, ServiceAdapter
+    from daemon.core.plan import Action, Op
+    from daemon.runtime.reconcile import context_for
+
+    desired = load_desired(ROOT, "prod", REVISION)
+    service = desired.graph.by_key()["service/penguin_api"]
+    adapter = ServiceAdapter(context_for(desired, tmp_path / "home"))
+    live = adapter.observe([service])["service/penguin_api"]
+    assert (live.exists, live.fingerprint, live.health, live.drift) == (True, service.fingerprint, "Healthy", ())
+    assert "on Kubernetes (manifests/penguin_api); no local process" in adapter.describe(Action("service", "penguin_api", Op.UPDATE, ""), service)
+    routing = adapter.supervisor.routing_file("penguin_api")  # a local copy left from when the target was local
+    routing.parent.mkdir(parents=True)
+    routing.write_text("{}")
+    assert adapter.observe([service])["service/penguin_api"].drift == (ON_KUBERNETES,)
+    outcome = adapter.apply(Action("service", "penguin_api", Op.UPDATE, ON_KUBERNETES), service)
+    assert "served on Kubernetes" in outcome.message and not routing.exists()
+    assert adapter.observe([service])["service/penguin_api"].drift == ()
+    dev = load_desired(ROOT, "dev", REVISION)  # the same spec in dev: the local process as before
+    assert not ServiceAdapter(context_for(dev, tmp_path / "home")).on_kubernetes(dev.graph.by_key()["service/penguin_api"].spec)
