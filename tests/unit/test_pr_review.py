@@ -176,3 +176,19 @@ def test_ci_script_posts_then_updates_one_comment(pr_repo, tmp_path: Path) -> No
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def test_markdown_puts_warnings_first_and_stays_under_the_comment_limit() -> None:
+    from daemon.core.plan import Action, Op, Plan
+    from daemon.core.plan_markdown import MAX_CHARS, to_markdown
+
+    actions = tuple(Action("table", f"t{i:05d}", Op.UPDATE, "spec changed", summary="rebuild | from 1 input") for i in range(3000))
+    changes = {a.key: tuple(f"columns[c{j}].type: int → float" for j in range(50)) for a in actions}
+    plan = Plan("a" * 40, "prod", actions, "b" * 40, changes, warnings=("env var SPECD_X differs from the daemon's",))
+    text = to_markdown(plan)
+    assert len(text) <= MAX_CHARS + 200 and "truncated" in text
+    assert text.index("> [!WARNING]") < text.index("<details>")
+    assert text.count("<details>") == text.count("</details>") and text.count("```") % 2 == 0
+    assert "rebuild \\| from 1 input" in text  # table cells are escaped
+    small = to_markdown(Plan("a" * 40, "prod", actions[:2], None, changes))
+    assert small.count("# … 10 more") == 2 and "truncated" not in small  # at most 40 property changes per resource
