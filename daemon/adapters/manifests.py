@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from daemon.core.plan import Action
 
 RESOURCE_KEY = "specd-resource.json"  # in the routing ConfigMap: the rendered input, for observe
+# Validation results by the resource's data: the fingerprint and sha only change label and annotation
+# values, so a daemon cycle or a warm plan re-validates only the services that changed (bounded).
+_CHECKED: dict[str, list[tuple[str, str]]] = {}
+_CHECKED_MAX = 10_000
 
 
 def manifests_root(ctx: AdapterContext) -> Path:
@@ -142,8 +146,15 @@ class ManifestsAdapter:
         for resource in resources:
             if resource.kind != self.kind:
                 continue
-            objects = render(resource.data, resource.fingerprint, self.ctx.revision)
-            for name, problem in validate_files(objects, resource.data["kubernetes_versions"]):
+            key = hashlib.sha256(json.dumps(resource.data, sort_keys=True, default=str).encode()).hexdigest()
+            problems = _CHECKED.get(key)
+            if problems is None:
+                objects = render(resource.data, resource.fingerprint, self.ctx.revision)
+                problems = validate_files(objects, resource.data["kubernetes_versions"])
+                if len(_CHECKED) >= _CHECKED_MAX:
+                    _CHECKED.clear()
+                _CHECKED[key] = problems
+            for name, problem in problems:
                 issues.append(SpecIssue(resource.path, self._line(resource.path), "deploy", f"rendered {name}: {problem}"))
         return issues
 

@@ -4,7 +4,8 @@ A temp repository holds the example tables and model plus N services (copies of 
 Baseline: composing the repository with every service on the local target (what validate and plan do
 anyway). Measured in the same run, CPU seconds: composing with `deploy.target: kubernetes` (the derive
 hook), rendering every service's manifests, and validating them offline for two Kubernetes versions
-(kubernetes-validate strict + the HTTPRoute model). Prints min/median/max over the repeats and the
+(kubernetes-validate strict + the HTTPRoute model), and the adapter's check cold and warm (a daemon
+cycle or warm plan with no service changed: validation results are memoised by the resource's data). Prints min/median/max over the repeats and the
 ratios against the baseline, and checks that every rendered manifest is valid and deterministic.
 
     python tests/bench/bench_render.py [--services 200] [--repeat 3]
@@ -47,11 +48,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
 
+    from daemon.adapters.base import AdapterContext
     from daemon.adapters.k8s_schemas import validate_files
+    from daemon.adapters.manifests import _CHECKED, ManifestsAdapter
     from daemon.core.manifests import render, render_files
     from daemon.runtime.reconcile import load_desired
 
-    runs: dict[str, list[float]] = {"baseline compose (local)": [], "compose (kubernetes)": [], "render": [], "validate x2 versions": []}
+    runs: dict[str, list[float]] = {"baseline compose (local)": [], "compose (kubernetes)": [], "render": [], "validate x2 versions": [],
+                                    "check cold (adapter)": [], "check warm (unchanged)": []}
     objects_total = 0
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
@@ -69,6 +73,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             seconds, problems = cpu(lambda rendered=rendered: [p for objects in rendered for p in validate_files(objects, ["1.29", "1.31"])])
             runs["validate x2 versions"].append(seconds)
             assert problems == [], problems[:3]
+            adapter = ManifestsAdapter(AdapterContext(desired.composed.env, Path(tmp) / "home", repo, "rev"))
+            _CHECKED.clear()
+            seconds, issues = cpu(lambda adapter=adapter, desired=desired: adapter.check(desired.graph.resources, desired.graph))
+            runs["check cold (adapter)"].append(seconds)
+            assert issues == []
+            seconds, issues = cpu(lambda adapter=adapter, desired=desired: adapter.check(desired.graph.resources, desired.graph))
+            runs["check warm (unchanged)"].append(seconds)
             objects_total = sum(len(objects) for objects in rendered)
             assert [render_files(r.data, r.fingerprint, "rev") for r in resources[:3]] == [render_files(r.data, r.fingerprint, "rev") for r in resources[:3]]
     print(f"{args.services} services, {objects_total} manifests, {args.repeat} runs (CPU seconds)")
@@ -76,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"  {name:<26} min/median/max {min(seconds):.3f}/{statistics.median(seconds):.3f}/{max(seconds):.3f} s")
     base = statistics.median(runs["baseline compose (local)"])
     figures = {name: statistics.median(s) / base for name, s in runs.items()}
-    for name in ("compose (kubernetes)", "render", "validate x2 versions"):
+    for name in ("compose (kubernetes)", "render", "validate x2 versions", "check cold (adapter)", "check warm (unchanged)"):
         print(f"  ratio {name}/baseline (CPU, median): {figures[name]:.2f}")
     per = 1000 * statistics.median(runs["validate x2 versions"]) / max(objects_total, 1)
     print(f"  validation: {per:.2f} ms CPU per manifest for two versions")
