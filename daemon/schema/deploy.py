@@ -95,6 +95,9 @@ class DeploySection(SpecModel):
         bad = [v for v in self.kubernetes_versions if not re.fullmatch(VERSION, v)]
         if bad:
             raise ValueError(f"kubernetes_versions: {bad} are not minor versions like 1.29")
+        parts = self.manifests_dir.replace("\\", "/").split("/")
+        if not self.manifests_dir or (not self.manifests_dir.startswith("/") and ".." in parts) or any(ord(c) < 32 for c in self.manifests_dir):
+            raise ValueError(f"manifests_dir: {self.manifests_dir!r} must be an absolute path or a relative one inside the state home")
         return self
 
 

@@ -215,3 +215,8 @@ def test_a_service_on_kubernetes_runs_no_local_process(tmp_path: Path) -> None:
     assert adapter.observe([service])["service/penguin_api"].drift == ()
     dev = load_desired(ROOT, "dev", REVISION)  # the same spec in dev: the local process as before
     assert not ServiceAdapter(context_for(dev, tmp_path / "home")).on_kubernetes(dev.graph.by_key()["service/penguin_api"].spec)
+
+
+def test_the_manifests_dir_cannot_escape_the_state_home(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["validate", "--repo", str(ROOT), "--env", "prod", "--home", str(tmp_path / "h"), "-o", "env.deploy.manifests_dir=../../etc"])
+    assert code == 1 and "must be an absolute path or a relative one inside the state home" in capsys.readouterr().err
