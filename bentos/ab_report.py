@@ -189,6 +189,11 @@ class VariantReport:
     required_per_variant: int | None = None  # sample per variant to detect the observed lift
     needs_more: int | None = None
     better: bool | None = None  # lift in the metric's good direction (higher accuracy, lower error)
+    errors: int = 0  # requests that failed server-side (logged with a NULL prediction; counted in `requests`)
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
 
 
 @dataclass
@@ -236,7 +241,8 @@ def build_report(service: str, totals: Sequence[Mapping[str, Any]], buckets: Seq
     moments: dict[str, Moments] = {}
     for row in totals:
         report = VariantReport(row["variant"], sorted(row["model_tags"] or []), int(row["requests"] or 0), int(row["rows"] or 0),
-                               row["latency_p50_ms"], row["latency_p99_ms"], int(row["scored"] or 0), "")
+                               row["latency_p50_ms"], row["latency_p99_ms"], int(row["scored"] or 0), "",
+                               errors=int(row.get("errors") or 0))
         m = _moments(row, metric)
         if m.n:
             report.metric, report.value = metric, m.mean
@@ -322,6 +328,9 @@ def render(report: ABReport) -> str:
         if r.needs_more:
             lines.append(f"power: {r.variant} needs ~{r.needs_more} more scored rows per variant to detect a lift of "
                          f"{r.lift:+.3f} with 80 % power at {alpha} ({r.required_per_variant} per variant in all)")
+    if any(r.errors for r in report.variants):
+        lines.append("failed requests: " + ", ".join(f"{r.variant} {r.errors}/{r.requests} ({r.error_rate:.2%})"
+                                                    for r in report.variants if r.requests))
     if report.srm is not None:
         state = "MISMATCH: the split does not follow the weights, do not trust the comparison" if report.srm["mismatch"] else "ok"
         lines.append(f"sample ratio (current routing): chi2={report.srm['chi2']:.2f} p={report.srm['p_value']:.3g} {state}")
@@ -347,8 +356,9 @@ f AS (
 )
 SELECT variant, model_tag, routing_fingerprint = $routing AS current_routing,
        (epoch_us(ts) // $bucket_us) * $bucket_us AS bucket_us,
-       CASE WHEN "row" = 0 THEN round(log2(greatest(latency_ms, 0.001)) * {bins})::INTEGER END AS latency_bin,
+       CASE WHEN "row" = 0 AND prediction IS NOT NULL THEN round(log2(greatest(latency_ms, 0.001)) * {bins})::INTEGER END AS latency_bin,
        count(*) FILTER (WHERE "row" = 0) AS requests,
+       count(*) FILTER (WHERE "row" = 0 AND prediction IS NULL) AS errors,
        count(*) AS rows,
        count(f.label) AS scored,
        sum(CASE WHEN f.label IS NOT NULL AND prediction = f.label THEN 1 ELSE 0 END) AS hits,
@@ -366,7 +376,7 @@ _ERROR_SUMS = {
 # string-to-number casts run only for regression services.
 _PROBE = """
 SELECT count(*) AS n, count(probability) AS with_probability, count(TRY_CAST(prediction AS DOUBLE)) AS numeric
-FROM (SELECT probability, prediction FROM predictions LIMIT 10000)
+FROM (SELECT probability, prediction FROM predictions WHERE prediction IS NOT NULL LIMIT 10000)
 """
 
 
@@ -397,7 +407,7 @@ def _fold(rows: Sequence[Mapping[str, Any]], regression: bool) -> tuple[list[dic
 
     totals: dict[str, dict[str, Any]] = {}
     looks: dict[tuple[str, int], dict[str, Any]] = {}
-    additive = ("requests", "rows", "scored", "hits", "err_sum", "err_sq", "err_n")
+    additive = ("requests", "rows", "scored", "hits", "err_sum", "err_sq", "err_n", "errors")
     for row in rows:
         variant = row["variant"]
         total = totals.setdefault(variant, {"variant": variant, "model_tags": set(), "histogram": {}, "current_requests": 0,

@@ -259,11 +259,13 @@ class ABService:
         except RequestError as exc:
             if exc.status >= 500:
                 log.warning("predict: %s", exc)
+                self._log_failure(live, variant_name, time.perf_counter() - started)
             self.metrics.requests.labels(service, variant_name, str(exc.status)).inc()
             return _error_response(exc)
         except Exception:
             log.exception("prediction failed (variant %s)", variant_name)
             self.metrics.requests.labels(service, variant_name, "500").inc()
+            self._log_failure(live, variant_name, time.perf_counter() - started)
             return JSONResponse({"error": "prediction failed; see the service log", "variant": variant_name}, status_code=500)
         finally:
             if arrived:
@@ -313,6 +315,19 @@ class ABService:
                 "latency_ms": elapsed * 1000.0,
                 "features": json.dumps({name: values[row] for name, values in parsed.columns.items()}),
             })
+
+    def _log_failure(self, live: Live | None, variant: str, elapsed: float) -> None:
+        """A server-side failure of a routed request, logged as a prediction row with a NULL prediction, so the
+        online promotion's error-rate guardrail (and `specd ab`) count failures per variant in their window.
+        Client errors (4xx) are the caller's, not the variant's, and are not logged."""
+        predictions_log = self.logs.get("predictions")
+        if live is None or predictions_log is None or variant not in live.variants:
+            return
+        predictions_log.record({
+            "request_id": uuid.uuid4().hex, "row": 0, "ts": datetime.now(UTC), "service": live.routing.service,
+            "variant": variant, "model_tag": live.variants[variant].tag, "routing_fingerprint": live.routing.fingerprint,
+            "sticky_key": None, "prediction": None, "probability": None, "latency_ms": elapsed * 1000.0, "features": None,
+        })
 
     async def handle_feedback(self, request: Request) -> JSONResponse:
         live = self.watcher.live

@@ -66,11 +66,49 @@ def serving_config(hot_paths: Iterable[str], environ: Mapping[str, str] = os.env
     tracing span on the hot paths — BentoML records one per request even without an exporter, ~20 % of
     a worker's CPU — unless SPECD_TRACE_REQUESTS=1 (with a tracing exporter configured)."""
     traced = environ.get("SPECD_TRACE_REQUESTS", "") == "1"
-    return {
+    config: dict[str, Any] = {
         "traffic": {"timeout": 60},
         "logging": {"access": {"enabled": environ.get("SPECD_ACCESS_LOG", "") == "1"}},
         "tracing": {"excluded_urls": [] if traced else [f"{path}$" for path in hot_paths]},
     }
+    ssl = ssl_config(environ)
+    if ssl:
+        config["ssl"] = ssl
+        enforce_min_tls_version(environ.get("SPECD_TLS_MIN_VERSION") or "TLSv1.2")
+    return config
+
+
+def enforce_min_tls_version(version: str) -> None:
+    """uvicorn builds the worker's SSLContext without a protocol floor (its `--ssl-version` picks a
+    protocol constant) and BentoML exposes none: wrap its context factory so every context refuses
+    anything below `tls.min_version`. The worker imports the service before it builds the context."""
+    import ssl
+
+    import uvicorn.config
+
+    floor = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}[version]
+    original = getattr(uvicorn.config.create_ssl_context, "__wrapped__", uvicorn.config.create_ssl_context)
+
+    def create_ssl_context(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        context = original(*args, **kwargs)
+        context.minimum_version = floor
+        return context
+
+    create_ssl_context.__wrapped__ = original  # type: ignore[attr-defined]
+    uvicorn.config.create_ssl_context = create_ssl_context
+
+
+def ssl_config(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """BentoML's `ssl` service config from the supervisor's SPECD_TLS_* variables (daemon/shared/tls.py):
+    HTTPS only, and client certificates required when SPECD_TLS_CERT_REQS says so (mTLS)."""
+    certfile, keyfile = environ.get("SPECD_TLS_CERTFILE"), environ.get("SPECD_TLS_KEYFILE")
+    if not certfile or not keyfile:
+        return {}
+    config: dict[str, Any] = {"enabled": True, "certfile": certfile, "keyfile": keyfile}
+    if environ.get("SPECD_TLS_CA_CERTS"):
+        config["ca_certs"] = environ["SPECD_TLS_CA_CERTS"]
+        config["cert_reqs"] = int(environ.get("SPECD_TLS_CERT_REQS") or 2)
+    return config
 
 
 GC_THRESHOLDS = (20_000, 20, 100)

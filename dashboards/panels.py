@@ -224,6 +224,16 @@ def model_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
             _panel("Fairness gaps by candidate", fairness, "{{candidate}} {{metric}}", width=24),
         ]},
     ]
+    if data.get("task") == "binary":  # the held-out curves and calibration error exist for binary classifiers
+        ece = f'specd_model_candidate_metric{{model="{name}",metric=~"ece|ece_uncalibrated"}}'
+        rows.append({"title": "Quality curves", "panels": [
+            _panel("Expected calibration error by candidate", ece, "{{candidate}} {{metric}}", type="bargauge", width=8),
+            _instant_table("ROC curve (TPR at FPR)", [(_sel("specd_model_curve", curve="roc", **mod), "{{candidate}} fpr {{x}}")], width=8),
+            _instant_table("Precision-recall curve (precision at recall)", [(_sel("specd_model_curve", curve="pr", **mod),
+                                                                             "{{candidate}} recall {{x}}")], width=8),
+            _panel("Calibration curve (observed frequency at predicted probability)", _sel("specd_model_curve", curve="calibration", **mod),
+                   "{{candidate}} p={{x}}", type="bargauge", unit="percentunit", width=24),
+        ]})
     alerts = []
     if data.get("monitoring") is not None:  # only a monitored model has drift figures to show
         rows.append({"title": "Drift", "panels": [
@@ -244,7 +254,7 @@ def model_dashboard(name: str, data: dict[str, Any]) -> dict[str, Any]:
                    "with retrain: {on: drift} (or monitoring.retrain_on_drift) the daemon plans a retrain", "model-drift"))
     return {
         "title": f"Model {name}",
-        "description": f"A/B candidates of model {name}: held-out metrics, promotions, fairness, drift.",
+        "description": f"A/B candidates of model {name}: held-out metrics, promotions, fairness, quality curves, drift.",
         "tags": ["specd", "model"],
         "rows": rows,
         "alerts": alerts,

@@ -4,6 +4,8 @@ The platform dashboard carries the scrape targets (the daemon and every service)
 custom dashboard its alert rules; they are written beside the dashboards under
 `<state home>/grafana/prometheus/` in the format `promtool check config` / `check rules` accept. The
 config loads `rules/*.yml`, so adding or removing a resource adds or removes exactly one file.
+With the environment's `tls` serving, every job scrapes over `https` with a `tls_config` (the CA, and
+specd's certificate and key under mTLS): the daemon and the services listen on TLS only.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def scrape_config(env: EnvironmentSpec, spec: DashboardSpec) -> dict[str, Any]:
     """prometheus.yml: global intervals, the rules glob, one job per scrape group of the platform spec."""
     jobs: dict[str, dict[str, Any]] = {}
     for target in spec.scrape:
-        job = jobs.setdefault(target.job, {"job_name": target.job, "metrics_path": target.metrics_path, "static_configs": []})
+        job = jobs.setdefault(target.job, {"job_name": target.job, "metrics_path": target.metrics_path, **tls_job(env),
+                                           "static_configs": []})
         group: dict[str, Any] = {"targets": list(target.targets)}
         if target.labels:
             group["labels"] = dict(sorted(target.labels.items()))
@@ -45,6 +48,25 @@ def scrape_config(env: EnvironmentSpec, spec: DashboardSpec) -> dict[str, Any]:
         "rule_files": [f"{RULES_DIR}/*.yml"],
         "scrape_configs": list(jobs.values()),
     }
+
+
+def tls_job(env: EnvironmentSpec) -> dict[str, Any]:
+    """`scheme: https` and `tls_config` when specd's listeners speak TLS (paths resolved from secrets now)."""
+    if not env.tls.serving:
+        return {}
+    from daemon.shared import tls
+
+    mtls = env.tls.require_client_cert  # the key is resolved only when Prometheus must present it
+    files = tls.resolve({"ca": env.tls.ca, **({"cert": env.tls.cert, "key": env.tls.key} if mtls else {}),
+                         "min_version": env.tls.min_version, "require_client_cert": mtls})
+    if files is None:
+        return {"scheme": "https", "tls_config": {"min_version": env.tls.min_version.replace("v", "").replace(".", "")}}
+    config: dict[str, Any] = {"min_version": files.min_version.replace("v", "").replace(".", "")}
+    if files.ca:
+        config["ca_file"] = files.ca
+    if files.require_client_cert:
+        config.update(cert_file=files.cert, key_file=files.key)
+    return {"scheme": "https", "tls_config": config}
 
 
 def datasource_provisioning(env: EnvironmentSpec) -> dict[str, Any]:

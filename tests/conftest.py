@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Area fixtures live in tests/helpers/ and are registered here, once, for every suite.
-pytest_plugins = ["tests.helpers.tables", "tests.helpers.tables_faults", "tests.helpers.tables_transforms", "tests.helpers.online"]
+pytest_plugins = ["tests.helpers.tables", "tests.helpers.tables_faults", "tests.helpers.tables_transforms", "tests.helpers.online", "tests.helpers.tls"]
 
 
 @pytest.fixture(autouse=True)

@@ -59,13 +59,13 @@ def render_html(models: Sequence[dict[str, Any]]) -> str:
                 pr.append((candidate, [(p[0], p[1]) for p in curves.get("pr_curve") or []]))
                 cal.append((candidate, [(p[0], p[1]) for p in curves.get("calibration_curve") or []]))
                 cells = "".join(f"<td>{metrics[k]:.4f}</td>" if isinstance(metrics.get(k), int | float) else "<td>-</td>"
-                                for k in ("roc_auc", "average_precision", "ece", "log_loss", "accuracy"))
+                                for k in ("roc_auc", "average_precision", "ece", "ece_uncalibrated", "log_loss", "accuracy"))
                 rows.append(f"<tr><td>{html.escape(candidate)}</td><td>{html.escape(str(info.get('status')))}</td>{cells}</tr>")
             current = " (current)" if release.get("current") else ""
             body.append(f"<h3>release {html.escape(release['fingerprint'][:12])}{current}</h3>"
                         f"<p>{html.escape(str(release.get('decision') or ''))}</p>")
             body.append("<table><tr><th>candidate</th><th>status</th><th>ROC AUC</th><th>average precision</th>"
-                        "<th>ECE</th><th>log loss</th><th>accuracy</th></tr>" + "".join(rows) + "</table>")
+                        "<th>ECE</th><th>ECE before calibration</th><th>log loss</th><th>accuracy</th></tr>" + "".join(rows) + "</table>")
             if any(points for _, points in roc + pr + cal):
                 body.append(f"<p>{_legend(names)}</p><div>"
                             + svg_chart("ROC", "false positive rate", "true positive rate", roc, diagonal=True)

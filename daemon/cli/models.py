@@ -16,7 +16,8 @@ from typing import Any
 from daemon.shared.paths import bentoml_home, specd_home
 from flows.training import registry
 
-SHOWN_METRICS = ("roc_auc", "accuracy", "f1", "log_loss", "ece", "mae", "rmse", "r2")
+# ece_uncalibrated: the ECE of the raw network, beside `ece` of what serves, for a model with `calibration:`
+SHOWN_METRICS = ("roc_auc", "accuracy", "f1", "log_loss", "ece", "ece_uncalibrated", "mae", "rmse", "r2")
 CURVES = ("roc_curve", "pr_curve", "calibration_curve")
 
 

@@ -27,6 +27,7 @@ from daemon.core.presets import merge_layers, resolve
 from daemon.core.safeyaml import load as load_yaml
 from daemon.core.safeyaml import read_text
 from daemon.core.spec_help import pydantic_issues, raw_references
+from daemon.core.tls_guard import plaintext_issues
 from daemon.core.treeguard import skipped, tree_issues
 from daemon.core.yamlpos import YamlSyntaxError, line_for, parse_with_lines
 from daemon.schema.base import NAME_PATTERN
@@ -397,6 +398,7 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
         for ref_kind, ref_name, field in refs:
             if (ref_kind, ref_name) not in seen:
                 issues.append(SpecIssue(loader.rel(path), _line(path, field), ".".join(map(str, field)), f"unknown {ref_kind} {ref_name!r}"))
+    issues.extend(_tls_issues(root, env_name, env, docs, loader))
     if issues:
         valid = {f"{d.kind}/{d.name}" for d in docs}
         broken = frozenset(f"{kind}/{name}" for (kind, name) in seen if f"{kind}/{name}" not in valid)
@@ -414,6 +416,19 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
             raise SpecErrors(clashes)
         composed = Composed(env, tuple(docs) + tuple(derived))
     return composed
+
+
+def _tls_issues(root: Path, env_name: str, env: EnvironmentSpec, docs: list[SpecDoc], loader: _FileLoader) -> list[SpecIssue]:
+    """`tls.required`: plaintext endpoints in the environment (its overlay chain) and the specs."""
+    if not env.tls.required:
+        return []
+    env_dir = root / ENVIRONMENTS_DIR
+    try:
+        files = [p for p, _ in _defaults_chain(loader, env_dir / f"{env_name}.yaml", env_dir)]
+    except (SpecErrors, YamlSyntaxError, OSError):
+        files = [env_dir / f"{env_name}.yaml"]
+    return plaintext_issues(env, lambda key_path: _locate(files, key_path, loader), docs,
+                            lambda doc, key_path: _line(root / doc.path, key_path))
 
 
 def directory_of(doc: SpecDoc) -> str:

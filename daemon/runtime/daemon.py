@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import signal
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from daemon.runtime.prefect_bootstrap import bootstrap_prefect
 from daemon.runtime.reconcile import Desired, check, context_for, load_desired, make_adapters
 from daemon.runtime.source import GitSource, SourceError
 from daemon.runtime.watch import RefWatcher
-from daemon.shared import access_policy, procs
+from daemon.shared import access_policy, procs, tls
 from daemon.shared.errors import SpecErrors
 from daemon.shared.fsio import atomic_write_json
 from daemon.shared.paths import bentoml_home, journal_path, lock_path, status_path
@@ -115,6 +116,7 @@ class Daemon:
         self.lock = DaemonLock(lock_path(home))
         self.prefect_server = None
         self.metrics_server: metrics.MetricsServer | None = None
+        self.listener_tls: dict[str, Any] | None = None  # the tls settings the HTTP server was opened with
         self.watcher = None
         self.keep_services = keep_services
         # Kinds' lifecycle hooks, plus the runtime's own: `specd sync`/`resume` requests wake the loop; the
@@ -194,14 +196,21 @@ class Daemon:
             log.warning("cannot read the environment at the branch head yet: %s", exc)
             return None
 
-    def _start_metrics(self, env) -> None:
+    def _start_metrics(self, env, port: int | None = None) -> None:
         host = env.daemon.metrics_host if env else "127.0.0.1"
-        port = self.metrics_port_override if self.metrics_port_override is not None else (env.daemon.metrics_port if env else 9464)
-        self.metrics_server = metrics.MetricsServer(host, port, self.status_json, on_sync=self.wake.set)
+        if port is None:
+            port = self.metrics_port_override if self.metrics_port_override is not None else (env.daemon.metrics_port if env else 9464)
+        self.listener_tls = tls.settings(env.tls if env else None)
+        try:
+            context = tls.server_context(files) if (files := tls.resolve(env.tls if env else None, self.home)) and files.serving else None
+        except (OSError, ValueError, KeyError, ssl.SSLError) as exc:  # fail closed: no plaintext fallback
+            log.error("tls: the HTTP server is not started: %s: %s", type(exc).__name__, exc)
+            return
+        self.metrics_server = metrics.MetricsServer(host, port, self.status_json, on_sync=self.wake.set, tls=context)
         if self.desired_cache:  # the head's policy before the first request is served, not after a cycle
             self._load_access(list(self.desired_cache.values())[-1])
         self.metrics_server.start()
-        log.info("metrics on http://%s:%d/metrics", host, self.metrics_server.port)
+        log.info("metrics on %s://%s:%d/metrics", self.metrics_server.scheme, host, self.metrics_server.port)
 
     def _start_prefect(self, env) -> None:
         if not self.use_prefect:
@@ -265,6 +274,7 @@ class Daemon:
             if self.last_valid is None:
                 return
             desired = self.last_valid  # keep the last valid revision converged
+        self._follow_tls(desired.composed.env)
         self._load_access(desired)
         try:
             result = self._reconcile(desired, sha)
@@ -278,6 +288,22 @@ class Daemon:
         metrics.RECONCILE_RUNS.labels(result=result).inc()
         self.state.last_cycle = {"revision": desired.revision, "result": result, "duration_s": round(elapsed, 3), "finished_at": time.time()}
         self._write_status_file()
+
+    def _follow_tls(self, env) -> None:
+        """A merged change of `tls:` reopens the HTTP server on the same port with the new settings (no
+        daemon restart); material that cannot be read leaves no listener open, never a plaintext one."""
+        if self.listener_tls is None or tls.settings(env.tls) == self.listener_tls:
+            return
+        server = self.metrics_server
+        port = server.port if server is not None else None
+        access = server.access if server is not None else None
+        if server is not None:
+            server.stop()
+            self.metrics_server = None
+        self._start_metrics(env, port)
+        if self.metrics_server is not None:
+            self.metrics_server.access = access
+            log.info("tls settings changed: the HTTP server reopened on %s://", self.metrics_server.scheme)
 
     def _load_access(self, desired: Desired) -> None:
         """Swap the HTTP server's access gate when the policy's digest changes (merge → next cycle)."""

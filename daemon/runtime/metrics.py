@@ -5,12 +5,17 @@ With an access policy in the spec repository (`specs/access/`), every route but 
 
 Base units and `_total` counters; a git sha is never a counter label (revisions go in `_info` gauges
 whose old series are removed on change). Single-process registry: no multiprocess mode in the daemon.
-Binds to 127.0.0.1 unless configured otherwise.
+Binds to 127.0.0.1 unless configured otherwise. With `tls` (an `ssl.SSLContext` from
+`daemon.shared.tls.server_context`) it speaks HTTPS only: each connection's handshake runs in its own
+thread, so a silent or plaintext client cannot stall the others.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import ssl
 import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
@@ -71,18 +76,45 @@ ROUTES: dict[tuple[str, str], tuple[str, str, str] | None] = {
 }
 
 
+class _TLSServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer whose accepted sockets are wrapped for TLS; the handshake happens in the
+    request's thread (Handler.setup), bounded by HANDSHAKE_TIMEOUT_S."""
+
+    HANDSHAKE_TIMEOUT_S = 10.0
+
+    def __init__(self, address: tuple[str, int], handler: type, context: ssl.SSLContext):
+        self.context = context
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        sock.settimeout(self.HANDSHAKE_TIMEOUT_S)
+        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:  # failed handshakes: not tracebacks
+        logging.getLogger("specd").debug("TLS connection from %s failed", client_address[0], exc_info=True)
+
+
 class MetricsServer:
     """/metrics (Prometheus text), /healthz (liveness), /status (the daemon's status as JSON), POST /sync
     (start a cycle now). `access` (a `daemon.shared.access_policy.Gate`) is swapped in by the daemon
     when the policy's digest changes; None means no policy."""
 
-    def __init__(self, host: str, port: int, status: Callable[[], dict[str, Any]], on_sync: Callable[[], None] | None = None):
+    def __init__(self, host: str, port: int, status: Callable[[], dict[str, Any]], on_sync: Callable[[], None] | None = None,
+                 tls: ssl.SSLContext | None = None):
         self.status = status
+        self.scheme = "https" if tls is not None else "http"
         self.on_sync = on_sync
         self.access: Any = None
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def setup(self) -> None:
+                if isinstance(self.request, ssl.SSLSocket):
+                    self.request.do_handshake()  # raises on plaintext, a wrong CA or no client certificate
+                    self.request.settimeout(None)
+                super().setup()
+
             def _allowed(self, method: str, path: str) -> bool:
                 target = ROUTES.get((method, path))
                 gate = outer.access
@@ -128,7 +160,7 @@ class MetricsServer:
             def log_message(self, format: str, *args: Any) -> None:  # quiet: scrapes every few seconds
                 return
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd = _TLSServer((host, port), Handler, tls) if tls is not None else ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="specd-metrics", daemon=True)

@@ -2,7 +2,7 @@
 
 When a service's `promotion.online` rule is met (enough scored feedback per variant, an always-valid
 mSPRT p-value from bentos/ab_report.py under the significance level, no sample-ratio mismatch, the
-latency guardrail held), `propose` edits the service spec so the winner takes the champion's traffic
+latency and error-rate guardrails held), `propose` edits the service spec so the winner takes the champion's traffic
 (winner weight += champion weight, champion weight → 0; a ruamel.yaml round trip that keeps comments and
 layout), re-validates the whole tree, and commits it with the evidence in the message:
 
@@ -10,7 +10,8 @@ layout), re-validates the whole tree, and commits it with the evidence in the me
   repository), where <hash> digests the service, the spec file before and after: the same change from the
   same spec is never proposed twice, and a reverted proposal is not proposed again (its branch is kept);
 - with `auto_promote: true` in the environment, straight onto the watched branch (compare-and-swap on a
-  local repository, a fast-forward push for a remote one).
+  local repository, a fast-forward push for a remote one). A local checkout of the watched branch is
+  fast-forwarded with it; one with uncommitted changes is left alone and gets a proposal branch instead.
 
 The commit is built in a temporary `git worktree` of the repository's git directory (the daemon's mirror
 for a remote), so neither the daemon's checkouts nor the user's working tree are touched; the daemon then
@@ -63,7 +64,7 @@ def window_since(rule: OnlinePromotionSpec, now: datetime) -> str:
     return (now - timedelta(**{_UNITS[unit]: amount})).isoformat()
 
 
-def decide(report: ABReport, rule: OnlinePromotionSpec, latency_limit_ms: float) -> Verdict:
+def decide(report: ABReport, rule: OnlinePromotionSpec, latency_limit_ms: float, error_limit: float | None = None) -> Verdict:
     """Pure: the report and the rule → a winner, or the reasons there is none."""
     verdict = Verdict(report.service, None, rule.champion)
     by_name = {v.variant: v for v in report.variants}
@@ -94,6 +95,9 @@ def decide(report: ABReport, rule: OnlinePromotionSpec, latency_limit_ms: float)
             verdict.reasons.append(f"{v.variant}: significantly worse than {rule.champion} (lift {v.lift:+.4f})")
         elif v.latency_p99_ms is not None and v.latency_p99_ms > latency_limit_ms:
             verdict.reasons.append(f"{v.variant}: guardrail: latency p99 {v.latency_p99_ms:.1f} ms over {latency_limit_ms:g} ms")
+        elif error_limit is not None and v.error_rate is not None and v.error_rate > error_limit:
+            verdict.reasons.append(f"{v.variant}: guardrail: error rate {v.error_rate:.2%} ({v.errors} of {v.requests} requests "
+                                   f"failed) over {error_limit:.2%}")
         else:
             winners.append(v)
     if winners:
@@ -119,7 +123,8 @@ def evaluate(predictions: Any, feedback: Any, name: str, spec: ServiceSpec, *, n
                           weights=weights or spec.normalised_weights(), current_counts=counts,
                           window=(since, now.isoformat()), bucket=rule.bucket, tau=rule.tau)
     limit = rule.max_latency_p99_ms or spec.slo.latency_p99_ms
-    return report, decide(report, rule, limit)
+    errors = rule.max_error_rate if rule.max_error_rate is not None else spec.slo.error_rate
+    return report, decide(report, rule, limit, errors)
 
 
 # ------------------------------------------------------------------------------------------------ the edit
@@ -266,6 +271,14 @@ def propose(*, repo: str, branch: str, env_name: str, home: Path, service: str, 
         return ProposeResult(service, "unchanged", reasons=[f"{verdict.winner} already has {verdict.champion}'s traffic"])
     new_text, changes = edited
     digest = hashlib.sha256("\0".join((service, spec_path, text, new_text)).encode()).hexdigest()[:10]
+    # A local repository whose watched branch is checked out: moving the ref alone would leave that checkout
+    # holding the old spec (staged as a change that the user's next commit would silently revert), so the
+    # checkout is fast-forwarded with it; one with uncommitted changes gets a proposal branch instead.
+    checkout = None if source.remote or not auto_promote else checked_out(git_dir, branch)
+    held_back = None
+    if checkout is not None and (dirty := _git(["status", "--porcelain", "--untracked-files=no"], cwd=checkout, check=False)):
+        held_back = f"{branch} is checked out in {checkout} with uncommitted changes ({len(dirty.splitlines())} file(s))"
+        auto_promote = False
     target = branch if auto_promote else f"{PROPOSAL_PREFIX}{service}-{digest}"
     if not auto_promote and _branch_exists(source, target):
         return ProposeResult(service, "exists", target, reasons=[f"{target} already proposes this change"])
@@ -282,6 +295,8 @@ def propose(*, repo: str, branch: str, env_name: str, home: Path, service: str, 
             if source.remote:
                 _git(["push", "--quiet", source.repo, f"{sha}:refs/heads/{target}"], cwd=tree)
                 source.fetch()
+            elif auto_promote and checkout is not None:  # fails (no fast-forward) if the branch moved since `base`
+                _git(["merge", "--ff-only", "--quiet", "--no-verify", sha], cwd=checkout)
             elif auto_promote:
                 _git(["update-ref", "-m", "specd: online promotion", f"refs/heads/{target}", sha, base], git_dir=git_dir)
             else:
@@ -290,8 +305,21 @@ def propose(*, repo: str, branch: str, env_name: str, home: Path, service: str, 
             _git(["worktree", "remove", "--force", str(tree)], git_dir=git_dir, check=False)
             _git(["worktree", "prune"], git_dir=git_dir, check=False)
     log.info("service %s: %s %s on %s", service, "promoted" if auto_promote else "proposed", verdict.winner, target)
-    return ProposeResult(service, "promoted" if auto_promote else "proposed", target, sha,
-                         reasons=[f"{verdict.winner} beats {verdict.champion}"])
+    reasons = [f"{verdict.winner} beats {verdict.champion}"] + ([f"not auto-promoted: {held_back}"] if held_back else [])
+    if held_back:
+        log.warning("service %s: %s; proposed on %s instead", service, held_back, target)
+    return ProposeResult(service, "promoted" if auto_promote else "proposed", target, sha, reasons=reasons)
+
+
+def checked_out(git_dir: Path, branch: str) -> Path | None:
+    """The working tree that has `branch` checked out (None: none, or a bare repository)."""
+    tree = None
+    for line in _git(["worktree", "list", "--porcelain"], git_dir=git_dir, check=False).splitlines():
+        if line.startswith("worktree "):
+            tree = Path(line.removeprefix("worktree "))
+        elif line == f"branch refs/heads/{branch}" and tree is not None and tree.is_dir():
+            return tree
+    return None
 
 
 def _branch_exists(source: Any, name: str) -> bool:

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 
 from daemon.schema.base import SecretRef, SpecModel
 from daemon.schema.deploy import ApprovalsSection, DeploySection
+from daemon.schema.tls import TLSSection
 from daemon.shared.secrets import is_secret_ref
 
 
@@ -148,3 +149,4 @@ class EnvironmentSpec(SpecModel):
     privacy: PrivacySection = PrivacySection()
     deploy: DeploySection = DeploySection()  # Kubernetes manifests for services with deploy target kubernetes
     approvals: ApprovalsSection = ApprovalsSection()  # which changes need a reviewed merge by their owners
+    tls: TLSSection = TLSSection()  # TLS on every socket specd opens (daemon/schema/tls.py)

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from daemon.schema.base import Ref, ResourceName, SpecModel
+from daemon.schema.calibration import CalibrationSpec
 from daemon.schema.monitoring import MonitoringSpec
 from daemon.schema.retrain import RetrainSpec
 
@@ -170,6 +171,7 @@ class ModelSpec(SpecModel):
     retrain: RetrainSpec = RetrainSpec()  # when new data in the table retrains (daemon.schema.retrain)
     prune: bool | None = None
     monitoring: MonitoringSpec | None = None  # drift of production traffic (daemon/schema/monitoring.py)
+    calibration: CalibrationSpec | None = None  # probability calibration after training (binary; applied at serving)
 
     def references(self) -> list[Ref]:
         return [Ref("table", self.data.table, ("data", "table"))]
@@ -210,6 +212,8 @@ class ModelSpec(SpecModel):
                     fail(("promotion", "guardrails", index, "attribute"), f"{guard.attribute!r} is not in sensitive_attributes", guard.attribute)
         if self.promotion.metric in FAIRNESS_METRICS:
             fail(("promotion", "metric"), "promote on a model-quality metric; use fairness metrics as guardrails", self.promotion.metric)
+        if self.calibration is not None and self.task != "binary":
+            fail(("calibration",), f"probability calibration is for task 'binary' (this model's task is {self.task!r})", self.task)
         if self.retrain.on == "drift" and self.monitoring is None:
             fail(("retrain", "on"), "retrain on drift needs a `monitoring:` block (which features, window, thresholds)", "drift")
         for name, overrides in self.candidates.items():
@@ -255,6 +259,7 @@ def base_sections(spec: ModelSpec) -> dict[str, Any]:
         "optim": spec.optim.model_dump(mode="json"),
         "trainer": spec.trainer.model_dump(mode="json"),
         "preprocessing": spec.preprocessing.model_dump(mode="json"),
+        **({"calibration": spec.calibration.model_dump(mode="json")} if spec.calibration is not None else {}),
     }
 
 

@@ -28,9 +28,11 @@ class OnlinePromotionSpec(SpecModel):
     tau: float | None = Field(default=None, gt=0)  # mSPRT mixing scale; None: ab_report's default
     window: str = "14d"  # how far back the logs are read: 30m, 12h, 14d, 2w
     bucket: str = "1 hour"  # time between looks of the sequential test
-    # Guardrail: the winner's logged p99 latency must stay under this (None: the service's slo.latency_p99_ms).
-    # Error rate is not a guardrail here: failed requests are not in the prediction log (see README).
+    # Guardrails on the winner, over the same window: its logged p99 latency must stay under this (None: the
+    # service's slo.latency_p99_ms), and its share of failed requests (server errors, which the service logs
+    # as prediction rows with no prediction) at or under max_error_rate (None: the service's slo.error_rate).
     max_latency_p99_ms: float | None = Field(default=None, gt=0)
+    max_error_rate: float | None = Field(default=None, ge=0, le=1)
     check_every_minutes: float = Field(default=15.0, gt=0)  # how often the daemon evaluates the rule
 
     @field_validator("window")

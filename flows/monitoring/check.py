@@ -147,7 +147,7 @@ def current_sample(predictions: Any, model: str, features: Sequence[str], settin
     kinds = kinds or {}
     con = _duckdb()
     con.register("predictions", predictions)
-    bounds = ["model_tag LIKE ? ESCAPE '\\'"]
+    bounds = ["model_tag LIKE ? ESCAPE '\\'", "prediction IS NOT NULL"]  # a failed request (NULL) carries no features
     params: list[Any] = [model.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"]
     starts = [t for t in (since, (now or time.time()) - settings.hours * 3600 if settings.hours else None) if t is not None]
     if starts:

@@ -95,6 +95,7 @@ class BuildJob:
     duckdb_memory_limit: str = "2GB"
     meta_digest: str = ""  # digest of the spec's metadata fields, recorded so `observe` sees metadata edits
     require_declared_privacy: bool = False  # env privacy.require_declared: personal-looking values fail the build
+    tls: dict[str, Any] = field(default_factory=dict)  # env tls (daemon.shared.tls.settings, refs kept): sources' CA
 
 
 @contextmanager
@@ -177,6 +178,7 @@ def _build(job: BuildJob, spec: Any) -> BuildReport:
         table=job.name, data_root=Path(job.data_root), repo_dir=Path(job.repo_dir), upstream=job.upstream,
         storage_options=job.storage_options, cursor=cursor, watermark=watermark,
         resolve_secret=_resolve_secret, allowed_modules=tuple(job.allowed_modules), batch_rows=job.batch_rows,
+        tls=job.tls,
     )
     if getattr(spec.source, "ingest", "all") == "new_files" and table is not None:
         ctx.lineage["ingested"] = json.loads(latest_meta.get(INGESTED) or "[]")

@@ -172,7 +172,11 @@ class Predictor:
             mean, std = self.config.get("target_scale", [0.0, 1.0])
             return {"prediction": (output[:, 0] * std + mean).tolist()}
         if task == "binary":
-            positive = torch.sigmoid(output[:, 0])
+            positive = torch.sigmoid(output[:, 0]).double().numpy()
+            if self.config.get("calibration"):  # the model's declared calibration step (flows/training/calibration.py)
+                from flows.training.calibration import apply
+
+                positive = apply(self.config["calibration"], positive)
             prediction = [classes[1] if p >= 0.5 else classes[0] for p in positive.tolist()]
             return {"prediction": prediction, "probability": positive.tolist()}
         probability = torch.softmax(output, dim=1)

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from flows.training import calibration, preprocess
 from flows.training import data as datapath
-from flows.training import preprocess
+from flows.training.metrics import calibration as calibration_curve
 from flows.training.metrics import evaluate
 from flows.training.registry import atomic_write_json
 
@@ -83,8 +84,10 @@ def _truth(prepared: Prepared, rows: np.ndarray) -> np.ndarray:
     return prepared.targets(rows).astype(np.float64 if prepared.task == "regression" else np.int64)
 
 
-def fit_once(job: dict[str, Any], prepared: Prepared, train_rows: np.ndarray, log_name: str | None) -> dict[str, Any]:
-    """Fit preprocessing on `train_rows` and train one model. Returns the pieces the artifact needs."""
+def fit_once(job: dict[str, Any], prepared: Prepared, train_rows: np.ndarray, log_name: str | None,
+             validation_rows: np.ndarray | None = None) -> dict[str, Any]:
+    """Fit preprocessing on `train_rows` and train one model. Returns the pieces the artifact needs. With a
+    TensorBoard log, `validation_rows` are scored after every epoch (`val/*` curves)."""
     import lightning.pytorch as pl
     import torch
 
@@ -109,14 +112,20 @@ def fit_once(job: dict[str, Any], prepared: Prepared, train_rows: np.ndarray, lo
     module = cls(state["output_dim"], output_dim, prepared.task, config["optim"], **params)
     module.train_data, module.batch_size, module.seed = (features, targets), int(trainer_cfg["batch_size"]), int(trainer_cfg["seed"])
     logger: Any = False
+    callbacks: list[Any] = []
     if log_name and job.get("tensorboard_dir"):
         from lightning.pytorch.loggers import TensorBoardLogger
 
+        from flows.training.tensorboard import ValidationCurves
+
         logger = TensorBoardLogger(job["tensorboard_dir"], name=job["model"], version=log_name, default_hp_metric=False)
+        if validation_rows is not None and validation_rows.size:
+            matrix, truth = preprocess.transform(state, prepared.columns(validation_rows)), _truth(prepared, validation_rows)
+            callbacks.append(ValidationCurves(lambda net: evaluate(prepared.task, truth, _outputs(net, matrix, prepared.task, target_scale))))
     trainer = pl.Trainer(
         accelerator=resources.get("accelerator", "cpu"), devices=resources.get("devices", 1),
         num_nodes=int(resources.get("num_nodes", 1)), precision=resources.get("precision", "32-true"),
-        strategy=resources.get("strategy", "auto"), max_epochs=int(trainer_cfg["epochs"]), logger=logger,
+        strategy=resources.get("strategy", "auto"), max_epochs=int(trainer_cfg["epochs"]), logger=logger, callbacks=callbacks,
         deterministic=bool(trainer_cfg.get("deterministic", True)), enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
         gradient_clip_val=trainer_cfg.get("gradient_clip"), log_every_n_steps=50, num_sanity_val_steps=0,
@@ -135,7 +144,18 @@ def _score(fitted: dict[str, Any], prepared: Prepared, rows: np.ndarray, with_gr
     output = _outputs(fitted["module"].net, matrix, prepared.task, fitted["target_scale"])
     if not np.all(np.isfinite(output)):
         raise FloatingPointError("non-finite predictions")
-    return evaluate(prepared.task, _truth(prepared, rows), output, prepared.groups(rows) if with_groups else None)
+    return _calibrated_metrics(prepared.task, _truth(prepared, rows), output, prepared.groups(rows) if with_groups else None,
+                               fitted.get("calibrator"))
+
+
+def _calibrated_metrics(task: str, y: np.ndarray, output: np.ndarray, groups: Any, calibrator: dict[str, Any] | None) -> dict[str, Any]:
+    """The metrics of what serves: with a calibrator, of the calibrated probabilities, plus the raw ECE beside them."""
+    if not calibrator or task != "binary":
+        return evaluate(task, y, output, groups)
+    metrics = evaluate(task, y, calibration.apply(calibrator, output), groups)
+    metrics["ece_uncalibrated"] = calibration_curve(y, output)[1]
+    metrics["calibration_method"] = calibrator["method"]
+    return metrics
 
 
 def _cv_summary(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
@@ -159,15 +179,28 @@ def train(job: dict[str, Any]) -> dict[str, Any] | None:
         if fold["diverged"]:
             return _rank0(fold, {**result, "status": "diverged", "message": f"loss is not finite in fold {index}"})
         fold_metrics.append(_score(fold, prepared, validate_rows, False))
-    fitted = fit_once(job, prepared, prepared.split.train, job["tag"].split(":", 1)[1])
+    declared = job["config"].get("calibration") if prepared.task == "binary" else None
+    train_rows, calibration_rows = prepared.split.train, None
+    if declared:  # the calibrator is fitted on training rows the network does not see; the holdout stays the judge
+        train_rows, calibration_rows = calibration.split_rows(prepared.split.train, float(declared["fraction"]),
+                                                              int(job["config"]["trainer"]["seed"]))
+    fitted = fit_once(job, prepared, train_rows, job["tag"].split(":", 1)[1], prepared.split.holdout)
     if not fitted["trainer"].is_global_zero:
         return None
     stats = {"train_seconds": round(fitted["seconds"], 3), "samples_per_s": round(fitted["samples_per_s"], 1),
-             "final_loss": fitted["final_loss"], "train_rows": int(prepared.split.train.size),
+             "final_loss": fitted["final_loss"], "train_rows": int(train_rows.size),
              "holdout_rows": int(prepared.split.holdout.size), "world_size": int(fitted["trainer"].world_size),
              "launcher": "torchrun" if os.environ.get("TORCHELASTIC_RUN_ID") else "lightning"}
     if fitted["diverged"]:
         return {**result, **stats, "status": "diverged", "message": f"training loss is not finite (final {fitted['final_loss']})"}
+    if calibration_rows is not None:
+        stats["calibration_rows"] = int(calibration_rows.size)
+        raw = _outputs(fitted["module"].net, preprocess.transform(fitted["state"], prepared.columns(calibration_rows)),
+                       prepared.task, fitted["target_scale"])
+        try:
+            fitted["calibrator"] = calibration.fit(declared["method"], raw, _truth(prepared, calibration_rows))
+        except ValueError as exc:
+            return {**result, **stats, "status": "failed", "message": f"calibration: {exc}"}
     try:
         metrics = _score(fitted, prepared, prepared.split.holdout, True)
     except FloatingPointError as exc:
@@ -177,6 +210,12 @@ def train(job: dict[str, Any]) -> dict[str, Any] | None:
     if fitted["logger"]:
         scalars = {f"holdout/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
         fitted["logger"].log_metrics(scalars, step=fitted["trainer"].global_step)
+        from flows.training.tensorboard import hparams
+
+        # the HParams tab: this candidate's overrides and config against its held-out metrics (hp/*, not to
+        # collide with the holdout/* scalars above)
+        fitted["logger"].log_hyperparams(hparams(job), {f"hp/{k}": v for k, v in metrics.items()
+                                                        if isinstance(v, int | float) and not isinstance(v, bool) and k != "rows"})
         fitted["logger"].finalize("success")
     config, network = job["config"], fitted["module"].network_name
     artifact_config = {
@@ -184,7 +223,7 @@ def train(job: dict[str, Any]) -> dict[str, Any] | None:
         "output_dim": len(prepared.classes) if prepared.task == "multiclass" else 1, "task": prepared.task,
         "target": prepared.target, "classes": prepared.classes, "feature_schema": prepared.schema,
         "preprocessing": fitted["state"], "target_scale": list(fitted["target_scale"]), "lineage": job["lineage"],
-        "candidate_config": config,
+        "candidate_config": config, "calibration": fitted.get("calibrator"),
     }
     scalar_metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     save_model(job["tag"], state_dict=fitted["module"].net.state_dict(), config=artifact_config, labels=job["labels"],
@@ -216,7 +255,8 @@ def evaluate_stored(job: dict[str, Any]) -> dict[str, Any]:
             matrix = predictor.transform(columns)
             scale = tuple(predictor.config.get("target_scale", [0.0, 1.0]))
             output = _outputs(predictor.network, matrix, prepared.task, scale)  # type: ignore[arg-type]
-            scores[tag] = {"metrics": evaluate(prepared.task, _truth(prepared, rows), output, prepared.groups(rows))}
+            scores[tag] = {"metrics": _calibrated_metrics(prepared.task, _truth(prepared, rows), output, prepared.groups(rows),
+                                                          predictor.config.get("calibration"))}
         except Exception as exc:  # one unreadable model must not hide the others' scores
             scores[tag] = {"error": f"{type(exc).__name__}: {exc}"}
     return {"status": "evaluated", "scores": scores}

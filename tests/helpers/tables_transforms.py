@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
+    with cluster() as server:
+        yield server
+
+
+@contextmanager
+def cluster(tls: tuple[Path, Path] | None = None) -> Iterator[Postgres]:
+    """A private cluster; with `tls` (certificate, key): `ssl=on` and TCP clients must use TLS
+    (pg_hba.conf has only `hostssl` lines, so a plaintext connection is refused)."""
     bin_dir = _bin_dir()
     root = Path(tempfile.mkdtemp(prefix="specd-pg-"))
     prefix: list[str] = []
@@ -100,6 +109,15 @@ def postgres() -> Iterator[Postgres]:
     if init.returncode != 0:
         pytest.fail(f"initdb failed: {init.stderr or init.stdout}")
     options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    if tls is not None:
+        files = {"server.crt": Path(tls[0]).read_bytes(), "server.key": Path(tls[1]).read_bytes(),
+                 "pg_hba.conf": b"local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n"}
+        owner = os.stat(data)
+        for name, content in files.items():
+            (data / name).write_bytes(content)
+            os.chmod(data / name, 0o600)
+            os.chown(data / name, owner.st_uid, owner.st_gid)
+        options += " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key"
     start = run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "-t", "60", "start")
     if start.returncode != 0:
         server_log = log.read_text() if log.exists() else ""

@@ -28,11 +28,18 @@ RULE = """promotion:
 
 
 def write_logs(root: Path, counts: dict[str, int], accuracy: dict[str, float], *, now: datetime = NOW,
-               uris: tuple[str, str] | None = None, fingerprint: str = "r1") -> tuple[str, str]:
-    """A prediction and a feedback Delta log as the service writes them (one row per request, labels later)."""
+               uris: tuple[str, str] | None = None, fingerprint: str = "r1",
+               failures: dict[str, int] | None = None) -> tuple[str, str]:
+    """A prediction and a feedback Delta log as the service writes them (one row per request, labels later;
+    `failures`: server errors per variant, logged as the service does, with a NULL prediction)."""
     from deltalake import write_deltalake
 
     predictions, feedback = [], []
+    for variant, n in (failures or {}).items():
+        for i in range(n):
+            predictions.append({"request_id": f"{variant}-failed-{i}", "row": 0, "ts": now - timedelta(hours=10, seconds=i),
+                                "service": "penguin_api", "variant": variant, "model_tag": f"penguin_sex:{variant}",
+                                "routing_fingerprint": fingerprint, "prediction": None, "latency_ms": 900.0})
     for variant, n in counts.items():
         hits = round(n * accuracy[variant])
         for i in range(n):
@@ -279,3 +286,77 @@ def test_daemon_hook_proposes_from_the_deployed_routing_and_its_logs(repo: SpecR
     assert result is not None and result.action == "proposed", result and result.reasons
     assert proposal_branches(repo) == [result.branch]
     assert "srm_p" in repo.git("log", "-1", "--format=%B", result.branch)
+
+
+def test_auto_promote_keeps_the_users_checkout_consistent(repo: SpecRepo, home: Path, tmp_path: Path):
+    """The watched branch checked out in the repository itself: a clean checkout moves with the commit (no
+    stale spec staged for the user's next commit to revert); a dirty one is left alone and gets a proposal."""
+    env = repo.path / "environments" / "dev.yaml"
+    env.write_text(env.read_text() + "auto_promote: true\n")
+    repo.commit("auto promote")
+    logs = write_logs(tmp_path / "logs", {"champion": 4500, "challenger": 500}, {"champion": 0.70, "challenger": 0.90})
+    (repo.path / "README.local").write_text("untracked files do not count\n")
+    result = run_propose(repo, home, logs)
+    assert result.action == "promoted" and repo.git("rev-parse", "HEAD") == result.commit
+    assert repo.git("status", "--porcelain", "--untracked-files=no") == ""
+    assert "weight: 100" in (repo.path / SERVICE_PATH).read_text()
+
+    repo.git("revert", "--no-edit", "HEAD")
+    reverted = repo.head()
+    (repo.path / "environments" / "dev.yaml").write_text(env.read_text() + "# a local edit, not committed\n")
+    held = run_propose(repo, home, logs)
+    assert held.action == "proposed" and held.branch.startswith(PROPOSAL_PREFIX), held
+    assert any("uncommitted changes" in r for r in held.reasons), held.reasons
+    assert repo.head() == reverted and "a local edit" in env.read_text()
+    assert "weight: 90" in (repo.path / SERVICE_PATH).read_text()
+
+
+def test_error_rate_guardrail_blocks_a_failing_winner(repo: SpecRepo, tmp_path: Path):
+    """Failed requests are logged rows with no prediction: counted per variant over the rule's window, kept out
+    of the latency quantiles, and a winner failing more often than max_error_rate (default slo.error_rate) gets
+    no verdict."""
+    from bentos.ab_report import build_report, query, render
+    from daemon.runtime.proposals import evaluate
+
+    doc = load_desired(repo.path, "dev", repo.head()).composed.by_key()["service/penguin_api"]
+    counts, accuracy = {"champion": 4500, "challenger": 500}, {"champion": 0.70, "challenger": 0.90}
+    # 25 failures on 525 challenger requests: 4.8 %, over the example's slo.error_rate of 1 %
+    logs = write_logs(tmp_path / "failing", counts, accuracy, failures={"challenger": 25, "champion": 10})
+    totals, buckets = query(*open_logs(*logs), bucket="1 hour")
+    report = build_report("penguin_api", totals, buckets)
+    by_name = {v.variant: v for v in report.variants}
+    assert (by_name["challenger"].errors, by_name["challenger"].requests) == (25, 525)
+    assert by_name["champion"].errors == 10 and by_name["challenger"].feedback == 500
+    assert by_name["challenger"].latency_p99_ms < 20  # the 900 ms failures are not in the latency quantiles
+    assert "failed requests: champion 10/4510" in render(report)
+    _, verdict = evaluate(*open_logs(*logs), "penguin_api", doc.spec, now=NOW)
+    assert verdict.winner is None and any("guardrail: error rate 4.76% (25 of 525 requests failed) over 1.00%" in r
+                                          for r in verdict.reasons), verdict.reasons
+
+    data = doc.spec.model_dump(mode="json")
+    data["promotion"]["online"]["max_error_rate"] = 0.05
+    tolerant = type(doc.spec).model_validate(data)
+    _, verdict = evaluate(*open_logs(*logs), "penguin_api", tolerant, now=NOW)
+    assert verdict.winner == "challenger", verdict.reasons
+    few = write_logs(tmp_path / "few", counts, accuracy, failures={"challenger": 5})  # 0.99 %: under 1 %
+    _, verdict = evaluate(*open_logs(*few), "penguin_api", doc.spec, now=NOW)
+    assert verdict.winner == "challenger", verdict.reasons
+
+
+def test_the_service_logs_a_server_error_as_a_prediction_row_without_prediction():
+    """ABService._log_failure (the class BentoML wraps), the path both 5xx branches of /predict take (a fake log at our own boundary)."""
+    from types import SimpleNamespace
+
+    from bentos.ab_service import ABService
+
+    recorded: list[dict] = []
+    service = SimpleNamespace(logs={"predictions": SimpleNamespace(record=recorded.append)})
+    routing = SimpleNamespace(service="penguin_api", fingerprint="fp1")
+    live = SimpleNamespace(routing=routing, variants={"challenger": SimpleNamespace(tag="penguin_sex:b")})
+    ABService.inner._log_failure(service, live, "challenger", 0.25)
+    ABService.inner._log_failure(service, live, "none", 0.1)  # failed before a variant was chosen: nobody's error
+    ABService.inner._log_failure(service, None, "challenger", 0.1)
+    (row,) = recorded
+    assert row["prediction"] is None and row["features"] is None and row["row"] == 0
+    assert (row["variant"], row["model_tag"], row["routing_fingerprint"]) == ("challenger", "penguin_sex:b", "fp1")
+    assert row["latency_ms"] == 250.0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -50,7 +51,8 @@ def _plan(repo, tmp_path: Path, capsys, *extra: str) -> str:
 def test_markdown_plan_of_the_pr_journey_is_golden(pr_repo, tmp_path: Path, capsys: pytest.CaptureFixture, env: str) -> None:
     text = _plan(pr_repo, tmp_path, capsys, "--env", env, "--format", "markdown")
     text = text.replace(pr_repo.head()[:12], "<head>").replace(pr_repo.git("rev-parse", "main~1")[:12], "<base>")
-    golden(f"plans/pr-journey-{env}.md", SHA.sub("<sha>", text))
+    # Panel counts belong to the dashboards' generator, which moves on its own: not this golden file's business.
+    golden(f"plans/pr-journey-{env}.md", re.sub(r"publish \d+ panels, \d+ alerts", "publish N panels, M alerts", SHA.sub("<sha>", text)))
     assert text.startswith("<!-- specd-plan -->\n") and len(text) < 60_000
     assert text.count("<details>") == text.count("</details>") >= 3
     summary = text.index("**Plan: ")

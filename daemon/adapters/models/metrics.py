@@ -27,6 +27,28 @@ def record_candidate(model: str, candidate: str, metrics: Mapping[str, Any] | No
             CANDIDATE_METRIC.labels(model, candidate, f"{name}:{attribute}").set(float(value))
     if seconds is not None:
         TRAINING_DURATION.labels(model, candidate).set(seconds)
+    record_curves(model, candidate, metrics or {})
+
+
+# The held-out ROC, precision-recall and calibration curves of each candidate (flows/training/metrics.py keeps at
+# most 25 points each), one series per point: y by curve and x, so the model dashboard can chart them next to ECE.
+CURVE = Gauge("specd_model_curve", "Held-out curve point of a candidate: y at x (roc: TPR at FPR, pr: precision at recall, "
+              "calibration: observed frequency at mean predicted probability)", ["model", "candidate", "curve", "x"])
+CURVE_KEYS = {"roc_curve": "roc", "pr_curve": "pr", "calibration_curve": "calibration"}
+
+
+def record_curves(model: str, candidate: str, metrics: Mapping[str, Any]) -> None:
+    """Replace the candidate's curve series with the points of `metrics` (none: the candidate has no curves)."""
+    for labels in list(CURVE._metrics):  # (model, candidate, curve, x)
+        if labels[:2] == (model, candidate):
+            CURVE.remove(*labels)
+    for key, curve in CURVE_KEYS.items():
+        points: dict[str, float] = {}
+        for point in metrics.get(key) or []:
+            if len(point) >= 2 and all(isinstance(v, int | float) and math.isfinite(v) for v in point[:2]):
+                points[f"{float(point[0]):.3f}"] = float(point[1])  # the last y of an x wins (a step of the ROC)
+        for x, y in points.items():
+            CURVE.labels(model, candidate, curve, x).set(y)
 
 
 def record_champion(model: str, tag: str | None) -> None:

@@ -124,6 +124,7 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
             storage_options=options, config=config, resources=resources, store_root=root, work_dir=work_dir,
             tensorboard_dir=tensorboard_dir, code_version=code_version,
         )
+        jobs[candidate]["overrides"] = list(spec.candidates[candidate])  # TensorBoard hparams (not fingerprinted)
         if threads:
             jobs[candidate]["torch_threads"] = threads
     try:

@@ -26,8 +26,9 @@ from daemon.adapters.base import AdapterContext
 from daemon.adapters.online import embedded
 from daemon.core.state import DEGRADED, HEALTHY, MISSING, ApplyOutcome, Observed
 from daemon.shared.errors import ApplyError
+from daemon.shared.tls import resolve as resolve_tls
 from flows.online import M_DATA_ID, M_FINGERPRINT, M_KEYS, M_PENDING_VERSION, M_PRUNE, M_VERSION, meta_key, tables_key
-from flows.online.store import display_url, store_settings
+from flows.online.store import display_url, embedded_tls, store_settings
 from flows.tables import DATA_ID, is_local, table_uri
 from flows.tables.delta_log import read_table_log
 
@@ -46,7 +47,7 @@ class OnlineAdapter:
 
     def __init__(self, ctx: AdapterContext):
         self.ctx = ctx
-        self.settings = store_settings(ctx.env.online_store)
+        self.settings = store_settings(ctx.env.online_store, ctx.env.tls)
         self.prefix = self.settings["prefix"]
         self._details: dict[str, dict[str, Any]] = {}
 
@@ -193,9 +194,10 @@ class OnlineAdapter:
         if self.settings["url"] is not None:
             return
         try:
-            if embedded.ensure(self.ctx.home, int(self.settings["port"]), self._ping):
+            files = resolve_tls(self.ctx.env.tls, self.ctx.home) if embedded_tls(self.settings) else None
+            if embedded.ensure(self.ctx.home, int(self.settings["port"]), self._ping, tls=files):
                 self.ctx.progress(f"started the embedded online store on 127.0.0.1:{self.settings['port']}")
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, KeyError) as exc:  # no redis-server, or TLS material that cannot be read
             raise ApplyError(str(exc)) from None
         except (RuntimeError, TimeoutError) as exc:
             raise ApplyError(str(exc), transient=True) from None
@@ -221,10 +223,12 @@ class OnlineAdapter:
                    ttl_s=spec.ttl_s, fingerprint=resource.fingerprint, prune=spec.prune, storage_options=self._options())
 
     def _options(self) -> dict[str, str]:
+        from daemon.shared import tls
         from daemon.shared.secrets import is_secret_ref, resolve_secret
 
         options = self.ctx.env.storage.storage_options
-        return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
+        resolved = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
+        return tls.object_store_options(resolved, self.ctx.env.tls, self.ctx.home)
 
 
 def _text(raw: Any) -> dict[str, str]:

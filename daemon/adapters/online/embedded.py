@@ -4,6 +4,7 @@ Used only when the environment names no store (`online_store.url` unset) and a t
 `online:`. No persistence (`--save '' --appendonly no`): after a restart the store is empty, observe sees
 no recorded version and the plan re-materialises every table, so nothing is lost that Delta does not
 hold. A pid file with the process start time lets a restarted daemon adopt it (daemon.shared.procs).
+With TLS files (the environment's `tls.cert`) it listens on TLS only: `--port 0 --tls-port PORT`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 from daemon.shared import procs
+from daemon.shared.tls import TLSFiles, redis_server_args
 
 PID_FILE = "online-redis.json"
 
@@ -30,11 +32,11 @@ def running(home: Path) -> procs.PidRecord | None:
     return record if record is not None and record.alive() else None
 
 
-def ensure(home: Path, port: int, ping, timeout_s: float = 10.0) -> bool:
+def ensure(home: Path, port: int, ping, timeout_s: float = 10.0, tls: TLSFiles | None = None) -> bool:
     """Start the embedded store unless it runs; True if this call started it. `ping()` → bool."""
     record = running(home)
     if record is not None:
-        if record.meta.get("port") == port and ping():
+        if record.meta.get("port") == port and bool(record.meta.get("tls")) == bool(tls) and ping():
             return False
         procs.stop_group(record.pid, record.start_time, grace_s=5.0)  # another port (or wedged): replace it
     binary = shutil.which("redis-server")
@@ -42,10 +44,11 @@ def ensure(home: Path, port: int, ping, timeout_s: float = 10.0) -> bool:
         raise FileNotFoundError("redis-server is not installed (apt-get install redis-server) and online_store.url is unset")
     data_dir = home / "online"
     data_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+    listen = redis_server_args(tls, port) if tls is not None else ["--port", str(port)]
+    cmd = [binary, "--bind", "127.0.0.1", *listen, "--save", "", "--appendonly", "no",
            "--dir", str(data_dir), "--protected-mode", "yes", "--daemonize", "no"]
     proc = procs.spawn(cmd, log_path=home / "logs" / "online-redis.log")
-    procs.record_for(proc, {"port": port, "cmd": "redis-server"}).write(pid_path(home))
+    procs.record_for(proc, {"port": port, "cmd": "redis-server", "tls": tls is not None}).write(pid_path(home))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -29,6 +29,7 @@ from daemon.shared.corrupt import CorruptState, read_json
 from daemon.shared.errors import ApplyError, SpecIssue
 from daemon.shared.fsio import read_json as read_json_or_none
 from daemon.shared.paths import bentoml_home
+from daemon.shared.tls import settings as tls_settings
 from flows.online.store import store_settings
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ class ServiceAdapter:
     # ---- pure helpers ------------------------------------------------------------------------------
     def launch_for(self, name: str, spec: ServiceSpec) -> Launch:
         env = self.ctx.env.services
-        return Launch(name, spec.host or env.host, spec.port or default_port(name, env.port_base), spec.workers or env.workers)
+        return Launch(name, spec.host or env.host, spec.port or default_port(name, env.port_base), spec.workers or env.workers,
+                      tls=tls_settings(self.ctx.env.tls) if self.ctx.env.tls.serving else {})
 
     def on_kubernetes(self, spec: ServiceSpec) -> bool:
         """Served by the Deployments of `manifests/<name>` (Argo CD / Flux), not by a local process."""
@@ -216,7 +218,7 @@ class ServiceAdapter:
             routing, notes = build_routing(name, spec, fingerprint=resource.fingerprint, revision=self.ctx.revision,
                                            store=store, storage_root=self.ctx.storage_root,
                                            storage_options=dict(self.ctx.env.storage.storage_options),
-                                           online_store=store_settings(self.ctx.env.online_store),
+                                           online_store=store_settings(self.ctx.env.online_store, self.ctx.env.tls),
                                            access=load_source(self.ctx.repo_dir))
         except (LookupError, ValueError, FileNotFoundError) as exc:
             raise ApplyError(f"service {name}: {exc}") from None

@@ -11,6 +11,11 @@ State lives in files under `<home>/run/services/<name>/` (see `daemon.shared.pat
 adapter), `workers/<pid>.json` (written by each worker), `serve.log`. A restarted daemon *adopts* a
 process whose pid and start time still match the record — a recycled pid never matches — so a daemon
 restart costs no service downtime. Processes survive the daemon unless `stop_all()` is called.
+
+TLS: a launch's `tls` (the environment's `tls` section, secret references kept) makes the service
+HTTPS-only — the certificate and key reach BentoML's `ssl` service config through `SPECD_TLS_*`
+(bentos/bentoml_fixes.py, which also enforces `min_version`) — and the readiness probes
+speak HTTPS and verify the service against the CA.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hashlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -28,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.shared import tls as tlslib
 from daemon.shared.fsio import atomic_write_json, read_json
 from daemon.shared.paths import bentoml_home, runtime_dir
 from daemon.shared.procs import process_start_time, processes_with_env
@@ -46,9 +53,13 @@ class Launch:
     workers: int
     target: str = SERVICE_TARGET
     env: dict[str, str] = field(default_factory=dict)
+    tls: dict[str, Any] = field(default_factory=dict)  # daemon.shared.tls.settings of the environment; {}: plain HTTP
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        data = asdict(self)
+        if not data["tls"]:
+            data.pop("tls")  # records written before TLS existed keep their fingerprint (no restart)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -71,12 +82,21 @@ def service_processes(routing_file: Path) -> list[int]:
     return processes_with_env("SPECD_ROUTING_FILE", str(routing_file))
 
 
-def is_ready(host: str, port: int, timeout: float = 1.0) -> bool:
+def is_ready(host: str, port: int, timeout: float = 1.0, tls: tlslib.TLSFiles | None = None) -> bool:
+    """GET /readyz; over HTTPS, verified against the environment's CA, when the service serves TLS."""
+    scheme = tlslib.scheme(tls)
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/readyz", timeout=timeout) as response:
+        context = tlslib.client_context(tls) if scheme == "https" else None
+        with urllib.request.urlopen(f"{scheme}://{host}:{port}/readyz", timeout=timeout, context=context) as response:
             return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, OSError, ValueError, ssl.SSLError):
         return False
+
+
+def launch_tls(launch: Launch, home: Path) -> tlslib.TLSFiles | None:
+    """The launch's TLS files (secret references resolved now); None for a plain-HTTP launch."""
+    files = tlslib.resolve(launch.tls, home) if launch.tls else None
+    return files if files is not None and files.serving else None
 
 
 class Supervisor:
@@ -131,7 +151,7 @@ class Supervisor:
             return ProcessState(name, None, False, False, None, 0, "not started")
         launch = Launch(**record["launch"])
         running = self._alive(record)
-        ready = running and probe and is_ready(launch.host, launch.port)
+        ready = running and probe and is_ready(launch.host, launch.port, tls=self._tls(launch))
         if running:
             message = "ready" if ready else "running, not ready"
         else:
@@ -163,7 +183,7 @@ class Supervisor:
             launch = Launch(**record["launch"])
             if not self._alive(record):
                 raise RuntimeError(f"service {name}: `bentoml serve` exited during start-up\n{self.log_tail(name)}")
-            if is_ready(launch.host, launch.port, timeout=0.5):
+            if is_ready(launch.host, launch.port, timeout=0.5, tls=self._tls(launch)):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"service {name}: not ready after {timeout_s or self.start_timeout_s:.0f}s\n{self.log_tail(name)}")
@@ -213,6 +233,12 @@ class Supervisor:
         return restarted
 
     # ---- internals ---------------------------------------------------------------------------------------
+    def _tls(self, launch: Launch) -> tlslib.TLSFiles | None:
+        try:
+            return launch_tls(launch, self.home)
+        except (OSError, KeyError, ValueError):  # material gone: the probe fails closed (not ready)
+            return tlslib.TLSFiles(cert="-", key="-", ca="/nonexistent")
+
     def _start(self, launch: Launch, *, restarts: int, crashes: int) -> None:
         directory = self.service_dir(launch.name)
         directory.mkdir(parents=True, exist_ok=True)
@@ -228,6 +254,15 @@ class Supervisor:
             "PYTHONPATH": os.pathsep.join(p for p in (str(CODE_ROOT), os.environ.get("PYTHONPATH", "")) if p),
             **launch.env,
         }
+        try:
+            files = launch_tls(launch, self.home)
+        except (OSError, KeyError, ValueError) as exc:  # no plaintext fallback: the service is not started
+            raise RuntimeError(f"service {launch.name}: tls: {exc}") from None
+        if files is not None:
+            env.update({"SPECD_TLS_CERTFILE": files.cert, "SPECD_TLS_KEYFILE": files.key,
+                        "SPECD_TLS_MIN_VERSION": files.min_version})
+            if files.require_client_cert:
+                env.update({"SPECD_TLS_CA_CERTS": str(files.verify_clients_with), "SPECD_TLS_CERT_REQS": str(int(ssl.CERT_REQUIRED))})
         command = [sys.executable, "-m", "bentoml", "serve", launch.target, "--host", launch.host,
                    "--port", str(launch.port), "--working-dir", str(CODE_ROOT)]
         with open(self.log_file(launch.name), "ab") as log:

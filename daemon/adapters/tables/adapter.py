@@ -40,6 +40,7 @@ from daemon.core.state import DEGRADED, HEALTHY, MISSING_OBSERVED, ApplyOutcome,
 from daemon.shared.corrupt import CorruptState
 from daemon.shared.errors import ApplyError, SpecIssue
 from daemon.shared.fsio import read_json
+from daemon.shared.tls import settings as tls_settings
 from flows.tables import (
     BUILD_KEY,
     DATA_DIGEST,
@@ -345,7 +346,7 @@ class TableAdapter:
         from flows.tables.build import BuildJob
 
         spec = resource.spec
-        return asdict(BuildJob(
+        job = asdict(BuildJob(
             name=resource.name,
             spec=dict(resource.data),
             fingerprint=resource.fingerprint,
@@ -360,7 +361,11 @@ class TableAdapter:
             allowed_modules=allowed_modules(self.ctx.env.tables.callable_modules),
             meta_digest=metadata_digest("table", resource.data),
             require_declared_privacy=self.ctx.env.privacy.require_declared,
+            tls=tls_settings(self.ctx.env.tls),
         ))
+        if not job["tls"]:
+            del job["tls"]  # deployments recorded before TLS existed keep their parameters
+        return job
 
     def build(self, resource: Resource, git_sha: str | None = None) -> ApplyOutcome:
         self._readable(resource.name)
@@ -484,9 +489,11 @@ class TableAdapter:
         options = dict(self.ctx.env.storage.storage_options)
         if not options:
             return None
+        from daemon.shared import tls
         from daemon.shared.secrets import is_secret_ref, resolve_secret
 
-        return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
+        resolved = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
+        return tls.object_store_options(resolved, self.ctx.env.tls, self.ctx.home)
 
 
 def run_build_process(job: dict[str, Any], state_dir: Path) -> dict[str, Any]:

@@ -60,6 +60,7 @@ class SourceContext:
     allowed_modules: tuple[str, ...] = DEFAULT_ALLOWED_MODULES  # `_target_` allowlist (prefixes)
     batch_rows: int = 131_072
     lineage: dict[str, Any] = field(default_factory=dict)  # readers record what they read (upstream versions)
+    tls: Mapping[str, Any] = field(default_factory=dict)  # env tls settings (refs kept): CA and required for SQL/HTTP
 
 
 def reader_module(source_type: str) -> Any:

@@ -190,7 +190,7 @@ def read(spec: HttpSource, ctx: SourceContext) -> pa.RecordBatchReader:
         except Exception as exc:
             raise SourceError(f"table {ctx.table}: source.auth.value: {exc}") from None
         headers[spec.auth.header] = f"{spec.auth.scheme} {value}" if spec.auth.scheme else value
-    client = httpx.Client(timeout=spec.timeout_s, headers=headers, follow_redirects=True)
+    client = httpx.Client(timeout=spec.timeout_s, headers=headers, follow_redirects=True, verify=_verify(url, ctx))
     fetcher = _Fetcher(spec, ctx, client, shown)
     chunks = _batches(spec, _pages(spec, ctx, fetcher, url))
     try:
@@ -221,3 +221,15 @@ def read(spec: HttpSource, ctx: SourceContext) -> pa.RecordBatchReader:
 
     reader = pa.RecordBatchReader.from_batches(schema, tables())
     return reader
+
+
+def _verify(url: str, ctx: SourceContext) -> Any:
+    """httpx `verify`: the environment's CA when `tls.ca` is set; `tls.required` refuses plain http://
+    (a literal one fails validate; this catches one that came from a secret)."""
+    from daemon.shared import tls
+
+    settings = dict(ctx.tls or {})
+    if settings.get("required") and not url.lower().startswith("https://"):
+        raise SourceError(f"table {ctx.table}: source.url: tls.required refuses a plaintext http:// API")
+    files = tls.resolve(settings, resolve=ctx.resolve_secret) if settings.get("ca") else None
+    return tls.client_context(files) if files is not None else True

@@ -76,13 +76,41 @@ def _sanitise(message: str, url: str) -> str:
     return first_line.replace(str(password), "***") if password else first_line
 
 
-def _engine(url: str, spec: SqlSource):
+def _tls_args(url: str, ctx: SourceContext | None) -> dict[str, Any]:
+    """libpq TLS options from the environment's `tls`: `sslmode=verify-full` + `sslrootcert=<tls.ca>` unless
+    the URL sets its own sslmode; `tls.required` refuses anything that does not verify the server."""
+    from sqlalchemy.engine import make_url
+
+    from daemon.shared import tls
+
+    settings = dict(ctx.tls or {}) if ctx is not None else {}
+    if url.startswith("sqlite"):
+        return {}
+    if not url.startswith("postgresql"):
+        if settings.get("required"):
+            raise SourceError(f"table {ctx.table}: source.url: tls.required supports PostgreSQL (sslmode=verify-full) and SQLite only")
+        return {}
+    query = make_url(url).query
+    files = tls.resolve(settings, resolve=ctx.resolve_secret) if settings.get("ca") else None
+    args: dict[str, Any] = {}
+    if "sslmode" not in query:
+        args = tls.libpq_options(files)
+    elif files is not None and files.ca and "sslrootcert" not in query:
+        args["sslrootcert"] = files.ca
+    mode = args.get("sslmode", query.get("sslmode"))
+    if settings.get("required") and mode not in ("verify-full", "verify-ca"):
+        raise SourceError(f"table {ctx.table}: source.url: tls.required needs sslmode=verify-full (or verify-ca), not {mode or 'none'}")
+    return args
+
+
+def _engine(url: str, spec: SqlSource, ctx: SourceContext | None = None):
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
     connect_args: dict[str, Any] = {}
     if url.startswith("postgresql"):
         connect_args["connect_timeout"] = max(1, int(spec.connect_timeout_s))
+        connect_args.update(_tls_args(url, ctx))
     elif url.startswith("sqlite"):
         connect_args["timeout"] = spec.connect_timeout_s
     elif url.startswith("mysql"):
@@ -139,7 +167,9 @@ def read(spec: SqlSource, ctx: SourceContext) -> pa.RecordBatchReader:
     from sqlalchemy import text
 
     url, where = _url(spec, ctx)
-    engine = _engine(url, spec)
+    if not url.startswith(("sqlite", "postgresql")):
+        _tls_args(url, ctx)  # tls.required: refuses other network databases
+    engine = _engine(url, spec, ctx)
     query, params = _wrapped_query(spec, ctx, engine.dialect.identifier_preparer.quote)
     try:
         connection = engine.connect()
