@@ -22,6 +22,7 @@ from typing import Any
 from daemon.shared.fsio import atomic_write_json
 
 FORMAT = 1
+VARIANT_ENV = "SPECD_VARIANT"  # set by a rendered Kubernetes Deployment: this pod serves that variant only
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,21 @@ def write_routing(path: Path, routing: Routing) -> None:
 
 
 def read_routing(path: Path) -> Routing:
-    return routing_from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    routing = routing_from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    pinned = os.environ.get(VARIANT_ENV)
+    return pin_variant(routing, pinned) if pinned else routing
+
+
+def pin_variant(routing: Routing, name: str) -> Routing:
+    """The routing of a pod that serves one variant: on Kubernetes the HTTPRoute splits traffic between
+    one Deployment per variant (daemon/core/manifests.py), so each pod routes everything to its own."""
+    from dataclasses import replace
+
+    chosen = [v for v in routing.variants if v.name == name]
+    if not chosen:
+        raise ValueError(f"{VARIANT_ENV}={name!r} is not a variant of service {routing.service!r} "
+                         f"(variants: {', '.join(v.name for v in routing.variants)})")
+    return replace(routing, variants=(replace(chosen[0], weight=1.0),))
 
 
 def file_identity(path: Path) -> tuple[int, int, int] | None:

@@ -41,7 +41,7 @@ from daemon.shared.paths import bentoml_home, journal_path, lock_path, specd_hom
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 WORKTREE = "worktree"
 # Subcommands contributed by capabilities: module with add_parser(subparsers) and run(args) -> int.
-EXTENSIONS = ("daemon.cli.models", "daemon.cli.ab", "daemon.cli.ops", "daemon.cli.erase", "daemon.cli.drift")
+EXTENSIONS = ("daemon.cli.models", "daemon.cli.ab", "daemon.cli.ops", "daemon.cli.erase", "daemon.cli.drift", "daemon.cli.render")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _revision_arg(p)
     p.add_argument("--base", default=None, metavar="REV", help="plan against this revision as if it were applied (for pull requests); shows property diffs")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON (same as --format json)")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default=None,
+                   help="text (default), json, or markdown: a pull-request comment (summary, warnings, approvals, estimates, collapsible per kind)")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes, 0 when none, 1 on error")
     p.add_argument("--all", action="store_true", help="also list unchanged resources")
     p.add_argument("-out", "--out", default=None, metavar="FILE", help="save the plan; `specd apply FILE` applies exactly it (or refuses if the world moved)")
@@ -166,7 +168,7 @@ def cmd_validate(args) -> int:
     counts: dict[str, int] = {}
     for resource in desired.graph.resources:
         counts[resource.kind] = counts.get(resource.kind, 0) + 1
-    summary = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(counts.items())) or "no resources"
+    summary = ", ".join(f"{n} {k}{'s' if n != 1 and not k.endswith('s') else ''}" for k, n in sorted(counts.items())) or "no resources"
     print(f"valid: {summary} (env {args.env})")
     return EXIT_OK
 
@@ -189,10 +191,19 @@ def cmd_plan(args) -> int:
 
         save_plan(Path(args.out), result, desired, observed)
         print(f"saved the plan to {args.out}; apply exactly it with: specd apply {args.out}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+    from daemon.core.owners import approvals_json, approvals_text, owners_by_path, required_approvals
+
+    approvals = required_approvals(result, {r.key: r.path for r in desired.graph.resources}, owners_by_path(desired.composed.docs),
+                                   desired.composed.env.approvals.model_dump())
+    form = args.format or ("json" if args.json else "text")
+    if form == "json":
+        print(json.dumps({**result.to_json(), "approvals": approvals_json(approvals)}, indent=2))
+    elif form == "markdown":
+        from daemon.core.plan_markdown import to_markdown
+
+        print(to_markdown(result, approvals, show_unchanged=args.all), end="")
     else:
-        print(result.to_text(show_unchanged=args.all))
+        print("\n".join([result.to_text(show_unchanged=args.all)] + ([""] + approvals_text(approvals, result.env) if approvals else [])))
     return EXIT_CHANGES if (args.detailed_exitcode and result.has_changes) else EXIT_OK
 
 

@@ -46,8 +46,11 @@ KINDS: tuple[Kind, ...] = (
     Kind("model", "models", "daemon.schema.model:ModelSpec", "daemon.adapters.models.adapter:ModelAdapter", "model/2", 20,  # 2: canonical row order by a row key
          metadata_fields=("description", "owners", "tags", "retrain", "prune"), data_inputs=("table",)),
     Kind("service", "services", "daemon.schema.service:ServiceSpec", "daemon.adapters.services.adapter:ServiceAdapter", "service/1", 30,
-         metadata_fields=("description",), lifecycle="daemon.adapters.services.lifecycle:hooks"),
-    Kind("dashboard", "dashboards", "daemon.schema.dashboard:DashboardSpec", "daemon.adapters.dashboards:DashboardAdapter", "dashboard/1", 40, derive="dashboards.derive:derive_all"),
+         metadata_fields=("description", "owners", "deploy"), lifecycle="daemon.adapters.services.lifecycle:hooks"),
+    Kind("manifests", "manifests", "daemon.schema.deploy:ManifestsSpec", "daemon.adapters.manifests:ManifestsAdapter", "manifests/1", 35,
+         derive="daemon.core.manifests:derive_manifests"),
+    Kind("dashboard", "dashboards", "daemon.schema.dashboard:DashboardSpec", "daemon.adapters.dashboards:DashboardAdapter", "dashboard/1", 40, derive="dashboards.derive:derive_all",
+         metadata_fields=("owners",)),
 )
 
 

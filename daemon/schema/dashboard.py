@@ -103,6 +103,7 @@ class ScrapeTargetSpec(SpecModel):
 class DashboardSpec(SpecModel):
     title: str = Field(min_length=1)
     description: str = ""
+    owners: list[str] = Field(default_factory=list)  # people or teams whose approval a change needs
     tags: list[str] = Field(default_factory=list)
     refresh: str = Field(default="30s", pattern=_DURATION)
     time_from: str = "now-6h"

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from daemon.schema.base import SecretRef, SpecModel
+from daemon.schema.deploy import ApprovalsSection, DeploySection
 from daemon.schema.tls import TLSSection
 from daemon.shared.secrets import is_secret_ref
 
@@ -175,4 +176,6 @@ class EnvironmentSpec(SpecModel):
     tables: TablesSection = TablesSection()
     online_store: OnlineStoreSection = OnlineStoreSection()
     privacy: PrivacySection = PrivacySection()
+    deploy: DeploySection = DeploySection()  # Kubernetes manifests for services with deploy target kubernetes
+    approvals: ApprovalsSection = ApprovalsSection()  # which changes need a reviewed merge by their owners
     tls: TLSSection = TLSSection()  # TLS on every socket specd opens (daemon/schema/tls.py)

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from daemon.schema.base import Ref, ResourceName, SecretRef, SpecModel
+from daemon.schema.deploy import DeploySpec
 from daemon.schema.service_promotion import ServicePromotionSpec
 
 PORT_SPAN = 800  # default ports: env.services.port_base + a stable offset in [0, PORT_SPAN)
@@ -92,6 +93,7 @@ class FeaturesFromSpec(SpecModel):
 
 class ServiceSpec(SpecModel):
     description: str = ""
+    owners: list[str] = Field(default_factory=list)  # metadata: people or teams (@org/team) whose approval a change needs
     model: ResourceName
     variants: list[VariantSpec] = Field(min_length=1)
     routing: RoutingSpec = RoutingSpec()
@@ -106,6 +108,7 @@ class ServiceSpec(SpecModel):
     artifact: ArtifactSpec = ArtifactSpec()
     features_from: FeaturesFromSpec | None = None  # serve by entity key from the online store
     promotion: ServicePromotionSpec = ServicePromotionSpec()  # online A/B verdicts become Git commits
+    deploy: DeploySpec = DeploySpec()  # metadata for the local process; target kubernetes: manifests/<name>
     prune: bool | None = None
 
     @model_validator(mode="after")

@@ -40,6 +40,7 @@ ACK_TIMEOUT_S = 60.0
 HISTORY = 20  # routings remembered per service (restorable fingerprints)
 NOT_RUNNING = "process not running"  # drift reason: the plan re-applies to start it again
 LAUNCH_CHANGED = "launch settings changed"  # drift reason: port, workers or host differ from the spec
+ON_KUBERNETES = "deploy target is kubernetes: the local process stops"  # drift reason (manifests/<name> serves it)
 
 
 class ServiceAdapter:
@@ -55,10 +56,17 @@ class ServiceAdapter:
         return Launch(name, spec.host or env.host, spec.port or default_port(name, env.port_base), spec.workers or env.workers,
                       tls=tls_settings(self.ctx.env.tls) if self.ctx.env.tls.serving else {})
 
+    def on_kubernetes(self, spec: ServiceSpec) -> bool:
+        """Served by the Deployments of `manifests/<name>` (Argo CD / Flux), not by a local process."""
+        return (spec.deploy.target or self.ctx.env.deploy.target) == "kubernetes"
+
     def describe(self, action: Action, resource: Resource | None, live: Observed | None = None) -> str:
         if resource is None:
             return "stop the service process (prediction tables are kept)"
         spec: ServiceSpec = resource.spec
+        if self.on_kubernetes(spec):
+            split = " / ".join(f"{v.name} {round(100 * w)}" for v, w in zip(spec.variants, spec.normalised_weights().values(), strict=True))
+            return f"traffic {split} on Kubernetes (manifests/{resource.name}); no local process"
         launch = self.launch_for(resource.name, spec)
         split = " / ".join(f"{v.name} {round(100 * w)}" for v, w in zip(spec.variants, spec.normalised_weights().values(), strict=True))
         return f"traffic {split} on {launch.host}:{launch.port}"
@@ -82,6 +90,11 @@ class ServiceAdapter:
         out: dict[str, Observed] = {}
         for name in sorted(set(desired) | live_names):
             resource = desired.get(name)
+            if resource is not None and self.on_kubernetes(resource.spec):  # the cluster serves it; a local copy must go
+                local = self.supervisor.routing_file(name).exists()
+                out[f"{self.kind}/{name}"] = Observed(True, resource.fingerprint, self.ctx.revision, HEALTHY,
+                                                      f"served on Kubernetes (manifests/{name})", drift=(ON_KUBERNETES,) if local else ())
+                continue
             observed = self._observe_one(name, resource)
             if resource is not None and observed.exists and observed.fingerprint == resource.fingerprint:
                 reason = self._release_drift(resource.spec, observed.details.get("variants") or {})
@@ -187,6 +200,11 @@ class ServiceAdapter:
             return ApplyOutcome(f"service {action.name} {'stopped' if stopped else 'was not running'}; routing removed")
         if action.op not in (Op.CREATE, Op.UPDATE, Op.RESTORE) or resource is None:
             return ApplyOutcome(f"nothing to do for {action.op}")
+        if self.on_kubernetes(resource.spec):
+            stopped = self.supervisor.stop(action.name)
+            self.supervisor.routing_file(action.name).unlink(missing_ok=True)
+            return ApplyOutcome(f"service {action.name} is served on Kubernetes (manifests/{action.name}); "
+                                f"local process {'stopped' if stopped else 'not running'}")
         return self.deploy(resource)
 
     def deploy(self, resource: Resource) -> ApplyOutcome:
