@@ -393,12 +393,28 @@ def _open_proposals(args) -> list[dict]:
     return [asdict(p) for p in open_proposals(source.git_dir, source.branch)]
 
 
+SHORT_LIVED = ("validate", "plan")  # one pass over the specs, then exit
+
+
+def _tune_gc() -> None:
+    """A short-lived pass over every spec allocates ~10⁶ containers and frees almost none as cycles:
+    CPython's default collector thresholds (700, 10, 10) walk them again and again (0.3 s of a cold
+    `specd plan` of 1,000 specs). The imported modules are frozen out of its way and collections made
+    rarer; the process exits soon anyway. Not for `specd run`, which lives long."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run, "status": cmd_status}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in SHORT_LIVED:
+        _tune_gc()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from daemon.shared import scrub
 

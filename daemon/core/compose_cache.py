@@ -28,6 +28,7 @@ from typing import Any
 
 from daemon.core.kinds import KINDS
 from daemon.shared.fsio import atomic_write_bytes
+from daemon.shared.gcpause import paused
 
 FORMAT = 2
 MAGIC = b"specd-compose-cache\n"
@@ -183,7 +184,8 @@ class ComposeCache:
             return
         kept = {k: v for k, v in self.entries.items() if k in self.used}
         memos = {name: memo.kept() for name, memo in self.memos.items()}
-        payload = pickle.dumps((FORMAT, kept, memos), protocol=pickle.HIGHEST_PROTOCOL)
+        with paused():  # no cycles to find among these objects: the collector only costs time here
+            payload = pickle.dumps((FORMAT, kept, memos), protocol=pickle.HIGHEST_PROTOCOL)
         header = MAGIC + f"{FORMAT} {code_digest()} {hashlib.sha256(payload).hexdigest()}\n".encode()
         atomic_write_bytes(self.path, header + payload, durable=False)  # a cache: losing it costs one slow plan
         self.dirty = False
@@ -208,7 +210,8 @@ def load(path: Path) -> tuple[dict, dict[str, dict]]:
     if version != str(FORMAT) or code != code_digest() or hashlib.sha256(payload).hexdigest() != checksum:
         return empty
     try:
-        fmt, entries, memos = pickle.loads(payload)
+        with paused(freeze=True):  # ~10⁵ long-lived objects: see daemon/shared/gcpause.py
+            fmt, entries, memos = pickle.loads(payload)
     except Exception:  # checksummed, so only a file written by a different build gets here
         return empty
     if fmt != FORMAT or not isinstance(entries, dict) or not isinstance(memos, dict):

@@ -5,12 +5,21 @@ home's own `prefect server start` is adopted or started (`LocalPrefectServer`). 
 set before anything imports prefect. Returns the server we started (the caller stops it), or None.
 An https:// API is verified against the environment's `tls.ca` (PREFECT_API_SSL_CERT_FILE, unless set);
 with `tls.required` only an https:// API is accepted (the embedded server speaks plain HTTP).
+
+The embedded server's URL is known before it is up, so PREFECT_API_URL is set first and the Prefect
+client (~1 s of CPU, 3 s on a loaded machine) is imported in a thread while the server starts: the
+first reconcile no longer pays for it after the server is healthy (issue 14: first cycle ≤ 3 s).
+The embedded server runs without CSRF protection (Prefect's default), so its client does not fetch a
+CSRF token for every reconcile's new client either (one round trip per cycle), unless the
+environment turned the server's protection on.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import threading
 from pathlib import Path
 
 from daemon.runtime.prefect_server import LocalPrefectServer, configure_client_env
@@ -34,8 +43,36 @@ def bootstrap_prefect(home: Path, env: EnvironmentSpec | None) -> LocalPrefectSe
             if files is not None and files.ca:  # Prefect's client (and every flow-run process) verifies with it
                 os.environ.setdefault("PREFECT_API_SSL_CERT_FILE", files.ca)
         log.info("using Prefect at %s", external)
+        threading.Thread(target=preload_client, name="prefect-preload", daemon=True).start()  # the first cycle waits only for what is left
         return None
     server = LocalPrefectServer(home, env.prefect.host if env else "127.0.0.1", env.prefect.port if env else 4200)
-    os.environ["PREFECT_API_URL"] = server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    if os.environ.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED", "").lower() not in ("1", "true", "yes", "on"):
+        os.environ.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "false")
+    warm = threading.Thread(target=preload_client, name="prefect-preload", daemon=True)
+    warm.start()
+    try:
+        server.start()
+    except BaseException:
+        os.environ.pop("PREFECT_API_URL", None)
+        raise
+    warm.join()  # imports hold a lock: finished here rather than half-way through a first flow run
     log.info("Prefect UI on http://%s:%d", server.host, server.port)
     return server
+
+
+# What the first flow run imported beyond `import prefect` (measured: sys.modules before and after it).
+CLIENT_MODULES = ("prefect", "prefect.flows", "prefect.tasks", "prefect.artifacts", "prefect.cache_policies",
+                  "prefect.client.orchestration", "prefect.logging.handlers", "prefect.flow_engine", "prefect.task_engine",
+                  "prefect.engine", "prefect.transactions", "prefect.utilities.visualization", "prefect.concurrency.asyncio",
+                  "prefect.concurrency.v1.asyncio", "prefect.runtime", "prefect.main", "fastapi", "pydantic.v1", "anyio._backends._asyncio")
+
+
+def preload_client() -> None:
+    """Import what a reconcile's flow run uses (daemon.runtime.prefect_runner); errors surface there."""
+    for name in CLIENT_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # reported by the flow run that needs it, with its context
+            log.debug("preloading %s failed", name, exc_info=True)
+            return

@@ -18,6 +18,7 @@ Prefect is imported inside the functions only: importing this module stays light
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Callable
@@ -106,14 +107,29 @@ async def run_plan_in_prefect(
         validate_parameters=False,
         log_prints=False,
         persist_result=False,
+        result_storage=_local_result_storage(),
     )
     async def reconcile(revision: str, env: str, changes: int) -> list[ActionResult]:
-        await acreate_markdown_artifact(markdown=plan_markdown(plan), key="specd-plan", description=f"plan for {revision[:12]}")
-        # Retries are Prefect's (above); the executor only orders, blocks and isolates.
-        return await execute(plan, as_task, max_parallel=max_parallel, retries=0, backoff_s=backoff_s, on_result=on_result)
+        # The plan artifact is written while the first actions run (one API round trip off every cycle's path).
+        artifact = asyncio.create_task(acreate_markdown_artifact(markdown=plan_markdown(plan), key="specd-plan", description=f"plan for {revision[:12]}"))
+        try:
+            # Retries are Prefect's (above); the executor only orders, blocks and isolates.
+            return await execute(plan, as_task, max_parallel=max_parallel, retries=0, backoff_s=backoff_s, on_result=on_result)
+        finally:
+            await artifact
 
     with tags("specd", f"env:{plan.env}", f"revision:{plan.revision[:12]}"):
         return await reconcile(plan.revision, plan.env, len(plan.changes))
+
+
+def _local_result_storage() -> Any:
+    """Nothing is persisted (persist_result=False), but without a storage Prefect asks the server for its
+    default result storage block on every flow run: a second, synchronous HTTP client per cycle."""
+    from pathlib import Path
+
+    from prefect.settings import get_current_settings
+
+    return Path(get_current_settings().results.local_storage_path)
 
 
 def _artifact_key(text: str) -> str:

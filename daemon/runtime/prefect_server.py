@@ -3,6 +3,16 @@
 Prefect 3 has no server-less mode (the first flow call would start a temporary server, 10–16 s, per
 run). The daemon therefore keeps one long-lived `prefect server start` (SQLite under the state home, UI
 on 127.0.0.1) and adopts it after its own restart instead of starting a second one.
+
+It runs lean (`LEAN_SERVICES`): the server's loop services that specd never needs are off, because each
+wakes every 5–20 s whether or not anything happens (issue 14: the default server burned ~1.8 s CPU per
+idle minute). Kept: the scheduler (table schedules), the task run recorder and event persister (what
+the UI shows of each reconcile: task runs, their states and events), the hourly database vacuum and the
+UI. Off: late runs (only relabels scheduled runs "Late"), foreman (work pools and workers: specd uses
+none), cancellation cleanup and pause expirations (specd's flow runs neither pause nor get cancelled
+from the UI), the repossessor (concurrency-limit leases: none are set), triggers (automations) and the
+cleanup reconciler (worker cleanup queues). Any of them is switched back on by setting its
+`PREFECT_SERVER_SERVICES_<NAME>_ENABLED` in the daemon's environment.
 """
 
 from __future__ import annotations
@@ -22,6 +32,10 @@ QUIET = {
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+}
+LEAN_SERVICES = {
+    f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
+    for name in ("LATE_RUNS", "FOREMAN", "CANCELLATION_CLEANUP", "PAUSE_EXPIRATIONS", "REPOSSESSOR", "TRIGGERS", "CLEANUP_RECONCILER")
 }
 
 
@@ -88,6 +102,7 @@ class LocalPrefectServer:
         home = prefect_home(self.home)
         home.mkdir(parents=True, exist_ok=True)
         env = {
+            **LEAN_SERVICES,  # the environment may switch one back on
             **os.environ,
             **QUIET,
             "PREFECT_HOME": str(home),

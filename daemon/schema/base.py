@@ -20,7 +20,7 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
 class SpecModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 @dataclass(frozen=True)
