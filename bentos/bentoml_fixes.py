@@ -15,11 +15,13 @@
    bento; `set_identity` puts the specd service's name and version there, from the first series on.
 3. Every API request looks its method up with `APIMethod.__get__`, which builds a new wrapper with
    `inspect.signature` each time: ~150 us per request measured on the CI machine, about as much as the
-   model call. The wrapper depends only on the method and the service instance, so it is built once
-   per instance.
+   model call. The wrapper depends only on the method, the service instance and its self-proxy (which
+   a serving worker always sets; an earlier version of this fix skipped such instances, so it never
+   applied in a real worker), so it is built once per instance and proxy.
 
 `apply()` patches the classes in place (idempotent) and fails at start-up if BentoML changed shape, so a
-BentoML upgrade cannot silently drop a fix. pyproject pins bentoml to 1.4.x.
+BentoML upgrade cannot silently drop a fix. pyproject pins bentoml to 1.4.x. `bentoml_lean` (applied with
+these) removes the rest of BentoML's per-request set-up costs; its metrics middleware does fix 2's labelling.
 """
 
 from __future__ import annotations
@@ -27,15 +29,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from bentos import bentoml_lean
 
 UNKNOWN_ENDPOINT = "unknown"
 INFRA_PATHS = frozenset({"/", "/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/schema.json"})
 STATIC_PREFIXES = ("/static_content/", "/assets/")
 
 Scope = dict[str, Any]
-ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 _extra_paths: set[str] = set()
 _identity: tuple[str, str] | None = None
 _applied = False
@@ -66,6 +69,8 @@ def serving_config(hot_paths: Iterable[str], environ: Mapping[str, str] = os.env
     tracing span on the hot paths — BentoML records one per request even without an exporter, ~20 % of
     a worker's CPU — unless SPECD_TRACE_REQUESTS=1 (with a tracing exporter configured)."""
     traced = environ.get("SPECD_TRACE_REQUESTS", "") == "1"
+    hot_paths = list(hot_paths)
+    bentoml_lean.set_untraced([] if traced else hot_paths)
     return {
         "traffic": {"timeout": 60},
         "logging": {"access": {"enabled": environ.get("SPECD_ACCESS_LOG", "") == "1"}},
@@ -132,42 +137,16 @@ async def _timeout_call(self: Any, scope: Scope, receive: Any, send: Any) -> Non
         await response(scope, receive, send)
 
 
-def _restoring(app: ASGIApp) -> ASGIApp:
-    async def restore(scope: Scope, receive: Any, send: Any) -> None:
-        raw = scope.get("specd.raw_path")
-        if raw is not None:
-            scope = {**scope, "path": raw}
-            del scope["specd.raw_path"]
-        await app(scope, receive, send)
-
-    restore.specd_restoring = True  # type: ignore[attr-defined]
-    return restore
-
-
-def _metrics_call(original: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    async def call(self: Any, scope: Scope, receive: Any, send: Any) -> None:
-        if not getattr(self.app, "specd_restoring", False):
-            self.app = _restoring(self.app)  # the next middleware sees the real path again
-        path = scope.get("path")
-        if isinstance(path, str) and scope["type"].startswith(("http", "websocket")):
-            label = endpoint_label(path)
-            if label != path:
-                scope = {**scope, "path": label, "specd.raw_path": path}
-        await original(self, scope, receive, send)
-
-    call.specd_patched = True  # type: ignore[attr-defined]
-    return call
-
-
 def _cached_get(original: Callable[..., Any]) -> Callable[..., Any]:
     def get(self: Any, instance: Any, owner: type) -> Any:
-        if instance is None or getattr(instance, "__self_proxy__", None) is not None:
+        if instance is None:
             return original(self, instance, owner)
+        proxy = getattr(instance, "__self_proxy__", None)  # a serving worker's instance always has one
         callers = instance.__dict__.setdefault("_specd_api_callers", {})
-        caller = callers.get(self.name)
-        if caller is None:
-            caller = callers[self.name] = original(self, instance, owner)
-        return caller
+        entry = callers.get(self.name)
+        if entry is None or entry[0] is not proxy:
+            entry = callers[self.name] = (proxy, original(self, instance, owner))
+        return entry[1]
 
     get.specd_patched = True  # type: ignore[attr-defined]
     return get
@@ -187,9 +166,9 @@ def apply() -> None:
         if missing:
             raise RuntimeError(f"BentoML changed {cls.__name__} (no {missing}); review bentos/bentoml_fixes.py")
     TimeoutMiddleware.__call__ = _timeout_call  # type: ignore[method-assign]
-    if not getattr(RunnerTrafficMetricsMiddleware.__call__, "specd_patched", False):
-        RunnerTrafficMetricsMiddleware.__call__ = _metrics_call(RunnerTrafficMetricsMiddleware.__call__)  # type: ignore[method-assign]
+    if not getattr(RunnerTrafficMetricsMiddleware._setup, "specd_patched", False):
         RunnerTrafficMetricsMiddleware._setup = _identified(RunnerTrafficMetricsMiddleware._setup)  # type: ignore[method-assign]
+    bentoml_lean.apply()  # its metrics middleware labels paths with `endpoint_label` (fix 2)
     if not getattr(APIMethod.__get__, "specd_patched", False):
         APIMethod.__get__ = _cached_get(APIMethod.__get__)  # type: ignore[method-assign]
     _applied = True
