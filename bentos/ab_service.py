@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -90,6 +89,24 @@ class VariantMetrics:
     feedback: Any
 
 
+class RequestIds:
+    """Request ids: 128 random bits as 32 hex digits (the shape of `uuid4().hex`), drawn from the OS 256 at
+    a time instead of one system call per request. Used on the event loop's thread only."""
+
+    BATCH = 256
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def __call__(self) -> str:
+        if self._at >= len(self._pool):
+            self._pool, self._at = os.urandom(16 * self.BATCH), 0
+        start = self._at
+        self._at = start + 16
+        return self._pool[start:self._at].hex()
+
+
 class FastJSONResponse(JSONResponse):
     """Starlette's JSONResponse encoded by orjson: the same compact UTF-8 JSON, several times faster."""
 
@@ -124,6 +141,7 @@ class ABService:
         self._log_key: tuple | None = None
         self._recent: OrderedDict[str, str] = OrderedDict()
         self._bound: dict[str, VariantMetrics] = {}
+        self._request_id = RequestIds()
         self._calls: dict[str, ModelCall] = {}  # model tag -> its calls (inline while cheap), shared with its batcher
         self._schema_key: tuple | None = None
         self.max_body = body_limit({})
@@ -289,7 +307,7 @@ class ABService:
             if arrived:
                 arrivals.end()
         elapsed = time.perf_counter() - started
-        request_id = uuid.uuid4().hex
+        request_id = self._request_id()
         self._observe(live, loaded.tag, variant_name, parsed, output, elapsed, request_id, key)
         answer: dict[str, Any] = {"request_id": request_id, "variant": variant_name, "model": live.routing.model,
                                   "model_version": loaded.tag}

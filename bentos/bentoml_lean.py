@@ -143,7 +143,14 @@ def _headers_once(original: Callable[..., None]) -> Callable[..., None]:
         if not settings:
             settings["format"] = BentoMLContainer.logging_formatting.get()
             settings["trace_id"] = bool(BentoMLContainer.http.response.trace_id.get())
-        resp.headers["Server"] = f"BentoML Service/{self.service.name}"
+        server = settings.get(self.service.name)
+        if server is None:
+            server = settings[self.service.name] = (b"server", f"BentoML Service/{self.service.name}".encode("latin-1"))
+        raw = resp.raw_headers
+        if any(name == b"server" for name, _ in raw):
+            resp.headers["Server"] = server[1].decode("latin-1")  # replaces the response's own
+        else:
+            raw.append(server)
         if trace_context.request_id is not None:
             resp.headers["X-BentoML-Request-ID"] = format(trace_context.request_id, settings["format"]["span_id"])
         if settings["trace_id"] and trace_context.trace_id is not None:
