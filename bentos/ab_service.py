@@ -130,11 +130,12 @@ def _error_response(exc: RequestError) -> JSONResponse:
 )
 class ABService:
     def __init__(self) -> None:
-        from bentos.prediction_log import DeltaLog  # noqa: F401  (fail at start, not on the first request)
+        from bentos.prediction_log import warm_up  # fail at start, not on the first request
         from bentos.service_metrics import create_metrics
         from flows.training.artifact import load_predictor
 
         die_with_arbiter()
+        warm_up()
         self.metrics = create_metrics()
         self.arrivals: Arrivals | None = None  # created on the event loop
         self.logs: dict[str, Any] = {}

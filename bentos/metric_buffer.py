@@ -15,6 +15,7 @@ class does not have the shape this relies on is returned as it is (written per u
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from bisect import bisect_left
 from typing import Any
@@ -116,7 +117,7 @@ def flush() -> None:
 def _tick(loop: asyncio.AbstractEventLoop) -> None:
     flush()
     if loop is _loop and not loop.is_closed():
-        loop.call_later(FLUSH_S, _tick, loop)
+        loop.call_later(FLUSH_S, _tick, loop, context=contextvars.Context())
 
 
 def ensure_flushing() -> None:
@@ -126,4 +127,5 @@ def ensure_flushing() -> None:
     if loop is not _loop:
         flush()  # sums left by a loop that ended
         _loop = loop
-        loop.call_later(FLUSH_S, _tick, loop)
+        # an empty context: scheduled from a request, the handle would keep that request's context alive
+        loop.call_later(FLUSH_S, _tick, loop, context=contextvars.Context())
