@@ -41,6 +41,7 @@ from bentos.api_schema import FeedbackRequest, FeedbackResponse, PredictResponse
 from bentos.batching import Arrivals, Batcher, ModelCall, predict_unbatched
 from bentos.live_routing import Live, RoutingWatcher
 from bentos.request_body import body_limit, closes_connection, read_body
+from bentos.request_ids import RequestIds
 from bentos.validation import RequestError, check_api_key, parse_body, sticky_key_of, validate_request
 from bentos.worker import die_with_arbiter, storage_options
 
@@ -87,24 +88,6 @@ class VariantMetrics:
     duration: Any
     prediction: Any
     feedback: Any
-
-
-class RequestIds:
-    """Request ids: 128 random bits as 32 hex digits (the shape of `uuid4().hex`), drawn from the OS 256 at
-    a time instead of one system call per request. Used on the event loop's thread only."""
-
-    BATCH = 256
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._at = 0
-
-    def __call__(self) -> str:
-        if self._at >= len(self._pool):
-            self._pool, self._at = os.urandom(16 * self.BATCH), 0
-        start = self._at
-        self._at = start + 16
-        return self._pool[start:self._at].hex()
 
 
 class FastJSONResponse(JSONResponse):

@@ -158,3 +158,43 @@ def test_a_model_that_turns_slow_leaves_the_event_loop():
 
     call = asyncio.run(main())
     assert not call.inline and call.thread_calls >= 4
+
+
+def test_request_ids_are_random_128_bit_hex_and_unique():
+    from bentos.request_ids import RequestIds
+
+    ids = RequestIds()
+    drawn = [ids() for _ in range(3 * RequestIds.BATCH + 7)]  # across several refills of the pool
+    assert len(set(drawn)) == len(drawn)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in drawn)
+    assert RequestIds()() not in drawn  # another worker's ids are not a replay of these
+
+
+def test_a_cancelled_request_is_not_taken_for_a_timeout():
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    bentoml_fixes.apply()
+    sent: list[dict] = []
+
+    async def slow(scope, receive, send):
+        await asyncio.sleep(5)
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def main():
+        middleware = TimeoutMiddleware(slow, timeout=60)
+        task = asyncio.create_task(middleware({"type": "http", "path": "/predict", "method": "POST", "headers": []}, receive, send))
+        await asyncio.sleep(0.05)
+        task.cancel()  # the client went away
+        try:
+            await task
+        except asyncio.CancelledError:
+            deadlines = middleware._specd_deadlines
+            return "cancelled", len(deadlines.pending), len(deadlines.expired)
+        return "finished", -1, -1
+
+    assert asyncio.run(main()) == ("cancelled", 0, 0) and sent == []
