@@ -153,7 +153,7 @@ class ABService:
         if not batching.get("enabled", True):
             return None
         service = settings.get("service_name", "")
-        histogram = self.metrics.batch_size.labels(service, variant)
+        histogram = metric_buffer.buffered(self.metrics.batch_size.labels(service, variant))
         return Batcher(
             self._call_of(predictor),
             max_batch_size=int(batching.get("max_batch_size", 64)),
