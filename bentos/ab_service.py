@@ -20,11 +20,9 @@ this service's name and version (the routing fingerprint). Their bodies are read
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,16 +30,18 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bentos import access, bentoml_fixes, online_features
+from bentos import access, bentoml_fixes, metric_buffer, online_features
 from bentos.api_schema import FeedbackRequest, FeedbackResponse, PredictResponse, predict_schemas
-from bentos.batching import Arrivals, Batcher, predict_unbatched
+from bentos.batching import Arrivals, Batcher, ModelCall, predict_unbatched
 from bentos.live_routing import Live, RoutingWatcher
 from bentos.request_body import body_limit, closes_connection, read_body
+from bentos.request_ids import RequestIds
 from bentos.validation import RequestError, check_api_key, parse_body, sticky_key_of, validate_request
 from bentos.worker import die_with_arbiter, storage_options
 
@@ -90,9 +90,19 @@ class VariantMetrics:
     feedback: Any
 
 
+class FastJSONResponse(JSONResponse):
+    """Starlette's JSONResponse encoded by orjson: the same compact UTF-8 JSON, several times faster."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except TypeError:  # what orjson does not encode (an int beyond 64 bits): the standard encoder
+            return super().render(content)
+
+
 def _error_response(exc: RequestError) -> JSONResponse:
     headers = {"Connection": "close"} if closes_connection(exc) else None
-    return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+    return FastJSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
 
 
 @bentoml.asgi_app(status_app, path="/")
@@ -103,17 +113,20 @@ def _error_response(exc: RequestError) -> JSONResponse:
 )
 class ABService:
     def __init__(self) -> None:
-        from bentos.prediction_log import DeltaLog  # noqa: F401  (fail at start, not on the first request)
+        from bentos.prediction_log import warm_up  # fail at start, not on the first request
         from bentos.service_metrics import create_metrics
         from flows.training.artifact import load_predictor
 
         die_with_arbiter()
+        warm_up()
         self.metrics = create_metrics()
         self.arrivals: Arrivals | None = None  # created on the event loop
         self.logs: dict[str, Any] = {}
         self._log_key: tuple | None = None
         self._recent: OrderedDict[str, str] = OrderedDict()
         self._bound: dict[str, VariantMetrics] = {}
+        self._request_id = RequestIds()
+        self._calls: dict[str, ModelCall] = {}  # model tag -> its calls (inline while cheap), shared with its batcher
         self._schema_key: tuple | None = None
         self.max_body = body_limit({})
         routing_file = os.environ.get(ROUTING_ENV)
@@ -131,6 +144,7 @@ class ABService:
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
         self.watcher.stop()
+        metric_buffer.flush()
         for delta_log in self.logs.values():
             delta_log.close()
 
@@ -139,14 +153,20 @@ class ABService:
         if not batching.get("enabled", True):
             return None
         service = settings.get("service_name", "")
-        histogram = self.metrics.batch_size.labels(service, variant)
+        histogram = metric_buffer.buffered(self.metrics.batch_size.labels(service, variant))
         return Batcher(
-            predictor.predict,
+            self._call_of(predictor),
             max_batch_size=int(batching.get("max_batch_size", 64)),
             max_latency_ms=float(batching.get("max_latency_ms", 50.0)),
             arrivals=self._arrivals_ref(),
             on_batch=histogram.observe,
         )
+
+    def _call_of(self, predictor: Any) -> ModelCall:
+        call = self._calls.get(predictor.tag)
+        if call is None:
+            call = self._calls[predictor.tag] = ModelCall(predictor.predict)
+        return call
 
     def _arrivals_ref(self) -> Arrivals:
         if self.arrivals is None:
@@ -166,13 +186,14 @@ class ABService:
                 if loaded.batcher is not None and id(loaded.batcher) not in kept:
                     loaded.batcher.retire()  # requests already queued on it still finish there
         self._bound = {name: self._bind(service, name) for name in new.variants}
+        self._calls = {v.tag: self._call_of(v.predictor) for v in new.variants.values()}
         self._publish(new)
         self._configure_logs(new)
 
     def _bind(self, service: str, variant: str) -> VariantMetrics:
-        m = self.metrics
-        return VariantMetrics(m.requests.labels(service, variant, "200"), m.duration.labels(service, variant),
-                              m.prediction.labels(service, variant), m.feedback.labels(service, variant))
+        m, b = self.metrics, metric_buffer.buffered  # summed in memory, written 4x a second
+        return VariantMetrics(b(m.requests.labels(service, variant, "200")), b(m.duration.labels(service, variant)),
+                              b(m.prediction.labels(service, variant)), b(m.feedback.labels(service, variant)))
 
     def _publish(self, live: Live) -> None:
         """What BentoML shows of this service: its name and version in the built-in metrics, and the
@@ -229,6 +250,7 @@ class ABService:
 
     async def handle_predict(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
+        metric_buffer.ensure_flushing()
         arrivals = self._arrivals_ref()
         arrivals.begin()
         arrived = True
@@ -255,7 +277,7 @@ class ABService:
             if loaded.batcher is not None:
                 output = await loaded.batcher.submit(parsed.columns, parsed.rows)
             else:
-                output = await predict_unbatched(loaded.predictor.predict, parsed.columns)
+                output = await predict_unbatched(self._call_of(loaded.predictor), parsed.columns)
         except RequestError as exc:
             if exc.status >= 500:
                 log.warning("predict: %s", exc)
@@ -271,7 +293,7 @@ class ABService:
             if arrived:
                 arrivals.end()
         elapsed = time.perf_counter() - started
-        request_id = uuid.uuid4().hex
+        request_id = self._request_id()
         self._observe(live, loaded.tag, variant_name, parsed, output, elapsed, request_id, key)
         answer: dict[str, Any] = {"request_id": request_id, "variant": variant_name, "model": live.routing.model,
                                   "model_version": loaded.tag}
@@ -283,7 +305,7 @@ class ABService:
             answer["predictions"] = output["prediction"]
             if "probability" in output:
                 answer["probabilities"] = output["probability"]
-        return JSONResponse(answer, headers={"X-Request-Id": request_id, "X-Specd-Variant": variant_name})
+        return FastJSONResponse(answer, headers={"X-Request-Id": request_id, "X-Specd-Variant": variant_name})
 
     def _observe(self, live: Live, tag: str, variant: str, parsed: Any, output: dict[str, list], elapsed: float,
                  request_id: str, key: str | None) -> None:
@@ -313,7 +335,7 @@ class ABService:
                 "model_tag": tag, "routing_fingerprint": live.routing.fingerprint, "sticky_key": key,
                 "prediction": str(output["prediction"][row]), "probability": probability,
                 "latency_ms": elapsed * 1000.0,
-                "features": json.dumps({name: values[row] for name, values in parsed.columns.items()}),
+                "features": orjson.dumps({name: values[row] for name, values in parsed.columns.items()}).decode(),
             })
 
     def _log_failure(self, live: Live | None, variant: str, elapsed: float) -> None:
@@ -330,6 +352,7 @@ class ABService:
         })
 
     async def handle_feedback(self, request: Request) -> JSONResponse:
+        metric_buffer.ensure_flushing()
         live = self.watcher.live
         service = live.routing.service if live else "unknown"
         try:
@@ -361,7 +384,7 @@ class ABService:
             label = int(label)  # 1.0 and 1 are the same class
         accepted = feedback_log.record({"request_id": request_id, "row": row, "ts": datetime.now(UTC), "service": service,
                                         "variant": variant, "label": str(label)}) if feedback_log else False
-        return JSONResponse({"accepted": accepted, "request_id": request_id, "variant": variant}, status_code=202)
+        return FastJSONResponse({"accepted": accepted, "request_id": request_id, "variant": variant}, status_code=202)
 
     def status(self) -> dict[str, Any]:
         out = self.watcher.status()

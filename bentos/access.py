@@ -61,8 +61,10 @@ class AccessMiddleware:
             return await self.app(scope, receive, send)
         live = _live()
         settings = (live.settings.get("access") if live is not None else None) or None
+        if settings is None:  # no policy: nothing to check
+            return await self.app(scope, receive, send)
         action = action_of(scope["method"], scope.get("specd.raw_path") or scope["path"])
-        if settings is None or action is None:
+        if action is None:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         key_header = ((live.settings.get("auth") or {}).get("header") or "X-API-Key").lower()

@@ -29,6 +29,7 @@ class RawRequestInput(IODescriptor):
     """An input spec that documents a schema but passes the raw request on (the service validates)."""
 
     __root_input__: ClassVar[bool] = True
+    specd_raw_request: ClassVar[bool] = True  # bentoml_lean: the API is awaited with the request directly
 
     @classmethod
     async def from_http_request(cls, request: Any, serde: Any) -> Any:  # type: ignore[override]

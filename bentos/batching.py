@@ -9,6 +9,14 @@ The policy: a batch starts as soon as the model is free. While it runs, new requ
 next batch (up to `max_batch_size` rows). When the model is idle and requests are known to be arriving
 (accepted by the worker but not yet routed), the batcher waits for them, at most `max_latency_ms` after
 its first request. At low load that costs nothing; at high load batches fill by themselves.
+
+Where a model call runs (`ModelCall`): a thread keeps the event loop free while a slow model computes,
+but the hop costs a thread wake-up, a future and a loop wake-up each way (~50-100 us of CPU, as much as a
+small tabular model's whole call). So a call runs inline on the event loop while the running estimate of
+its duration is under `INLINE_MAX_S`, and in a thread otherwise. The estimate is the shortest wall time
+of the last `WINDOW` calls (wall, so a model that waits on I/O or a device counts as slow; the shortest,
+so a busy machine's preemptions do not count); both ways keep measuring, so a model (or a batch size)
+that turns slow for good moves to the thread within `WINDOW` calls.
 """
 
 from __future__ import annotations
@@ -21,6 +29,43 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PredictFn = Callable[[dict[str, list[Any]]], dict[str, list[Any]]]
+INLINE_MAX_S = 0.002  # a call this short blocks the loop for less than a thread hop's wake-ups would add
+WINDOW = 16  # recent calls the estimate looks at
+
+
+class ModelCall:
+    """A model's predict function, called inline while it is cheap and in a thread when it is not."""
+
+    def __init__(self, predict: PredictFn, inline_max_s: float = INLINE_MAX_S):
+        self._predict = predict
+        self.inline_max_s = inline_max_s
+        self._recent: deque[float] = deque(maxlen=WINDOW)  # wall seconds of the latest calls
+        self.inline_calls = 0
+        self.thread_calls = 0
+
+    @property
+    def estimate_s(self) -> float | None:
+        """The shortest of the recent calls: a busy machine's preemptions stretch some calls, never all."""
+        return min(self._recent) if self._recent else None
+
+    @property
+    def inline(self) -> bool:
+        estimate = self.estimate_s
+        return estimate is not None and estimate <= self.inline_max_s
+
+    def _timed(self, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        started = time.perf_counter()
+        try:
+            return self._predict(columns)
+        finally:
+            self._recent.append(time.perf_counter() - started)
+
+    async def __call__(self, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if self.inline:
+            self.inline_calls += 1
+            return self._timed(columns)
+        self.thread_calls += 1
+        return await asyncio.to_thread(self._timed, columns)
 
 
 class Arrivals:
@@ -56,14 +101,14 @@ class _Job:
 class Batcher:
     def __init__(
         self,
-        predict: PredictFn,
+        predict: PredictFn | ModelCall,
         *,
         max_batch_size: int,
         max_latency_ms: float,
         arrivals: Arrivals | None = None,
         on_batch: Callable[[int], None] = lambda rows: None,
     ):
-        self._predict = predict
+        self._predict = predict if isinstance(predict, ModelCall) else ModelCall(predict)
         self.max_batch_size = max_batch_size
         self.max_latency = max_latency_ms / 1000.0
         self._arrivals = arrivals
@@ -124,7 +169,7 @@ class Batcher:
             return
         columns = {name: [v for job in live for v in job.columns[name]] for name in live[0].columns}
         try:
-            output = await asyncio.to_thread(self._predict, columns)
+            output = await self._predict(columns)
         except Exception as exc:  # the model failed: every request of the batch gets the error
             for job in live:
                 if not job.future.done():
@@ -139,5 +184,5 @@ class Batcher:
                 job.future.set_result(part)
 
 
-async def predict_unbatched(predict: PredictFn, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    return await asyncio.to_thread(predict, columns)
+async def predict_unbatched(predict: ModelCall, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    return await predict(columns)

@@ -6,8 +6,9 @@
    requests' worth of objects, and every full garbage collection walks them — measured 150-550 ms pauses
    every 2-5 s in the A/B service and in a plain single-model BentoML service, i.e. the p99 at one
    connection. The replacement keeps the semantics (504 when no response has started within the
-   timeout; no limit once it has) with `asyncio.timeout`, which is cancelled with the request and needs
-   no extra task per request.
+   timeout; no limit once it has): a request is entered in a table of deadlines that one periodic sweep
+   checks (at most `timeout / 4`, and 1 s, late), so a finished request leaves nothing behind and costs
+   no timer of its own.
 2. `RunnerTrafficMetricsMiddleware` labels `bentoml_service_request_*` with the raw request path, so any
    client can create new metric series (`GET /x1`, `/x2`, ...) until Prometheus chokes. Paths that are
    not routes of the service are labelled `unknown` instead (static files of the docs UI by their prefix).
@@ -15,27 +16,31 @@
    bento; `set_identity` puts the specd service's name and version there, from the first series on.
 3. Every API request looks its method up with `APIMethod.__get__`, which builds a new wrapper with
    `inspect.signature` each time: ~150 us per request measured on the CI machine, about as much as the
-   model call. The wrapper depends only on the method and the service instance, so it is built once
-   per instance.
+   model call. The wrapper depends only on the method, the service instance and its self-proxy (which
+   a serving worker always sets; an earlier version of this fix skipped such instances, so it never
+   applied in a real worker), so it is built once per instance and proxy.
 
 `apply()` patches the classes in place (idempotent) and fails at start-up if BentoML changed shape, so a
-BentoML upgrade cannot silently drop a fix. pyproject pins bentoml to 1.4.x.
+BentoML upgrade cannot silently drop a fix. pyproject pins bentoml to 1.4.x. `bentoml_lean` (applied with
+these) removes the rest of BentoML's per-request set-up costs; its metrics middleware does fix 2's labelling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from bentos import bentoml_lean
 
 UNKNOWN_ENDPOINT = "unknown"
 INFRA_PATHS = frozenset({"/", "/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/schema.json"})
 STATIC_PREFIXES = ("/static_content/", "/assets/")
 
 Scope = dict[str, Any]
-ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 _extra_paths: set[str] = set()
 _identity: tuple[str, str] | None = None
 _applied = False
@@ -66,6 +71,8 @@ def serving_config(hot_paths: Iterable[str], environ: Mapping[str, str] = os.env
     tracing span on the hot paths — BentoML records one per request even without an exporter, ~20 % of
     a worker's CPU — unless SPECD_TRACE_REQUESTS=1 (with a tracing exporter configured)."""
     traced = environ.get("SPECD_TRACE_REQUESTS", "") == "1"
+    hot_paths = list(hot_paths)
+    bentoml_lean.set_untraced([] if traced else hot_paths)
     config: dict[str, Any] = {
         "traffic": {"timeout": 60},
         "logging": {"access": {"enabled": environ.get("SPECD_ACCESS_LOG", "") == "1"}},
@@ -145,67 +152,96 @@ def endpoint_label(path: str) -> str:
     return UNKNOWN_ENDPOINT
 
 
+class _Deadlines:
+    """The in-flight HTTP requests of one timeout middleware on one event loop, and when each must have
+    begun its response. One sweep every `interval` cancels the late ones: a request costs a dict insert
+    and delete, not a timer in the loop's heap (scheduled and cancelled per request, ~4 % of a request)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop, self.timeout = loop, timeout
+        self.interval = min(1.0, max(timeout / 4, 0.001))
+        self.pending: dict[asyncio.Task, float] = {}
+        self.expired: set[asyncio.Task] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, task: asyncio.Task) -> None:
+        self.pending[task] = self.loop.time() + self.timeout
+        if self._handle is None:
+            self._handle = self.loop.call_later(self.interval, self._sweep, context=contextvars.Context())
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        late = [task for task, deadline in self.pending.items() if deadline <= now]
+        for task in late:
+            del self.pending[task]
+            self.expired.add(task)
+            task.cancel()  # delivered at the task's next step: no response can start before it
+        # an empty context: a handle scheduled from a request would keep that request's context alive
+        self._handle = self.loop.call_later(self.interval, self._sweep, context=contextvars.Context()) if self.pending else None
+
+
+def _deadlines(middleware: Any) -> _Deadlines:
+    loop = asyncio.get_running_loop()
+    deadlines = middleware.__dict__.get("_specd_deadlines")
+    if deadlines is None or deadlines.loop is not loop:
+        deadlines = middleware._specd_deadlines = _Deadlines(loop, middleware.timeout)
+    return deadlines
+
+
 async def _timeout_call(self: Any, scope: Scope, receive: Any, send: Any) -> None:
-    if scope["type"] not in ("http", "websocket"):
+    if scope["type"] == "websocket":
+        return await _timeout_websocket(self, scope, receive, send)
+    if scope["type"] != "http":
         return await self.app(scope, receive, send)
-    deadline = asyncio.timeout(self.timeout)
+    task = asyncio.current_task()
+    deadlines = _deadlines(self)
+    deadlines.add(task)
     started = False
 
     async def _send(message: dict[str, Any]) -> None:
         nonlocal started
         if not started:
             started = True
-            deadline.reschedule(None)  # the response has begun: no time limit for the rest
+            deadlines.pending.pop(task, None)  # the response has begun: no time limit for the rest
         await send(message)
 
     try:
-        async with deadline:
-            await self.app(scope, receive, _send)
-    except TimeoutError:
-        if started or not deadline.expired() or scope["type"] != "http":
-            raise  # the app's own TimeoutError, not ours
+        await self.app(scope, receive, _send)
+    except asyncio.CancelledError:
+        if task not in deadlines.expired or started:
+            raise  # the client went away, or the server is stopping
+        deadlines.expired.discard(task)
+        task.uncancel()
         from starlette.responses import JSONResponse
 
         response = JSONResponse({"error": f"Not able to process the request in {self.timeout} seconds"}, status_code=504)
         await response(scope, receive, send)
+    finally:
+        deadlines.pending.pop(task, None)
+        deadlines.expired.discard(task)
 
 
-def _restoring(app: ASGIApp) -> ASGIApp:
-    async def restore(scope: Scope, receive: Any, send: Any) -> None:
-        raw = scope.get("specd.raw_path")
-        if raw is not None:
-            scope = {**scope, "path": raw}
-            del scope["specd.raw_path"]
-        await app(scope, receive, send)
+async def _timeout_websocket(self: Any, scope: Scope, receive: Any, send: Any) -> None:
+    deadline = asyncio.timeout(self.timeout)
 
-    restore.specd_restoring = True  # type: ignore[attr-defined]
-    return restore
+    async def _send(message: dict[str, Any]) -> None:
+        deadline.reschedule(None)  # the connection has begun: no time limit for the rest
+        await send(message)
 
-
-def _metrics_call(original: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    async def call(self: Any, scope: Scope, receive: Any, send: Any) -> None:
-        if not getattr(self.app, "specd_restoring", False):
-            self.app = _restoring(self.app)  # the next middleware sees the real path again
-        path = scope.get("path")
-        if isinstance(path, str) and scope["type"].startswith(("http", "websocket")):
-            label = endpoint_label(path)
-            if label != path:
-                scope = {**scope, "path": label, "specd.raw_path": path}
-        await original(self, scope, receive, send)
-
-    call.specd_patched = True  # type: ignore[attr-defined]
-    return call
+    async with deadline:
+        await self.app(scope, receive, _send)
 
 
 def _cached_get(original: Callable[..., Any]) -> Callable[..., Any]:
     def get(self: Any, instance: Any, owner: type) -> Any:
-        if instance is None or getattr(instance, "__self_proxy__", None) is not None:
+        if instance is None:
             return original(self, instance, owner)
+        proxy = getattr(instance, "__self_proxy__", None)  # a serving worker's instance always has one
         callers = instance.__dict__.setdefault("_specd_api_callers", {})
-        caller = callers.get(self.name)
-        if caller is None:
-            caller = callers[self.name] = original(self, instance, owner)
-        return caller
+        entry = callers.get(self.name)
+        if entry is None or entry[0] is not proxy:
+            entry = callers[self.name] = (proxy, original(self, instance, owner))
+        return entry[1]
 
     get.specd_patched = True  # type: ignore[attr-defined]
     return get
@@ -225,9 +261,9 @@ def apply() -> None:
         if missing:
             raise RuntimeError(f"BentoML changed {cls.__name__} (no {missing}); review bentos/bentoml_fixes.py")
     TimeoutMiddleware.__call__ = _timeout_call  # type: ignore[method-assign]
-    if not getattr(RunnerTrafficMetricsMiddleware.__call__, "specd_patched", False):
-        RunnerTrafficMetricsMiddleware.__call__ = _metrics_call(RunnerTrafficMetricsMiddleware.__call__)  # type: ignore[method-assign]
+    if not getattr(RunnerTrafficMetricsMiddleware._setup, "specd_patched", False):
         RunnerTrafficMetricsMiddleware._setup = _identified(RunnerTrafficMetricsMiddleware._setup)  # type: ignore[method-assign]
+    bentoml_lean.apply()  # its metrics middleware labels paths with `endpoint_label` (fix 2)
     if not getattr(APIMethod.__get__, "specd_patched", False):
         APIMethod.__get__ = _cached_get(APIMethod.__get__)  # type: ignore[method-assign]
     _applied = True

@@ -47,7 +47,7 @@ def build(routing_file: Path) -> str:
             description=f"specd service {routing.service} at {routing.revision[:12]}",
             include=["bentos/**/*.py", "daemon/**/*.py", "flows/**/*.py", "routing.json"],
             envs=[BentoEnvSchema(name="SPECD_ROUTING_FILE", value=BENTO_ROUTING)],
-            python={"packages": ["torch", "numpy", "pydantic", "pydantic-settings", "deltalake", "pyarrow", "PyYAML"]},
+            python={"packages": ["torch", "numpy", "pydantic", "pydantic-settings", "deltalake", "pyarrow", "PyYAML", "orjson"]},
             models=sorted({v.model_tag for v in routing.variants}),
             build_ctx=str(context),
         )

@@ -14,8 +14,10 @@ import hashlib
 import json
 import os
 import random
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +46,22 @@ class Routing:
     sticky_header: str | None
     settings: Mapping[str, Any]  # batching, limits, auth hashes, logging: everything else, as written
 
-    @property
+    @cached_property
     def live_variants(self) -> tuple[Variant, ...]:
         return tuple(v for v in self.variants if v.weight > 0)
+
+    @cached_property
+    def _cumulative(self) -> tuple[float, ...]:
+        """Upper ends of each live variant's share of [0, 1), computed once per routing (not per request)."""
+        return cumulative_shares(self.live_variants)
 
     def choose(self, sticky_key: str | None = None, draw: float | None = None) -> Variant:
         """Weighted choice; a sticky key always lands on the same variant for the same weights."""
         point = sticky_point(self.service, sticky_key) if sticky_key is not None else (random.random() if draw is None else draw)
-        return pick(self.live_variants, point)
+        variants = self.live_variants
+        if not variants:
+            raise ValueError("routing has no variant with a positive weight")
+        return variants[min(bisect_right(self._cumulative, point), len(variants) - 1)]
 
 
 def sticky_point(service: str, key: str) -> float:
@@ -59,16 +69,21 @@ def sticky_point(service: str, key: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def pick(variants: Sequence[Variant], point: float) -> Variant:
-    if not variants:
-        raise ValueError("routing has no variant with a positive weight")
+def cumulative_shares(variants: Sequence[Variant]) -> tuple[float, ...]:
     total = sum(v.weight for v in variants)
+    shares: list[float] = []
     cumulative = 0.0
     for variant in variants:
         cumulative += variant.weight / total
-        if point < cumulative:
-            return variant
-    return variants[-1]  # float rounding at the top end
+        shares.append(cumulative)
+    return tuple(shares)
+
+
+def pick(variants: Sequence[Variant], point: float) -> Variant:
+    if not variants:
+        raise ValueError("routing has no variant with a positive weight")
+    # the first variant whose cumulative share is above the point; the last one for float rounding at the top
+    return variants[min(bisect_right(cumulative_shares(variants), point), len(variants) - 1)]
 
 
 def key_digest(api_key: str) -> str:

@@ -1,17 +1,20 @@
 """Benchmark of the A/B service against a bare Starlette + uvicorn app and a single-model BentoML
-service serving the same predictor, adaptive batching, and how fast a routing swap (a rollback) reaches
-100 % of traffic.
+service serving the same predictor, BentoML's own ceiling, adaptive batching, and how fast a routing
+swap (a rollback) reaches 100 % of traffic.
 
     python tests/bench/bench_services.py [--size SECONDS] [--rounds N]
 
-The three servers run at once on 127.0.0.1 (one worker process each, same model, same request body);
+The four servers run at once on 127.0.0.1 (one worker process each, same model, same request body);
+the fourth, `trivial_bento.py`, is the bare app's endpoint as a BentoML API (same settings and fixes as
+specd's services), so trivial/bare is what BentoML's HTTP stack itself leaves reachable.
 `wrk` (Debian package) drives them in turn, bounded in time (`--size` seconds per run) and connections.
 Each run also reads the CPU time the server's processes used per request (from /proc), a figure that
 other load on the machine disturbs much less than requests per second. Each round measures all three at 8 connections and at 1, interleaved, so that noise from other load on
 the machine hits them alike; figures are min / median / max over the rounds and compare numbers
-measured in this run only:
+measured in this run only, with the 1-minute load average seen during the runs:
 
     ratio throughput ab/bare at c8     (target >= 0.8)
+    ratio throughput trivial-bentoml/bare at c8   (BentoML's ceiling)
     p50 / p99 ms at c1 of A/B, bare, single-model   (A/B p99 target <= 10 ms)
     added p50 ms at c1, A/B - single    (target <= 1 ms)
     ratio batching on/off at concurrency 32
@@ -74,8 +77,10 @@ def serve_bare(port: int, tag: str, store: str) -> None:
 
 def start_bare(port: int, tag: str, store: Path, log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
+        # a session of its own, like every service the supervisor starts: with the kernel's autogroup
+        # scheduling, CPU time is shared between sessions, so all servers must compete alike
         proc = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(port), tag, str(store)],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -180,56 +185,81 @@ def main() -> int:
     try:
         models = cs.make_models(home)
         cs.release(home, "bench-m1", models["a"], (models["b"],))
-        ab_port, single_port, bare_port = cs.free_port(), cs.free_port(), cs.free_port()
+        ab_port, single_port, bare_port, trivial_port = cs.free_port(), cs.free_port(), cs.free_port(), cs.free_port()
         spec = cs.service_spec(ab_port, workers=1, prediction_log={"enabled": True, "flush_interval_s": 1.0})
         spec_unbatched = cs.service_spec(ab_port, workers=1, prediction_log={"enabled": True, "flush_interval_s": 1.0},
                                          batching={"enabled": False})
         supervisor.ensure(Launch("single", "127.0.0.1", single_port, 1, target="bentos.single_model:SingleModel",
                                  env={"SPECD_MODEL_TAG": models["a"]}), wait=False)
+        supervisor.ensure(Launch("trivial", "127.0.0.1", trivial_port, 1, target="tests.bench.trivial_bento:Trivial",
+                                 env={"SPECD_MODEL_TAG": models["a"]}), wait=False)
         adapter = cs.adapter(home)
         cs.deploy(adapter, cs.resource(spec_unbatched, "bench-fp0"))
         supervisor.wait_ready("single")
+        supervisor.wait_ready("trivial")
         store = bentoml_home(home)
         bare = start_bare(bare_port, models["a"], store, home / "bare.log")
         urls = {name: f"http://127.0.0.1:{port}/predict" for name, port in
-                (("ab", ab_port), ("bare", bare_port), ("single", single_port))}
-        same = post(urls["bare"]) == post(urls["single"])  # the same predictor behind both baselines
+                (("ab", ab_port), ("bare", bare_port), ("single", single_port), ("trivial", trivial_port))}
+        same = post(urls["bare"]) == post(urls["single"]) == post(urls["trivial"])  # the same predictor behind the baselines
         for url in urls.values():  # warm up
             wrk(url, 1, 4, script)
         processes = {"ab": lambda: service_processes(supervisor.routing_file("penguin_api")),
-                     "single": lambda: service_processes(supervisor.routing_file("single")), "bare": lambda: [bare.pid]}
+                     "single": lambda: service_processes(supervisor.routing_file("single")), "bare": lambda: [bare.pid],
+                     "trivial": lambda: service_processes(supervisor.routing_file("trivial"))}
         runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+        loads: list[float] = []
         for _ in range(max(3, args.rounds)):
             for connections in (8, 1):
                 for name, url in urls.items():
                     runs.setdefault((name, connections), []).append(wrk(url, args.size, connections, script, processes[name]()))
+                    loads.append(os.getloadavg()[0])
         unbatched_c32 = wrk(urls["ab"], args.size, 32, script)
+        # where the c1 tail comes from: the same runs without the prediction log, then with batching on
+        spec_nolog = cs.service_spec(ab_port, workers=1, prediction_log={"enabled": False}, batching={"enabled": False})
+        cs.deploy(adapter, cs.resource(spec_nolog, "bench-fp-nolog"))
+        nolog_c1 = [wrk(urls["ab"], args.size, 1, script) for _ in range(3)]
         cs.deploy(adapter, cs.resource(spec, "bench-fp1"))  # batching on: a routing change, no restart
+        batched_c1 = [wrk(urls["ab"], args.size, 1, script) for _ in range(3)]
         batched_c32 = wrk(urls["ab"], args.size, 32, script)
         swap_s, apply_s = swap_time(urls["ab"], adapter, spec, home, models)
-        errors = sum(r["errors"] for results in runs.values() for r in results) + unbatched_c32["errors"] + batched_c32["errors"]
+        extra = [unbatched_c32, batched_c32, *nolog_c1, *batched_c1]
+        errors = sum(r["errors"] for results in runs.values() for r in results) + sum(r["errors"] for r in extra)
 
         def column(name: str, connections: int, key: str) -> list[float]:
             return [r[key] for r in runs[(name, connections)]]
 
         rounds = len(runs[("ab", 8)])
+        servers = (("ab", "A/B service "), ("bare", "bare app    "), ("single", "single-model"), ("trivial", "trivial-bento"))
         print(f"rounds: {rounds} (wrk {max(1, round(args.size))} s per run; one worker process per server)")
+        print(f"load average (1 min) during the runs: {spread(loads)}  (cores: {os.cpu_count()})")
         print(f"same predictor bare/single: {'yes' if same else 'NO'}")
-        for name, label in (("ab", "A/B service "), ("bare", "bare app    "), ("single", "single-model")):
+        for name, label in servers:
             print(f"{label} c8 req/s: {spread(column(name, 8, 'rps'), 0)}")
-        for name, label in (("ab", "A/B service "), ("bare", "bare app    "), ("single", "single-model")):
+        for name, label in servers:
             print(f"{label} c8 CPU ms per request: {spread(column(name, 8, 'cpu_ms_per_request'), 3)}")
-        for name, label in (("ab", "A/B service "), ("bare", "bare app    "), ("single", "single-model")):
+        for name, label in servers:
             print(f"{label} c1 p50 ms: {spread(column(name, 1, 'p50_ms'))}  p99 ms: {spread(column(name, 1, 'p99_ms'))}")
         ab_bare = [a / b for a, b in zip(column("ab", 8, "rps"), column("bare", 8, "rps"), strict=True)]
         ab_single = [a / b for a, b in zip(column("ab", 8, "rps"), column("single", 8, "rps"), strict=True)]
         added = [a - b for a, b in zip(column("ab", 1, "p50_ms"), column("single", 1, "p50_ms"), strict=True)]
         print(f"ratio throughput ab/bare at c8: {spread(ab_bare, 3)}  (target >= 0.8)")
         print(f"ratio throughput ab/single at c8: {spread(ab_single, 3)}")
+        ceiling = [a / b for a, b in zip(column("trivial", 8, "rps"), column("bare", 8, "rps"), strict=True)]
+        print(f"ratio throughput trivial-bento/bare at c8: {spread(ceiling, 3)}  (BentoML's own ceiling)")
+        ab_ceiling = [a / b for a, b in zip(column("ab", 8, "rps"), column("trivial", 8, "rps"), strict=True)]
+        print(f"ratio throughput ab/trivial-bento at c8: {spread(ab_ceiling, 3)}")
         cpu_ratio = [b / a for a, b in zip(column("ab", 8, "cpu_ms_per_request"), column("bare", 8, "cpu_ms_per_request"), strict=True)]
         print(f"ratio CPU per request bare/ab at c8: {spread(cpu_ratio, 3)}  (load-independent view of the throughput ratio)")
-        print(f"A/B p99 ms at c1: {spread(column('ab', 1, 'p99_ms'))}  (target <= 10)")
+        cpu_ceiling = [b / t for t, b in zip(column("trivial", 8, "cpu_ms_per_request"), column("bare", 8, "cpu_ms_per_request"), strict=True)]
+        print(f"ratio CPU per request bare/trivial-bento at c8: {spread(cpu_ceiling, 3)}")
+        bare_p99 = column("bare", 1, "p99_ms")
+        print(f"A/B p99 ms at c1: {spread(column('ab', 1, 'p99_ms'))}  (target <= 10; bare app {spread(bare_p99)})")
         print(f"added p50 ms at c1 (ab - single): {spread(added, 3)}  (target <= 1)")
+        print(f"A/B p99 ms at c1 without the prediction log: {spread([r['p99_ms'] for r in nolog_c1])}  "
+              f"p50 {spread([r['p50_ms'] for r in nolog_c1])}")
+        print(f"A/B p99 ms at c1 with batching on (the default): {spread([r['p99_ms'] for r in batched_c1])}  "
+              f"p50 {spread([r['p50_ms'] for r in batched_c1])}")
         print(f"A/B c32 batching off: {unbatched_c32['rps']:.0f} req/s  p99 {unbatched_c32['p99_ms']:.2f} ms")
         print(f"A/B c32 batching on:  {batched_c32['rps']:.0f} req/s  p99 {batched_c32['p99_ms']:.2f} ms")
         print(f"ratio batching on/off at c32: {batched_c32['rps'] / unbatched_c32['rps']:.3f}")
