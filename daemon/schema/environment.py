@@ -47,6 +47,9 @@ class TrainingSection(SpecModel):
     # torchrun: `torchrun --nproc_per_node=devices --nnodes=num_nodes` starts them (rendezvous from
     # SPECD_RDZV_ENDPOINT or MASTER_ADDR:MASTER_PORT when num_nodes > 1, else --standalone).
     launcher: Literal["lightning", "torchrun"] = "lightning"
+    # torchrun ranks: bound on the rendezvous, the pre-flight all-reduce and every collective (a dead or
+    # unreachable node fails the candidate within this instead of hanging)
+    ddp_timeout_s: float = Field(default=300.0, gt=0, le=86400)
     # candidates trained at once (disjoint GPU sets); unset: on CPU one per core (up to 4), else one
     max_concurrent_candidates: int | None = Field(default=None, ge=1)
     gpu_ids: list[int] = Field(default_factory=list)  # empty: CUDA_VISIBLE_DEVICES or nvidia-smi decides
