@@ -230,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args) not in (1, 2):
         print("usage: python -m flows.training.multinode <job.json> [nnodes]", file=sys.stderr)
         return 2
+    # the nodes run in sessions of their own: a SIGTERM to this process (run_jobs stopping it) must reach them
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     job_path = Path(args[0])
     job = json.loads(job_path.read_text(encoding="utf-8"))
     nnodes = int(args[1]) if len(args) == 2 else int(job.get("resources", {}).get("num_nodes", 1))
