@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from daemon.schema.base import SecretRef, SpecModel
 from daemon.shared.secrets import is_secret_ref
@@ -53,6 +53,15 @@ class TrainingSection(SpecModel):
     # candidates trained at once (disjoint GPU sets); unset: on CPU one per core (up to 4), else one
     max_concurrent_candidates: int | None = Field(default=None, ge=1)
     gpu_ids: list[int] = Field(default_factory=list)  # empty: CUDA_VISIBLE_DEVICES or nvidia-smi decides
+
+    @model_validator(mode="after")
+    def _nodes_need_torchrun(self) -> TrainingSection:
+        # Lightning's own launcher starts the ranks of one machine only: other nodes would never join
+        # and the candidate would wait for them forever
+        if self.num_nodes > 1 and self.launcher != "torchrun":
+            raise ValueError(f"num_nodes: {self.num_nodes} nodes need launcher: torchrun (one torchrun per node); "
+                             "launcher: lightning starts the ranks of one machine only")
+        return self
 
 
 class ServicesSection(SpecModel):

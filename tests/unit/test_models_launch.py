@@ -193,3 +193,17 @@ def test_a_stopping_daemon_terminates_running_training(tmp_path):
     thread.join(timeout=20)
     assert not thread.is_alive() and runs[0].returncode != 0 and runs[0].result is None
     assert CHILDREN._children == {}
+
+
+def test_several_nodes_without_torchrun_is_a_validation_error(spec_repo) -> None:
+    from daemon.core.compose import load_environment
+    from daemon.shared.errors import SpecErrors
+
+    spec_repo.write("environments/dev.yaml", "defaults: [base]\nname: dev\ntraining:\n  num_nodes: 2\n  ddp_timeout_s: 30\n")
+    with pytest.raises(SpecErrors) as info:
+        load_environment(spec_repo.path, "dev")
+    message = str(info.value.issues[0])
+    assert "environments/dev.yaml" in message and "training" in message and "need launcher: torchrun" in message
+    spec_repo.write("environments/dev.yaml", "defaults: [base]\nname: dev\ntraining:\n  num_nodes: 2\n  launcher: torchrun\n"
+                                             "  ddp_timeout_s: 30\n")
+    assert load_environment(spec_repo.path, "dev").training.ddp_timeout_s == 30
