@@ -78,9 +78,21 @@ class TrainingSection(SpecModel):
     # torchrun: `torchrun --nproc_per_node=devices --nnodes=num_nodes` starts them (rendezvous from
     # SPECD_RDZV_ENDPOINT or MASTER_ADDR:MASTER_PORT when num_nodes > 1, else --standalone).
     launcher: Literal["lightning", "torchrun"] = "lightning"
+    # torchrun ranks: bound on the rendezvous, the pre-flight all-reduce and every collective (a dead or
+    # unreachable node fails the candidate within this instead of hanging)
+    ddp_timeout_s: float = Field(default=300.0, gt=0, le=86400)
     # candidates trained at once (disjoint GPU sets); unset: on CPU one per core (up to 4), else one
     max_concurrent_candidates: int | None = Field(default=None, ge=1)
     gpu_ids: list[int] = Field(default_factory=list)  # empty: CUDA_VISIBLE_DEVICES or nvidia-smi decides
+
+    @model_validator(mode="after")
+    def _nodes_need_torchrun(self) -> TrainingSection:
+        # Lightning's own launcher starts the ranks of one machine only: other nodes would never join
+        # and the candidate would wait for them forever
+        if self.num_nodes > 1 and self.launcher != "torchrun":
+            raise ValueError(f"num_nodes: {self.num_nodes} nodes need launcher: torchrun (one torchrun per node); "
+                             "launcher: lightning starts the ranks of one machine only")
+        return self
 
 
 class ServicesSection(SpecModel):

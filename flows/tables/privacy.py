@@ -17,17 +17,18 @@ batch costs one tight loop of C calls per value, and everything around it is don
 Arrow/numpy buffers:
 
 - hash: over the *distinct* values only (dictionary-encoded) unless a sample shows nearly all values
-  distinct (emails, ids), where encoding and expanding back would cost more than it saves; HMAC's
-  inner/outer SHA-256 states are hashed once per key and copied per value (OpenSSL's one-shot
-  `hmac.digest` re-derives them on every call and is slower); the raw 32-byte digests are joined and
-  hex-encoded by one `hexlify` call and become the string array directly from buffers. The output
-  bytes are those of `hmac.new(key, value, sha256).hexdigest()`.
+  distinct (emails, ids), where encoding and expanding back would cost more than it saves; a batch of
+  ≥ 4096 values goes through the compiled kernel of `flows.tables.hmac_batch` (SHA-256 over 256 values
+  side by side, straight from the Arrow buffers to hex: ≈ 3× the hashlib loop per CPU-second), smaller
+  ones through a hashlib loop where HMAC's inner/outer states are hashed once per key and copied per
+  value; the hex becomes the string array directly from buffers. Both give the bytes of
+  `hmac.new(key, value, sha256).hexdigest()`.
 - encrypt: one reused `AESGCM` object and one `os.urandom` call for all nonces of the batch, then a
   plain loop (a variant assembling the stored layout with numpy measured no faster).
 
-The per-value C calls (OpenSSL's context copy/update/digest, AES-GCM's encrypt) are the floor of
-this design: on the 2-core development machine, all values distinct, about 1 M values per CPU-second
-for hash and 0.8 M for encrypt; tests/bench/bench_tables_transforms.py measures both.
+AES-GCM's per-value call (≈ 0.6 µs in `cryptography`) is the floor of encrypt: about 1 M values per
+CPU-second (variants mapping the call, assembling the layout with one join, or `encrypt_into` a shared
+buffer measured no faster). tests/bench/bench_tables_transforms.py measures both modes.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from daemon.schema.table_transforms import (
 CIPHER_VERSION = b"\x01"
 NONCE_BYTES = 12
 _HKDF_INFO = b"specd/privacy/aes-256-gcm/v1"
+MIN_NATIVE_VALUES = 4096  # from this many values a batch is hashed by the compiled kernel (hmac_batch)
 
 
 class PrivacyError(ValueError):
@@ -113,6 +115,20 @@ def _hmac_digests(values: list[bytes], key: bytes) -> list[bytes]:
     return out
 
 
+def _hex_hmacs(values: pa.Array, key: bytes) -> bytes:
+    """64 hex chars per value of a binary array without nulls, concatenated: the compiled batch kernel
+    (flows.tables.hmac_batch) for batches big enough to pay for entering it, else the hashlib loop;
+    both give the bytes of `hmac.new(key, value, sha256).hexdigest()`."""
+    if len(values) >= MIN_NATIVE_VALUES:
+        from flows.tables import hmac_batch  # imports numba: only for batches that use it
+
+        offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1]
+        data = values.buffers()[2]
+        raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(1, dtype=np.uint8)
+        return hmac_batch.hmac_sha256_hex_buffers(offsets, raw, key)
+    return binascii.hexlify(b"".join(_hmac_digests(values.to_pylist(), key)))
+
+
 def _fixed_width_strings(data: bytes, count: int, width: int) -> pa.Array:
     offsets = np.arange(0, (count + 1) * width, width, dtype=np.int32)
     return pa.Array.from_buffers(pa.string(), count, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
@@ -131,12 +147,11 @@ def hmac_sha256_hex(array: pa.Array, key: bytes) -> pa.Array:
     binary = _binary(array)
     if len(binary) * 64 >= 2**31 or not _mostly_distinct(binary):  # int32 offsets of the direct path
         encoded = pc.dictionary_encode(binary)
-        values = encoded.dictionary.to_pylist()
-        hexed = binascii.hexlify(b"".join(_hmac_digests(values, key)))
-        return pc.take(_fixed_width_strings(hexed, len(values), 64), encoded.indices)
+        hexed = _hex_hmacs(encoded.dictionary, key)
+        return pc.take(_fixed_width_strings(hexed, len(encoded.dictionary), 64), encoded.indices)
     valid, bitmap = _validity(binary)
     present = binary.drop_null() if valid is not None else binary
-    hexed = binascii.hexlify(b"".join(_hmac_digests(present.to_pylist(), key)))
+    hexed = _hex_hmacs(present, key)
     if valid is None:
         return _fixed_width_strings(hexed, len(binary), 64)
     offsets = np.concatenate([[0], np.cumsum(valid * 64, dtype=np.int64)]).astype(np.int32)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.shared import procs
+from flows.training import multinode
 
 CODE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the `flows` and `daemon` packages
 # The launcher's own child registry (not the daemon's): a graceful daemon stop still reaches it through
@@ -106,7 +107,9 @@ def command_for(job: Mapping[str, Any], job_path: Path, gpus: Sequence[GpuId] | 
     `devices` ranks per node (`--nproc_per_node`) on `num_nodes` nodes (`--nnodes`). One node without a
     rendezvous endpoint → `--standalone`; otherwise c10d rendezvous at SPECD_RDZV_ENDPOINT (or
     MASTER_ADDR:MASTER_PORT) with an id every node derives alike (SPECD_RDZV_ID, else the candidate tag).
-    Raises ValueError when several nodes are asked for and no endpoint is set.
+    Several nodes: with SPECD_NODE_RANK set, this machine's node (`multinode.node_command`: node 0 hosts the
+    rendezvous, timeouts from `ddp_timeout_s`); with no endpoint at all, every node on this machine over
+    loopback (`python -m flows.training.multinode`).
     """
     environ = os.environ if environ is None else environ
     entry = ["-m", "flows.training.run", str(job_path)]
@@ -117,16 +120,18 @@ def command_for(job: Mapping[str, Any], job_path: Path, gpus: Sequence[GpuId] | 
     command = [sys.executable, "-m", "torch.distributed.run",
                f"--nproc_per_node={_nproc(resources.get('devices', 1), gpus)}", f"--nnodes={nnodes}"]
     endpoint = rendezvous_endpoint(environ)
+    if nnodes > 1 and endpoint is None:  # every node on this machine, over loopback (flows.training.multinode)
+        return [sys.executable, "-m", "flows.training.multinode", str(job_path), str(nnodes)]
+    if nnodes > 1 and environ.get("SPECD_NODE_RANK"):  # this machine is one node of several
+        node = multinode.Node(int(environ["SPECD_NODE_RANK"]), nnodes, str(endpoint),
+                              environ.get("SPECD_RDZV_ID") or multinode.rdzv_id_for(job),
+                              _nproc(resources.get("devices", 1), gpus), multinode.job_timeout(job))
+        return multinode.node_command(job_path, node)
     if endpoint is None:
-        if nnodes > 1:
-            raise ValueError(f"torchrun on {nnodes} nodes needs a rendezvous: set SPECD_RDZV_ENDPOINT=host:port "
-                             "(or MASTER_ADDR and MASTER_PORT) in the daemon's environment on every node")
         command.append("--standalone")
     else:
-        default_id = str(job.get("tag", job.get("candidate", "specd"))).replace(":", "-")
+        default_id = multinode.rdzv_id_for(job)
         command += ["--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}", f"--rdzv_id={environ.get('SPECD_RDZV_ID') or default_id}"]
-        if environ.get("SPECD_NODE_RANK"):  # optional: a fixed rank per node (c10d assigns one otherwise)
-            command.append(f"--node_rank={environ['SPECD_NODE_RANK']}")
     return command + entry
 
 

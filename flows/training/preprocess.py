@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 NUMERIC_TYPES = ("float64", "int64")
+_BLOCK_ROWS = 2048  # transform's row block: 2048 rows x 64 float32 columns = 512 KiB, cache-resident
 MISSING_CATEGORY = "__missing__"
 
 
@@ -189,22 +190,33 @@ def transform(state: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarra
             raise ValueError(f"column {name!r} has {count} values, expected {rows}")
     rows = rows or 0
     width = int(sum(int(c["width"]) for c in state["columns"]))
-    matrix = np.zeros((width, rows), dtype=np.float32).T  # column-major: every column is contiguous
-    start = 0
+    matrix = np.empty((rows, width), dtype=np.float32)  # row-major: the layout batches are cut from
+    numeric, start = [], 0
     for column in state["columns"]:
         raw, stop = columns[column["name"]], start + int(column["width"])
         if column["kind"] == "numeric":
             values = _numeric(raw)
             if column["impute"] is not None and np.isnan(values).any():
                 values = np.where(np.isnan(values), column["impute"], values)
-            matrix[:, start] = (values - column["center"]) / column["scale"]  # float64 math, one rounding to float32
+            numeric.append((start, values, column["center"], column["scale"]))
         else:
             block = np.zeros((rows, stop - start), dtype=np.float64)
             _categorical_block(column, raw, block)
             matrix[:, start:stop] = block
         start = stop
-    matrix = np.ascontiguousarray(matrix)  # one transposing copy to the row-major layout batches are cut from
-    if not np.isfinite(matrix).all():
+    # numeric columns in row blocks that stay in cache: (v - center) / scale in float64 into a scratch
+    # column, one rounding to float32 into the block's column (no column-major copy, no transpose)
+    scratch = np.empty(min(rows, _BLOCK_ROWS), dtype=np.float64)
+    finite = True
+    for begin in range(0, rows, _BLOCK_ROWS):
+        end = min(rows, begin + _BLOCK_ROWS)
+        part, tmp = matrix[begin:end], scratch[: end - begin]
+        for index, values, center, scale in numeric:
+            np.subtract(values[begin:end], center, out=tmp)
+            np.divide(tmp, scale, out=tmp)
+            part[:, index] = tmp
+        finite = finite and bool(np.isfinite(part).all())
+    if not finite:
         np.nan_to_num(matrix, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     return matrix
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.training import calibration, preprocess
+from flows.training import calibration, multinode, preprocess
 from flows.training import data as datapath
 from flows.training.metrics import calibration as calibration_curve
 from flows.training.metrics import evaluate
@@ -185,12 +185,16 @@ def train(job: dict[str, Any]) -> dict[str, Any] | None:
         train_rows, calibration_rows = calibration.split_rows(prepared.split.train, float(declared["fraction"]),
                                                               int(job["config"]["trainer"]["seed"]))
     fitted = fit_once(job, prepared, train_rows, job["tag"].split(":", 1)[1], prepared.split.holdout)
-    if not fitted["trainer"].is_global_zero:
+    digests = multinode.gather_digests(multinode.parameter_digest(fitted["module"].net.state_dict()))  # every rank
+    if not multinode.is_writer(fitted["trainer"].is_global_zero):
         return None
     stats = {"train_seconds": round(fitted["seconds"], 3), "samples_per_s": round(fitted["samples_per_s"], 1),
              "final_loss": fitted["final_loss"], "train_rows": int(train_rows.size),
              "holdout_rows": int(prepared.split.holdout.size), "world_size": int(fitted["trainer"].world_size),
-             "launcher": "torchrun" if os.environ.get("TORCHELASTIC_RUN_ID") else "lightning"}
+             "launcher": "torchrun" if os.environ.get("TORCHELASTIC_RUN_ID") else "lightning",
+             "num_nodes": int(fitted["trainer"].num_nodes), "parameter_digests": digests}
+    if len(set(digests)) > 1:  # DDP keeps replicas equal; if not, no rank's weights are the model
+        return {**result, **stats, "status": "failed", "message": f"DDP ranks ended with different parameters: {digests}"}
     if fitted["diverged"]:
         return {**result, **stats, "status": "diverged", "message": f"training loss is not finite (final {fitted['final_loss']})"}
     if calibration_rows is not None:
@@ -233,7 +237,7 @@ def train(job: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _rank0(fitted: dict[str, Any], result: dict[str, Any]) -> dict[str, Any] | None:
-    return result if fitted["trainer"].is_global_zero else None
+    return result if multinode.is_writer(fitted["trainer"].is_global_zero) else None
 
 
 def evaluate_stored(job: dict[str, Any]) -> dict[str, Any]:
@@ -276,7 +280,21 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(int(job["torch_threads"]))
-    result = evaluate_stored(job) if job["mode"] == "evaluate" else train(job)
+    if multinode.distributed_launch():  # torchrun ranks: fail fast on a broken group, bound every collective
+        try:
+            multinode.preflight(multinode.job_timeout(job), job.get("resources", {}).get("accelerator", "cpu"))
+        except RuntimeError as exc:
+            print(f"specd: {exc}", file=sys.stderr, flush=True)
+            return 1
+    try:
+        result = evaluate_stored(job) if job["mode"] == "evaluate" else train(job)
+    except Exception as exc:
+        if not multinode.distributed_launch():
+            raise
+        print(f"specd: DDP rank {os.environ.get('RANK')} of {os.environ.get('WORLD_SIZE')} failed "
+              f"(a peer node stopped or did not answer within training.ddp_timeout_s={multinode.job_timeout(job):g} s): "
+              f"{type(exc).__name__}: {str(exc)[:500]}", file=sys.stderr, flush=True)
+        return 1
     if result is not None:
         atomic_write_json(Path(job["result_path"]), result)
     return 0

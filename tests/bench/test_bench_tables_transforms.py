@@ -41,3 +41,5 @@ def test_bench_tables_transforms_prints_sane_ratios() -> None:
     assert set(modes) == {"hash", "encrypt", "mask", "generalize-prefix", "generalize-bucket", "drop"}
     for mode in modes:
         _spread(out, f"privacy {mode}")
+        _spread(out, f"privacy {mode} per CPU-second")
+    assert _spread(out, "ratio privacy/plain (per CPU-second)")[1] <= 1.5, out

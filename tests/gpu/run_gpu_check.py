@@ -9,6 +9,13 @@
    LightningModule with the batch-level loader, through Lightning's Trainer — and (b) by a hand-written
    PyTorch loop over the same device-resident tensors, same batch size, optimizer and precision. Prints
    samples/s of each and the ratio (target ≥ 0.9). The first epoch of each is warm-up and not timed.
+3. Loader: rows/s of specd's Delta → tensor path (`read_table` with the canonical order → `columns_at` →
+   `preprocess.fit` + `transform` → tensor on the device) over a Delta table of synthetic rows, printed
+   next to the training rate; the loader must not be the bottleneck (loading ÷ training ≥ 1, target ≥ 3).
+4. With more than one GPU visible (or `--multi-gpu N` on CPU, where the "GPUs" are gloo processes):
+   (a) N candidates of the example at once on disjoint GPU sets (`launch.gpu_slots`, one GPU each), checking
+   no two that overlapped in time shared a GPU; (b) one DDP candidate over all GPUs through torchrun,
+   checking world size N and identical parameters on every rank (`parameter_digests`).
 """
 
 from __future__ import annotations
@@ -140,6 +147,100 @@ def train_example(device: str, bf16: bool) -> dict:
                 "accuracy": run.result.get("metrics", {}).get("accuracy"), "seconds": round(time.perf_counter() - started, 1)}
 
 
+def loader_rate(rows: int, width: int, device: str, runs: int = 2) -> float:
+    """specd's Delta → device tensor rate (rows/s, best of `runs`) over a fresh table of rows × width."""
+    import numpy as np
+    import polars as pl
+    import torch
+    from deltalake import write_deltalake
+
+    from flows.training import data as datapath
+    from flows.training import preprocess
+
+    rng = np.random.default_rng(0)
+    names = [f"f{i}" for i in range(width)]
+    with tempfile.TemporaryDirectory() as scratch:
+        uri = str(Path(scratch) / "table")
+        write_deltalake(uri, pl.DataFrame({n: rng.normal(size=rows) for n in names}).to_arrow(), mode="overwrite")
+        best = 0.0
+        for _ in range(runs):
+            started = time.perf_counter()
+            loaded = datapath.read_table(uri, 0, names)
+            columns = datapath.columns_at(loaded, names, np.arange(loaded.height))
+            state = preprocess.fit(columns, dict.fromkeys(names, "float64"), {n: {} for n in names})
+            tensor = torch.from_numpy(preprocess.transform(state, columns)).to(device)
+            _sync(device)
+            best = max(best, rows / (time.perf_counter() - started))
+            assert tuple(tensor.shape) == (rows, width)
+    return best
+
+
+def _example_job(root: Path, device: str, bf16: bool, candidate: str, resources: dict, epochs: int | None = None) -> dict:
+    import yaml
+
+    from daemon.schema.model import ModelSpec
+    from flows.training.jobs import train_job
+    from tests.helpers.models import EXAMPLE, gold_uri
+
+    data = yaml.safe_load(EXAMPLE.read_text())
+    if epochs:
+        data["trainer"]["epochs"] = epochs
+    spec = ModelSpec.model_validate(data)
+    features = ["species", "island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "year"]
+    return train_job(model="penguin_sex", candidate="a", candidate_fp=candidate.ljust(64, "0"), model_fp="0" * 64,
+                     git_sha="gpu-check", spec_data=spec.model_dump(mode="json"), features=features, table_uri=gold_uri(root),
+                     delta_version=0, data_id=None, storage_options={}, config=spec.candidate_config("a"),
+                     resources=resources, store_root=str(root / "bentoml"), work_dir=root / "work",
+                     tensorboard_dir=str(root / "tb"), code_version="model/1")
+
+
+def multi_gpu(device: str, count: int, bf16: bool) -> dict:
+    """(a) `count` candidates at once on disjoint single-GPU sets; (b) one DDP candidate over all of them."""
+    from flows.training.launch import gpu_slots, run_jobs
+    from tests.helpers.models import gold_uri, write_penguin_table
+
+    gpu = device.startswith("cuda")
+    precision = "bf16-mixed" if bf16 else "32-true"
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        write_penguin_table(gold_uri(root))
+        single = {"accelerator": "gpu" if gpu else "cpu", "devices": 1, "precision": precision}
+        epochs = None if gpu else 2  # on CPU only the code path is under test
+        jobs = [_example_job(root, device, bf16, f"c{i}", single, epochs) for i in range(count)]
+        for index, job in enumerate(jobs):
+            job["candidate"] = f"c{index}"
+            job["result_path"] = str(root / "work" / f"result-c{index}.json")
+        slots = gpu_slots(list(range(count)), 1, count) if gpu else [None] * count
+        env = {"BENTOML_HOME": str(root / "bentoml")}
+        started = time.perf_counter()
+        runs = run_jobs(jobs, root / "work", root / "logs", slots=slots, env=env)
+        concurrent_s = time.perf_counter() - started
+        failed = [r for r in runs if r.result is None or r.result.get("status") != "trained"]
+        if failed:
+            raise SystemExit(f"a concurrent candidate failed (exit {failed[0].returncode}):\n{failed[0].log_tail(40)}")
+        for a in runs:  # candidates that overlapped in time never shared a GPU
+            for b in runs:
+                if a is not b and gpu and a.started_at < b.ended_at and b.started_at < a.ended_at:
+                    assert not set(a.gpus or ()) & set(b.gpus or ()), (a.gpus, b.gpus)
+        overlapped = max(sum(1 for b in runs if b.started_at < a.ended_at and a.started_at < b.ended_at) for a in runs)
+        ddp = {"accelerator": "gpu" if gpu else "cpu", "devices": count, "precision": precision, "strategy": "ddp",
+               "launcher": "torchrun", "ddp_timeout_s": 120}
+        job = _example_job(root, device, bf16, "ddp", ddp, epochs)
+        job["candidate"], job["result_path"] = "ddp", str(root / "work" / "result-ddp.json")
+        if not gpu:
+            job["torch_threads"] = 1
+        started = time.perf_counter()
+        (run,) = run_jobs([job], root / "work", root / "logs", slots=[list(range(count)) if gpu else None], env=env)
+        if run.result is None or run.result.get("status") != "trained":
+            raise SystemExit(f"the DDP candidate failed (exit {run.returncode}):\n{run.log_tail(40)}")
+        digests = run.result["parameter_digests"]
+        assert run.result["world_size"] == count and len(set(digests)) == 1, run.result
+        return {"candidates": count, "gpu_sets": [list(r.gpus) if r.gpus else None for r in runs],
+                "max_overlap": overlapped, "concurrent_seconds": round(concurrent_s, 1),
+                "ddp_world_size": run.result["world_size"], "ddp_identical_parameters": True,
+                "ddp_roc_auc": run.result.get("metrics", {}).get("roc_auc"), "ddp_seconds": round(time.perf_counter() - started, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
@@ -148,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: 32768 on GPU, 4096 on CPU)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each side counts")
     parser.add_argument("--skip-example", action="store_true")
+    parser.add_argument("--loader-rows", type=int, default=None, help="rows of the loader table (default: 1M on GPU, 50k on CPU)")
+    parser.add_argument("--multi-gpu", type=int, default=None,
+                        help="run the multi-GPU variant on N devices (default: all visible GPUs when more than one; "
+                             "on CPU, N gloo processes)")
     args = parser.parse_args(argv)
     import torch
 
@@ -167,6 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hand-written loop: {hand:,.0f} samples/s")
     print(f"specd training path: {ours:,.0f} samples/s")
     print(f"ratio specd/hand-written: {ours / hand:.2f} (target >= 0.9)")
+    loading = loader_rate(args.loader_rows or (1_000_000 if gpu else 50_000), 64, args.device)
+    print(f"specd loader (Delta -> {args.device} tensor): {loading:,.0f} rows/s; training {ours:,.0f} samples/s; "
+          f"ratio loading/training: {loading / ours:.1f} (target >= 3)")
+    count = args.multi_gpu or (torch.cuda.device_count() if gpu else 0)
+    if count > 1:
+        print("multi-gpu:", json.dumps(multi_gpu(args.device, count, bf16)))
+    elif gpu:
+        print("multi-gpu: skipped (one GPU visible)")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Twice, once per launcher in the environment's `training.launcher`: `lightning` (the default) runs
 `python -m flows.training.run job.json` and Lightning's DDP launcher re-executes that entry point per
-rank — our own process, never the daemon's; `torchrun` starts both ranks itself and Lightning joins them.
+rank — our own process, never the daemon's; `torchrun` starts both ranks itself, each runs specd's
+pre-flight all-reduce (flows.training.multinode) and Lightning joins the process group it created.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def test_ddp_two_cpu_processes(tmp_path: Path, launcher: str) -> None:
     (run,) = run_jobs([job], tmp_path / "work", tmp_path / "logs")
     log = run.log_path.read_text()
     assert run.returncode == 0, run.log_tail(40)
-    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in log
+    if launcher == "torchrun":  # specd's pre-flight creates the process group (timeout bounded); Lightning reuses it
+        assert "DDP pre-flight ok on rank 1 of 2" in log and "DDP pre-flight ok on rank 0 of 2" in log
+    else:
+        assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in log
     result = json.loads(Path(job["result_path"]).read_text())
     assert result["status"] == "trained"
     assert result["world_size"] == 2 and result["launcher"] == launcher  # torchrun's ranks carry TORCHELASTIC_RUN_ID

@@ -129,8 +129,32 @@ def test_torchrun_command_lines() -> None:
                            {"MASTER_ADDR": "head", "MASTER_PORT": "29500", "SPECD_RDZV_ID": "run7", "SPECD_NODE_RANK": "2"})
     assert "--rdzv_endpoint=head:29500" in fallback and "--rdzv_id=run7" in fallback and "--node_rank=2" in fallback
     assert "--nnodes=3" in fallback and "--standalone" not in fallback
-    with pytest.raises(ValueError, match="SPECD_RDZV_ENDPOINT"):
-        command_for(_job(launcher="torchrun", num_nodes=2), Path("j.json"), None, {})
+    fixed = [a for a in fallback if a.startswith(("--rdzv_conf", "--max_restarts"))]  # node 2 of 3: not the host
+    assert fixed == ["--rdzv_conf=join_timeout=300,read_timeout=300,is_host=false", "--max_restarts=0"]
+    # no rendezvous endpoint: every node on this machine, over loopback
+    local = command_for(_job(launcher="torchrun", num_nodes=2), Path("j.json"), None, {})
+    assert local == [sys.executable, "-m", "flows.training.multinode", "j.json", "2"]
+
+
+def test_node_commands_put_the_rendezvous_on_node_zero_and_bound_it_by_the_timeout() -> None:
+    from flows.training.multinode import Node, is_writer, node_command
+
+    commands = [node_command("job.json", Node(rank, 2, "10.0.0.7:29400", "run1", 4, 45.0), python="py") for rank in (0, 1)]
+    for rank, command in enumerate(commands):
+        assert command[:3] == ["py", "-m", "torch.distributed.run"] and command[-3:] == ["-m", "flows.training.run", "job.json"]
+        assert {"--nnodes=2", "--nproc_per_node=4", f"--node_rank={rank}", "--rdzv_backend=c10d",
+                "--rdzv_endpoint=10.0.0.7:29400", "--rdzv_id=run1", "--max_restarts=0"} <= set(command)
+    assert "--rdzv_conf=join_timeout=45,read_timeout=45,is_host=true" in commands[0]
+    assert "--rdzv_conf=join_timeout=45,read_timeout=45,is_host=false" in commands[1]
+    with pytest.raises(ValueError, match="node_rank 2"):
+        Node(2, 2, "h:1", "x")
+    with pytest.raises(ValueError, match="host:port"):
+        Node(0, 2, "nohost", "x")
+    # the writer: node 0's first local rank when nodes were launched per node, else Lightning's global zero
+    assert is_writer(False, {"SPECD_NODE_RANK": "0", "LOCAL_RANK": "0"})
+    assert not is_writer(True, {"SPECD_NODE_RANK": "1", "LOCAL_RANK": "0"})
+    assert not is_writer(True, {"SPECD_NODE_RANK": "0", "LOCAL_RANK": "1"})
+    assert is_writer(True, {}) and not is_writer(False, {})
 
 
 def test_training_section_launcher_field() -> None:
@@ -169,3 +193,17 @@ def test_a_stopping_daemon_terminates_running_training(tmp_path):
     thread.join(timeout=20)
     assert not thread.is_alive() and runs[0].returncode != 0 and runs[0].result is None
     assert CHILDREN._children == {}
+
+
+def test_several_nodes_without_torchrun_is_a_validation_error(spec_repo) -> None:
+    from daemon.core.compose import load_environment
+    from daemon.shared.errors import SpecErrors
+
+    spec_repo.write("environments/dev.yaml", "defaults: [base]\nname: dev\ntraining:\n  num_nodes: 2\n  ddp_timeout_s: 30\n")
+    with pytest.raises(SpecErrors) as info:
+        load_environment(spec_repo.path, "dev")
+    message = str(info.value.issues[0])
+    assert "environments/dev.yaml" in message and "training" in message and "need launcher: torchrun" in message
+    spec_repo.write("environments/dev.yaml", "defaults: [base]\nname: dev\ntraining:\n  num_nodes: 2\n  launcher: torchrun\n"
+                                             "  ddp_timeout_s: 30\n")
+    assert load_environment(spec_repo.path, "dev").training.ddp_timeout_s == 30

@@ -87,7 +87,8 @@ def training_resources(training: Any, environ: Mapping[str, str] | None = None,
     same GPUs unknowingly). CPU: `candidate_concurrency` at once, the cores shared out between them.
     """
     resources = {"accelerator": training.accelerator, "devices": training.devices, "num_nodes": training.num_nodes,
-                 "precision": training.precision, "strategy": training.strategy, "launcher": training.launcher}
+                 "precision": training.precision, "strategy": training.strategy, "launcher": training.launcher,
+                 "ddp_timeout_s": training.ddp_timeout_s}
     concurrency = candidate_concurrency(training, cpu_count)
     if training.accelerator in ("gpu", "cuda"):
         gpus: Sequence[GpuId] = training.gpu_ids or visible_gpus(environ)
