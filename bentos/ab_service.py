@@ -346,7 +346,7 @@ class ABService:
         if live is None or predictions_log is None or variant not in live.variants:
             return
         predictions_log.record({
-            "request_id": uuid.uuid4().hex, "row": 0, "ts": datetime.now(UTC), "service": live.routing.service,
+            "request_id": self._request_id(), "row": 0, "ts": datetime.now(UTC), "service": live.routing.service,
             "variant": variant, "model_tag": live.variants[variant].tag, "routing_fingerprint": live.routing.fingerprint,
             "sticky_key": None, "prediction": None, "probability": None, "latency_ms": elapsed * 1000.0, "features": None,
         })
