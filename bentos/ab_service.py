@@ -214,12 +214,12 @@ class ABService:
 
         settings = live.settings.get("prediction_log") or {}
         key = (settings.get("predictions_uri"), settings.get("feedback_uri"), settings.get("queue_size"),
-               settings.get("flush_interval_s"), bool(settings.get("enabled")))
+               settings.get("flush_interval_s"), bool(settings.get("enabled")), repr(settings.get("tls")))
         if key == self._log_key:
             return
         old_logs, self.logs, self._log_key = self.logs, {}, key
         if settings.get("enabled"):
-            options = storage_options(settings.get("storage_options") or {})
+            options = storage_options(settings)
             counter = self.metrics.dropped.labels(live.routing.service)
             for name, uri, columns in (("predictions", settings["predictions_uri"], PREDICTION_COLUMNS),
                                        ("feedback", settings["feedback_uri"], FEEDBACK_COLUMNS)):

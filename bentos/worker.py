@@ -1,4 +1,4 @@
-"""Process-level setup of a service worker: die with the arbiter, resolve storage secrets."""
+"""Process-level setup of a service worker: die with the arbiter, resolve the log's storage options."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def die_with_arbiter() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def storage_options(options: dict[str, str]) -> dict[str, str]:
-    from daemon.shared.secrets import is_secret_ref, resolve_secret
+def storage_options(settings: dict) -> dict[str, str]:
+    """The prediction log's client options from the routing's `prediction_log` settings: references
+    resolved in the worker, the environment's CA and `tls.required` applied (daemon.shared.storage_uri)."""
+    from daemon.shared.storage_uri import log_options
 
-    return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
+    return log_options(settings, os.environ.get("SPECD_HOME") or None) or {}

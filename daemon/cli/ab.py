@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from bentos.routing import read_routing
     from daemon.adapters.services.supervisor import Supervisor
     from daemon.shared.paths import specd_home
-    from daemon.shared.secrets import is_secret_ref, resolve_secret
+    from daemon.shared.storage_uri import log_options
 
     home = specd_home(getattr(args, "home", None))
     routing_file = Supervisor(Path(home)).routing_file(args.service)
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError, TypeError):
         print(f"specd ab: service {args.service!r} has no live routing under {routing_file.parent} (is it deployed?)", file=sys.stderr)
         return 2
-    options = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in (settings.get("storage_options") or {}).items()}
+    options = log_options(settings, home)
     since, until, bucket = _window(args)
     predictions, feedback = open_logs(settings["predictions_uri"], settings["feedback_uri"], options)
     totals, buckets = query(predictions, feedback, since=since, until=until, bucket=bucket, routing_fingerprint=routing.fingerprint)

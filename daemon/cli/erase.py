@@ -80,7 +80,7 @@ def log_targets(graph: Any, home: Path) -> list[tuple[Any, Any]]:
     any other left under the state home (a removed service's logs still hold the subject)."""
     from bentos.routing import read_routing
     from daemon.adapters.services.supervisor import Supervisor
-    from daemon.shared.secrets import is_secret_ref, resolve_secret
+    from daemon.shared.storage_uri import log_options
     from flows.tables.erase import Target
 
     supervisor = Supervisor(home)
@@ -94,7 +94,7 @@ def log_targets(graph: Any, home: Path) -> list[tuple[Any, Any]]:
             settings = read_routing(supervisor.routing_file(name)).settings["prediction_log"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        options = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in (settings.get("storage_options") or {}).items()}
+        options = log_options(settings, home)
         out.append((Target(f"{name}:predictions", settings["predictions_uri"], kind="predictions", storage_options=options or None),
                     Target(f"{name}:feedback", settings["feedback_uri"], kind="feedback", storage_options=options or None)))
     return out
@@ -144,9 +144,9 @@ def run(args: argparse.Namespace) -> int:
     home = specd_home(args.home)
     desired = _desired(args, None)
     ctx = context_for(desired, home)
-    from daemon.shared.storage_uri import resolve_options
+    from daemon.shared.storage_uri import client_options
 
-    tables = targets_for(desired.graph, ctx.storage_root, column, storage_options=resolve_options(ctx.env.storage.storage_options))
+    tables = targets_for(desired.graph, ctx.storage_root, column, storage_options=client_options(ctx.env.storage.storage_options, ctx.env.tls, ctx.home))
     logs = log_targets(desired.graph, home)
     steps = plan_erasure(column, value, tables, logs)
     salt, salt_source = _salt()

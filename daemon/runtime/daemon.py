@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.adapters.base import Lifecycle
+from daemon.core.compose import load_environment
 from daemon.core.compose_cache import ComposeCache
 from daemon.core.kinds import KINDS, load_object
 from daemon.runtime import metrics, operations
@@ -131,7 +132,8 @@ class Daemon:
             self._install_signal_handlers()
             os.environ.setdefault("BENTOML_HOME", str(bentoml_home(self.home)))
             env = self._bootstrap_environment()
-            self._start_metrics(env)
+            if env is not None:  # else the HTTP server waits for an environment: never plaintext by default
+                self._start_metrics(env)
             self._start_prefect(env)
             self._start_watching(env)
             self._start_supervision()
@@ -187,13 +189,28 @@ class Daemon:
             signal.signal(signal.SIGINT, self.request_stop)
 
     def _bootstrap_environment(self):
-        """The environment of the current head (ports, prefect); defaults if the head is invalid."""
+        """The environment of the current head (ports, prefect, tls): composed with its specs, or the
+        environment overlay alone when a spec is invalid; None (defaults) when not even that can be read."""
         try:
             self.source.fetch()
-            desired = self._desired(self.source.head())
-            return desired.composed.env
+            sha = self.source.head()
         except Exception as exc:  # a hostile or broken head must not stop the daemon from starting
-            log.warning("cannot read the environment at the branch head yet: %s", exc)
+            log.warning("cannot read the branch head yet: %s", exc)
+            return None
+        return self._environment_of(sha)
+
+    def _environment_of(self, sha: str):
+        """`sha`'s environment: the composed one, else its overlay alone (a broken spec elsewhere must not
+        hide the environment's `tls:` from the HTTP server), else None."""
+        try:
+            return self._desired(sha).composed.env
+        except Exception as exc:
+            log.warning("cannot compose revision %s yet: %s", sha[:12], exc)
+        try:
+            return load_environment(self.source.checkout(sha), self.env_name, self.overrides)
+        except Exception as exc:  # nothing a commit holds may stop the daemon
+            log.warning("cannot read environment %r at %s: %s; the HTTP server opens once an environment (and its "
+                        "tls settings) can be read", self.env_name, sha[:12], exc)
             return None
 
     def _start_metrics(self, env, port: int | None = None) -> None:
@@ -269,6 +286,8 @@ class Daemon:
             return
         metrics.set_revision(metrics.DESIRED_REVISION, sha)
         self.state.cycle.desired_revision = sha
+        if self.listener_tls is None and (env := self._environment_of(sha)) is not None:
+            self._start_metrics(env)  # deferred at start: the environment (its tls) is known only now
         desired = self._validated(sha)
         if desired is None:
             if self.last_valid is None:

@@ -380,13 +380,13 @@ def live_logs(home: Path, service: str) -> tuple[Any, Any, str, dict[str, float]
     from bentos.ab_report import open_logs
     from bentos.routing import read_routing
     from daemon.adapters.services.supervisor import Supervisor
-    from daemon.shared.secrets import is_secret_ref, resolve_secret
+    from daemon.shared.storage_uri import log_options
 
     try:
         routing = read_routing(Supervisor(Path(home)).routing_file(service))
         settings = routing.settings["prediction_log"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    options = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in (settings.get("storage_options") or {}).items()}
+    options = log_options(settings, home)
     predictions, feedback = open_logs(settings["predictions_uri"], settings["feedback_uri"], options)
     return predictions, feedback, routing.fingerprint, {v.name: v.weight for v in routing.variants}

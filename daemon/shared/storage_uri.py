@@ -73,6 +73,27 @@ def resolve_options(options: Mapping[str, str] | None) -> dict[str, str] | None:
     return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
 
 
+def client_options(options: Mapping[str, str] | None, tls_section: Any = None, home: Any = None) -> dict[str, str] | None:
+    """The one way from `storage.storage_options` (secret references) to what a client is given: secrets
+    resolved, the environment's `tls.ca` added for an https:// endpoint (`certificate_path`, which
+    `arrow_s3_kwargs` maps too), and `tls.required` refusing a plaintext endpoint (ValueError). Every
+    caller that opens a table, log or object on the lake — the daemon's adapters, the CLI, the services,
+    scheduled runs — goes through here; None when there are no options (a local lake)."""
+    resolved = resolve_options(options)
+    if resolved is None:
+        return None
+    from daemon.shared import tls
+
+    return tls.object_store_options(resolved, tls_section, home)
+
+
+def log_options(settings: Mapping[str, Any], home: Any = None) -> dict[str, str] | None:
+    """Client options of a service's prediction/feedback logs, from its routing file's `prediction_log`
+    settings (`storage_options` and `tls`, references kept there): the service, `specd ab`, `specd erase`
+    and the online-promotion ticker all read the logs through this."""
+    return client_options(settings.get("storage_options"), settings.get("tls"), home)
+
+
 def unsafe_commit_mode(root: str, options: Mapping[str, str] | None) -> str | None:
     """Why the options make concurrent commits under an object-store root unsafe, or None."""
     if is_local(root):
@@ -111,6 +132,10 @@ def arrow_s3_kwargs(options: Mapping[str, str] | None) -> dict[str, Any]:
             kwargs["scheme"] = "http" if _truthy(option(options, "AWS_ALLOW_HTTP", "allow_http")) else "https"
         # S3-compatible stores behind an endpoint take path-style requests (bucket in the path)
         kwargs["force_virtual_addressing"] = _truthy(option(options, "AWS_VIRTUAL_HOSTED_STYLE_REQUEST"))
+    # the CA bundle delta-rs trusts (`certificate_path`, set from `tls.ca` by client_options): the same for
+    # pyarrow's client, which otherwise verifies against the system roots only
+    if (value := option(options, "certificate_path", "AWS_CA_BUNDLE")) is not None:
+        kwargs["tls_ca_file_path"] = value
     return kwargs
 
 

@@ -46,17 +46,18 @@ class ScheduleEntry:
 
 
 # ---------------------------------------------------------------------------------------- flows
-def _resolve_options(options: dict[str, str]) -> dict[str, str]:
-    from daemon.shared.secrets import is_secret_ref, resolve_secret
+def _resolve_options(options: dict[str, str], tls: dict[str, Any] | None = None) -> dict[str, str]:
+    """The run's client options: references resolved, the environment's CA, `tls.required` enforced."""
+    from daemon.shared.storage_uri import client_options
 
-    return {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
+    return client_options(options, tls) or {}
 
 
 @flow(name=REFRESH_FLOW, log_prints=True)
 def refresh_table(job: dict[str, Any]) -> dict[str, Any]:
     from flows.tables.build import run_job
 
-    job = {**job, "storage_options": _resolve_options(job.get("storage_options") or {})}
+    job = {**job, "storage_options": _resolve_options(job.get("storage_options") or {}, job.get("tls"))}
     result = run_job(job)
     if not result.get("ok"):
         raise RuntimeError(result.get("error"))
@@ -66,11 +67,12 @@ def refresh_table(job: dict[str, Any]) -> dict[str, Any]:
 
 @flow(name=MAINTAIN_FLOW, log_prints=True)
 def maintain_table(storage_root: str, table: str, compact: bool = True, target_file_mb: int = 128,
-                   vacuum: bool = True, vacuum_hours: int = 168, storage_options: dict[str, str] | None = None) -> dict[str, Any]:
+                   vacuum: bool = True, vacuum_hours: int = 168, storage_options: dict[str, str] | None = None,
+                   tls: dict[str, Any] | None = None) -> dict[str, Any]:
     from flows.tables.maintenance import maintain
 
     report = maintain(storage_root, table, compact_files=compact, target_file_mb=target_file_mb,
-                      vacuum_files=vacuum, vacuum_hours=vacuum_hours, options=_resolve_options(storage_options or {}) or None)
+                      vacuum_files=vacuum, vacuum_hours=vacuum_hours, options=_resolve_options(storage_options or {}, tls) or None)
     print(report)
     return report
 

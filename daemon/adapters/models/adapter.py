@@ -299,10 +299,10 @@ class ModelAdapter:
 
     # -- the shared model store (storage.models_uri) --------------------------------------------------------
     def _shared(self) -> tuple[str, dict[str, str] | None] | None:
-        from daemon.shared.storage_uri import resolve_options
+        from daemon.shared.storage_uri import client_options
 
         uri = self.ctx.env.storage.models_uri
-        return (uri, resolve_options(self.ctx.env.storage.storage_options)) if uri else None
+        return (uri, client_options(self.ctx.env.storage.storage_options, self.ctx.env.tls, self.ctx.home)) if uri else None
 
     def _publish(self, name: str, fingerprint: str) -> list[str]:
         """Export the release and its models to the shared store (every serving host imports from it)."""

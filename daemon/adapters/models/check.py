@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
 def source_table(ctx: AdapterContext, table: str) -> tuple[str, dict[str, str]]:
     """The Delta URI of a table and the storage options (secret references resolved: apply time only)."""
-    from daemon.shared.storage_uri import resolve_options
+    from daemon.shared.storage_uri import client_options
 
-    return table_uri(ctx.storage_root, table), resolve_options(ctx.env.storage.storage_options) or {}
+    return table_uri(ctx.storage_root, table), client_options(ctx.env.storage.storage_options, ctx.env.tls, ctx.home) or {}
 
 
 def live_columns(uri: str, storage_options: dict[str, str] | None = None) -> dict[str, str] | None:

@@ -54,7 +54,7 @@ def prediction_logs(ctx: AdapterContext, service: str | None) -> list[str]:
     if service:
         return [f"{base}/predictions/{service}"]
     root = storage_uri.join(base, "predictions")
-    options = storage_uri.resolve_options(ctx.env.storage.storage_options)
+    options = storage_uri.client_options(ctx.env.storage.storage_options, ctx.env.tls, ctx.home)
     return [storage_uri.join(root, name) for name in storage_uri.list_dirs(root, options)
             if storage_uri.list_files(storage_uri.join(root, name, "_delta_log"), options)]
 

@@ -221,12 +221,9 @@ class OnlineAdapter:
                    ttl_s=spec.ttl_s, fingerprint=resource.fingerprint, prune=spec.prune, storage_options=self._options())
 
     def _options(self) -> dict[str, str]:
-        from daemon.shared import tls
-        from daemon.shared.secrets import is_secret_ref, resolve_secret
+        from daemon.shared.storage_uri import client_options
 
-        options = self.ctx.env.storage.storage_options
-        resolved = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in options.items()}
-        return tls.object_store_options(resolved, self.ctx.env.tls, self.ctx.home)
+        return client_options(self.ctx.env.storage.storage_options, self.ctx.env.tls, self.ctx.home) or {}
 
 
 def _text(raw: Any) -> dict[str, str]:

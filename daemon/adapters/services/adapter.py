@@ -220,11 +220,11 @@ class ServiceAdapter:
                                            store=store, storage_root=self.ctx.storage_root,
                                            storage_options=dict(self.ctx.env.storage.storage_options),
                                            online_store=store_settings(self.ctx.env.online_store, self.ctx.env.tls),
-                                           access=load_source(self.ctx.repo_dir))
+                                           access=load_source(self.ctx.repo_dir), tls=tls_settings(self.ctx.env.tls))
         except (LookupError, ValueError, FileNotFoundError) as exc:
             raise ApplyError(f"service {name}: {exc}") from None
         if spec.prediction_log.enabled:
-            self._ensure_tables(routing.settings["prediction_log"])
+            self._ensure_tables(routing.settings["prediction_log"], self.ctx.home)
         routing_file = self.supervisor.routing_file(name)
         try:
             previous = read_routing(routing_file)
@@ -257,7 +257,7 @@ class ServiceAdapter:
         uri = self.ctx.env.storage.models_uri
         if not uri:
             return
-        from daemon.shared.storage_uri import resolve_options
+        from daemon.shared.storage_uri import client_options
         from flows.training import shared_store
         from flows.training.artifact import artifact_complete
         from flows.training.registry import current_release
@@ -270,7 +270,7 @@ class ServiceAdapter:
         if not tags:
             return
         try:
-            shared_store.run("ensure", str(store), uri, resolve_options(self.ctx.env.storage.storage_options), tags=tags)
+            shared_store.run("ensure", str(store), uri, client_options(self.ctx.env.storage.storage_options, self.ctx.env.tls, self.ctx.home), tags=tags)
         except (RuntimeError, OSError) as exc:
             raise ApplyError(f"service {name}: models {tags} are not in the local store and the shared store failed: {exc}",
                              transient=True) from None
@@ -309,13 +309,14 @@ class ServiceAdapter:
         write_json_atomic(self.supervisor.service_dir(name) / "apply_error.json", {"message": message, "at": time.time()}, mode=0o644)
 
     @staticmethod
-    def _ensure_tables(settings: dict[str, Any]) -> None:
+    def _ensure_tables(settings: dict[str, Any], home: Path | None = None) -> None:
         """Create the prediction and feedback tables empty, so workers only ever append (no create race)."""
         from deltalake import DeltaTable, write_deltalake
 
         from bentos.prediction_log import FEEDBACK_COLUMNS, PREDICTION_COLUMNS, arrow_schema
+        from daemon.shared.storage_uri import log_options
 
-        options = settings.get("storage_options") or None
+        options = log_options(settings, home)
         for uri, columns in ((settings["predictions_uri"], PREDICTION_COLUMNS), (settings["feedback_uri"], FEEDBACK_COLUMNS)):
             if DeltaTable.is_deltatable(uri, storage_options=options):
                 continue

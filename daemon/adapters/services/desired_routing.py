@@ -49,6 +49,7 @@ def build_routing(
     storage_options: dict[str, str] | None = None,
     online_store: dict[str, Any] | None = None,
     access: Any = None,
+    tls: dict[str, Any] | None = None,
 ) -> tuple[Routing, list[str]]:
     from daemon.shared.secrets import resolve_secret
     from flows.training.artifact import artifact_complete
@@ -90,6 +91,8 @@ def build_routing(
             "storage_options": dict(storage_options or {}),  # secret refs stay refs; the service resolves them
         },
     }
+    if tls and storage_options:  # the environment's tls (references): the logs' object-store client verifies with its CA
+        settings["prediction_log"]["tls"] = dict(tls)
     if access is not None:  # the policy's texts and the digests of its API keys (never a key itself)
         settings["access"] = access.to_settings(resolve_secret)
     if spec.features_from is not None and online_store is not None:  # secret refs stay refs; the service resolves them

@@ -485,13 +485,9 @@ class TableAdapter:
         return tables_workers.run(job, workers)
 
     def _options(self) -> dict[str, str] | None:
-        from daemon.shared import tls
-        from daemon.shared.storage_uri import resolve_options
+        from daemon.shared.storage_uri import client_options
 
-        resolved = resolve_options(self.ctx.env.storage.storage_options)
-        if not resolved:
-            return None
-        return tls.object_store_options(resolved, self.ctx.env.tls, self.ctx.home)
+        return client_options(self.ctx.env.storage.storage_options, self.ctx.env.tls, self.ctx.home)
 
 
 def run_build_process(job: dict[str, Any], state_dir: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from daemon.shared.tls import settings as tls_settings
 from flows.tables.schedules import MAINTAIN_FLOW, PREFIX, REFRESH_FLOW, ScheduleEntry
 
 if TYPE_CHECKING:
@@ -36,5 +37,7 @@ def entries_for(resources: Sequence[Resource], adapter: TableAdapter, enabled: b
             }
             if adapter.ctx.env.storage.storage_options:  # an object store: references, resolved in the run
                 params["storage_options"] = dict(adapter.ctx.env.storage.storage_options)
+                if tls := tls_settings(adapter.ctx.env.tls):  # its CA (references): the run verifies the endpoint
+                    params["tls"] = tls
             out.append(ScheduleEntry(f"{PREFIX}maintain-{resource.name}", MAINTAIN_FLOW, spec.maintenance.schedule, params))
     return out
