@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,9 +39,10 @@ class S3Server:
 
     def spec_options(self) -> dict[str, str]:
         """storage_options as they go into an environment overlay (credentials as secret references)."""
+        plaintext = {"AWS_ALLOW_HTTP": "true"} if self.endpoint.startswith("http://") else {}
         return {
             "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ALLOW_HTTP": "true",
+            **plaintext,
             "AWS_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": f"${{secret:{KEY_ID_SECRET}}}",
             "AWS_SECRET_ACCESS_KEY": f"${{secret:{SECRET_KEY_SECRET}}}",
@@ -50,13 +52,14 @@ class S3Server:
         """The same options resolved (what deltalake and pyarrow are given)."""
         return {**self.spec_options(), "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
 
-    def create_bucket(self, name: str | None = None) -> str:
+    def create_bucket(self, name: str | None = None, ca: Path | None = None) -> str:
         import pyarrow.fs as pafs
 
         from daemon.shared.storage_uri import arrow_s3_kwargs
 
         bucket = name or f"specd-{uuid.uuid4().hex[:10]}"
-        pafs.S3FileSystem(allow_bucket_creation=True, **arrow_s3_kwargs(self.options())).create_dir(bucket)
+        options = {**self.options(), **({"certificate_path": str(ca)} if ca else {})}
+        pafs.S3FileSystem(allow_bucket_creation=True, **arrow_s3_kwargs(options)).create_dir(bucket)
         return bucket
 
 
@@ -73,10 +76,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_moto(log: Path, timeout_s: float = 30.0) -> tuple[subprocess.Popen, S3Server]:
+def start_moto(log: Path, timeout_s: float = 30.0, *, cert: Path | None = None, key: Path | None = None) -> tuple[subprocess.Popen, S3Server]:
+    """moto_server on a free loopback port; over TLS only (`https://`) when given a certificate and key."""
     port = _free_port()
     handle = open(log, "ab")
-    proc = subprocess.Popen([_moto_server(), "-H", "127.0.0.1", "-p", str(port)], stdout=handle, stderr=subprocess.STDOUT,
+    tls = ["--ssl-cert", str(cert), "--ssl-key", str(key)] if cert and key else []
+    proc = subprocess.Popen([_moto_server(), "-H", "127.0.0.1", "-p", str(port), *tls], stdout=handle, stderr=subprocess.STDOUT,
                             start_new_session=True)
     handle.close()
     deadline = time.monotonic() + timeout_s
@@ -85,7 +90,7 @@ def start_moto(log: Path, timeout_s: float = 30.0) -> tuple[subprocess.Popen, S3
             raise RuntimeError(f"moto_server exited ({proc.returncode}): {log.read_text()[-2000:]}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, S3Server(f"http://127.0.0.1:{port}", proc.pid)
+            return proc, S3Server(f"{'https' if tls else 'http'}://127.0.0.1:{port}", proc.pid)
         except OSError:
             time.sleep(0.1)
     stop_moto(proc)
@@ -105,7 +110,17 @@ def stop_moto(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """One moto_server for the session; its credentials' secret values in the environment."""
-    proc, server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield from _serve(start_moto(tmp_path_factory.mktemp("moto") / "moto.log"))
+
+
+@pytest.fixture(scope="session")
+def s3_tls_server(tmp_path_factory: pytest.TempPathFactory, pki: Any) -> Iterator[S3Server]:
+    """A moto_server speaking https only, with the test PKI's server certificate for 127.0.0.1/localhost."""
+    yield from _serve(start_moto(tmp_path_factory.mktemp("moto-tls") / "moto.log", cert=pki.cert, key=pki.key))
+
+
+def _serve(started: tuple[subprocess.Popen, S3Server]) -> Iterator[S3Server]:
+    proc, server = started
     before = {k: os.environ.get(k) for k in (KEY_ID_SECRET, SECRET_KEY_SECRET)}
     os.environ[KEY_ID_SECRET], os.environ[SECRET_KEY_SECRET] = KEY_ID, SECRET_KEY
     try:
