@@ -114,3 +114,79 @@ def test_a_merged_tls_section_reopens_the_listener_on_the_same_port(spec_repo, t
     finally:
         if daemon.metrics_server is not None:
             daemon.metrics_server.stop()
+
+
+class Running:
+    """`Daemon.run()` in a thread, as `specd daemon` runs it (no Prefect); stopped and joined on exit."""
+
+    def __init__(self, daemon: Daemon):
+        import threading
+
+        self.daemon = daemon
+        self.thread = threading.Thread(target=daemon.run, daemon=True)
+
+    def __enter__(self) -> Daemon:
+        self.thread.start()
+        return self.daemon
+
+    def __exit__(self, *_: object) -> None:
+        self.daemon.request_stop()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+
+
+def wait_for(predicate, timeout: float = 60.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_an_invalid_head_with_a_tls_environment_never_opens_plaintext(spec_repo, tmp_path, tls_secret):
+    from tests.conftest import free_port
+
+    spec_repo.write("environments/dev.yaml", (spec_repo.path / "environments" / "dev.yaml").read_text() + tls_secret.yaml())
+    spec_repo.write("specs/tables/broken.yaml", "source: {type: no_such_source}\n")
+    spec_repo.commit("tls, and a spec that does not validate")
+    port = free_port()
+    with Running(Daemon(tmp_path / "home", str(spec_repo.path), "main", "dev", metrics_port=port, use_prefect=False)) as daemon:
+        assert wait_for(lambda: daemon.state.rejected is not None and listening(port))
+        assert daemon.metrics_server.scheme == "https"  # the overlay's tls, read without the broken spec
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            get(port, "/status", None, scheme="http")
+        status, body = get(port, "/status", tls_secret.client())
+        assert status == 200 and json.loads(body)["rejected"]
+
+
+def test_an_unreadable_environment_opens_no_listener_until_one_is_readable(spec_repo, tmp_path, tls_secret):
+    from tests.conftest import free_port
+
+    dev = (spec_repo.path / "environments" / "dev.yaml").read_text() + tls_secret.yaml()
+    spec_repo.write("environments/dev.yaml", dev + "  no_such_field: 1\n")  # the tls section itself is invalid
+    spec_repo.commit("tls with a typo")
+    port = free_port()
+    with Running(Daemon(tmp_path / "home", str(spec_repo.path), "main", "dev", metrics_port=port, use_prefect=False)) as daemon:
+        assert wait_for(lambda: daemon.state.rejected is not None)
+        daemon.wake.set()
+        assert not wait_for(lambda: listening(port), timeout=1.5)  # not even briefly in plaintext
+        assert daemon.metrics_server is None
+        spec_repo.write("environments/dev.yaml", dev)
+        spec_repo.commit("tls fixed")
+        daemon.wake.set()
+        assert wait_for(lambda: listening(port))
+        assert daemon.metrics_server.scheme == "https"
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            get(port, "/status", None, scheme="http")
+        assert get(port, "/status", tls_secret.client())[0] == 200
