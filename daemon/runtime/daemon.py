@@ -118,6 +118,7 @@ class Daemon:
         self.prefect_server = None
         self.metrics_server: metrics.MetricsServer | None = None
         self.listener_tls: dict[str, Any] | None = None  # the tls settings the HTTP server was opened with
+        self.listener_deferred = False  # run() found no readable environment: the first cycle that does opens it
         self.watcher = None
         self.keep_services = keep_services
         # Kinds' lifecycle hooks, plus the runtime's own: `specd sync`/`resume` requests wake the loop; the
@@ -132,8 +133,10 @@ class Daemon:
             self._install_signal_handlers()
             os.environ.setdefault("BENTOML_HOME", str(bentoml_home(self.home)))
             env = self._bootstrap_environment()
-            if env is not None:  # else the HTTP server waits for an environment: never plaintext by default
+            if env is not None:
                 self._start_metrics(env)
+            else:  # the HTTP server waits for an environment it can read: never plaintext by default
+                self.listener_deferred = True
             self._start_prefect(env)
             self._start_watching(env)
             self._start_supervision()
@@ -286,7 +289,8 @@ class Daemon:
             return
         metrics.set_revision(metrics.DESIRED_REVISION, sha)
         self.state.cycle.desired_revision = sha
-        if self.listener_tls is None and (env := self._environment_of(sha)) is not None:
+        if self.listener_deferred and (env := self._environment_of(sha)) is not None:
+            self.listener_deferred = False
             self._start_metrics(env)  # deferred at start: the environment (its tls) is known only now
         desired = self._validated(sha)
         if desired is None:
