@@ -37,7 +37,8 @@ def one_round(server, ca: str | None, size: int) -> tuple[float, float, float, b
 
     from daemon.shared import storage_uri
 
-    options = storage_uri.client_options(server.spec_options(), {"ca": ca} if ca else None)
+    refs = {k: f"secret:{v[9:-1]}" if v.startswith("${secret:") else v for k, v in server.spec_options().items()}  # as composed
+    options = storage_uri.client_options(refs, {"ca": ca} if ca else None)
     fs = pafs.S3FileSystem(**storage_uri.arrow_s3_kwargs(options))  # a fresh client: its first GET handshakes
     bucket = server.create_bucket(ca=Path(ca) if ca else None)
     with fs.open_output_stream(f"{bucket}/object") as stream:

@@ -22,6 +22,7 @@ import pytest
 from deltalake import DeltaTable
 
 from tests.conftest import ROOT, free_port
+from tests.helpers.s3 import SECRET_KEY
 
 pytestmark = [pytest.mark.security, pytest.mark.integration]
 
@@ -30,6 +31,11 @@ def overlay(server, root: str, ca: Path) -> str:
     lines = ["storage:", f"  root: {root}", "  storage_options:"]
     lines += [f"    {k}: {v}" if v.startswith("${") else f"    {k}: \"{v}\"" for k, v in server.spec_options().items()]
     return "\n".join(lines) + f"\ntls:\n  ca: {ca}\n"
+
+
+def composed(server) -> dict[str, str]:
+    """The server's storage_options as compose hands them on (`${secret:NAME}` → `secret:NAME`)."""
+    return {k: f"secret:{v[9:-1]}" if v.startswith("${secret:") else v for k, v in server.spec_options().items()}
 
 
 def specd(*args: str, repo: Path, home: Path) -> subprocess.CompletedProcess:
@@ -51,7 +57,7 @@ def test_a_table_built_erased_and_read_on_s3_over_https(spec_repo, home, s3_tls_
     try:
         applied = specd("apply", "--no-prefect", repo=spec_repo.path, home=home)
         assert applied.returncode == 0, applied.stdout + applied.stderr
-        options = client_options(s3_tls_server.spec_options(), {"ca": str(pki.ca)})
+        options = client_options(composed(s3_tls_server), {"ca": str(pki.ca)})
         assert options["certificate_path"] == str(pki.ca)
         table = DeltaTable(f"{root}/tables/contacts", storage_options=options)
         assert sorted(table.to_pyarrow_table().column("contact_id").to_pylist()) == [1, 2, 3]
@@ -71,10 +77,10 @@ def test_a_wrong_ca_or_none_fails_closed(s3_tls_server, pki):
     from daemon.shared import storage_uri
 
     bucket = s3_tls_server.create_bucket(ca=pki.ca)
-    good = storage_uri.client_options(s3_tls_server.spec_options(), {"ca": str(pki.ca)})
+    good = storage_uri.client_options(composed(s3_tls_server), {"ca": str(pki.ca)})
     storage_uri.write_bytes(f"s3://{bucket}/probe", b"x", good)
     for section in ({"ca": str(pki.wrong_ca)}, None):
-        options = storage_uri.client_options(s3_tls_server.spec_options(), section)
+        options = storage_uri.client_options(composed(s3_tls_server), section)
         with pytest.raises(OSError, match="(?i)ssl|certificate"):
             storage_uri.read_bytes(f"s3://{bucket}/probe", options)
         with pytest.raises(OSError):
@@ -104,8 +110,9 @@ def test_model_store_and_prediction_log_over_https(s3_tls_server, pki, tmp_path)
     from flows.training import shared_store
 
     bucket = s3_tls_server.create_bucket(ca=pki.ca)
-    options = storage_uri.client_options(s3_tls_server.spec_options(), {"ca": str(pki.ca)})
+    options = storage_uri.client_options(composed(s3_tls_server), {"ca": str(pki.ca)})
     assert storage_uri.arrow_s3_kwargs(options)["tls_ca_file_path"] == str(pki.ca)
+    assert options["AWS_SECRET_ACCESS_KEY"] == SECRET_KEY  # resolved from the secret
     models = f"s3://{bucket}/models"
     (tmp_path / "archive.bentomodel").write_bytes(b"model bytes" * 1000)
     storage_uri.upload(tmp_path / "archive.bentomodel", f"{models}/archive.bentomodel", options)
@@ -118,7 +125,7 @@ def test_model_store_and_prediction_log_over_https(s3_tls_server, pki, tmp_path)
     assert fetched.get("release", {}).get("model") == "m", fetched
 
     settings = {"predictions_uri": f"s3://{bucket}/lake/predictions/svc", "feedback_uri": f"s3://{bucket}/lake/feedback/svc",
-                "storage_options": s3_tls_server.spec_options(), "tls": {"ca": str(pki.ca)}}  # as the routing file holds them
+                "storage_options": composed(s3_tls_server), "tls": {"ca": str(pki.ca)}}  # as the routing file holds them
     ServiceAdapter._ensure_tables(settings, tmp_path)
     log = DeltaLog(settings["predictions_uri"], PREDICTION_COLUMNS, queue_size=10, flush_interval_s=60,
                    storage_options=worker_options(settings))

@@ -89,3 +89,17 @@ def test_an_unreachable_object_store_is_transient_not_corrupt(world, monkeypatch
     with pytest.raises(ApplyError) as failed:
         adapter.apply(action, graph.by_key()[action.key])
     assert failed.value.transient and failed.value.reason == "StoreUnreachable"
+
+
+def test_client_options_add_the_environment_ca_for_https_only(tmp_path, monkeypatch):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("UNIT_S3_KEY", "k3y")
+    https = {"AWS_ENDPOINT_URL": "https://127.0.0.1:9000", "AWS_SECRET_ACCESS_KEY": "secret:UNIT_S3_KEY"}  # as composed
+    options = storage_uri.client_options(https, {"ca": str(ca)})
+    assert options == {"AWS_ENDPOINT_URL": "https://127.0.0.1:9000", "AWS_SECRET_ACCESS_KEY": "k3y", "certificate_path": str(ca)}
+    assert storage_uri.arrow_s3_kwargs(options)["tls_ca_file_path"] == str(ca)
+    assert "certificate_path" not in storage_uri.client_options({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}, {"ca": str(ca)})
+    assert storage_uri.client_options(None, {"ca": str(ca)}) is None
+    assert storage_uri.arrow_s3_kwargs({"AWS_CA_BUNDLE": "/etc/ca.pem"})["tls_ca_file_path"] == "/etc/ca.pem"
+    assert storage_uri.log_options({"storage_options": https, "tls": {"ca": str(ca)}})["certificate_path"] == str(ca)
