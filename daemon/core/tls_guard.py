@@ -69,10 +69,10 @@ def plaintext_issues(env: Any, env_locate: Callable[[tuple], tuple[str, int]], d
         if reason:
             path, line = env_locate(key_path)
             issues.append(SpecIssue(path, line, ".".join(map(str, key_path)), f"{_shown(value)}: {reason}"))
-    if env.prefect.api_url is None:
+    if env.prefect.api_url is None and not (env.tls.cert and env.tls.key):
         path, line = env_locate(("prefect",))
         issues.append(SpecIssue(path, line, "prefect.api_url",
-                                "the embedded Prefect server speaks plain HTTP; tls.required needs an https:// Prefect server here"))
+                                "tls.required: the embedded Prefect server serves HTTPS only with tls.cert and tls.key; set them, or an https:// prefect.api_url"))
     for doc in docs:
         for key_path, value in _strings(doc.data):
             reason = plaintext_reason(value)

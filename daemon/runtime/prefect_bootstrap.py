@@ -4,7 +4,8 @@
 home's own `prefect server start` is adopted or started (`LocalPrefectServer`). The client settings are
 set before anything imports prefect. Returns the server we started (the caller stops it), or None.
 An https:// API is verified against the environment's `tls.ca` (PREFECT_API_SSL_CERT_FILE, unless set);
-with `tls.required` only an https:// API is accepted (the embedded server speaks plain HTTP).
+with `tls.required` only an https:// API is accepted. With `tls.cert`/`tls.key` the embedded server
+itself speaks HTTPS only (daemon.runtime.prefect_tls_server), verified with `tls.ca`.
 
 The embedded server's URL is known before it is up, so PREFECT_API_URL is set first and the Prefect
 client (~1 s of CPU, 3 s on a loaded machine) is imported in a thread while the server starts: the
@@ -31,8 +32,14 @@ log = logging.getLogger(__name__)
 def bootstrap_prefect(home: Path, env: EnvironmentSpec | None) -> LocalPrefectServer | None:
     configure_client_env(home)
     external = os.environ.get("PREFECT_API_URL") or (env.prefect.api_url if env else None)
-    if env is not None and env.tls.required and not (external or "").lower().startswith("https://"):
-        # validate refuses the overlay's http:// or embedded server; this is PREFECT_API_URL from the shell
+    files = None
+    if env is not None and not external and (env.tls.cert or env.tls.ca):
+        from daemon.shared import tls
+
+        files = tls.resolve(env.tls, home)
+    embedded_tls = files is not None and files.serving
+    if env is not None and env.tls.required and not (external or "").lower().startswith("https://") and not (not external and embedded_tls):
+        # validate refuses the overlay's http:// server, or an embedded one without tls.cert/key; this is PREFECT_API_URL from the shell
         raise RuntimeError("tls.required: the Prefect API must be an https:// server (PREFECT_API_URL / prefect.api_url)")
     if external:
         os.environ["PREFECT_API_URL"] = external
@@ -45,8 +52,11 @@ def bootstrap_prefect(home: Path, env: EnvironmentSpec | None) -> LocalPrefectSe
         log.info("using Prefect at %s", external)
         threading.Thread(target=preload_client, name="prefect-preload", daemon=True).start()  # the first cycle waits only for what is left
         return None
-    server = LocalPrefectServer(home, env.prefect.host if env else "127.0.0.1", env.prefect.port if env else 4200)
+    server = LocalPrefectServer(home, env.prefect.host if env else "127.0.0.1", env.prefect.port if env else 4200,
+                                tls=files if embedded_tls else None)
     os.environ["PREFECT_API_URL"] = server.api_url
+    if embedded_tls and files is not None and files.ca:  # the client and every flow-run process verify the server with it
+        os.environ["PREFECT_API_SSL_CERT_FILE"] = files.ca
     if os.environ.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED", "").lower() not in ("1", "true", "yes", "on"):
         os.environ.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "false")
     warm = threading.Thread(target=preload_client, name="prefect-preload", daemon=True)
@@ -57,7 +67,7 @@ def bootstrap_prefect(home: Path, env: EnvironmentSpec | None) -> LocalPrefectSe
         os.environ.pop("PREFECT_API_URL", None)
         raise
     warm.join()  # imports hold a lock: finished here rather than half-way through a first flow run
-    log.info("Prefect UI on http://%s:%d", server.host, server.port)
+    log.info("Prefect UI on %s://%s:%d", "https" if server.tls else "http", server.host, server.port)
     return server
 
 

@@ -46,10 +46,10 @@ class PrefectKeeper:
         if now - self.last_health < self.health_every_s:
             return False
         self.last_health = now
-        if healthy(self.server.api_url, timeout=2.0):
+        if healthy(self.server.api_url, timeout=2.0, context=getattr(self.server, "client_context", None)):
             return False
         time.sleep(1.0)  # one slow answer under load is not a dead server: ask once more
-        return not healthy(self.server.api_url, timeout=5.0)
+        return not healthy(self.server.api_url, timeout=5.0, context=getattr(self.server, "client_context", None))
 
     def tick(self) -> None:
         if time.monotonic() < self.retry_at or not self.down():
@@ -80,5 +80,5 @@ class PrefectKeeper:
             pass
         self.server.record = None
         deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and healthy(self.server.api_url, timeout=0.5):
+        while time.monotonic() < deadline and healthy(self.server.api_url, timeout=0.5, context=getattr(self.server, "client_context", None)):
             time.sleep(0.1)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import sys
 import time
 import urllib.request
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from daemon.shared import procs
 from daemon.shared.paths import logs_dir, prefect_home, runtime_dir
+from daemon.shared.tls import TLSFiles, client_context
 
 QUIET = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -48,25 +50,28 @@ def configure_client_env(home: Path) -> None:
 log = logging.getLogger(__name__)
 
 
-def healthy(api_url: str, timeout: float = 1.0) -> bool:
+def healthy(api_url: str, timeout: float = 1.0, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as response:
+        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout, context=context) as response:
             return response.status == 200
     except OSError:
         return False
 
 
 class LocalPrefectServer:
-    def __init__(self, home: Path, host: str = "127.0.0.1", port: int = 4200):
+    def __init__(self, home: Path, host: str = "127.0.0.1", port: int = 4200, tls: TLSFiles | None = None):
         self.home = home
         self.host = host
         self.port = port
+        # with the environment's certificate the server speaks HTTPS only (daemon.runtime.prefect_tls_server)
+        self.tls = tls if tls is not None and tls.serving else None
+        self.client_context = client_context(self.tls) if self.tls else None
         self.pid_file = runtime_dir(home) / "prefect-server.json"
         self.record: procs.PidRecord | None = None
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.host}:{self.port}/api"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/api"
 
     def start(self, timeout_s: float = 600.0, attempts: int = 3) -> str:
         """Adopt a running server of ours or start one; return its API URL once healthy.
@@ -75,7 +80,7 @@ class LocalPrefectServer:
         progress (migrations, UI build), so it is waited for — with a progress line every 15 s — up to
         `timeout_s`; a process that dies is started again with backoff, `attempts` times in all."""
         existing = procs.PidRecord.read(self.pid_file)
-        if existing and existing.alive() and existing.meta.get("port") == self.port:
+        if existing and existing.alive() and existing.meta.get("port") == self.port and bool(existing.meta.get("tls")) == bool(self.tls):
             if self._wait_healthy(existing, 30.0):
                 self.record = existing
                 return self.api_url
@@ -110,12 +115,14 @@ class LocalPrefectServer:
             "PREFECT_UI_API_URL": self.api_url,
         }
         env.pop("PREFECT_API_URL", None)
-        proc = procs.spawn(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port), "--analytics-off"],
-            log_path=log_path,
-            env=env,
-        )
-        record = procs.record_for(proc, {"port": self.port})
+        if self.tls:
+            env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+            command = [sys.executable, "-m", "daemon.runtime.prefect_tls_server", "--host", self.host, "--port", str(self.port),
+                       "--certfile", str(self.tls.cert), "--keyfile", str(self.tls.key), "--min-version", self.tls.min_version]
+        else:
+            command = [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port), "--analytics-off"]
+        proc = procs.spawn(command, log_path=log_path, env=env)
+        record = procs.record_for(proc, {"port": self.port, "tls": bool(self.tls)})
         record.write(self.pid_file)
         return record
 
@@ -123,7 +130,7 @@ class LocalPrefectServer:
         started = time.monotonic()
         deadline, next_note = started + timeout_s, started + 15.0
         while time.monotonic() < deadline:
-            if healthy(self.api_url):
+            if healthy(self.api_url, context=self.client_context):
                 return True
             if not record.alive():
                 return False
