@@ -76,3 +76,16 @@ def test_only_the_daemon_with_prefect_gets_a_runner(tmp_path: Path) -> None:
     assert context_for(desired, tmp_path).run_monitor is None  # specd plan / validate / apply
     assert context_for(desired, tmp_path, prefect=False, monitor_runs=True).run_monitor is None  # --no-prefect
     assert context_for(desired, tmp_path, monitor_runs=True).run_monitor is run_monitor_in_prefect
+
+
+def test_prefect_failing_before_the_check_runs_it_inline(monkeypatch: Any, caplog: Any) -> None:
+    from daemon.runtime import prefect_monitor
+
+    async def unreachable(*_args: Any) -> None:
+        raise ConnectionError("All connection attempts failed")
+
+    monkeypatch.setattr(prefect_monitor, "_flow_run", unreachable)
+    calls: list[int] = []
+    result = run_monitor_in_prefect(CHECK_FLOW, {"model": "m"}, lambda: calls.append(1) or "verdict")
+    assert result == "verdict" and calls == [1]
+    assert "running the check inline" in caplog.text
