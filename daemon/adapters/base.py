@@ -26,7 +26,7 @@ T = TypeVar("T")
 class MonitorRunner(Protocol):
     """Runs one monitoring check (`fn`) as a run the daemon owns (a Prefect flow run named `name`, tagged
     `key:value` for each label, with `describe(result)` as its markdown artifact) and returns fn's result or
-    raises fn's exception. Set by the daemon when Prefect is on; None in `specd plan`/`validate`/`--no-prefect`."""
+    raises fn's exception. Set by the daemon when Prefect is on; None in `specd plan`/`validate`/`apply`/`--no-prefect`."""
 
     def __call__(self, name: str, labels: dict[str, str], fn: Callable[[], T], describe: Callable[[T], str] | None = None) -> T: ...
 
