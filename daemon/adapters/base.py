@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from daemon.core.state import ApplyOutcome, Observed
 from daemon.schema.environment import EnvironmentSpec
@@ -19,6 +19,17 @@ from daemon.schema.environment import EnvironmentSpec
 if TYPE_CHECKING:
     from daemon.core.graph import Resource
     from daemon.core.plan import Action
+
+T = TypeVar("T")
+
+
+class MonitorRunner(Protocol):
+    """Runs one monitoring check (`fn`) as a run the daemon owns (a Prefect flow run named `name`, tagged
+    `key:value` for each label, with `describe(result)` as its markdown artifact) and returns fn's result or
+    raises fn's exception. Set by the daemon when Prefect is on; None in `specd plan`/`validate`/`apply`/`--no-prefect`."""
+
+    def __call__(self, name: str, labels: dict[str, str], fn: Callable[[], T], describe: Callable[[T], str] | None = None) -> T: ...
+
 
 @dataclass(frozen=True)
 class AdapterContext:
@@ -29,6 +40,8 @@ class AdapterContext:
     progress: Callable[[str], None] = lambda message: None
     # The Prefect API this run reads and writes deployments on (None: no Prefect, e.g. --no-prefect).
     prefect_api: str | None = None
+    # Monitoring checks that are due run through this (the daemon's Prefect flow runs); None: run inline.
+    run_monitor: MonitorRunner | Callable[..., Any] | None = None
 
     @property
     def storage_root(self) -> str:

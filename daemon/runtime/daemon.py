@@ -373,7 +373,8 @@ class Daemon:
         return desired
 
     def _reconcile(self, desired: Desired, head: str | None = None) -> str:
-        ctx = context_for(desired, self.home, progress=lambda message: log.info("%s", message), prefect=self.use_prefect)
+        ctx = context_for(desired, self.home, progress=lambda message: log.info("%s", message), prefect=self.use_prefect,
+                          monitor_runs=True)  # due drift checks: `specd-drift-check` flow runs (Prefect on)
         forced = operations.take_syncs(self.home)  # `specd sync`: refresh these even if they look in sync
         outcome = run_cycle(desired, make_adapters(ctx), self.state.cycle, self.journal, use_prefect=self.use_prefect,
                             head=head, forced=forced)

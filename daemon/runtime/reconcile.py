@@ -22,6 +22,7 @@ from daemon.core.kinds import KINDS, load_object
 from daemon.core.plan import Action, Plan, jsonable_change, make_plan, property_diff, structured_diff
 from daemon.core.state import Observed
 from daemon.runtime import guard, operations
+from daemon.runtime.prefect_monitor import run_monitor_in_prefect
 from daemon.runtime.prefect_runner import run_plan_in_prefect, to_run_logger
 from daemon.shared.access_policy import PolicySource, load_source
 from daemon.shared.errors import SpecErrors, SpecIssue
@@ -72,8 +73,10 @@ def with_access(composed: Composed, access: PolicySource | None) -> Composed:
     return replace(composed, docs=docs)
 
 
-def context_for(desired: Desired, home: Path, progress: Callable[[str], None] | None = None, *, prefect: bool = True) -> AdapterContext:
-    """`prefect`: whether this run has a Prefect API (deployments are observed and written on it)."""
+def context_for(desired: Desired, home: Path, progress: Callable[[str], None] | None = None, *, prefect: bool = True,
+                monitor_runs: bool = False) -> AdapterContext:
+    """`prefect`: whether this run has a Prefect API (deployments are observed and written on it).
+    `monitor_runs` (the daemon, Prefect on): due monitoring checks run as Prefect flow runs."""
     return AdapterContext(
         env=desired.composed.env,
         home=home,
@@ -81,6 +84,7 @@ def context_for(desired: Desired, home: Path, progress: Callable[[str], None] | 
         revision=desired.revision,
         progress=_teed(progress),
         prefect_api=prefect_api_url(desired.composed.env) if prefect else None,
+        run_monitor=run_monitor_in_prefect if prefect and monitor_runs else None,
     )
 
 

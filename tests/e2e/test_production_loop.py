@@ -38,6 +38,7 @@ from daemon.adapters.services.supervisor import Supervisor
 from daemon.runtime.proposals import PROPOSAL_PREFIX
 from tests.conftest import ROOT, SpecRepo
 from tests.e2e.conftest import DaemonProcess
+from tests.helpers.drift_runs import check_runs, run_artifacts
 from tests.helpers.journeys import (
     MODEL,
     MODEL_SPEC,
@@ -242,7 +243,7 @@ def test_tensorboard_has_each_candidates_hparams_and_per_epoch_validation_curves
 
 
 # ---- 1. drift ------------------------------------------------------------------------------------------
-def test_shifted_traffic_retrains_and_a_no_drift_replay_does_not(loop: Loop):
+def test_shifted_traffic_retrains_and_a_no_drift_replay_does_not(loop: Loop, prefect_api: str):
     first = release(loop.home)
     assert first.champion and first.challengers
     offset = len(loop.daemon.journal())
@@ -266,6 +267,11 @@ def test_shifted_traffic_retrains_and_a_no_drift_replay_does_not(loop: Loop):
     score = re.search(r'^specd_model_feature_drift{feature="bill_length_mm",model="penguin_sex"} (\S+)$', loop.daemon.metrics(), re.M)
     assert score and float(score.group(1)) > 0.3, loop.daemon.metrics()
     assert (loop.gauge("specd_model_drift_share") or 0) >= DRIFT_SHARE
+    # the daemon's due checks are `specd-drift-check` flow runs; the one that saw the shift reports bill_length_mm
+    runs = [r for r in check_runs(prefect_api, loop.repo.head()) if f"model:{MODEL}" in r["tags"] and "env:dev" in r["tags"]]
+    assert runs and {r["state_type"] for r in runs} == {"COMPLETED"}, [(r["name"], r["state_type"]) for r in runs]
+    reports = [a["data"] for r in runs for a in run_artifacts(prefect_api, r["id"]) if a["type"] == "markdown"]
+    assert any("dataset drift" in text and "`bill_length_mm` | numeric" in text for text in reports), reports[-1:]
 
     def retrained(status: dict[str, Any]) -> bool:
         return bool(status.get("in_sync")) and any(e["type"] == "ActionSucceeded" and e.get("resource") == f"model/{MODEL}"

@@ -7,6 +7,10 @@ bounded (a cached reference profile + a DuckDB-sampled window) and its result is
 home (`<home>/drift/<model>/last.json`), so a plan re-reads the cached verdict until `monitoring.interval_s`
 has passed. Every check sets the drift gauges of the daemon's `/metrics`.
 
+In the daemon (Prefect on), a check that is due runs through `ctx.run_monitor` as a `specd-drift-check`
+Prefect flow run with the report as its markdown artifact (daemon/runtime/prefect_monitor.py); `specd
+plan`, `validate` and `--no-prefect` leave it None and run the check inline, importing no Prefect.
+
 A failing check (no log yet, unreadable table) never fails observe: the model keeps its state and the
 note says why.
 """
@@ -100,7 +104,33 @@ def observe_drift(ctx: AdapterContext, name: str, spec: Any, release: Release, *
         if fresh and meta.get("fingerprint") == release.fingerprint and meta.get("release_created_at") == release.created_at:
             record(report)
             return report
-    return run_check(ctx, name, spec, release)
+    if ctx.run_monitor is None:
+        return run_check(ctx, name, spec, release)
+    labels = {"model": name, "env": ctx.env.name, "revision": ctx.revision[:12]}
+    return ctx.run_monitor(CHECK_FLOW, labels, lambda: run_check(ctx, name, spec, release), report_markdown)
+
+
+CHECK_FLOW = "specd-drift-check"  # the Prefect flow (run) name of a due check in the daemon
+
+
+def report_markdown(report: DriftReport) -> str:
+    """The check as a Prefect artifact: verdict, share, window, reference lineage, one row per feature."""
+    ref = report.reference or {}
+    verdict = "dataset drift" if report.dataset_drift else ("no drift" if report.enough_rows else "no verdict (too few rows)")
+    lines = [
+        f"# Drift of `{report.model}`: {verdict}", "",
+        f"- drift share: **{report.share:.3f}** (threshold {report.share_threshold:g}); "
+        f"drifted: {', '.join(c.column for c in report.drifted()) or 'none'}",
+        f"- window: {report.current_rows} logged rows",
+        f"- reference: `{ref.get('table') or ref.get('uri')}`@{ref.get('delta_version')}",
+        f"- checked in {report.seconds:.2f} s" + (f"; {report.note}" if report.note else ""), "",
+        "| feature | kind | method | score | threshold | drifted |", "|---|---|---|---|---|---|",
+    ]
+    columns = [*report.columns, *([report.prediction] if report.prediction else [])]
+    for c in columns:
+        label = f"{c.column} (prediction)" if c is report.prediction else c.column
+        lines.append(f"| `{label}` | {c.kind} | {c.method} | {c.score:.4g} | {c.threshold:g} | {'**yes**' if c.drifted else 'no'} |")
+    return "\n".join(lines) + "\n"
 
 
 def record(report: DriftReport) -> None:
