@@ -299,7 +299,8 @@ def run_part(task: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = {"read": table.num_rows, "written": 0, "quarantined": 0, "failures": {}, "personal": [],
                                   "quarantine": [], "refused": None}
         checks = stages.TableChecks(spec.quality)
-        digest = RowDigest()
+        hasher = connection.cursor()  # same database, own connection: the stages' reader is still streaming
+        digest = RowDigest(hasher)
 
         def good_rows() -> Iterator[pa.RecordBatch]:
             for raw in out:
@@ -336,6 +337,7 @@ def run_part(task: dict[str, Any]) -> dict[str, Any]:
         staged = StagedFiles(request)
         staged.write(good_rows())
         digest.close()
+        hasher.close()
         stats = checks.stats
         result.update(adds=staged.adds, paths=staged.paths, digest=(digest.total, digest.rows),
                       row_count=stats.row_count if stats else 0, newest=stats.newest if stats else None)
