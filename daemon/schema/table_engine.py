@@ -2,10 +2,10 @@
 
 The DuckDB engine (the default) runs every table feature in one stream on one machine. The Dask engine
 (`engine: dask`, flows/tables/dask_engine.py) runs the row-local part of the pipeline once per input
-partition on a Dask cluster: anything that needs the rows of several partitions together (dedupe,
-statistics-based fills, windows, joins, aggregates, uniqueness) or a single reader (a database, an HTTP
-API, a cursor) is not something it can do. Such a spec is a validation error on its `engine:` line that
-names the feature — never a silent fallback to DuckDB, which would quietly not scale.
+partition on a Dask cluster, and a dedupe after a shuffle of the rows by key. Anything else that needs
+the rows of several partitions together (statistics-based fills, windows, joins, aggregates,
+uniqueness) or a single reader (a database, an HTTP API, a cursor) is not something it can do. Such a
+spec is a validation error on its `engine:` line that names the feature — never a silent fallback to DuckDB, which would quietly not scale.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ def dask_unsupported(fields: dict[str, Any]) -> list[str]:
         found.append(f"source.type {kind!r} (file and table sources only)")
     clean = fields.get("clean")
     if clean is not None:
-        if clean.dedupe is not None:
-            found.append("clean.dedupe")
+        if clean.dedupe is not None:  # shuffled by the raw key values: a key cleaning changes would split a group
+            found += [f"clean.dedupe.keys {key!r} with clean.columns.{key} (dedupe keys are shuffled as read)"
+                      for key in clean.dedupe.keys if key in clean.columns]
         for name, column in clean.columns.items():
             if column.nulls is not None and column.nulls.strategy in _WHOLE_TABLE_NULLS:
                 found.append(f"clean.columns.{name}.nulls.strategy {column.nulls.strategy!r}")

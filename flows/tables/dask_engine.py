@@ -230,21 +230,23 @@ def _describe_types(schema: Any) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ stages
-def pipeline(connection: Any, spec: Any) -> tuple[str, bool]:
-    """The row-local stages over the view `_specd_stream`, as the DuckDB engine chains them."""
+def pipeline(connection: Any, spec: Any) -> tuple[str, bool, str | None]:
+    """The stages over the view `_specd_stream`, as the DuckDB engine chains them: (view, carries a
+    quarantine reason, the key-group size column of a dedupe). A dedupe runs over a shuffled bucket,
+    which holds every row of its keys."""
     from flows.tables import stages
 
-    view, reason = "_specd_stream", False
+    view, reason, group_rows = "_specd_stream", False, None
     if spec.clean is not None:
-        result = stages.clean(connection, view, spec.clean)
-        view, reason = result.view, result.carries_reason
+        result = stages.clean(connection, view, spec.clean, group_rows=spec.clean.dedupe is not None)
+        view, reason, group_rows = result.view, result.carries_reason, result.group_rows_column
     if spec.features is not None:
-        result = stages.features(connection, view, spec.features, {}, reason, ())
+        result = stages.features(connection, view, spec.features, {}, reason, (group_rows,) if group_rows else ())
         view, reason = result.view, result.carries_reason
     if spec.quality is not None:
         result = stages.quality(connection, view, spec.quality, reason)
         view, reason = result.view, result.carries_reason
-    return view, reason
+    return view, reason, group_rows
 
 
 def output_schema(spec: Any, input_schema: Any, resolve_secret: Any) -> tuple[Any, bool]:
@@ -257,17 +259,38 @@ def output_schema(spec: Any, input_schema: Any, resolve_secret: Any) -> tuple[An
     connection = duckdb.connect()
     try:
         connection.register("_specd_stream", input_schema.empty_table())
-        view, reason = pipeline(connection, spec)
+        view, reason, group_rows = pipeline(connection, spec)
         produced = connection.sql(f'SELECT * FROM "{view}" LIMIT 0').to_arrow_table().schema
     finally:
         connection.close()
-    produced = pa.schema([f for f in produced if f.name != REASON_COLUMN])
+    produced = pa.schema([f for f in produced if f.name not in (REASON_COLUMN, group_rows)])
     _, protected_schema = stages.protector(spec.privacy, resolve_secret)
     return (protected_schema(produced) if protected_schema else produced), reason
 
 
-def run_part(task: dict[str, Any]) -> dict[str, Any]:
-    """One partition, on a Dask worker: read → stages → privacy → quarantine split → digest → files."""
+def split_part(task: dict[str, Any]) -> list[Any]:
+    """Shuffle, first half: one partition's rows in `buckets` pieces by the hash of the dedupe keys
+    (DuckDB's `hash` of the input-typed values, so equal keys land in the same bucket everywhere)."""
+    import duckdb
+
+    table = read_part(task["part"], None, task["input_schema"], task.get("upstream_uri"), task.get("storage_options"))
+    if task["buckets"] == 1:
+        return [table]
+    connection = duckdb.connect()
+    try:
+        connection.register("_specd_rows", table)
+        keys = ", ".join('"' + k.replace('"', '""') + '"' for k in task["keys"])
+        bucket = connection.sql(f"SELECT (hash({keys}) % {int(task['buckets'])})::INTEGER AS b FROM _specd_rows").to_arrow_table().column(0)
+    finally:
+        connection.close()
+    import pyarrow.compute as pc
+
+    return [table.filter(pc.equal(bucket, i)) for i in range(task["buckets"])]
+
+
+def run_part(task: dict[str, Any], *pieces: Any) -> dict[str, Any]:
+    """One partition (or one shuffled bucket: its `pieces`), on a Dask worker: read → stages → privacy →
+    quarantine split → digest → files."""
     import duckdb
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -283,7 +306,10 @@ def run_part(task: dict[str, Any]) -> dict[str, Any]:
     spec = TableSpec.model_validate(task["spec"])
     part: Part = task["part"]
     request = task["request"]
-    table = read_part(part, spec, task["input_schema"], task.get("upstream_uri"), task.get("storage_options"))
+    if part is None:  # a shuffled bucket
+        table = pa.concat_tables(pieces) if pieces else task["input_schema"].empty_table()
+    else:
+        table = read_part(part, spec, task["input_schema"], task.get("upstream_uri"), task.get("storage_options"))
     work = tempfile.mkdtemp(prefix="specd-dask-part-")
     connection = duckdb.connect()
     try:
@@ -291,12 +317,12 @@ def run_part(task: dict[str, Any]) -> dict[str, Any]:
         connection.execute("SET preserve_insertion_order = false" if spec.clean or spec.features else "SET preserve_insertion_order = true")
         sandbox(connection, [work])
         connection.register("_specd_stream", table)
-        view, reason = pipeline(connection, spec)
+        view, reason, group_rows = pipeline(connection, spec)
         out = connection.sql(f'SELECT * FROM "{view}"').to_arrow_reader(task["batch_rows"])
         protect, _ = stages.protector(spec.privacy, _resolve_secret)
         action = spec.quality.action if spec.quality is not None else "quarantine"
         target = request.schema
-        result: dict[str, Any] = {"read": table.num_rows, "written": 0, "quarantined": 0, "failures": {}, "personal": [],
+        result: dict[str, Any] = {"read": table.num_rows, "written": 0, "quarantined": 0, "deduplicated": 0, "failures": {}, "personal": [],
                                   "quarantine": [], "refused": None}
         checks = stages.TableChecks(spec.quality)
         hasher = connection.cursor()  # same database, own connection: the stages' reader is still streaming
@@ -304,11 +330,15 @@ def run_part(task: dict[str, Any]) -> dict[str, Any]:
 
         def good_rows() -> Iterator[pa.RecordBatch]:
             for raw in out:
+                bookkeeping = [c for c in (REASON_COLUMN if reason else None, group_rows) if c]
                 if raw.num_rows and not result["written"] + result["quarantined"] and not result["personal"]:
-                    result["personal"] = undeclared(raw.drop_columns([REASON_COLUMN] if reason else []), spec.privacy) or ["-"]
+                    result["personal"] = undeclared(raw.drop_columns(bookkeeping), spec.privacy) or ["-"]
                     if result["personal"] != ["-"] and task["require_declared_privacy"]:
                         result["refused"] = result["personal"]
                         return
+                if group_rows:  # each kept row stands for its whole key group
+                    result["deduplicated"] += int(pc.sum(raw.column(group_rows)).as_py() or 0) - raw.num_rows
+                    raw = raw.drop_columns([group_rows])
                 if protect:  # protect first: plaintext never reaches a file, quarantine included
                     reasons = raw.column(REASON_COLUMN) if reason else None
                     body = protect(raw.drop_columns([REASON_COLUMN]) if reason else raw)
@@ -396,7 +426,7 @@ def build(job: Any, spec: Any) -> BuildReport:
                   "storage_options": options, "batch_rows": job.batch_rows, "require_declared_privacy": job.require_declared_privacy}
                  for part in parts]
         with cluster_client(settings) as client:
-            futures = client.map(run_part, tasks, pure=False)
+            futures = _submit(client, spec, tasks)
             try:
                 results = client.gather(futures)
             finally:
@@ -406,6 +436,24 @@ def build(job: Any, spec: Any) -> BuildReport:
     except Exception as exc:
         raise classify_failure(job.name, exc) from None
     return _commit(job, spec, table, batch, spool_dir, metadata, key, request, results, reason)
+
+
+def _submit(client: Any, spec: Any, tasks: list[dict[str, Any]]) -> list[Any]:
+    """The partition tasks; with a dedupe, a shuffle first: every partition split into as many buckets
+    by key hash, then one task per bucket gets that bucket's pieces of every partition (each piece moves
+    once, worker to worker) and runs the whole pipeline, dedupe included, over rows that hold all of
+    their keys."""
+    import operator
+
+    if spec.clean is None or spec.clean.dedupe is None:
+        return client.map(run_part, tasks, pure=False)
+    buckets = len(tasks)
+    splits = client.map(split_part, [{**t, "keys": list(spec.clean.dedupe.keys), "buckets": buckets} for t in tasks], pure=False)
+    futures = []
+    for i in range(buckets):
+        pieces = [client.submit(operator.getitem, split, i, pure=False) for split in splits]
+        futures.append(client.submit(run_part, {**tasks[0], "part": None}, *pieces, pure=False))
+    return futures
 
 
 def _commit(job: Any, spec: Any, table: Any, batch: int, spool_dir: Path, metadata: dict[str, str], key: str,
@@ -424,7 +472,7 @@ def _commit(job: Any, spec: Any, table: Any, batch: int, spool_dir: Path, metada
                           "data and have no privacy declaration (privacy.require_declared); nothing was written",
                           reason="PrivacyUndeclared")
     action = spec.quality.action if spec.quality is not None else "quarantine"
-    counts = {"written": sum(r["written"] for r in results), "quarantined": sum(r["quarantined"] for r in results), "deduplicated": 0}
+    counts = {name: sum(r[name] for r in results) for name in ("written", "quarantined", "deduplicated")}
     failures: dict[str, int] = {}
     for r in results:
         for check, n in r["failures"].items():

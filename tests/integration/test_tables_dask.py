@@ -193,8 +193,26 @@ def test_a_table_source_is_read_by_delta_file(world, small_parts):  # noqa: F811
     assert _meta(world.uri("up_dask"))["specd.upstream"] == _meta(world.uri("up_duckdb"))["specd.upstream"]
 
 
+def test_dedupe_is_shuffled_by_key(world, small_parts):  # noqa: F811
+    """Duplicates spread over every input partition: the shuffle brings each key group together, so
+    the kept rows (the latest per key) and the deduplicated count equal the DuckDB build's."""
+    _write_inputs(world, "parquet")
+    for engine in ("duckdb", "dask"):
+        world.write(f"specs/tables/dd_{engine}.yaml", f"""
+            source: {{type: file, path: "data/events/*.parquet", format: parquet}}
+            engine: {engine}
+            clean: {{dedupe: {{keys: [email], keep_latest_by: id}}, where: "amount >= 0"}}
+            features: {{columns: {{n: "amount + 1"}}}}
+            """)
+    world.converge()
+    duck, dask = world.uri("dd_duckdb"), world.uri("dd_dask")
+    assert _rows(dask) == _rows(duck) and 0 < len(_rows(dask)) <= 50
+    assert _meta(dask)[ROWS_PREFIX + "deduplicated"] == _meta(duck)[ROWS_PREFIX + "deduplicated"] != "0"
+    assert _meta(dask)[DATA_DIGEST] == _meta(duck)[DATA_DIGEST]
+
+
 @pytest.mark.parametrize("feature, named", [
-    ("clean: {dedupe: {keys: [id]}}", "clean.dedupe"),
+    ("clean: {dedupe: {keys: [id]}, columns: {id: {cast: int64}}}", "clean.dedupe.keys 'id' with clean.columns.id"),
     ("features: {aggregate: {by: [city], aggregates: {n: 'count(*)'}}}", "features.aggregate"),
     ("quality: {columns: {id: {unique: true}}}", "quality.columns.id.unique"),
 ])
