@@ -178,6 +178,47 @@ def test_a_failed_commit_leaves_nothing_and_the_rerun_commits_once(world, small_
     assert len(ids) == len(set(ids)) == int(_meta(world.uri("ev"))[ROWS_PREFIX + "written"])  # every row once
 
 
+def test_kill_9_mid_build_leaves_no_version_and_the_rerun_commits_once(world, small_parts, tmp_path):  # noqa: F811
+    """A real kill -9 of the build process (`python -m flows.tables.build`) while the workers stage files."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from flows.tables import build, write
+
+    folder = world.repo / "data" / "events"
+    folder.mkdir(parents=True)
+    pq.write_table(_events(6000, 0), folder / "part-0.parquet", row_group_size=100)  # 60 partitions (of 500: 12)
+    world.write("specs/tables/ev.yaml", BODY.format(engine="dask", fmt="parquet"))
+    graph, ctx = world.graph()
+    from daemon.adapters.tables.adapter import TableAdapter
+
+    job = TableAdapter(ctx).job_for(graph.resources[0])
+    job["dask"]["partition_rows"] = 100
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    table_dir = world.home / "lake" / "tables" / "ev"
+    process = subprocess.Popen([sys.executable, "-m", "flows.tables.build", str(tmp_path / "job.json"), str(tmp_path / "result.json")],
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and not list(table_dir.rglob("*.parquet")):
+            time.sleep(0.02)
+        assert process.poll() is None, "the build ended before a file was staged"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert not (tmp_path / "result.json").exists() and write.open_table(world.uri("ev")) is None  # no half version
+    result = build.run_job(job)
+    assert result["ok"], result
+    table = DeltaTable(world.uri("ev"))
+    assert table.version() == 0 and table.transaction_version("specd:ev") == 1
+    ids = [r["id"] for r in _rows(world.uri("ev"))]
+    assert len(ids) == len(set(ids)) == int(_meta(world.uri("ev"))[ROWS_PREFIX + "written"])  # nothing lost, nothing twice
+
+
 def test_a_table_source_is_read_by_delta_file(world, small_parts):  # noqa: F811
     _write_inputs(world, "parquet")
     world.write("specs/tables/ev.yaml", BODY.format(engine="duckdb", fmt="parquet"))
