@@ -267,3 +267,14 @@ def test_an_unsupported_feature_is_a_validation_error_on_the_engine_line(world, 
         compose(world.repo, "dev")
     text = str(info.value)
     assert f"{path.relative_to(world.repo)}:3: engine:" in text and named in text, text
+
+
+def test_the_default_engine_leaves_the_normalised_spec_and_fingerprint_as_they_were():
+    from daemon.schema.table import TableSpec
+
+    base = {"source": {"type": "file", "path": "x.parquet", "format": "parquet"}}
+    unset = TableSpec.model_validate(base).model_dump(mode="json", by_alias=True)
+    explicit = TableSpec.model_validate({**base, "engine": "duckdb"}).model_dump(mode="json", by_alias=True)
+    assert "engine" not in unset and unset == explicit
+    assert TableSpec.model_validate({**base, "engine": "dask"}).model_dump(mode="json", by_alias=True)["engine"] == "dask"
+    assert TableSpec.model_validate(unset).engine == "duckdb"
