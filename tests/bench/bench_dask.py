@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         try:
             pids = [w.process.pid for w in cluster.workers.values() if getattr(w, "process", None) is not None]
             dask = {"scheduler": cluster.scheduler_address, "partition_rows": max(1, args.rows // 32)}
-            started = time.perf_counter()  # the workers' first task imports the pipeline's modules: not a build's cost
+            started = time.perf_counter()  # fresh workers import the pipeline's modules on their first tasks: not in the runs
             timed_build(job(work / "tiny", work / "lake-warm", "dask", {**dask, "partition_rows": 100}), [])
             figures["warm_up"] = time.perf_counter() - started
             walls: dict[str, list[float]] = {"duckdb": [], "dask": []}
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             cluster.close()
         print(f"input: {args.rows:,} rows in 8 Parquet files, 32 partitions; {args.workers} Dask workers on 127.0.0.1")
-        print(f"cluster start (scheduler: local adds this to a build): {start_s:.3f} s; workers' first task (imports): {figures['warm_up']:.3f} s")
+        print(f"cluster start (scheduler: local adds this to a build): {start_s:.3f} s; first build on the fresh workers (their imports + {many} small partitions): {figures['warm_up']:.3f} s")
         for engine in ("duckdb", "dask"):
             print(f"{engine} wall s: {stats(walls[engine])}")
             print(f"{engine} cpu s: {stats(cpus[engine])}")
