@@ -64,6 +64,16 @@ class Part:
     rows: int = -1  # known up front for Parquet and Delta (metadata), -1 for CSV
 
 
+class Task(dict):
+    """A partition task's arguments. They hold the table's resolved storage options (credentials), and
+    Dask logs a failed task with its arguments: the representation names the partition only."""
+
+    def __repr__(self) -> str:
+        return f"<specd table task {self.get('part')}>"
+
+    __str__ = __repr__
+
+
 @dataclass(frozen=True)
 class Settings:
     scheduler: str = "local"
@@ -422,8 +432,8 @@ def build(job: Any, spec: Any) -> BuildReport:
         request = WriteRequest(uri, job.name, spec.write.mode, target, tuple(spec.write.keys), tuple(spec.partition_by),
                                schema_mode, batch=batch, storage_options=options, description=spec.description)
         upstream_uri = job.upstream.get(spec.source.inputs[0]) if spec.source.type == "table" else None
-        tasks = [{"spec": job.spec, "part": part, "request": request, "input_schema": input_schema, "upstream_uri": upstream_uri,
-                  "storage_options": options, "batch_rows": job.batch_rows, "require_declared_privacy": job.require_declared_privacy}
+        tasks = [Task({"spec": job.spec, "part": part, "request": request, "input_schema": input_schema, "upstream_uri": upstream_uri,
+                  "storage_options": options, "batch_rows": job.batch_rows, "require_declared_privacy": job.require_declared_privacy})
                  for part in parts]
         with cluster_client(settings) as client:
             futures = _submit(client, spec, tasks)
@@ -448,11 +458,11 @@ def _submit(client: Any, spec: Any, tasks: list[dict[str, Any]]) -> list[Any]:
     if spec.clean is None or spec.clean.dedupe is None:
         return client.map(run_part, tasks, pure=False)
     buckets = len(tasks)
-    splits = client.map(split_part, [{**t, "keys": list(spec.clean.dedupe.keys), "buckets": buckets} for t in tasks], pure=False)
+    splits = client.map(split_part, [Task({**t, "keys": list(spec.clean.dedupe.keys), "buckets": buckets}) for t in tasks], pure=False)
     futures = []
     for i in range(buckets):
         pieces = [client.submit(operator.getitem, split, i, pure=False) for split in splits]
-        futures.append(client.submit(run_part, {**tasks[0], "part": None}, *pieces, pure=False))
+        futures.append(client.submit(run_part, Task({**tasks[0], "part": None}), *pieces, pure=False))
     return futures
 
 
