@@ -123,6 +123,16 @@ class PrometheusSection(SpecModel):
     runbook_base_url: str = ""  # prefix of relative alert runbook URLs (e.g. https://git.example/org/specs/blob/main/)
 
 
+class DaskSection(SpecModel):
+    """Where `engine: dask` tables are built: a LocalCluster on 127.0.0.1 that each build starts and
+    stops ("local"), or an existing cluster's scheduler (`dask scheduler` + one `dask worker` per machine)."""
+
+    scheduler: Annotated[str, Field(pattern=r"^(local|tcp://[^\s/]+:\d+)$")] = "local"
+    workers: int = Field(default=2, ge=1)  # local only: worker processes
+    threads_per_worker: int = Field(default=1, ge=1)  # local only
+    partition_rows: int = Field(default=1_000_000, ge=1)  # Parquet row groups are grouped into partitions of ~this many rows
+
+
 class TablesSection(SpecModel):
     # Module prefixes whose functions a `callable` table source may name as `_target_`, on top of the
     # built-in `flows.tables.sources.` (e.g. `mycompany.ingest.`). SPECD_TABLE_CALLABLE_MODULES
@@ -130,6 +140,7 @@ class TablesSection(SpecModel):
     callable_modules: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\.?$")]] = Field(
         default_factory=list
     )
+    dask: DaskSection = DaskSection()  # the cluster `engine: dask` tables are built on
 
 
 class OnlineStoreSection(SpecModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_serializer, model_validator
 
 from daemon.schema.base import Ref, RelativePath, ResourceName, SpecModel
 from daemon.schema.table_sources import HttpSource, SqlSource
@@ -223,6 +223,30 @@ class TableSpec(SpecModel):
     schedule: str | None = None  # cron: refresh as a Prefect deployment
     prune: bool | None = None  # None: the environment's prune policy decides
     online: OnlineSpec | None = None  # also serve the latest row per key from the online store
+    # How the table is built: one DuckDB stream (default), or per input partition on a Dask cluster
+    # (the environment's tables.dask); declared last so its validator sees every other field.
+    engine: Literal["duckdb", "dask"] = "duckdb"
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_features(cls, engine: str, info: ValidationInfo) -> str:
+        """`engine: dask` with a feature the Dask engine does not run: an error on the `engine:` line."""
+        if engine == "dask":
+            from daemon.schema.table_engine import dask_unsupported
+
+            unsupported = dask_unsupported(info.data)
+            if unsupported:
+                raise ValueError(f"engine 'dask' does not support {'; '.join(unsupported)} (use engine: duckdb for this table)")
+        return engine
+
+    @model_serializer(mode="wrap")
+    def _default_engine_unrecorded(self, handler: Any) -> Any:
+        """The default engine is left out of the normalised spec, so tables that do not set one keep
+        the fingerprints they had before the switch existed."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("engine") == "duckdb":
+            data.pop("engine")
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> TableSpec:

@@ -96,6 +96,7 @@ class BuildJob:
     meta_digest: str = ""  # digest of the spec's metadata fields, recorded so `observe` sees metadata edits
     require_declared_privacy: bool = False  # env privacy.require_declared: personal-looking values fail the build
     tls: dict[str, Any] = field(default_factory=dict)  # env tls (daemon.shared.tls.settings, refs kept): sources' CA
+    dask: dict[str, Any] = field(default_factory=dict)  # env tables.dask, for `engine: dask` tables (flows.tables.dask_engine)
 
 
 @contextmanager
@@ -133,6 +134,10 @@ def run_build(job: BuildJob) -> BuildReport:
     spec = TableSpec.model_validate(job.spec)
     written = [table_uri(job.storage_root, job.name), table_uri(job.storage_root, quarantine_name(job.name))]
     with table_lock(job.state_dir, job.name), no_partial_files(written):  # a failed build leaves no files
+        if spec.engine == "dask":
+            from flows.tables import dask_engine
+
+            return dask_engine.build(job, spec)
         return _build(job, spec)
 
 

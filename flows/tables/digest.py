@@ -20,10 +20,12 @@ _MOD = 1 << 64
 
 
 class RowDigest:
-    def __init__(self) -> None:
+    def __init__(self, connection: Any = None) -> None:
+        """`connection`: a DuckDB connection to hash in (the caller's, left open); default: its own."""
         self.total = 0
         self.rows = 0
-        self._connection: Any = None
+        self._connection: Any = connection
+        self._own = connection is None
 
     def add(self, batch: Any) -> None:
         if not batch.num_rows:
@@ -44,7 +46,8 @@ class RowDigest:
 
     def close(self) -> None:
         if self._connection is not None:
-            self._connection.close()
+            if self._own:
+                self._connection.close()
             self._connection = None
 
     def value(self, mode: str = "overwrite", previous: str | None = None) -> str:

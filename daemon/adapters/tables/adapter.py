@@ -367,6 +367,10 @@ class TableAdapter:
         ))
         if not job["tls"]:
             del job["tls"]  # deployments recorded before TLS existed keep their parameters
+        if spec.engine == "dask":
+            job["dask"] = self.ctx.env.tables.dask.model_dump(mode="json")
+        else:
+            del job["dask"]  # likewise: only `engine: dask` tables carry the cluster settings
         return job
 
     def build(self, resource: Resource, git_sha: str | None = None) -> ApplyOutcome:
