@@ -350,7 +350,9 @@ def test_the_service_logs_a_server_error_as_a_prediction_row_without_prediction(
     from bentos.ab_service import ABService
 
     recorded: list[dict] = []
-    service = SimpleNamespace(logs={"predictions": SimpleNamespace(record=recorded.append)})
+    from bentos.request_ids import RequestIds
+
+    service = SimpleNamespace(logs={"predictions": SimpleNamespace(record=recorded.append)}, _request_id=RequestIds())
     routing = SimpleNamespace(service="penguin_api", fingerprint="fp1")
     live = SimpleNamespace(routing=routing, variants={"challenger": SimpleNamespace(tag="penguin_sex:b")})
     ABService.inner._log_failure(service, live, "challenger", 0.25)
