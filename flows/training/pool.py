@@ -10,7 +10,8 @@ the repository URL); this flow, on the worker:
    made atomically, reused by later runs), so every worker runs the code the plan showed;
 2. returns at once when the candidate's artifact is already complete in the shared store (another
    worker finished it: nothing trains twice to completion for one candidate fingerprint);
-3. runs `python -m flows.training.run job.json` from that checkout, in its own session;
+3. runs `python -m flows.training.run job.json` from that checkout, in its own session, on a set of
+   this server's GPUs no other run of the worker holds (`gpu_lease`);
 4. beats a heartbeat (a Prefect variable `specd-hb-<run id>`, a counter) every few seconds, so the
    daemon can tell a lost worker from a slow one; when the daemon has declared this run lost (its state
    is no longer RUNNING), the training is stopped here too, so a worker that only lost its network
@@ -23,6 +24,8 @@ Imports prefect: only the daemon's apply path and the workers load it, never `pl
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +144,41 @@ class Heartbeat:
                 print(f"heartbeat failed: {exc}", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def gpu_lease(resources: dict[str, Any], root: Path, environ: dict[str, str] | None = None,
+              poll_s: float = 0.5) -> Iterator[list[str] | None]:
+    """A disjoint set of this server's GPUs for one run, held while it trains (None: CPU, or no GPU seen).
+
+    Several runs on one worker (`--limit N`) must not share GPUs unknowingly: the visible GPUs are cut
+    into sets of `devices` (`flows.training.launch.gpu_slots`), and a run holds one set through an
+    exclusive lock file under the worker's directory (`gpu-locks/`), released by the kernel however the
+    run ends (kill -9 included). A run that finds every set taken waits for one."""
+    from flows.training.launch import gpu_slots, visible_gpus
+
+    gpus = visible_gpus(environ) if resources.get("accelerator") in ("gpu", "cuda") else []
+    if not gpus:
+        yield None
+        return
+    slots = [s for s in gpu_slots(gpus, resources.get("devices", 1), len(gpus)) if s]
+    locks = root / "gpu-locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    while True:
+        for index, slot in enumerate(slots):
+            handle = (locks / f"slot-{index}.lock").open("a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            try:
+                yield [str(g) for g in slot]
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+            return
+        time.sleep(poll_s)
+
+
 def _stop_group(process: subprocess.Popen) -> None:
     if process.poll() is not None:
         return
@@ -200,7 +239,10 @@ def train_candidate(job: dict[str, Any], git_sha: str, repo_url: str) -> dict[st
         job_path.write_text(json.dumps(local_job, indent=1, default=str), encoding="utf-8")
         env = {**os.environ, "PYTHONPATH": str(checkout), "BENTOML_HOME": job["store_root"], "PYTHONHASHSEED": "0"}
         print(f"{base['worker']}: training {job.get('candidate')} ({job['tag']}) at {git_sha[:12]} from {checkout}")
-        with (run_dir / "train.log").open("w", encoding="utf-8") as log:
+        with (run_dir / "train.log").open("w", encoding="utf-8") as log, gpu_lease(job.get("resources") or {}, worker_dir()) as gpus:
+            if gpus is not None:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+                print(f"{base['worker']}: GPUs {env['CUDA_VISIBLE_DEVICES']}")
             process = subprocess.Popen([sys.executable, "-m", "flows.training.run", str(job_path)], cwd=checkout, env=env,
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             child.append(process)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -131,7 +132,8 @@ def main() -> int:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait()
             log.close()
-    stored = sorted(p.name for p in (Path(store) / "models" / "penguin_sex").iterdir())
+    stored = sorted(p.name for p in (Path(store) / "models" / "penguin_sex").iterdir() if p.is_dir())
+    shutil.rmtree(scratch, ignore_errors=True)
     print(f"runs: {args.runs}, epochs {args.epochs}, one worker (limit 1), poll 1 s")
     print(f"local launch s/candidate (min/median/max): {spread(local_s)}")
     print(f"work pool s/candidate (min/median/max): {spread(pool_s)}")

@@ -100,3 +100,29 @@ def test_status_note_names_the_lost_worker_and_where_the_run_finished() -> None:
     runs = [PoolRun({"candidate": "e"}, attempts=[lost, done], worker="w1"), PoolRun({"candidate": "a"}, attempts=[done], worker="w1")]
     assert attempts_note(runs) == "candidate e retried on w1 after m-e-1: crashed (worker w2 lost: no heartbeat for 6 s)"
     assert attempts_note(runs[1:]) == ""
+
+
+def test_runs_on_one_worker_lease_disjoint_gpu_sets(tmp_path: Path) -> None:
+    from contextlib import ExitStack
+
+    from flows.training.pool import gpu_lease
+
+    gpus = {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+    with ExitStack() as stack:
+        first = stack.enter_context(gpu_lease({"accelerator": "gpu", "devices": 2}, tmp_path, gpus))
+        second = stack.enter_context(gpu_lease({"accelerator": "gpu", "devices": 2}, tmp_path, gpus))
+        assert first == ["0", "1"] and second == ["2", "3"]
+    with gpu_lease({"accelerator": "gpu", "devices": 2}, tmp_path, gpus) as again:
+        assert again == ["0", "1"]  # released when the runs ended
+    with gpu_lease({"accelerator": "cpu"}, tmp_path, gpus) as none:
+        assert none is None
+
+
+def test_the_prod_example_with_a_work_pool_validates(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(ROOT / "environments", tmp_path / "environments")
+    prod = tmp_path / "environments" / "prod.yaml"
+    prod.write_text(prod.read_text().replace("  # work_pool: gpus", "  work_pool: gpus"))
+    env = load_environment(tmp_path, "prod")
+    assert env.training.work_pool == "gpus" and env.prefect.api_url
