@@ -211,7 +211,8 @@ def _retry_or_fail(client: Any, deployment_id: Any, tracker: _Tracker, training:
 
 
 def _give_up(client: Any, tracker: _Tracker, reason: str) -> None:
-    _mark_crashed(client, tracker.run_id, f"specd: {reason}")
+    _mark_crashed(client, tracker.run_id, f"specd: {reason}")  # terminal: no worker starts it later
+    tracker.run.attempts[-1].update(state="CRASHED", message=reason)
     _finish(tracker, None, 1, reason)
 
 
