@@ -124,17 +124,19 @@ class Heartbeat:
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import VariableCreate, VariableUpdate
 
-        self.beats += 1
-        value = {"beats": self.beats, "worker": worker_name(), "pid": os.getpid()}
         with get_client(sync_client=True) as client:
-            if self.beats == 1:
+            state = client.read_flow_run(self.run_id).state  # first: a beat that fails must not hide this
+            if state is not None and state.type.value not in ("RUNNING", "PENDING"):
+                if not self.superseded:  # the daemon declared this run lost and resubmitted it: stop training
+                    self.superseded = True
+                    self.on_superseded(f"run {self.run_id} is {state.type.value.lower()} on the server: stopping")
+                return
+            self.beats += 1
+            value = {"beats": self.beats, "worker": worker_name(), "pid": os.getpid()}
+            if client.read_variable_by_name(self.name) is None:
                 client.create_variable(VariableCreate(name=self.name, value=value, tags=list(TAGS)))
             else:
                 client.update_variable(VariableUpdate(name=self.name, value=value))
-            state = client.read_flow_run(self.run_id).state
-        if state is not None and state.type.value not in ("RUNNING", "PENDING") and not self.superseded:
-            self.superseded = True  # the daemon declared this run lost and resubmitted it: stop training
-            self.on_superseded(f"run {self.run_id} is {state.type.value.lower()} on the server: stopping")
 
     def _loop(self) -> None:
         while not self._stop.wait(heartbeat_s()):

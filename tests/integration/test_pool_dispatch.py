@@ -63,3 +63,11 @@ def test_adopt_then_resubmit_a_run_whose_heartbeat_stopped(prefect_api: str) -> 
         assert {r.state_type.value for r in runs} == {"CRASHED"}
         lost = client.read_flow_run(first).state
         assert "no heartbeat" in (lost.message or "")
+
+    # the lost run's flow, were it still alive somewhere (a partitioned worker), stops its own training
+    from flows.training.pool import Heartbeat
+
+    stopped: list[str] = []
+    beat = Heartbeat(first, stopped.append)
+    beat._beat()
+    assert beat.superseded and stopped and "crashed" in stopped[0]

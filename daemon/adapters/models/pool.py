@@ -174,6 +174,7 @@ def _poll(client: Any, deployment_id: Any, tracker: _Tracker, training: Any, git
             worker = f"worker {attempt['worker']}" if attempt["worker"] else "its worker (never started)"
             reason = f"{worker} lost: no heartbeat for {now - tracker.beat_seen:.0f} s"
             _mark_crashed(client, tracker.run_id, reason)
+            _forget_heartbeat(client, tracker.run_id)
             attempt.update(state="CRASHED", message=reason)
             progress(f"candidate {tracker.job['candidate']}: run {attempt['name']}: {reason}")
             _retry_or_fail(client, deployment_id, tracker, training, git_sha, repo_url, storage_options, progress)
@@ -183,6 +184,7 @@ def _poll(client: Any, deployment_id: Any, tracker: _Tracker, training: Any, git
         return
     message = (flow_run.state.message if flow_run.state else "") or ""
     attempt["message"] = message
+    _forget_heartbeat(client, tracker.run_id)  # finished one way or another: its heartbeat variable goes
     if state == "COMPLETED":
         result = _result(client, tracker.run_id)
         if result is None:
@@ -212,6 +214,7 @@ def _retry_or_fail(client: Any, deployment_id: Any, tracker: _Tracker, training:
 
 def _give_up(client: Any, tracker: _Tracker, reason: str) -> None:
     _mark_crashed(client, tracker.run_id, f"specd: {reason}")  # terminal: no worker starts it later
+    _forget_heartbeat(client, tracker.run_id)
     tracker.run.attempts[-1].update(state="CRASHED", message=reason)
     _finish(tracker, None, 1, reason)
 
@@ -227,6 +230,17 @@ def _finish(tracker: _Tracker, result: dict[str, Any] | None, code: int, message
         run.seconds = max(0.0, run.ended_at - run.started_at)
     else:
         run.seconds = time.monotonic() - tracker.submitted
+
+
+def _forget_heartbeat(client: Any, run_id: str | None) -> None:
+    from flows.training.pool import heartbeat_name
+
+    if run_id is None:
+        return
+    try:
+        client.delete_variable_by_name(heartbeat_name(run_id))
+    except Exception:  # never there (the run did not start), or already gone
+        pass
 
 
 def _mark_crashed(client: Any, run_id: str | None, reason: str) -> None:
