@@ -118,7 +118,7 @@ def test_candidates_train_on_two_workers_with_a_worker_killed(tmp_path, home, po
     port = free_port()
     dev = read_yaml(repo.path / "environments" / "dev.yaml")
     dev["prefect"] = {"port": port, "database_url": "${secret:PREFECT_DB_URL}"}
-    dev["training"] = {"work_pool": "gpus", "heartbeat_timeout_s": 6, "run_attempts": 3, "pool_limit": 4}
+    dev["training"] = {"work_pool": "gpus", "heartbeat_timeout_s": 10, "run_attempts": 3, "pool_limit": 4}
     (repo.path / "environments" / "dev.yaml").write_text(yaml.safe_dump(dev, sort_keys=False))
     _model_spec(repo.path, CANDIDATES)
     first = repo.commit("four candidates on the work pool")
