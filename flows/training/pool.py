@@ -24,8 +24,6 @@ Imports prefect: only the daemon's apply path and the workers load it, never `pl
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -36,11 +34,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
+
+from flows.training.gpu_lease import gpu_lease
 
 FLOW_NAME = "specd-train-candidate"
 DEPLOYMENT = "specd-train-candidate"
@@ -144,41 +143,6 @@ class Heartbeat:
                 self._beat()
             except Exception as exc:  # the server being briefly away must not stop the training
                 print(f"heartbeat failed: {exc}", file=sys.stderr)
-
-
-@contextlib.contextmanager
-def gpu_lease(resources: dict[str, Any], root: Path, environ: dict[str, str] | None = None,
-              poll_s: float = 0.5) -> Iterator[list[str] | None]:
-    """A disjoint set of this server's GPUs for one run, held while it trains (None: CPU, or no GPU seen).
-
-    Several runs on one worker (`--limit N`) must not share GPUs unknowingly: the visible GPUs are cut
-    into sets of `devices` (`flows.training.launch.gpu_slots`), and a run holds one set through an
-    exclusive lock file under the worker's directory (`gpu-locks/`), released by the kernel however the
-    run ends (kill -9 included). A run that finds every set taken waits for one."""
-    from flows.training.launch import gpu_slots, visible_gpus
-
-    gpus = visible_gpus(environ) if resources.get("accelerator") in ("gpu", "cuda") else []
-    if not gpus:
-        yield None
-        return
-    slots = [s for s in gpu_slots(gpus, resources.get("devices", 1), len(gpus)) if s]
-    locks = root / "gpu-locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    while True:
-        for index, slot in enumerate(slots):
-            handle = (locks / f"slot-{index}.lock").open("a")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                continue
-            try:
-                yield [str(g) for g in slot]
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-                handle.close()
-            return
-        time.sleep(poll_s)
 
 
 def _stop_group(process: subprocess.Popen) -> None:

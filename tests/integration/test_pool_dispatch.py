@@ -10,8 +10,20 @@ import hashlib
 import time
 import uuid
 
+import pytest
+
 from daemon.adapters.models.pool import PoolRun, _submit, _Tracker, dispatch, ensure_pool
 from daemon.schema.environment import TrainingSection
+
+
+@pytest.fixture
+def api(prefect_api: str):
+    """The session's server even when prefect was imported before PREFECT_API_URL was set (its settings
+    are read at import; a client would otherwise start a temporary server of its own)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
+        yield prefect_api
 
 
 def _job(name: str) -> dict:
@@ -26,7 +38,7 @@ def _runs(client, tag: str) -> list:
     return client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
 
 
-def test_adopt_then_resubmit_a_run_whose_heartbeat_stopped(prefect_api: str) -> None:
+def test_adopt_then_resubmit_a_run_whose_heartbeat_stopped(api: str) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import VariableCreate
     from prefect.states import Running
@@ -38,6 +50,7 @@ def test_adopt_then_resubmit_a_run_whose_heartbeat_stopped(prefect_api: str) -> 
     job = _job(pool)
     tag = fingerprint_tag(job["lineage"]["candidate_fingerprint"])
     with get_client(sync_client=True) as client:
+        assert str(client.api_url).rstrip("/") == api.rstrip("/")
         deployment = ensure_pool(client, training)
         assert client.read_work_pool(pool).type == "process"
         tracker = _Tracker(job, PoolRun(job))

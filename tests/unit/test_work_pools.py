@@ -105,7 +105,7 @@ def test_status_note_names_the_lost_worker_and_where_the_run_finished() -> None:
 def test_runs_on_one_worker_lease_disjoint_gpu_sets(tmp_path: Path) -> None:
     from contextlib import ExitStack
 
-    from flows.training.pool import gpu_lease
+    from flows.training.gpu_lease import gpu_lease
 
     gpus = {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}
     with ExitStack() as stack:
