@@ -13,10 +13,15 @@ none), cancellation cleanup and pause expirations (specd's flow runs neither pau
 from the UI), the repossessor (concurrency-limit leases: none are set), triggers (automations) and the
 cleanup reconciler (worker cleanup queues). Any of them is switched back on by setting its
 `PREFECT_SERVER_SERVICES_<NAME>_ENABLED` in the daemon's environment.
+on 127.0.0.1) and adopts it after its own restart instead of starting a second one. With remote
+workers SQLite locks ("database is locked", prefect#10188), so `prefect.database_url` puts the same
+server on PostgreSQL (asyncpg); the URL comes from a secret and is never logged or written down —
+only its digest, so that a changed database restarts the server instead of adopting the old one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -56,11 +61,21 @@ def healthy(api_url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def async_database_url(url: str) -> str:
+    """A PostgreSQL URL in the form Prefect's server needs (`postgresql+asyncpg://`); other URLs unchanged."""
+    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    return url
+
+
 class LocalPrefectServer:
-    def __init__(self, home: Path, host: str = "127.0.0.1", port: int = 4200):
+    def __init__(self, home: Path, host: str = "127.0.0.1", port: int = 4200, database_url: str | None = None):
         self.home = home
         self.host = host
         self.port = port
+        self.database_url = async_database_url(database_url) if database_url else None
+        self.database_digest = hashlib.sha256((self.database_url or "sqlite").encode()).hexdigest()[:16]
         self.pid_file = runtime_dir(home) / "prefect-server.json"
         self.record: procs.PidRecord | None = None
 
@@ -75,7 +90,9 @@ class LocalPrefectServer:
         progress (migrations, UI build), so it is waited for — with a progress line every 15 s — up to
         `timeout_s`; a process that dies is started again with backoff, `attempts` times in all."""
         existing = procs.PidRecord.read(self.pid_file)
-        if existing and existing.alive() and existing.meta.get("port") == self.port:
+        sqlite = hashlib.sha256(b"sqlite").hexdigest()[:16]  # records written before database_url existed
+        same_db = existing is not None and existing.meta.get("database", sqlite) == self.database_digest
+        if existing and existing.alive() and existing.meta.get("port") == self.port and same_db:
             if self._wait_healthy(existing, 30.0):
                 self.record = existing
                 return self.api_url
@@ -106,7 +123,7 @@ class LocalPrefectServer:
             **os.environ,
             **QUIET,
             "PREFECT_HOME": str(home),
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_API_DATABASE_CONNECTION_URL": self.database_url or f"sqlite+aiosqlite:///{home / 'prefect.db'}",
             "PREFECT_UI_API_URL": self.api_url,
         }
         env.pop("PREFECT_API_URL", None)
@@ -115,7 +132,7 @@ class LocalPrefectServer:
             log_path=log_path,
             env=env,
         )
-        record = procs.record_for(proc, {"port": self.port})
+        record = procs.record_for(proc, {"port": self.port, "database": self.database_digest})
         record.write(self.pid_file)
         return record
 
