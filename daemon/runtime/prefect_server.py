@@ -12,7 +12,9 @@ UI. Off: late runs (only relabels scheduled runs "Late"), foreman (work pools an
 none), cancellation cleanup and pause expirations (specd's flow runs neither pause nor get cancelled
 from the UI), the repossessor (concurrency-limit leases: none are set), triggers (automations) and the
 cleanup reconciler (worker cleanup queues). Any of them is switched back on by setting its
-`PREFECT_SERVER_SERVICES_<NAME>_ENABLED` in the daemon's environment.
+`PREFECT_SERVER_SERVICES_<NAME>_ENABLED` in the daemon's environment. With a work pool
+(`training.work_pool`) the foreman stays on (`POOL_SERVICES`): it is what marks a worker that stopped
+polling OFFLINE and the pool NOT_READY, the status `prefect work-pool inspect` and the UI show.
 on 127.0.0.1) and adopts it after its own restart instead of starting a second one. With remote
 workers SQLite locks ("database is locked", prefect#10188), so `prefect.database_url` puts the same
 server on PostgreSQL (asyncpg); the URL comes from a secret and is never logged or written down —
@@ -43,6 +45,14 @@ LEAN_SERVICES = {
     for name in ("LATE_RUNS", "FOREMAN", "CANCELLATION_CLEANUP", "PAUSE_EXPIRATIONS", "REPOSSESSOR", "TRIGGERS", "CLEANUP_RECONCILER")
 }
 
+POOL_SERVICES = ("FOREMAN",)  # needed once remote workers poll a work pool
+
+
+def lean_services(work_pools: bool = False) -> dict[str, str]:
+    """The loop services switched off; with work pools, the ones workers need stay on."""
+    keep = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED" for name in POOL_SERVICES} if work_pools else set()
+    return {key: value for key, value in LEAN_SERVICES.items() if key not in keep}
+
 
 def configure_client_env(home: Path) -> None:
     """Environment for the Prefect *client* in this process (must run before `import prefect`)."""
@@ -70,8 +80,10 @@ def async_database_url(url: str) -> str:
 
 
 class LocalPrefectServer:
-    def __init__(self, home: Path, host: str = "127.0.0.1", port: int = 4200, database_url: str | None = None):
+    def __init__(self, home: Path, host: str = "127.0.0.1", port: int = 4200, database_url: str | None = None,
+                 work_pools: bool = False):
         self.home = home
+        self.work_pools = work_pools
         self.host = host
         self.port = port
         self.database_url = async_database_url(database_url) if database_url else None
@@ -119,7 +131,7 @@ class LocalPrefectServer:
         home = prefect_home(self.home)
         home.mkdir(parents=True, exist_ok=True)
         env = {
-            **LEAN_SERVICES,  # the environment may switch one back on
+            **lean_services(self.work_pools),  # the environment may switch one back on
             **os.environ,
             **QUIET,
             "PREFECT_HOME": str(home),

@@ -151,6 +151,12 @@ class TablesSection(SpecModel):
     callable_modules: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\.?$")]] = Field(
         default_factory=list
     )
+    # Each table build as a run of `specd-build-table` on this work pool (workers: `specd worker --pool P`),
+    # at the applied sha; unset: the daemon's own build processes. Needs a lake every worker reaches.
+    work_pool: PoolName | None = None
+    work_queue: PoolName | None = None  # the queue builds go to; unset: the pool's default
+    build_timeout_s: float = Field(default=3600.0, gt=0)  # a build with no result this long is given up (transient)
+    run_attempts: int = Field(default=2, ge=1)  # submissions per build (a crashed run is submitted again)
 
 
 class OnlineStoreSection(SpecModel):
@@ -229,3 +235,23 @@ class EnvironmentSpec(SpecModel):
                 type=PydanticCustomError("value_error", "queue_limits needs training.work_pool"),
                 loc=("queue_limits",), input=dict(training.queue_limits))])
         return training
+
+    @field_validator("tables")
+    @classmethod
+    def _pool_builds_need_a_shared_lake(cls, tables: TablesSection, info: ValidationInfo) -> TablesSection:
+        if not tables.work_pool:
+            return tables
+        prefect, storage = info.data.get("prefect"), info.data.get("storage")
+        problem = None
+        if isinstance(prefect, PrefectSection) and not prefect.shared():
+            problem = (f"work pool {tables.work_pool!r} has remote workers, but the daemon's Prefect server would be the "
+                       "embedded SQLite one: set prefect.database_url (a secret reference) or prefect.api_url")
+        elif isinstance(storage, StorageSection) and "://" not in storage.root and not storage.root.startswith("/"):
+            problem = (f"work pool {tables.work_pool!r} builds tables on other machines, but storage.root {storage.root!r} is "
+                       "under the daemon's state home: use an object store (s3://bucket/prefix) or an absolute path every "
+                       "worker mounts")
+        if problem:
+            raise ValidationError.from_exception_data("EnvironmentSpec", [InitErrorDetails(
+                type=PydanticCustomError("value_error", problem.replace("{", "{{").replace("}", "}}")),
+                loc=("work_pool",), input=tables.work_pool)])
+        return tables

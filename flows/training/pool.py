@@ -16,7 +16,10 @@ the repository URL); this flow, on the worker:
    daemon can tell a lost worker from a slow one; when the daemon has declared this run lost (its state
    is no longer RUNNING), the training is stopped here too, so a worker that only lost its network
    never finishes a candidate that another worker is training again;
-5. publishes the run's result (metrics, the worker's name, start/end stamps) as an artifact of type
+5. without a shared disk (`job.models_uri`, the environment's `storage.models_uri`), trains into the
+   worker's own store (`$SPECD_WORKER_DIR/bentoml`) and exports the model there (flows.training.shared_store)
+   before it reports; step 2 then asks the models URI instead of the store;
+6. publishes the run's result (metrics, the worker's name, start/end stamps) as an artifact of type
    `specd-result`, which the daemon reads over the Prefect API (no shared disk needed for results).
 
 Imports prefect: only the daemon's apply path and the workers load it, never `plan`.
@@ -26,19 +29,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
+from flows.pool_checkout import ensure_checkout, worker_dir, worker_name
 from flows.training.gpu_lease import gpu_lease
 
 FLOW_NAME = "specd-train-candidate"
@@ -59,43 +59,6 @@ def heartbeat_name(run_id: str) -> str:
 
 def fingerprint_tag(candidate_fp: str) -> str:
     return f"specd-fp:{candidate_fp[:32]}"
-
-
-def worker_name() -> str:
-    return os.environ.get("SPECD_WORKER_NAME") or socket.gethostname()
-
-
-def worker_dir() -> Path:
-    return Path(os.environ.get("SPECD_WORKER_DIR") or Path.home() / ".specd-worker")
-
-
-def _git(args: list[str], cwd: Path | None = None) -> None:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args[:2])}: {result.stderr.strip()}")
-
-
-def ensure_checkout(repo_url: str, sha: str, root: Path) -> Path:
-    """`root/checkouts/<sha>`: exactly that commit's tree, made once (clone into a temp dir, rename)."""
-    target = root / "checkouts" / sha
-    if (target / ".specd-checkout").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=target.parent))
-    try:
-        _git(["clone", "--quiet", "--no-checkout", repo_url, str(tmp)])
-        _git(["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", sha], cwd=tmp)
-        (tmp / ".specd-checkout").write_text(sha + "\n", encoding="utf-8")
-        try:
-            tmp.rename(target)
-        except OSError:  # another run of this worker made it first
-            if not (target / ".specd-checkout").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 class Heartbeat:
@@ -173,7 +136,6 @@ def train_candidate(job: dict[str, Any], git_sha: str, repo_url: str) -> dict[st
     from prefect.context import FlowRunContext
 
     from daemon.shared.secrets import is_secret_ref, resolve_secret
-    from flows.training.artifact import artifact_complete
 
     context = FlowRunContext.get()
     run_id = str(context.flow_run.id) if context and context.flow_run else "local"
@@ -190,7 +152,10 @@ def train_candidate(job: dict[str, Any], git_sha: str, repo_url: str) -> dict[st
     with Heartbeat(run_id, superseded) as beat:
         if beat.superseded:  # declared lost before it even started: another run has this candidate
             raise RuntimeError(f"{base['worker']}: run superseded by the daemon before it started")
-        if artifact_complete(job["tag"], job["store_root"]):
+        options = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in (job["data"].get("storage_options") or {}).items()}
+        models_uri = job.get("models_uri")  # no shared disk: this worker's own store, exported to the models URI
+        store = str(worker_dir() / "bentoml") if models_uri else job["store_root"]
+        if _already_stored(job["tag"], store, models_uri, options):
             result = {**base, "status": "stored", "ended_at": time.time(),
                       "message": "already complete in the shared store (trained by an earlier run)"}
             _publish(run_id, result)
@@ -198,12 +163,11 @@ def train_candidate(job: dict[str, Any], git_sha: str, repo_url: str) -> dict[st
         checkout = ensure_checkout(repo_url, git_sha, worker_dir())
         run_dir = worker_dir() / "runs" / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
-        options = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in (job["data"].get("storage_options") or {}).items()}
         local_job = {**job, "data": {**job["data"], "storage_options": options}, "result_path": str(run_dir / "result.json"),
-                     "tensorboard_dir": str(run_dir / "tensorboard")}
+                     "tensorboard_dir": str(run_dir / "tensorboard"), "store_root": store}
         job_path = run_dir / "job.json"
         job_path.write_text(json.dumps(local_job, indent=1, default=str), encoding="utf-8")
-        env = {**os.environ, "PYTHONPATH": str(checkout), "BENTOML_HOME": job["store_root"], "PYTHONHASHSEED": "0"}
+        env = {**os.environ, "PYTHONPATH": str(checkout), "BENTOML_HOME": store, "PYTHONHASHSEED": "0"}
         print(f"{base['worker']}: training {job.get('candidate')} ({job['tag']}) at {git_sha[:12]} from {checkout}")
         with (run_dir / "train.log").open("w", encoding="utf-8") as log, gpu_lease(job.get("resources") or {}, worker_dir()) as gpus:
             if gpus is not None:
@@ -222,8 +186,26 @@ def train_candidate(job: dict[str, Any], git_sha: str, repo_url: str) -> dict[st
         if code != 0:
             raise RuntimeError(f"{base['worker']}: candidate {job.get('candidate')} exited {code}:\n{tail}")
         result = {**json.loads((run_dir / "result.json").read_text(encoding="utf-8")), **base, "ended_at": time.time()}
+        if models_uri and result.get("status") == "trained":  # before the result: the daemon imports it from there
+            from flows.training import shared_store
+
+            done = shared_store.run("export", store, models_uri, options or None, tags=[job["tag"]])
+            print(f"{base['worker']}: exported {job['tag']} to {models_uri} ({len(done['uploaded'])} uploaded)")
+            result["exported_to"] = models_uri
         _publish(run_id, result)
     return {k: result.get(k) for k in ("status", "worker", "tag")}
+
+
+def _already_stored(tag: str, store: str, models_uri: str | None, options: dict[str, str]) -> bool:
+    """Trained to completion by an earlier run: in the shared filesystem store, or in the models URI."""
+    from flows.training.artifact import artifact_complete
+
+    if models_uri:
+        from daemon.shared import storage_uri
+        from flows.training.shared_store import archive_uri
+
+        return storage_uri.exists(archive_uri(models_uri, tag), options or None)
+    return artifact_complete(tag, store)
 
 
 def to_deployment(pool: str, queue: str | None) -> Any:

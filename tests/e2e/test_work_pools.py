@@ -1,12 +1,15 @@
 """Several GPU servers, for real: the daemon's Prefect server on PostgreSQL, two process workers, a kill -9.
 
-Three working directories stand for three machines: the daemon's state home, and the work dirs of two
-`specd worker --pool gpus --limit 2` processes (each a real `prefect worker start --type process`).
-The daemon submits each candidate as a deployment run; the workers check out the applied sha and train
-into the shared BentoML store (a shared filesystem here; object storage is a separate capability).
+Three working directories stand for three machines that share no disk: the daemon's state home, and the
+work dirs of two `specd worker --pool gpus --limit 2` processes (each a real `prefect worker start --type
+process`). The lake and the model store are on S3 (moto_server on 127.0.0.1, the test double for a real
+S3-compatible store): `storage.root` and `storage.models_uri`. The daemon submits each candidate as a
+deployment run; a worker checks out the applied sha, trains into its *own* BentoML store and exports the
+model to the models URI; the daemon imports it into its store before promotion.
 
 1. Four candidates, limit 2 per worker: at most 2 train at once per worker (start/end stamps from the
-   runs themselves), both workers train, all 4 finish, each lands once in the store.
+   runs themselves), both workers train, all 4 finish, each lands once in the shared store (one archive
+   per candidate on S3, each in exactly one worker's own store) and in the daemon's store.
 2. A fifth candidate: the worker that takes it is killed (SIGKILL to its whole process tree, like a
    server that dies); its heartbeat stops, the daemon declares the run lost and submits it again, the
    other worker trains it, and the status message says so. Nothing trains twice to completion.
@@ -30,6 +33,7 @@ import yaml
 from tests.conftest import free_port
 from tests.e2e.conftest import DaemonProcess
 from tests.helpers.journeys import MODEL, PENGUIN_ONLY, dump_yaml, make_stack_repo, read_yaml, release, stored_models
+from tests.helpers.s3 import s3_bucket, s3_server  # noqa: F401  (the session's moto_server, a fresh bucket)
 from tests.helpers.tables_transforms import postgres  # noqa: F401  (the session's private PostgreSQL)
 
 pytestmark = pytest.mark.timeout(400)
@@ -57,6 +61,11 @@ class Worker:
         for job in sorted((self.dir / "runs").glob("*/job.json")):
             out.append({"candidate": json.loads(job.read_text())["candidate"], "dir": job.parent})
         return out
+
+    def own_models(self) -> set[str]:
+        """The model versions in this worker's own BentoML store (not shared with anyone)."""
+        directory = self.dir / "bentoml" / "models" / MODEL
+        return {p.name for p in directory.iterdir() if p.is_dir()} if directory.is_dir() else set()
 
     def kill9_tree(self) -> None:
         """A server that dies: every process of this worker, flow runs and training included, SIGKILLed."""
@@ -109,7 +118,18 @@ def _pool_details(home: Path) -> dict:
     return release(home).data["pool"]["candidates"]
 
 
-def test_candidates_train_on_two_workers_with_a_worker_killed(tmp_path, home, postgres):  # noqa: F811
+def _shared_archives(s3: object, bucket: str) -> list[str]:
+    """The model archives in the shared store on S3 (`<models_uri>/<model>/models/<version>.bentomodel`)."""
+    import pyarrow.fs as pafs
+
+    from daemon.shared.storage_uri import arrow_s3_kwargs
+
+    fs = pafs.S3FileSystem(**arrow_s3_kwargs(s3.options()))
+    found = fs.get_file_info(pafs.FileSelector(f"{bucket}/models/{MODEL}/models", allow_not_found=True))
+    return sorted(f.base_name for f in found if f.base_name.endswith(".bentomodel"))
+
+
+def test_candidates_train_on_two_workers_with_a_worker_killed(tmp_path, home, postgres, s3_server, s3_bucket):  # noqa: F811
     with postgres.connect() as connection:
         connection.execute("CREATE DATABASE prefect_pools")
     repo = make_stack_repo(tmp_path / "repo", tables=PENGUIN_ONLY, dashboards=False)
@@ -119,6 +139,8 @@ def test_candidates_train_on_two_workers_with_a_worker_killed(tmp_path, home, po
     dev = read_yaml(repo.path / "environments" / "dev.yaml")
     dev["prefect"] = {"port": port, "database_url": "${secret:PREFECT_DB_URL}"}
     dev["training"] = {"work_pool": "gpus", "heartbeat_timeout_s": 10, "run_attempts": 3, "pool_limit": 4}
+    dev["storage"] = {"root": f"s3://{s3_bucket}/lake", "models_uri": f"s3://{s3_bucket}/models",
+                      "storage_options": s3_server.spec_options()}  # no shared disk between the three machines
     (repo.path / "environments" / "dev.yaml").write_text(yaml.safe_dump(dev, sort_keys=False))
     _model_spec(repo.path, CANDIDATES)
     first = repo.commit("four candidates on the work pool")
@@ -148,7 +170,10 @@ def test_candidates_train_on_two_workers_with_a_worker_killed(tmp_path, home, po
         assert set(by_worker) == {"w1", "w2"}, by_worker
         assert all(_overlaps(spans) <= 2 for spans in by_worker.values()), by_worker
         assert sum(len(w.runs()) for w in workers) == 4  # no candidate ran twice
-        assert len(stored_models(home)) == 4
+        assert len(stored_models(home)) == 4  # imported into the daemon's own store
+        assert len(_shared_archives(s3_server, s3_bucket)) == 4
+        owned = [w.own_models() for w in workers]
+        assert all(owned) and not (owned[0] & owned[1]) and owned[0] | owned[1] == stored_models(home), owned
         first_champion = rel.champion
 
         # 2. a fifth candidate; kill -9 the worker that takes it
@@ -168,6 +193,7 @@ def test_candidates_train_on_two_workers_with_a_worker_killed(tmp_path, home, po
         assert f"candidate e retried on {other.name}" in message and "lost: no heartbeat" in message, message
         assert [r["candidate"] for r in other.runs()].count("e") == 1
         assert len(stored_models(home)) == 5
+        assert len(_shared_archives(s3_server, s3_bucket)) == 5
         assert release(home).candidates["e"]["status"] == "trained"
 
         # 3. git revert: the previous champion again, no training (no new run on any worker)

@@ -126,3 +126,80 @@ def test_the_prod_example_with_a_work_pool_validates(tmp_path: Path) -> None:
     prod.write_text(prod.read_text().replace("  # work_pool: gpus", "  work_pool: gpus"))
     env = load_environment(tmp_path, "prod")
     assert env.training.work_pool == "gpus" and env.prefect.api_url
+
+
+def test_the_embedded_server_keeps_the_foreman_on_only_with_a_work_pool(tmp_path: Path, monkeypatch) -> None:
+    """Lean by default; with training.work_pool the foreman (workers' ONLINE/OFFLINE, the pool's READY) runs."""
+    from daemon.runtime import prefect_server
+
+    seen: list[dict] = []
+
+    class Proc:
+        pid = 1
+
+    monkeypatch.setattr(prefect_server.procs, "spawn", lambda argv, log_path, env: seen.append(env) or Proc())
+    monkeypatch.setattr(prefect_server.procs, "record_for", lambda proc, meta: prefect_server.procs.PidRecord(1, 0, meta))
+    monkeypatch.delenv("PREFECT_SERVER_SERVICES_FOREMAN_ENABLED", raising=False)
+    for pools in (False, True):
+        LocalPrefectServer(tmp_path, port=4999, work_pools=pools)._spawn(tmp_path / "log")
+    lean, pooled = seen
+    assert lean["PREFECT_SERVER_SERVICES_FOREMAN_ENABLED"] == "false"
+    assert "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED" not in pooled  # Prefect's default: on
+    assert pooled["PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED"] == "false"  # the rest stays lean
+
+
+def test_a_work_pool_without_a_models_uri_warns_that_a_shared_filesystem_is_assumed(tmp_path: Path) -> None:
+    from daemon.adapters.models.pool_checks import shared_disk_warning
+
+    repo = tmp_path / "repo"
+    (repo / "environments").mkdir(parents=True)
+    text = "name: x\nprefect:\n  api_url: http://127.0.0.1:9/api\ntraining:\n  devices: 1\n  work_pool: gpus\n"
+    (repo / "environments" / "x.yaml").write_text(text)
+    env = load_environment(repo, "x")
+    ctx = context_for(load_desired(ROOT, "dev", "rev1"), tmp_path / "home", prefect=False)
+    issue = shared_disk_warning(type(ctx)(env=env, home=ctx.home, repo_dir=repo, revision="rev1"))
+    assert issue is not None and str(issue).startswith("environments/x.yaml:6: training.work_pool: work pool 'gpus' without "
+                                                       "storage.models_uri")
+    assert "shared filesystem" in issue.message
+    shared = env.model_copy(update={"storage": env.storage.model_copy(update={"models_uri": "s3://b/models"})})
+    assert shared_disk_warning(type(ctx)(env=shared, home=ctx.home, repo_dir=repo, revision="rev1")) is None
+    assert shared_disk_warning(ctx) is None  # no work pool: nothing to say
+
+
+def test_table_builds_on_a_pool_need_a_shared_server_and_a_lake_every_worker_reaches(tmp_path: Path) -> None:
+    with pytest.raises(SpecErrors) as caught:
+        _env(tmp_path, "name: x\nprefect:\n  api_url: http://127.0.0.1:9/api\ntables:\n  work_pool: big\n")
+    assert str(caught.value).startswith("environments/x.yaml:5: tables.work_pool: work pool 'big' builds tables on other machines")
+    assert "s3://" in str(caught.value)
+    with pytest.raises(SpecErrors, match="tables.work_pool: work pool 'big' has remote workers"):
+        _env(tmp_path, "name: x\nstorage:\n  root: s3://b/lake\ntables:\n  work_pool: big\n")
+    env = _env(tmp_path, "name: x\nstorage:\n  root: s3://b/lake\nprefect:\n  api_url: http://127.0.0.1:9/api\n"
+                         "tables:\n  work_pool: big\n  work_queue: cpu\n")
+    assert env.tables.work_pool == "big" and env.tables.work_queue == "cpu"
+    assert _env(tmp_path, "name: x\nstorage:\n  root: /mnt/shared/lake\nprefect:\n  api_url: http://127.0.0.1:9/api\n"
+                          "tables:\n  work_pool: big\n").tables.work_pool == "big"  # a path every worker mounts
+    assert _env(tmp_path, "name: x\n").tables.work_pool is None  # unset: the daemon's own build processes
+
+
+def test_a_build_job_travels_with_secret_references_and_the_worker_puts_in_its_own_paths(tmp_path: Path, monkeypatch) -> None:
+    from daemon.adapters.tables.pool import pool_job
+    from flows.tables.pool import worker_job
+
+    overrides = ("env.prefect.api_url=http://127.0.0.1:9/api", "env.storage.root=s3://b/lake", "env.tables.work_pool=big",
+                 "+env.storage.storage_options.AWS_SECRET_ACCESS_KEY=${secret:LAKE_KEY}")
+    desired = load_desired(ROOT, "dev", "rev1", overrides)
+    ctx = context_for(desired, tmp_path / "home", prefect=False)
+    table = next(r for r in desired.graph.resources if r.kind == "table")
+    monkeypatch.setenv("LAKE_KEY", "lake-secret-value-123")
+    job = make_adapters(ctx)["table"].job_for(table, "a" * 40)
+    assert job["storage_options"]["AWS_SECRET_ACCESS_KEY"] == "lake-secret-value-123"  # the daemon's local build
+    travels = pool_job(ctx, job)
+    assert travels["storage_options"]["AWS_SECRET_ACCESS_KEY"] == "secret:LAKE_KEY"  # the reference, normalised
+    assert "lake-secret-value-123" not in str(travels) and not {"repo_dir", "state_dir", "data_root"} & set(travels)
+    local = worker_job(travels, tmp_path / "checkout", tmp_path / "state")
+    assert local["storage_options"]["AWS_SECRET_ACCESS_KEY"] == "lake-secret-value-123"  # resolved on the worker
+    assert local["repo_dir"] == str(tmp_path / "checkout") and local["state_dir"] == str(tmp_path / "state")
+    assert local["data_root"] == str(tmp_path / "checkout" / ctx.env.storage.data_root)
+    from flows.tables.build import BuildJob
+
+    BuildJob(**local)  # every field a build takes, nothing it does not

@@ -174,6 +174,14 @@ class ModelAdapter:
     def check(self, resources: Sequence[Resource], graph: Graph) -> list[SpecIssue]:
         return check_models(self.ctx, resources, graph)
 
+    def warnings(self, resources: Sequence[Resource]) -> list[SpecIssue]:
+        """A work pool without `storage.models_uri`: the workers write into the daemon's store path, which
+        then must be a filesystem every server mounts (not an error: a shared NFS mount is a valid setup)."""
+        from daemon.adapters.models.pool_checks import shared_disk_warning
+
+        issue = shared_disk_warning(self.ctx) if resources else None
+        return [issue] if issue else []
+
     def describe(self, action: Action, resource: Resource | None, live: Observed | None = None) -> str:
         """Pure: the spec and what observe recorded (`details["preview"]`), no I/O."""
         if action.op == Op.RESTORE:

@@ -144,6 +144,7 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
     if ctx.env.training.work_pool and to_train:  # several GPU servers: the pool's workers train them
         ctx.progress(f"model {name}: training {[j['candidate'] for j in to_train]} on work pool {ctx.env.training.work_pool}")
         pool_runs = train_on_pool(ctx, name, to_train)
+        import_from_shared_store(ctx, name, root, [j["tag"] for j in to_train if pool_runs[j["candidate"]].result is not None])
         for job in to_train:  # already complete in the shared store (an earlier run finished it): re-score
             if (pool_runs[job["candidate"]].result or {}).get("status") == "stored":
                 reused[job["candidate"]] = job["tag"]
@@ -258,6 +259,8 @@ def train_on_pool(ctx: AdapterContext, name: str, to_train: list[dict[str, Any]]
 
     if len(ctx.revision) != 40 or any(ch not in "0123456789abcdef" for ch in ctx.revision):
         raise ApplyError(f"model {name}: training.work_pool: workers check out a commit; revision {ctx.revision!r} is not one")
+    if ctx.env.storage.models_uri:  # no shared disk: each worker trains into its own store and exports there
+        to_train = [{**job, "models_uri": ctx.env.storage.models_uri} for job in to_train]
     try:
         runs = dispatch(to_train, ctx.env.training, git_sha=ctx.revision, repo_url=pool_repo_url(ctx),
                         storage_options=ctx.env.storage.storage_options, progress=ctx.progress)
@@ -266,6 +269,28 @@ def train_on_pool(ctx: AdapterContext, name: str, to_train: list[dict[str, Any]]
     except Exception as exc:  # the Prefect API refused or went away: the apply is retried (transient)
         raise ApplyError(f"model {name}: work pool {ctx.env.training.work_pool}: {type(exc).__name__}: {exc}", transient=True) from None
     return {job["candidate"]: run for job, run in zip(to_train, runs, strict=True)}
+
+
+def import_from_shared_store(ctx: AdapterContext, name: str, root: str, tags: list[str]) -> None:
+    """The models the pool's workers exported to `storage.models_uri`, imported into the daemon's own store
+    (scoring, promotion and serving read it); nothing to do on a shared filesystem (no models_uri)."""
+    from flows.training.artifact import artifact_complete
+
+    uri = ctx.env.storage.models_uri
+    wanted = [t for t in tags if not artifact_complete(t, root)]
+    if not uri or not wanted:
+        return
+    from daemon.shared.storage_uri import resolve_options
+    from flows.training import shared_store
+
+    try:
+        missing = shared_store.run("ensure", root, uri, resolve_options(ctx.env.storage.storage_options), tags=wanted)["missing"]
+    except (RuntimeError, OSError) as exc:
+        raise ApplyError(f"model {name}: the shared model store is unreachable: {exc}", transient=True) from None
+    if missing:
+        raise ApplyError(f"model {name}: champion unchanged; the work pool reported {', '.join(missing)} trained, "
+                         f"but {uri} does not hold them (the workers need storage.models_uri and its storage_options)")
+    ctx.progress(f"model {name}: imported {len(wanted)} model(s) from {uri}")
 
 
 def _stored_cv(tag: str, root: str) -> dict[str, Any]:
