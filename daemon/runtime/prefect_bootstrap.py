@@ -51,7 +51,7 @@ def bootstrap_prefect(home: Path, env: EnvironmentSpec | None) -> LocalPrefectSe
         return None
     database = resolve_secret(env.prefect.database_url) if env and env.prefect.database_url else None
     server = LocalPrefectServer(home, env.prefect.host if env else "127.0.0.1", env.prefect.port if env else 4200, database,
-                                work_pools=bool(env and env.training.work_pool))
+                                work_pools=bool(env and (env.training.work_pool or env.tables.work_pool)))
     os.environ["PREFECT_API_URL"] = server.api_url
     if os.environ.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED", "").lower() not in ("1", "true", "yes", "on"):
         os.environ.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "false")
