@@ -59,7 +59,9 @@ class Worker:
         """The jobs this worker started: candidate and run dir, from its own work dir."""
         out = []
         for job in sorted((self.dir / "runs").glob("*/job.json")):
-            out.append({"candidate": json.loads(job.read_text())["candidate"], "dir": job.parent})
+            candidate = json.loads(job.read_text()).get("candidate")
+            if candidate is not None:  # a training run (not a table build)
+                out.append({"candidate": candidate, "dir": job.parent})
         return out
 
     def own_models(self) -> set[str]:
@@ -161,9 +163,13 @@ def test_candidates_train_on_two_workers_with_a_worker_killed(tmp_path, home, po
         # 1. four candidates, two per worker at most, both workers, each once in the store
         rel = release(home)
         assert rel is not None and set(rel.candidates) == set(CANDIDATES)
-        assert all(c["status"] == "trained" for c in rel.candidates.values()), rel.candidates
         pool = _pool_details(home)
         assert set(pool) == set(CANDIDATES)
+        # on a loaded box a slow run can be declared lost and submitted again; the second submission then
+        # finds the first one's model complete ("reused") instead of training it again
+        resubmitted = sum(len(info["attempts"]) - 1 for info in pool.values())
+        assert all(c["status"] == "trained" or (c["status"] == "reused" and len(pool[name]["attempts"]) > 1)
+                   for name, c in rel.candidates.items()), (rel.candidates, pool)
         by_worker: dict[str, list[tuple[float, float]]] = {}
         for info in pool.values():
             by_worker.setdefault(info["worker"], []).append((info["started_at"], info["ended_at"]))
@@ -215,4 +221,5 @@ def test_candidates_train_on_two_workers_with_a_worker_killed(tmp_path, home, po
     with psycopg.connect(host=postgres.host, port=postgres.port, user=postgres.user, password=postgres.password,
                          dbname="prefect_pools", autocommit=True) as connection:
         names = [row[0] for row in connection.execute("SELECT name FROM flow_run").fetchall()]
-    assert sum(n.startswith("penguin_sex-e-") for n in names) == 2 and sum(n.startswith("penguin_sex-") for n in names) == 6
+    assert sum(n.startswith("penguin_sex-e-") for n in names) == 2
+    assert sum(n.startswith("penguin_sex-") for n in names) == 6 + resubmitted
