@@ -1,6 +1,6 @@
 """Dispatch overhead per candidate: through a Prefect work pool vs a local child process, same tiny candidate.
 
-    python tests/bench/bench_dispatch.py [--runs N] [--epochs E]
+    python tests/bench/bench_dispatch.py [--runs N] [--epochs E] [--tables]
 
 Both paths train the same job (the example penguin model, candidate `a`, E epochs) on the same Delta
 table into the same BentoML store; each run uses a fresh candidate fingerprint so that both really train.
@@ -15,6 +15,11 @@ later run of that sha on the worker). Prints min/median/max over N runs of:
 
 and checks what the pool must not change: the same metrics from both paths (same code, data and seed),
 and each candidate once in the store.
+
+`--tables` also builds the example `bronze_penguins` table N times each way on the same worker: locally
+(the daemon's build processes) and as a `specd-build-table` run on the pool (`tables.work_pool`), each
+into a fresh lake directory (an absolute path: the "shared path" case), and prints seconds per build,
+ratio and overhead, checking that both paths commit version 0 with the same rows.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--tables", action="store_true", help="also time table builds through the pool vs locally")
     args = parser.parse_args()
 
     from tests.bench.prefect_env import prefect_api
@@ -108,6 +114,7 @@ def main() -> int:
                                    "--workdir", str(worker_dir), "--name", "bench"], cwd=REPO, env=env, stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
         local_s, pool_s, same = [], [], []
+        tables: dict[str, list] = {"local": [], "pool": [], "rows": []}
         try:
             wait_for_worker(training.work_pool)
             for run in range(args.runs):
@@ -124,6 +131,8 @@ def main() -> int:
                     raise RuntimeError(f"a run failed: local {local.returncode} {local.log_tail()} / pool {pooled.message}")
                 a, b = local.result["metrics"], pooled.result["metrics"]
                 same.append(all(abs(float(a[k]) - float(b[k])) < 1e-6 for k in a if isinstance(a[k], int | float)))
+            if args.tables:
+                bench_tables(scratch, sha, api, training.work_pool, args.runs, tables)
         finally:
             worker.send_signal(signal.SIGINT)
             try:
@@ -141,7 +150,43 @@ def main() -> int:
     print(f"overhead pool-local s (min/median/max): {spread([p - q for p, q in zip(pool_s, local_s, strict=True)])}")
     print(f"same metrics from both paths: {all(same)}")
     print(f"models in the store: {len(stored)} (expected {2 * args.runs})")
-    return 0 if all(same) and len(stored) == 2 * args.runs else 1
+    tables_ok = True
+    if args.tables:
+        print(f"table build local s (min/median/max): {spread(tables['local'])}")
+        print(f"table build pool s (min/median/max): {spread(tables['pool'])}")
+        print(f"table ratio pool/local (min/median/max): {spread([p / q for p, q in zip(tables['pool'], tables['local'], strict=True)])}")
+        print(f"table overhead pool-local s (min/median/max): {spread([p - q for p, q in zip(tables['pool'], tables['local'], strict=True)])}")
+        tables_ok = len(tables["rows"]) == args.runs and all(a == b and a > 0 for a, b in tables["rows"])
+        print(f"same rows from both table paths: {tables_ok} {tables['rows'][:1]}")
+    return 0 if all(same) and len(stored) == 2 * args.runs and tables_ok else 1
+
+
+def bench_tables(scratch: Path, sha: str, api: str, pool: str, runs: int, out: dict[str, list]) -> None:
+    """bronze_penguins built `runs` times locally and on the pool, each into a fresh lake directory."""
+    from dataclasses import replace
+
+    from daemon.adapters.tables.adapter import TablesAdapter
+    from daemon.core.plan import Action, Op
+    from daemon.runtime.reconcile import context_for, load_desired
+
+    os.environ["SPECD_REPO_URL"] = str(REPO)  # where the worker clones the sha from
+    desired = load_desired(REPO, "dev", sha, (f"env.prefect.api_url={api}", f"env.storage.root={scratch / 'lake-t'}"))
+    ctx = context_for(desired, scratch / "home")
+    table = next(r for r in desired.graph.resources if r.kind == "table" and r.name == "bronze_penguins")
+    for run in range(runs):
+        versions = []
+        for mode in ("local", "pool"):
+            storage = ctx.env.storage.model_copy(update={"root": str(scratch / f"lake-{mode}-{run}")})
+            tables = ctx.env.tables.model_copy(update={"work_pool": pool if mode == "pool" else None})
+            adapter = TablesAdapter(replace(ctx, env=ctx.env.model_copy(update={"storage": storage, "tables": tables})))
+            started = time.perf_counter()
+            outcome = adapter.apply(Action("table", table.name, Op.CREATE, "bench", table.fingerprint, None), table)
+            out[mode].append(time.perf_counter() - started)
+            if mode == "pool" and "[built on bench]" not in outcome.message:
+                raise RuntimeError(f"the pool build did not run on the worker: {outcome.message}")
+            versions.append((outcome.details.get("version"), sum((outcome.details.get("rows") or {}).values())
+                             if isinstance(outcome.details.get("rows"), dict) else outcome.details.get("rows")))
+        out["rows"].append(tuple(v[1] for v in versions) if all(v[0] == 0 for v in versions) else (0, 0))
 
 
 if __name__ == "__main__":
