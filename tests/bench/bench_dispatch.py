@@ -165,7 +165,7 @@ def bench_tables(scratch: Path, sha: str, api: str, pool: str, runs: int, out: d
     """bronze_penguins built `runs` times locally and on the pool, each into a fresh lake directory."""
     from dataclasses import replace
 
-    from daemon.adapters.tables.adapter import TablesAdapter
+    from daemon.adapters.tables.adapter import TableAdapter
     from daemon.core.plan import Action, Op
     from daemon.runtime.reconcile import context_for, load_desired
 
@@ -178,7 +178,7 @@ def bench_tables(scratch: Path, sha: str, api: str, pool: str, runs: int, out: d
         for mode in ("local", "pool"):
             storage = ctx.env.storage.model_copy(update={"root": str(scratch / f"lake-{mode}-{run}")})
             tables = ctx.env.tables.model_copy(update={"work_pool": pool if mode == "pool" else None})
-            adapter = TablesAdapter(replace(ctx, env=ctx.env.model_copy(update={"storage": storage, "tables": tables})))
+            adapter = TableAdapter(replace(ctx, env=ctx.env.model_copy(update={"storage": storage, "tables": tables})))
             started = time.perf_counter()
             outcome = adapter.apply(Action("table", table.name, Op.CREATE, "bench", table.fingerprint, None), table)
             out[mode].append(time.perf_counter() - started)
