@@ -22,11 +22,11 @@ CODE_ROOT = Path(__file__).resolve().parents[2]
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "worker", help="run a Prefect process worker for training.work_pool on this server (prefect worker start)",
+        "worker", help="run a Prefect process worker for training.work_pool / tables.work_pool on this server (prefect worker start)",
         description="Examples:\n  PREFECT_API_URL=http://daemon-host:4200/api specd worker --pool gpus --limit 4 --workdir /srv/specd\n"
                     "  specd worker --pool gpus --queue a100 --print",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pool", required=True, help="the work pool (the environment's training.work_pool)")
+    parser.add_argument("--pool", required=True, help="the work pool (the environment's training.work_pool or tables.work_pool)")
     parser.add_argument("--limit", type=int, default=None, help="runs at once on this server (default: its GPUs, else 1)")
     parser.add_argument("--workdir", default=None, help="this worker's own directory for checkouts and run logs (default: ~/.specd-worker)")
     parser.add_argument("--queue", action="append", default=[], help="work queue(s) to take runs from (one per GPU class; default: all)")
