@@ -41,7 +41,7 @@ from daemon.shared.paths import bentoml_home, journal_path, lock_path, specd_hom
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 WORKTREE = "worktree"
 # Subcommands contributed by capabilities: module with add_parser(subparsers) and run(args) -> int.
-EXTENSIONS = ("daemon.cli.models", "daemon.cli.ab", "daemon.cli.ops", "daemon.cli.erase", "daemon.cli.drift", "daemon.cli.render")
+EXTENSIONS = ("daemon.cli.models", "daemon.cli.ab", "daemon.cli.ops", "daemon.cli.erase", "daemon.cli.drift", "daemon.cli.render", "daemon.cli.worker")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -240,6 +240,7 @@ def cmd_apply(args) -> int:
 
 def _apply_locked(args, home: Path) -> int:
     os.environ.setdefault("BENTOML_HOME", str(bentoml_home(home)))
+    os.environ.setdefault("SPECD_REPO_URL", args.repo if "://" in args.repo else str(Path(args.repo).resolve()))  # work-pool workers clone from here
     saved = None
     if args.plan_file:
         from daemon.cli.ops import load_plan

@@ -132,6 +132,8 @@ class Daemon:
         try:
             self._install_signal_handlers()
             os.environ.setdefault("BENTOML_HOME", str(bentoml_home(self.home)))
+            # work-pool workers clone the applied sha from here (training.repo_url overrides)
+            os.environ.setdefault("SPECD_REPO_URL", self.source.repo if self.source.remote else str(Path(self.source.repo).resolve()))
             env = self._bootstrap_environment()
             if env is not None:
                 self._start_metrics(env)

@@ -1,7 +1,8 @@
 """The one Prefect bootstrap of `specd run` and `specd apply`: which Prefect API this process talks to.
 
-`PREFECT_API_URL` in the environment wins, then the overlay's `prefect.api_url`; otherwise the state
-home's own `prefect server start` is adopted or started (`LocalPrefectServer`). The client settings are
+`PREFECT_API_URL` in the environment wins, then the overlay's `prefect.api_url` (with `prefect.api_key`
+from its secret as PREFECT_API_KEY); otherwise the state home's own `prefect server start` is adopted or
+started (`LocalPrefectServer`), on PostgreSQL when `prefect.database_url` names one. The client settings are
 set before anything imports prefect. Returns the server we started (the caller stops it), or None.
 An https:// API is verified against the environment's `tls.ca` (PREFECT_API_SSL_CERT_FILE, unless set);
 with `tls.required` only an https:// API is accepted. With `tls.cert`/`tls.key` the embedded server
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from daemon.runtime.prefect_server import LocalPrefectServer, configure_client_env
 from daemon.schema.environment import EnvironmentSpec
+from daemon.shared.secrets import resolve_secret
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,14 @@ def bootstrap_prefect(home: Path, env: EnvironmentSpec | None) -> LocalPrefectSe
             files = tls.resolve(env.tls, home)
             if files is not None and files.ca:  # Prefect's client (and every flow-run process) verifies with it
                 os.environ.setdefault("PREFECT_API_SSL_CERT_FILE", files.ca)
+        if env and env.prefect.api_key:
+            os.environ["PREFECT_API_KEY"] = resolve_secret(env.prefect.api_key)
         log.info("using Prefect at %s", external)
         threading.Thread(target=preload_client, name="prefect-preload", daemon=True).start()  # the first cycle waits only for what is left
         return None
-    server = LocalPrefectServer(home, env.prefect.host if env else "127.0.0.1", env.prefect.port if env else 4200,
+    database = resolve_secret(env.prefect.database_url) if env and env.prefect.database_url else None
+    server = LocalPrefectServer(home, env.prefect.host if env else "127.0.0.1", env.prefect.port if env else 4200, database,
+                                work_pools=bool(env and (env.training.work_pool or env.tables.work_pool)),
                                 tls=files if embedded_tls else None)
     os.environ["PREFECT_API_URL"] = server.api_url
     if embedded_tls and files is not None and files.ca:  # the client and every flow-run process verify the server with it
@@ -67,7 +73,8 @@ def bootstrap_prefect(home: Path, env: EnvironmentSpec | None) -> LocalPrefectSe
         os.environ.pop("PREFECT_API_URL", None)
         raise
     warm.join()  # imports hold a lock: finished here rather than half-way through a first flow run
-    log.info("Prefect UI on %s://%s:%d", "https" if server.tls else "http", server.host, server.port)
+    log.info("Prefect UI on %s://%s:%d (database: %s)", "https" if server.tls else "http", server.host, server.port,
+             "PostgreSQL" if database else "SQLite")
     return server
 
 

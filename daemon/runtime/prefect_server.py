@@ -12,11 +12,18 @@ UI. Off: late runs (only relabels scheduled runs "Late"), foreman (work pools an
 none), cancellation cleanup and pause expirations (specd's flow runs neither pause nor get cancelled
 from the UI), the repossessor (concurrency-limit leases: none are set), triggers (automations) and the
 cleanup reconciler (worker cleanup queues). Any of them is switched back on by setting its
-`PREFECT_SERVER_SERVICES_<NAME>_ENABLED` in the daemon's environment.
+`PREFECT_SERVER_SERVICES_<NAME>_ENABLED` in the daemon's environment. With a work pool
+(`training.work_pool`) the foreman stays on (`POOL_SERVICES`): it is what marks a worker that stopped
+polling OFFLINE and the pool NOT_READY, the status `prefect work-pool inspect` and the UI show.
+on 127.0.0.1) and adopts it after its own restart instead of starting a second one. With remote
+workers SQLite locks ("database is locked", prefect#10188), so `prefect.database_url` puts the same
+server on PostgreSQL (asyncpg); the URL comes from a secret and is never logged or written down —
+only its digest, so that a changed database restarts the server instead of adopting the old one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import ssl
@@ -40,6 +47,14 @@ LEAN_SERVICES = {
     for name in ("LATE_RUNS", "FOREMAN", "CANCELLATION_CLEANUP", "PAUSE_EXPIRATIONS", "REPOSSESSOR", "TRIGGERS", "CLEANUP_RECONCILER")
 }
 
+POOL_SERVICES = ("FOREMAN",)  # needed once remote workers poll a work pool
+
+
+def lean_services(work_pools: bool = False) -> dict[str, str]:
+    """The loop services switched off; with work pools, the ones workers need stay on."""
+    keep = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED" for name in POOL_SERVICES} if work_pools else set()
+    return {key: value for key, value in LEAN_SERVICES.items() if key not in keep}
+
 
 def configure_client_env(home: Path) -> None:
     """Environment for the Prefect *client* in this process (must run before `import prefect`)."""
@@ -58,11 +73,23 @@ def healthy(api_url: str, timeout: float = 1.0, context: ssl.SSLContext | None =
         return False
 
 
+def async_database_url(url: str) -> str:
+    """A PostgreSQL URL in the form Prefect's server needs (`postgresql+asyncpg://`); other URLs unchanged."""
+    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    return url
+
+
 class LocalPrefectServer:
-    def __init__(self, home: Path, host: str = "127.0.0.1", port: int = 4200, tls: TLSFiles | None = None):
+    def __init__(self, home: Path, host: str = "127.0.0.1", port: int = 4200, database_url: str | None = None,
+                 work_pools: bool = False, tls: TLSFiles | None = None):
         self.home = home
+        self.work_pools = work_pools
         self.host = host
         self.port = port
+        self.database_url = async_database_url(database_url) if database_url else None
+        self.database_digest = hashlib.sha256((self.database_url or "sqlite").encode()).hexdigest()[:16]
         # with the environment's certificate the server speaks HTTPS only (daemon.runtime.prefect_tls_server)
         self.tls = tls if tls is not None and tls.serving else None
         self.client_context = client_context(self.tls) if self.tls else None
@@ -80,7 +107,10 @@ class LocalPrefectServer:
         progress (migrations, UI build), so it is waited for — with a progress line every 15 s — up to
         `timeout_s`; a process that dies is started again with backoff, `attempts` times in all."""
         existing = procs.PidRecord.read(self.pid_file)
-        if existing and existing.alive() and existing.meta.get("port") == self.port and bool(existing.meta.get("tls")) == bool(self.tls):
+        sqlite = hashlib.sha256(b"sqlite").hexdigest()[:16]  # records written before database_url existed
+        same_db = existing is not None and existing.meta.get("database", sqlite) == self.database_digest
+        same_tls = existing is not None and bool(existing.meta.get("tls")) == bool(self.tls)
+        if existing and existing.alive() and existing.meta.get("port") == self.port and same_db and same_tls:
             if self._wait_healthy(existing, 30.0):
                 self.record = existing
                 return self.api_url
@@ -107,11 +137,11 @@ class LocalPrefectServer:
         home = prefect_home(self.home)
         home.mkdir(parents=True, exist_ok=True)
         env = {
-            **LEAN_SERVICES,  # the environment may switch one back on
+            **lean_services(self.work_pools),  # the environment may switch one back on
             **os.environ,
             **QUIET,
             "PREFECT_HOME": str(home),
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_API_DATABASE_CONNECTION_URL": self.database_url or f"sqlite+aiosqlite:///{home / 'prefect.db'}",
             "PREFECT_UI_API_URL": self.api_url,
         }
         env.pop("PREFECT_API_URL", None)
@@ -122,7 +152,7 @@ class LocalPrefectServer:
         else:
             command = [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port), "--analytics-off"]
         proc = procs.spawn(command, log_path=log_path, env=env)
-        record = procs.record_for(proc, {"port": self.port, "tls": bool(self.tls)})
+        record = procs.record_for(proc, {"port": self.port, "database": self.database_digest, "tls": bool(self.tls)})
         record.write(self.pid_file)
         return record
 

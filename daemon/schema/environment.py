@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from daemon.schema.base import SecretRef, SpecModel
 from daemon.schema.deploy import ApprovalsSection, DeploySection
@@ -63,9 +64,20 @@ class DaemonSection(SpecModel):
 
 
 class PrefectSection(SpecModel):
-    api_url: str | None = None  # None: the daemon starts and owns a local server (SQLite)
+    api_url: str | None = None  # None: the daemon starts and owns a local server (SQLite, or database_url)
     host: str = "127.0.0.1"
     port: int = Field(default=4200, ge=0, le=65535)
+    # The embedded server's database: a ${secret:NAME} holding a postgresql:// URL (several workers need
+    # PostgreSQL: SQLite locks under concurrent workers). Unset: SQLite under the state home.
+    database_url: SecretRef | None = None
+    api_key: SecretRef | None = None  # sent to an existing server (api_url / PREFECT_API_URL) as PREFECT_API_KEY
+
+    def shared(self) -> bool:
+        """Whether the Prefect server can serve remote workers (not the embedded SQLite one)."""
+        return bool(self.api_url or self.database_url)
+
+
+PoolName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 
 
 class TrainingSection(SpecModel):
@@ -84,6 +96,15 @@ class TrainingSection(SpecModel):
     # candidates trained at once (disjoint GPU sets); unset: on CPU one per core (up to 4), else one
     max_concurrent_candidates: int | None = Field(default=None, ge=1)
     gpu_ids: list[int] = Field(default_factory=list)  # empty: CUDA_VISIBLE_DEVICES or nvidia-smi decides
+    # Several GPU servers: each candidate's training becomes a run of the Prefect deployment
+    # `specd-train-candidate` in this work pool (workers: `specd worker --pool P`); unset: local processes.
+    work_pool: PoolName | None = None
+    work_queue: PoolName | None = None  # the queue candidates go to (one queue per GPU class); unset: the pool's default
+    pool_limit: int | None = Field(default=None, ge=1)  # the pool's concurrency limit (all its servers' GPUs)
+    queue_limits: dict[PoolName, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)  # queue → concurrency (its GPUs)
+    repo_url: str | None = None  # where workers clone the applied sha from; unset: the repository the daemon watches
+    heartbeat_timeout_s: float = Field(default=60.0, gt=0)  # a run whose worker is silent this long is lost: resubmitted
+    run_attempts: int = Field(default=3, ge=1)  # submissions per candidate (a lost worker's run is submitted again)
 
     @model_validator(mode="after")
     def _nodes_need_torchrun(self) -> TrainingSection:
@@ -141,6 +162,12 @@ class TablesSection(SpecModel):
         default_factory=list
     )
     dask: DaskSection = DaskSection()  # the cluster `engine: dask` tables are built on
+    # Each table build as a run of `specd-build-table` on this work pool (workers: `specd worker --pool P`),
+    # at the applied sha; unset: the daemon's own build processes. Needs a lake every worker reaches.
+    work_pool: PoolName | None = None
+    work_queue: PoolName | None = None  # the queue builds go to; unset: the pool's default
+    build_timeout_s: float = Field(default=3600.0, gt=0)  # a build with no result this long is given up (transient)
+    run_attempts: int = Field(default=2, ge=1)  # submissions per build (a crashed run is submitted again)
 
 
 class OnlineStoreSection(SpecModel):
@@ -202,3 +229,40 @@ class EnvironmentSpec(SpecModel):
     deploy: DeploySection = DeploySection()  # Kubernetes manifests for services with deploy target kubernetes
     approvals: ApprovalsSection = ApprovalsSection()  # which changes need a reviewed merge by their owners
     tls: TLSSection = TLSSection()  # TLS on every socket specd opens (daemon/schema/tls.py)
+
+    @field_validator("training")
+    @classmethod
+    def _workers_need_a_shared_server(cls, training: TrainingSection, info: ValidationInfo) -> TrainingSection:
+        prefect = info.data.get("prefect")
+        if training.work_pool and isinstance(prefect, PrefectSection) and not prefect.shared():
+            message = (f"work pool {training.work_pool!r} has remote workers, but the daemon's Prefect server would be the "
+                       "embedded SQLite one, which locks under concurrent workers: set prefect.database_url (a secret "
+                       "reference holding a postgresql:// URL) or prefect.api_url (an existing server)")
+            raise ValidationError.from_exception_data("EnvironmentSpec", [InitErrorDetails(
+                type=PydanticCustomError("value_error", message.replace("{", "{{").replace("}", "}}")),
+                loc=("work_pool",), input=training.work_pool)])
+        if training.queue_limits and not training.work_pool:
+            raise ValidationError.from_exception_data("EnvironmentSpec", [InitErrorDetails(
+                type=PydanticCustomError("value_error", "queue_limits needs training.work_pool"),
+                loc=("queue_limits",), input=dict(training.queue_limits))])
+        return training
+
+    @field_validator("tables")
+    @classmethod
+    def _pool_builds_need_a_shared_lake(cls, tables: TablesSection, info: ValidationInfo) -> TablesSection:
+        if not tables.work_pool:
+            return tables
+        prefect, storage = info.data.get("prefect"), info.data.get("storage")
+        problem = None
+        if isinstance(prefect, PrefectSection) and not prefect.shared():
+            problem = (f"work pool {tables.work_pool!r} has remote workers, but the daemon's Prefect server would be the "
+                       "embedded SQLite one: set prefect.database_url (a secret reference) or prefect.api_url")
+        elif isinstance(storage, StorageSection) and "://" not in storage.root and not storage.root.startswith("/"):
+            problem = (f"work pool {tables.work_pool!r} builds tables on other machines, but storage.root {storage.root!r} is "
+                       "under the daemon's state home: use an object store (s3://bucket/prefix) or an absolute path every "
+                       "worker mounts")
+        if problem:
+            raise ValidationError.from_exception_data("EnvironmentSpec", [InitErrorDetails(
+                type=PydanticCustomError("value_error", problem.replace("{", "{{").replace("}", "}}")),
+                loc=("work_pool",), input=tables.work_pool)])
+        return tables

@@ -11,6 +11,10 @@ Order makes it crash-safe: archives first, the release last, so a release visibl
 always has its archives; an import lands in the local store whole (BentoML imports into a temporary
 directory and moves it), and `artifact_complete` (weights digest against config) is checked after it.
 
+On a work pool without a shared disk (`training.work_pool` with `models_uri`), each worker trains into
+its own store (`$SPECD_WORKER_DIR/bentoml`) and exports the candidate's model (`export`); the daemon
+imports it (`ensure`) before it scores, promotes and serves, and publishes the release as usual.
+
 BentoML exports to URLs through fsspec, which would need s3fs (and aiobotocore) only for this; the
 archive goes through a local temporary file and `daemon.shared.storage_uri` instead, the one S3 client
 and the one place its options (endpoint, credentials, TLS) are read.
@@ -57,12 +61,21 @@ def _store(root: str) -> Any:
 
 def publish(release: dict[str, Any], models_uri: str, options: dict[str, str] | None, root: str) -> dict[str, Any]:
     """Export the release's models that the shared store lacks, then the release. Idempotent."""
+    uploaded = export(_tags(release), models_uri, options, root)["uploaded"]
+    body = json.dumps(release, indent=2, sort_keys=True).encode()
+    storage_uri.write_bytes(release_uri(models_uri, release["model"], release["fingerprint"]), body, options)
+    return {"uploaded": uploaded}
+
+
+def export(tags: list[str], models_uri: str, options: dict[str, str] | None, root: str) -> dict[str, Any]:
+    """Upload each model of `tags` the shared store lacks (a work-pool worker after training: the daemon,
+    on another machine, imports it from there). One PUT per archive: it appears whole or not at all."""
     import bentoml
 
     from flows.training.artifact import artifact_complete
 
     uploaded = []
-    for tag in _tags(release):
+    for tag in tags:
         target = archive_uri(models_uri, tag)
         if storage_uri.exists(target, options):
             continue
@@ -72,8 +85,6 @@ def publish(release: dict[str, Any], models_uri: str, options: dict[str, str] | 
             local = bentoml.models.export_model(tag, str(Path(scratch) / "model.bentomodel"), _model_store=_store(root))
             storage_uri.upload(local, target, options)
         uploaded.append(tag)
-    body = json.dumps(release, indent=2, sort_keys=True).encode()
-    storage_uri.write_bytes(release_uri(models_uri, release["model"], release["fingerprint"]), body, options)
     return {"uploaded": uploaded}
 
 
@@ -126,6 +137,8 @@ def main() -> int:
     op, root, models_uri, options = request["op"], request["root"], request["models_uri"], request.get("options") or None
     if op == "publish":
         result = publish(request["release"], models_uri, options, root)
+    elif op == "export":
+        result = export(list(request["tags"]), models_uri, options, root)
     elif op == "ensure":
         result = ensure(list(request["tags"]), models_uri, options, root)
     elif op == "fetch":

@@ -160,6 +160,8 @@ class ModelAdapter:
                 restorable[release.fingerprint] = release.fingerprint[:12]
         missing = [t for t in (current.champion, *current.challengers) if t and not artifact_complete(t, self.root)]
         health, message = HEALTHY, current.decision
+        if (current.data.get("pool") or {}).get("note"):  # trained on a work pool: where, and any lost worker
+            message += f" ({current.data['pool']['note']})"
         if current.champion is None:
             health = DEGRADED
         elif missing:
@@ -171,6 +173,14 @@ class ModelAdapter:
 
     def check(self, resources: Sequence[Resource], graph: Graph) -> list[SpecIssue]:
         return check_models(self.ctx, resources, graph)
+
+    def warnings(self, resources: Sequence[Resource]) -> list[SpecIssue]:
+        """A work pool without `storage.models_uri`: the workers write into the daemon's store path, which
+        then must be a filesystem every server mounts (not an error: a shared NFS mount is a valid setup)."""
+        from daemon.adapters.models.pool_checks import shared_disk_warning
+
+        issue = shared_disk_warning(self.ctx) if resources else None
+        return [issue] if issue else []
 
     def describe(self, action: Action, resource: Resource | None, live: Observed | None = None) -> str:
         """Pure: the spec and what observe recorded (`details["preview"]`), no I/O."""
@@ -187,6 +197,7 @@ class ModelAdapter:
         spec = resource.spec
         env = self.ctx.env.training
         unit = "GPU" if env.accelerator in ("gpu", "cuda") else "CPU"
+        where = f"{unit} on work pool {env.work_pool}{' queue ' + env.work_queue if env.work_queue else ''}" if env.work_pool else unit
         margin = spec.promotion.min_improvement
         needed = f"by ≥ {margin:g}" if margin > 0 else "any improvement"
         folds = f", {spec.split.folds}-fold CV" if spec.split.folds else ""
@@ -195,16 +206,16 @@ class ModelAdapter:
         if action.follows:  # the table changes first in this apply: what trains depends on its new data
             names = ", ".join(spec.candidates)
             if action.previous == resource.fingerprint and not action.reason.startswith(SYNC_REASON):
-                return (f"after {', '.join(action.follows)} applies: retrain candidates {names} on {unit} on table {table}'s new "
+                return (f"after {', '.join(action.follows)} applies: retrain candidates {names} on {where} on table {table}'s new "
                         f"version if its data changed and the {spec.retrain.describe()} fires (else keep the release); {rule}")
-            return f"train candidates {names} on {unit}{folds} on table {table}'s new version (it changes first in this apply); {rule}"
+            return f"train candidates {names} on {where}{folds} on table {table}'s new version (it changes first in this apply); {rule}"
         preview = dict((live.details if live else {}).get("preview") or {})
         if "to_train" not in preview:  # no live table yet (or unreadable): say what the spec asks for
             names = ", ".join(spec.candidates)
-            return f"train up to {len(spec.candidates)} candidate(s) ({names}) on {unit}{folds}, {rule}"
+            return f"train up to {len(spec.candidates)} candidate(s) ({names}) on {where}{folds}, {rule}"
         to_train, reused, minutes = preview["to_train"], preview["reused"], preview.get("minutes")
         version = preview.get("version")
-        work = f"train candidate{'s' if len(to_train) != 1 else ''} {', '.join(to_train)} on {unit}{folds}" if to_train else "train nothing"
+        work = f"train candidate{'s' if len(to_train) != 1 else ''} {', '.join(to_train)} on {where}{folds}" if to_train else "train nothing"
         if to_train and version is not None:
             work += f" on {table} v{spec.retrain.table_version if spec.retrain.table_version is not None else version}"
         if minutes is not None:

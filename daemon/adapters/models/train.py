@@ -135,15 +135,28 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
     champion = current.champion if current and current.champion and artifact_complete(current.champion, root) else None
     reused = {c: j["tag"] for c, j in jobs.items() if artifact_complete(j["tag"], root)}
     to_train = [j for c, j in jobs.items() if c not in reused]
-    score_tags = list(reused.values()) + ([champion] if champion and champion not in {j["tag"] for j in jobs.values()} else [])
     first = next(iter(jobs.values()))
     try:
         command_for(first, work_dir / "job.json", slots[0])
     except ValueError as exc:
         raise ApplyError(f"model {name}: {exc}") from None
-    launch = list(to_train) + ([evaluate_job(first, score_tags, work_dir, fingerprint)] if score_tags else [])
-    ctx.progress(f"model {name}: training {[j['candidate'] for j in to_train] or 'nothing'}, re-scoring {len(score_tags)} stored model(s)")
+    pool_runs: dict[str, Any] = {}
+    if ctx.env.training.work_pool and to_train:  # several GPU servers: the pool's workers train them
+        ctx.progress(f"model {name}: training {[j['candidate'] for j in to_train]} on work pool {ctx.env.training.work_pool}")
+        pool_runs = train_on_pool(ctx, name, to_train)
+        import_from_shared_store(ctx, name, root, [j["tag"] for j in to_train if pool_runs[j["candidate"]].result is not None])
+        for job in to_train:  # already complete in the shared store (an earlier run finished it): re-score
+            if (pool_runs[job["candidate"]].result or {}).get("status") == "stored":
+                reused[job["candidate"]] = job["tag"]
+        to_train = [j for j in to_train if j["candidate"] not in reused]
+    score_tags = list(reused.values()) + ([champion] if champion and champion not in {j["tag"] for j in jobs.values()} else [])
+    local = [] if pool_runs else list(to_train)
+    launch = local + ([evaluate_job(first, score_tags, work_dir, fingerprint)] if score_tags else [])
+    ctx.progress(f"model {name}: training {[j['candidate'] for j in local] or 'nothing'} locally, re-scoring {len(score_tags)} stored model(s)")
     runs = run_jobs(launch, work_dir, log_dir, slots=slots, env={"BENTOML_HOME": root}, progress=ctx.progress) if launch else []
+    if pool_runs:
+        launch = list(to_train) + launch
+        runs = [pool_runs[j["candidate"]] for j in to_train] + list(runs)
 
     results: dict[str, dict[str, Any]] = {}
     crashed: list[str] = []
@@ -195,7 +208,8 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
               "spec": spec_data,
               "promotion": {"metric": promotion.metric, "direction": spec.metric_direction(),
                             "min_improvement": promotion.min_improvement},
-              "split": spec_data["split"]},
+              "split": spec_data["split"],
+              **({"pool": pool_record(ctx.env.training.work_pool, pool_runs)} if pool_runs else {})},
     )
     for candidate in candidates.values():
         if candidate["status"] in ("trained", "reused"):
@@ -208,13 +222,75 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
     trained = [c for c in jobs if c not in reused]
     why = (trigger or {}).get("reason", "")
     message = f"{why.split(' (policy')[0]} → trained on {spec.data.table} v{version}; {decision.reason}" if why.startswith("retrain:") else decision.reason
+    if pool_runs:
+        message += f" ({release.data['pool']['note']})"
     return ApplyOutcome(message, {"champion": decision.champion, "challengers": list(decision.challengers),
                                           "trained": trained, "reused": list(reused), "outcome": decision.outcome,
                                           "delta_version": version, "trigger": trigger or {},
+                                          "pool": release.data.get("pool", {}),
                                           # rows of the Prefect table artifact (daemon.runtime.prefect_runner.REPORT)
                                           "report": [{"candidate": c, "status": info["status"], "champion": info["tag"] == decision.champion,
                                                       **{k: v for k, v in info["metrics"].items() if isinstance(v, int | float)}}
                                                      for c, info in candidates.items()]})
+
+
+def pool_repo_url(ctx: AdapterContext) -> str:
+    """Where a pool's workers clone the applied sha from: training.repo_url, else the watched repository."""
+    url = ctx.env.training.repo_url or os.environ.get("SPECD_REPO_URL")
+    if not url:
+        raise ApplyError("training.work_pool: no repository URL for the workers to clone the applied revision from: "
+                         "set training.repo_url (or run the daemon, which passes the repository it watches)")
+    return url
+
+
+def pool_record(pool: str, pool_runs: Mapping[str, Any]) -> dict[str, Any]:
+    """What the release keeps of a pool apply: where each candidate ran, every attempt, and a status note."""
+    from daemon.adapters.models.pool import attempts_note
+
+    note = attempts_note(list(pool_runs.values()))
+    return {"work_pool": pool, "note": f"work pool {pool}{'; ' + note if note else ''}",
+            "candidates": {c: {"worker": r.worker, "attempts": r.attempts, "started_at": r.started_at, "ended_at": r.ended_at}
+                           for c, r in pool_runs.items()}}
+
+
+def train_on_pool(ctx: AdapterContext, name: str, to_train: list[dict[str, Any]]) -> dict[str, Any]:
+    """{candidate: PoolRun}: each candidate as a deployment run on `training.work_pool`, at the applied sha."""
+    from daemon.adapters.models.pool import dispatch
+
+    if len(ctx.revision) != 40 or any(ch not in "0123456789abcdef" for ch in ctx.revision):
+        raise ApplyError(f"model {name}: training.work_pool: workers check out a commit; revision {ctx.revision!r} is not one")
+    if ctx.env.storage.models_uri:  # no shared disk: each worker trains into its own store and exports there
+        to_train = [{**job, "models_uri": ctx.env.storage.models_uri} for job in to_train]
+    try:
+        runs = dispatch(to_train, ctx.env.training, git_sha=ctx.revision, repo_url=pool_repo_url(ctx),
+                        storage_options=ctx.env.storage.storage_options, progress=ctx.progress)
+    except ApplyError:
+        raise
+    except Exception as exc:  # the Prefect API refused or went away: the apply is retried (transient)
+        raise ApplyError(f"model {name}: work pool {ctx.env.training.work_pool}: {type(exc).__name__}: {exc}", transient=True) from None
+    return {job["candidate"]: run for job, run in zip(to_train, runs, strict=True)}
+
+
+def import_from_shared_store(ctx: AdapterContext, name: str, root: str, tags: list[str]) -> None:
+    """The models the pool's workers exported to `storage.models_uri`, imported into the daemon's own store
+    (scoring, promotion and serving read it); nothing to do on a shared filesystem (no models_uri)."""
+    from flows.training.artifact import artifact_complete
+
+    uri = ctx.env.storage.models_uri
+    wanted = [t for t in tags if not artifact_complete(t, root)]
+    if not uri or not wanted:
+        return
+    from daemon.shared.storage_uri import resolve_options
+    from flows.training import shared_store
+
+    try:
+        missing = shared_store.run("ensure", root, uri, resolve_options(ctx.env.storage.storage_options), tags=wanted)["missing"]
+    except (RuntimeError, OSError) as exc:
+        raise ApplyError(f"model {name}: the shared model store is unreachable: {exc}", transient=True) from None
+    if missing:
+        raise ApplyError(f"model {name}: champion unchanged; the work pool reported {', '.join(missing)} trained, "
+                         f"but {uri} does not hold them (the workers need storage.models_uri and its storage_options)")
+    ctx.progress(f"model {name}: imported {len(wanted)} model(s) from {uri}")
 
 
 def _stored_cv(tag: str, root: str) -> dict[str, Any]:

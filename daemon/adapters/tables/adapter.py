@@ -480,7 +480,12 @@ class TableAdapter:
             raise ApplyError(f"table {name}: {exc}; repair or remove the file (the table is left as it is)") from None
 
     def _run(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Warm spawn workers by default; SPECD_TABLE_BUILD_PROCESS=1 runs each build as its own process."""
+        """Warm spawn workers by default; SPECD_TABLE_BUILD_PROCESS=1 runs each build as its own process;
+        with tables.work_pool, a deployment run on that pool (daemon.adapters.tables.pool)."""
+        if self.ctx.env.tables.work_pool:
+            from daemon.adapters.tables.pool import build_on_pool
+
+            return build_on_pool(self.ctx, job)
         if os.environ.get("SPECD_TABLE_BUILD_PROCESS") == "1":
             return run_build_process(job, self.state_dir)
         from daemon.adapters.tables import workers as tables_workers
