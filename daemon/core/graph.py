@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.core import datamemo
 from daemon.core.documents import Composed, SpecDoc
 from daemon.core.kinds import kind_by_name
 from daemon.core.yamlpos import line_for, parse_with_lines
@@ -90,6 +91,21 @@ def fingerprint(kind: str, name: str, data: Mapping[str, Any], upstream: Mapping
         "inputs": {},  # always empty (see the rule above); kept so existing fingerprints, and live builds, stay valid
     }
     return hashlib.sha256(canonical_json(material).encode()).hexdigest()
+
+
+def doc_fingerprint(kind: str, name: str, data: Mapping[str, Any], upstream: Mapping[str, str], code_version: str) -> str:
+    """`fingerprint(kind, name, shaping_spec(kind, data), ...)`, byte for byte, remembered per data object
+    (`datamemo`): the fingerprint for these upstream fingerprints (kept on disk by the compose cache), and
+    in this process the shaping spec's canonical JSON. `canonical_json` sorts the material's keys, so its
+    text is these parts in this order."""
+    upstream_json = canonical_json(dict(sorted(upstream.items())))
+    head = f'{{"code":{canonical_json(code_version)},"inputs":{{}},"kind":{canonical_json(kind)},"name":{canonical_json(name)},"spec":'
+
+    def compute() -> str:
+        spec = datamemo.text(data, f"_shaping-json:{kind}", lambda: canonical_json(shaping_spec(kind, data)))
+        return hashlib.sha256(f'{head}{spec},"upstream":{upstream_json}}}'.encode()).hexdigest()
+
+    return datamemo.text(data, f"fingerprint:{head}{upstream_json}", compute)
 
 
 def shaping_spec(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -163,7 +179,7 @@ def build_graph(composed: Composed, read_text: Callable[[str], str] | None = Non
         waves[key] = 1 + max((waves[d] for d in deps[key]), default=-1)
         kind = kind_by_name(doc.kind)
         upstream = {d: fingerprints[d] for d in deps[key] if d.split("/", 1)[0] not in kind.data_inputs}
-        fingerprints[key] = fingerprint(doc.kind, doc.name, shaping_spec(doc.kind, doc.data), upstream, kind.code_version)
+        fingerprints[key] = doc_fingerprint(doc.kind, doc.name, doc.data, upstream, kind.code_version)
         resources.append(Resource(key, doc.kind, doc.name, doc.path, doc.spec, doc.data, deps[key], fingerprints[key], waves[key]))
     resources.sort(key=lambda r: (r.wave, kind_by_name(r.kind).order, r.name))
     return Graph(tuple(resources))
