@@ -32,6 +32,21 @@ def text(data: Any, name: str, make: Callable[[], str]) -> str:
     return value
 
 
+def get(data: Any, name: str) -> str | None:
+    entry = _MEMO.get(id(data))
+    return entry[1].get(name) if entry is not None and entry[0] is data else None
+
+
+def put(data: Any, name: str, value: str) -> None:
+    """Remember (or replace) one value for this object."""
+    entry = _MEMO.get(id(data))
+    if entry is None or entry[0] is not data:
+        if len(_MEMO) >= LIMIT:
+            _MEMO.clear()
+        entry = _MEMO[id(data)] = (data, {})
+    entry[1][name] = value
+
+
 def export(data: Any) -> dict[str, str] | None:
     """What is remembered for this object (to store with it), or None; names starting with `_` stay in
     this process (large texts that only save work within it)."""
