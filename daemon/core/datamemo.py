@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 _MEMO: dict[int, tuple[Any, dict[str, str]]] = {}  # id(data) -> (data, {name: text})
-LIMIT = 200_000
+LIMIT = 50_000  # objects; the whole memo is dropped at the limit (a long-lived daemon keeps only what it uses)
 
 
 def text(data: Any, name: str, make: Callable[[], str]) -> str:
