@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from daemon.core import datamemo
 from dashboards import panels
 
 if TYPE_CHECKING:
@@ -85,20 +86,10 @@ def derive_all(composed: Composed, memo: MutableMapping[Any, Any] | None = None)
     return docs
 
 
-_DIGESTS: dict[int, tuple[dict[str, Any], str]] = {}  # id(normalised data) → (that data, its digest)
-
-
 def _content_digest(data: dict[str, Any]) -> str:
-    """sha1 of a document's normalised data; once per data object (the daemon's compose cache hands the
-    same immutable object every cycle; the entry holds it, so its id cannot be reused meanwhile)."""
-    entry = _DIGESTS.get(id(data))
-    if entry is not None and entry[0] is data:
-        return entry[1]
-    digest = hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode(), usedforsecurity=False).hexdigest()
-    if len(_DIGESTS) > 50_000:
-        _DIGESTS.clear()
-    _DIGESTS[id(data)] = (data, digest)
-    return digest
+    """sha1 of a document's normalised data; once per data object (`daemon.core.datamemo`: the compose
+    cache hands the same immutable object every cycle, and keeps the digest with it on disk)."""
+    return datamemo.text(data, "content-sha1", lambda: hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode(), usedforsecurity=False).hexdigest())
 
 
 _GENERATORS: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {

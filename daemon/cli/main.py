@@ -16,15 +16,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daemon import __version__
 from daemon.core.compose_cache import ComposeCache
 from daemon.core.executor import SUCCEEDED
 from daemon.core.status import resource_statuses
-from daemon.runtime.cycle import CycleState, run_cycle, status_document
-from daemon.runtime.daemon import AlreadyRunning, Daemon, DaemonLock
-from daemon.runtime.journal import EventType, Journal
-from daemon.runtime.prefect_bootstrap import bootstrap_prefect
 from daemon.runtime.reconcile import (
     check,
     context_for,
@@ -34,11 +31,43 @@ from daemon.runtime.reconcile import (
     plan,
     simulated_observation,
 )
-from daemon.runtime.source import GitSource, is_remote
 from daemon.shared.errors import SpecErrors
 from daemon.shared.paths import bentoml_home, journal_path, lock_path, specd_home, status_path
 
+if TYPE_CHECKING:  # bound lazily at run time: see _LAZY
+    from daemon.runtime.cycle import CycleState, run_cycle, status_document
+    from daemon.runtime.daemon import AlreadyRunning, Daemon, DaemonLock
+    from daemon.runtime.journal import EventType, Journal
+    from daemon.runtime.prefect_bootstrap import bootstrap_prefect
+    from daemon.runtime.source import GitSource, is_remote
+
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+# What only apply, run and status use, imported when first used (~50 ms off every `specd plan`): the
+# module attribute (`daemon.cli.main.run_cycle`, patchable by tests) is bound on first access or `_need`.
+_LAZY = {
+    "CycleState": "daemon.runtime.cycle", "run_cycle": "daemon.runtime.cycle", "status_document": "daemon.runtime.cycle",
+    "AlreadyRunning": "daemon.runtime.daemon", "Daemon": "daemon.runtime.daemon", "DaemonLock": "daemon.runtime.daemon",
+    "EventType": "daemon.runtime.journal", "Journal": "daemon.runtime.journal",
+    "bootstrap_prefect": "daemon.runtime.prefect_bootstrap",
+    "GitSource": "daemon.runtime.source", "is_remote": "daemon.runtime.source",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = getattr(importlib.import_module(module), name)
+    return value
+
+
+def _need(*names: str) -> None:
+    """Bind these lazy names as module globals (a value a test patched in stays)."""
+    for name in names:
+        if name not in globals():
+            __getattr__(name)
+
+
 WORKTREE = "worktree"
 # Subcommands contributed by capabilities: module with add_parser(subparsers) and run(args) -> int.
 EXTENSIONS = ("daemon.cli.models", "daemon.cli.ab", "daemon.cli.ops", "daemon.cli.erase", "daemon.cli.drift", "daemon.cli.render", "daemon.cli.worker")
@@ -132,6 +161,7 @@ def _desired(args, rev: str | None):
         if rev is None:
             path = Path(repo).absolute()
             return load_desired(path, args.env, _worktree_revision(path), overrides, cache)
+        _need("GitSource")
         source = GitSource(repo, "HEAD", home)
         source.fetch()
         sha = source.resolve(rev)
@@ -248,6 +278,7 @@ def _apply_locked(args, home: Path) -> int:
         saved = load_plan(Path(args.plan_file))
         if args.rev is None and not str(saved["plan"]["revision"]).endswith("-dirty") and saved["plan"]["revision"] != WORKTREE:
             args.rev = saved["plan"]["revision"]
+    _need("CycleState", "run_cycle", "Journal", "bootstrap_prefect")
     desired = _desired(args, args.rev)
     use_prefect = not args.no_prefect
     server = None
@@ -296,6 +327,7 @@ def cmd_run(args) -> int:
     if refused:
         print(f"error: specd run refused: {refused}", file=sys.stderr)
         return EXIT_ERROR
+    _need("is_remote", "Daemon", "AlreadyRunning")
     branch = args.branch
     if branch is None:
         branch = "main"
@@ -324,6 +356,7 @@ def cmd_status(args) -> int:
 
 
 def _status_once(args) -> int:
+    _need("DaemonLock", "Journal", "EventType", "CycleState", "status_document")
     home = specd_home(args.home)
     lock = DaemonLock(lock_path(home))
     try:

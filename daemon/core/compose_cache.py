@@ -26,11 +26,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from daemon.core import datamemo
 from daemon.core.kinds import KINDS
 from daemon.shared.fsio import atomic_write_bytes
 from daemon.shared.gcpause import paused
 
-FORMAT = 2
+FORMAT = 3
 MAGIC = b"specd-compose-cache\n"
 _OC_ENV = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
 _CODE_DIGEST: str | None = None
@@ -109,18 +110,35 @@ class Dependencies:
         self.files, self.env_digest, self.oc_env, self.oc_env_digest = state
 
 
+def _extras(value: Any) -> tuple | None:
+    """What `datamemo` derived from the dicts of a cached value (its normalised data), to store with it."""
+    if not isinstance(value, tuple):
+        return None
+    found = tuple(datamemo.export(part) if isinstance(part, dict) else None for part in value)
+    return found if any(found) else None
+
+
+def _adopt(value: Any, extras: tuple | None) -> None:
+    for part, values in zip(value, extras or (), strict=False):
+        datamemo.adopt(part, values)
+
+
 class Memo(dict):
     """A dict kept with the cache for a derive hook (keys: content digests); remembers what was used."""
 
-    def __init__(self, data: dict | None = None):
+    def __init__(self, data: dict | None = None, extras: dict | None = None):
         super().__init__(data or {})
         self.used: set = set()
         self.dirty = False
+        self.extras: dict = extras or {}  # key -> `_extras` of its value, as loaded: adopted on first use
 
     def get(self, key: Any, default: Any = None) -> Any:
         if key in self:
             self.used.add(key)
-            return self[key]
+            value = self[key]
+            if self.extras:
+                _adopt(value, self.extras.pop(key, None))
+            return value
         return default
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -147,8 +165,8 @@ class ComposeCache:
         self.hits = 0
         self.misses = 0
         if path is not None:
-            self.entries, memos = load(path)
-            self.memos = {name: Memo(data) for name, data in memos.items()}
+            self.entries, memos, extras = load(path)
+            self.memos = {name: Memo(data, extras.get(name)) for name, data in memos.items()}
 
     def memo(self, name: str) -> Memo:
         """The named memo (e.g. a derive hook's), persisted with the entries."""
@@ -159,6 +177,9 @@ class ComposeCache:
         if entry is not None and entry[0].hold(env_digest, file_digest or (lambda rel: None)):
             self.hits += 1
             self.used.add(key)
+            if len(entry) > 2:  # loaded from disk with what was derived from it: remembered once
+                _adopt(entry[1], entry[2])
+                self.entries[key] = entry = entry[:2]
             return entry[1]
         if key is not None:
             self.misses += 1
@@ -182,10 +203,11 @@ class ComposeCache:
         """Write the entries this process used (what the checkout holds now) atomically."""
         if not (self.path and (self.dirty or any(m.dirty for m in self.memos.values()))):
             return
-        kept = {k: v for k, v in self.entries.items() if k in self.used}
+        kept = {k: (*v[:2], _extras(v[1])) for k, v in self.entries.items() if k in self.used}
         memos = {name: memo.kept() for name, memo in self.memos.items()}
+        extras = {name: {k: found for k, v in kept_memo.items() if (found := _extras(v))} for name, kept_memo in memos.items()}
         with paused():  # no cycles to find among these objects: the collector only costs time here
-            payload = pickle.dumps((FORMAT, kept, memos), protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps((FORMAT, kept, memos, extras), protocol=pickle.HIGHEST_PROTOCOL)
         header = MAGIC + f"{FORMAT} {code_digest()} {hashlib.sha256(payload).hexdigest()}\n".encode()
         atomic_write_bytes(self.path, header + payload, durable=False)  # a cache: losing it costs one slow plan
         self.dirty = False
@@ -193,9 +215,10 @@ class ComposeCache:
             memo.dirty = False
 
 
-def load(path: Path) -> tuple[dict, dict[str, dict]]:
-    """(entries, memos) of a cache file; empty for a missing, truncated, corrupt, foreign or stale one."""
-    empty: tuple[dict, dict[str, dict]] = ({}, {})
+def load(path: Path) -> tuple[dict, dict[str, dict], dict[str, dict]]:
+    """(entries, memos, what was derived from the memos' values) of a cache file; empty for a missing,
+    truncated, corrupt, foreign or stale one."""
+    empty: tuple[dict, dict[str, dict], dict[str, dict]] = ({}, {}, {})
     try:
         blob = path.read_bytes()
     except OSError:
@@ -211,9 +234,9 @@ def load(path: Path) -> tuple[dict, dict[str, dict]]:
         return empty
     try:
         with paused(freeze=True):  # ~10⁵ long-lived objects: see daemon/shared/gcpause.py
-            fmt, entries, memos = pickle.loads(payload)
+            fmt, entries, memos, extras = pickle.loads(payload)
     except Exception:  # checksummed, so only a file written by a different build gets here
         return empty
-    if fmt != FORMAT or not isinstance(entries, dict) or not isinstance(memos, dict):
+    if fmt != FORMAT or not isinstance(entries, dict) or not isinstance(memos, dict) or not isinstance(extras, dict):
         return empty
-    return entries, memos
+    return entries, memos, extras

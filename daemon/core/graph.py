@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.core import datamemo
 from daemon.core.documents import Composed, SpecDoc
 from daemon.core.kinds import kind_by_name
 from daemon.core.yamlpos import line_for, parse_with_lines
@@ -90,6 +91,25 @@ def fingerprint(kind: str, name: str, data: Mapping[str, Any], upstream: Mapping
         "inputs": {},  # always empty (see the rule above); kept so existing fingerprints, and live builds, stay valid
     }
     return hashlib.sha256(canonical_json(material).encode()).hexdigest()
+
+
+def doc_fingerprint(kind: str, name: str, data: Mapping[str, Any], upstream: Mapping[str, str], code_version: str) -> str:
+    """`fingerprint(kind, name, shaping_spec(kind, data), ...)`, byte for byte, remembered per data object
+    (`datamemo`): the last fingerprint with the inputs it was computed for (one per object, so a changing
+    upstream never piles entries up; the compose cache keeps it on disk), and in this process the
+    shaping spec's canonical JSON. `canonical_json` sorts the material's keys, so its text is these
+    parts in this order."""
+    up = sorted(upstream.items())
+    inputs = repr((kind, name, code_version, up))
+    known = datamemo.get(data, f"fingerprint:{kind}")
+    if known is not None and known.startswith(inputs) and known[len(inputs):len(inputs) + 1] == "\n":
+        return known[len(inputs) + 1:]
+    spec = datamemo.text(data, f"_shaping-json:{kind}", lambda: canonical_json(shaping_spec(kind, data)))
+    material = (f'{{"code":{canonical_json(code_version)},"inputs":{{}},"kind":{canonical_json(kind)},"name":{canonical_json(name)},'
+                f'"spec":{spec},"upstream":{canonical_json(dict(up))}}}')
+    digest = hashlib.sha256(material.encode()).hexdigest()
+    datamemo.put(data, f"fingerprint:{kind}", f"{inputs}\n{digest}")
+    return digest
 
 
 def shaping_spec(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -163,7 +183,7 @@ def build_graph(composed: Composed, read_text: Callable[[str], str] | None = Non
         waves[key] = 1 + max((waves[d] for d in deps[key]), default=-1)
         kind = kind_by_name(doc.kind)
         upstream = {d: fingerprints[d] for d in deps[key] if d.split("/", 1)[0] not in kind.data_inputs}
-        fingerprints[key] = fingerprint(doc.kind, doc.name, shaping_spec(doc.kind, doc.data), upstream, kind.code_version)
+        fingerprints[key] = doc_fingerprint(doc.kind, doc.name, doc.data, upstream, kind.code_version)
         resources.append(Resource(key, doc.kind, doc.name, doc.path, doc.spec, doc.data, deps[key], fingerprints[key], waves[key]))
     resources.sort(key=lambda r: (r.wave, kind_by_name(r.kind).order, r.name))
     return Graph(tuple(resources))

@@ -12,6 +12,7 @@ after kill -9 simply plans again.
 from __future__ import annotations
 
 import fcntl
+import importlib
 import logging
 import os
 import signal
@@ -228,6 +229,8 @@ class Daemon:
         except (OSError, ValueError, KeyError, ssl.SSLError) as exc:  # fail closed: no plaintext fallback
             log.error("tls: the HTTP server is not started: %s: %s", type(exc).__name__, exc)
             return
+        for module in metrics.KIND_METRICS:  # registered (HELP/TYPE served) from the start, not at a kind's first use
+            importlib.import_module(module)
         self.metrics_server = metrics.MetricsServer(host, port, self.status_json, on_sync=self.wake.set, tls=context)
         if self.desired_cache:  # the head's policy before the first request is served, not after a cycle
             self._load_access(list(self.desired_cache.values())[-1])

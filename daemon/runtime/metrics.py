@@ -26,6 +26,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, His
 
 from daemon.shared.scrub import scrub, scrub_obj
 
+# Kinds' own metric modules: imported by the daemon at start-up (the adapters import them only when they
+# record, so that `specd plan` never loads prometheus_client for them).
+KIND_METRICS = ("daemon.adapters.tables.metrics", "daemon.adapters.models.metrics")
 RECONCILE_RUNS = Counter("specd_reconcile_runs", "Reconcile cycles by result (success, failed, rejected, noop).", ["result"])
 RECONCILE_DURATION = Histogram(
     "specd_reconcile_duration_seconds",

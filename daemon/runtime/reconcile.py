@@ -185,6 +185,8 @@ def apply(
         return await asyncio.to_thread(adapter.apply, action, resources.get(action.key))
 
     options = dict(max_parallel=env.daemon.max_parallel_actions, retries=env.daemon.action_retries, backoff_s=env.daemon.retry_backoff_s, on_result=on_result)
-    if use_prefect:
-        return asyncio.run(run_plan_in_prefect(the_plan, run_action, **options))
+    if use_prefect:  # one loop and one Prefect client for every cycle of the process (prefect_loop)
+        from daemon.runtime import prefect_loop
+
+        return prefect_loop.run(lambda: run_plan_in_prefect(the_plan, run_action, **options))
     return asyncio.run(execute(the_plan, run_action, **options))

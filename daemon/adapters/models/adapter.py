@@ -67,15 +67,26 @@ class ModelAdapter:
     def _preview(self, resource: Resource) -> dict[str, Any]:
         """Which candidates would train and which are reused, and the table's version, read now so that
         `describe` stays pure."""
-        from daemon.adapters.models.train import preview
-
         try:
             uri, options = source_table(self.ctx, resource.spec.data.table)
+            if not self._table_exists(uri):  # the usual case of a new model: no training import for it
+                raise ApplyError(f"model {resource.name}: source table {resource.spec.data.table!r} does not exist yet at {uri}", transient=True)
+            from daemon.adapters.models.train import preview
+
             to_train, reused, minutes = preview(self.ctx, resource, uri, options, self.root)
             version = self.live_data(resource.spec.data.table).version
         except Exception as exc:  # no live table yet (or unreadable): describe says what the spec asks for
             return {"error": f"{type(exc).__name__}: {exc}"}
         return {"to_train": list(to_train), "reused": list(reused), "minutes": minutes, "version": version}
+
+    @staticmethod
+    def _table_exists(uri: str) -> bool:
+        """False only when a local table certainly has no Delta log (an object store: read by preview)."""
+        import os
+
+        from flows.tables.delta_log import LOG_DIR, is_local, local_path
+
+        return not is_local(uri) or os.path.isdir(os.path.join(local_path(uri), LOG_DIR))
 
     # -- data identity and the retrain policy -------------------------------------------------------------
     def live_data(self, table: str) -> DataState:

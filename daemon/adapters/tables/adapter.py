@@ -33,7 +33,6 @@ from daemon.adapters.tables.deployments import (
     remember,
     wanted,
 )
-from daemon.adapters.tables.metrics import record_build, record_quality_failure, record_version
 from daemon.core.graph import metadata_digest
 from daemon.core.plan import METADATA_REASON, SYNC_REASON, Op
 from daemon.core.state import DEGRADED, HEALTHY, MISSING_OBSERVED, ApplyOutcome, Observed
@@ -92,7 +91,9 @@ class TableAdapter:
         observed = {r.key: corrupt[r.name] if r.name in corrupt else self._observed(r, logs[r.name], keys[r.name]) for r in resources}
         self._observe_schedules(resources, observed)
         for name, log in logs.items():
-            if log is not None and log.latest is not None:
+            if log is not None and log.latest is not None:  # prometheus_client only then: not for a plan of new tables
+                from daemon.adapters.tables.metrics import record_version
+
                 record_version(name, log.version, log.latest.timestamp_ms / 1000)
         desired = {r.name for r in resources}
         for name in list_tables(self.root, self._options()):
@@ -379,6 +380,8 @@ class TableAdapter:
         self.ctx.progress(f"table {resource.name}: building")
         started = time.monotonic()
         result = self._run(job)
+        from daemon.adapters.tables.metrics import record_build, record_quality_failure
+
         if not result.get("ok"):
             if result.get("reason") == "QualityFailed":
                 record_quality_failure(resource.name, result.get("error", ""))
@@ -456,6 +459,8 @@ class TableAdapter:
             table = DeltaTable(uri, storage_options=self._options())
             commit_with_retries(lambda: table.restore(version, commit_properties=CommitProperties(custom_metadata=metadata)), resource.name)
         self._set_delta_metadata(resource, copy_latest=True)  # Delta's restore brought the old description back
+        from daemon.adapters.tables.metrics import record_version
+
         record_version(resource.name, table_version(uri, self._options()))
         return ApplyOutcome(f"restored version {version} as v{table_version(uri, self._options())} (no recompute){note}")
 
