@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from daemon.schema.base import SecretRef, SpecModel
 from daemon.schema.deploy import ApprovalsSection, DeploySection
+from daemon.schema.image import ImagesSection
 from daemon.schema.tls import TLSSection
 from daemon.shared.secrets import is_secret_ref
 
@@ -177,5 +178,6 @@ class EnvironmentSpec(SpecModel):
     online_store: OnlineStoreSection = OnlineStoreSection()
     privacy: PrivacySection = PrivacySection()
     deploy: DeploySection = DeploySection()  # Kubernetes manifests for services with deploy target kubernetes
+    images: ImagesSection = ImagesSection()  # how `artifact.image` builds service images (base, registry, backend)
     approvals: ApprovalsSection = ApprovalsSection()  # which changes need a reviewed merge by their owners
     tls: TLSSection = TLSSection()  # TLS on every socket specd opens (daemon/schema/tls.py)
