@@ -24,6 +24,7 @@ OPTION_KEY = r"^[a-z][a-z0-9-]*$"  # a `bentoml containerize --opt KEY=VALUE` ke
 
 Backend = Literal["buildah", "podman"]
 OptionKey = Annotated[str, StringConstraints(pattern=OPTION_KEY, max_length=64)]
+OptionValue = Annotated[str, StringConstraints(pattern=r"^[^,\n\r]*$", max_length=1024)]  # BentoML splits --opt values on commas
 
 
 class ImageBuildSpec(SpecModel):
@@ -32,7 +33,7 @@ class ImageBuildSpec(SpecModel):
     name: str | None = Field(default=None, pattern=IMAGE_NAME, max_length=255)  # None: <images.registry>/<service>
     base: str | None = Field(default=None, pattern=IMAGE_REF, max_length=512)  # None: images.base
     backend: Backend | None = None  # None: images.backend
-    options: dict[OptionKey, str] = Field(default_factory=dict)  # extra backend flags: --opt KEY=VALUE (merged over images.options)
+    options: dict[OptionKey, OptionValue] = Field(default_factory=dict)  # extra backend flags: --opt KEY=VALUE (merged over images.options)
     preinstalled: bool | None = None  # None: images.preinstalled
 
     @model_serializer(mode="wrap")
@@ -46,7 +47,7 @@ class ImagesSection(SpecModel):
     base: str | None = Field(default=None, pattern=IMAGE_REF, max_length=512)  # None: deploy.base_image, else BentoML's default
     registry: str | None = Field(default=None, pattern=IMAGE_NAME, max_length=255)  # None: deploy.registry
     backend: Backend = "buildah"
-    options: dict[OptionKey, str] = Field(default_factory=dict)  # e.g. {isolation: chroot, storage-driver: vfs} on a host without overlayfs
+    options: dict[OptionKey, OptionValue] = Field(default_factory=dict)  # e.g. {isolation: chroot} where user namespaces are unavailable
     # The base image already holds the bento's Python environment at /app/.venv: nothing is installed
     # while building (an air-gapped host, a hardened base). False: BentoML installs the locked packages.
     preinstalled: bool = False
