@@ -15,6 +15,7 @@ service, so they become part of the bento version.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -53,22 +54,23 @@ def build(routing_file: Path, base_image: str | None = None, preinstalled: bool 
         docker: dict[str, str] = {}
         if base_image:
             docker["base_image"] = base_image
-            if preinstalled:
+            if preinstalled:  # relative to the build context, which BentoML wants as the working directory too
                 shutil.copyfile(TEMPLATE, context / "Dockerfile.j2")
                 docker["dockerfile_template"] = "Dockerfile.j2"
-        bento = bentoml.bentos.build(
-            "bentos.ab_service:ABService",
-            name=name,
-            version=version,
-            labels=labels,
-            description=f"specd service {routing.service} at {routing.revision[:12]}",
-            include=["bentos/**/*.py", "daemon/**/*.py", "flows/**/*.py", "routing.json"],
-            envs=[BentoEnvSchema(name="SPECD_ROUTING_FILE", value=BENTO_ROUTING)],
-            python={"packages": ["torch", "numpy", "pydantic", "pydantic-settings", "deltalake", "pyarrow", "PyYAML"]},
-            models=sorted({v.model_tag for v in routing.variants}),
-            build_ctx=str(context),
-            docker=docker or None,
-        )
+        with contextlib.chdir(context):
+            bento = bentoml.bentos.build(
+                "bentos.ab_service:ABService",
+                name=name,
+                version=version,
+                labels=labels,
+                description=f"specd service {routing.service} at {routing.revision[:12]}",
+                include=["bentos/**/*.py", "daemon/**/*.py", "flows/**/*.py", "routing.json"],
+                envs=[BentoEnvSchema(name="SPECD_ROUTING_FILE", value=BENTO_ROUTING)],
+                python={"packages": ["torch", "numpy", "pydantic", "pydantic-settings", "deltalake", "pyarrow", "PyYAML"]},
+                models=sorted({v.model_tag for v in routing.variants}),
+                build_ctx=str(context),
+                docker=docker or None,
+            )
     return str(bento.tag)
 
 

@@ -152,7 +152,7 @@ class _Recorder:
         self.calls: list[list[str]] = []
         self.fail = fail
 
-    def __call__(self, argv: list[str], env: dict[str, str], timeout: float, what: str, name: str) -> str:
+    def __call__(self, argv: list[str], env: dict[str, str], timeout: float, what: str, name: str, cwd: Path | None = None) -> str:
         self.calls.append(argv)
         if self.fail and self.fail in what:
             raise ApplyError(f"service {name}: {what} failed (exit 125):\nError: creating build container")

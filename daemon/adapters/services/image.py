@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,9 +67,9 @@ def bento_argv(routing_file: Path, plan: dict[str, Any]) -> list[str]:
     return argv
 
 
-def _run(argv: list[str], env: dict[str, str], timeout: float, what: str, name: str) -> str:
+def _run(argv: list[str], env: dict[str, str], timeout: float, what: str, name: str, cwd: Path = CODE_ROOT) -> str:
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=str(CODE_ROOT), timeout=timeout)
+        result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=str(cwd), timeout=timeout)
     except subprocess.TimeoutExpired:
         raise ApplyError(f"service {name}: {what} did not finish within {timeout:.0f} s", transient=True) from None
     except OSError as exc:
@@ -86,7 +87,11 @@ def build_image(ctx: AdapterContext, name: str, resource: Resource, routing_file
     out = _run(bento_argv(routing_file, plan), env, BENTO_TIMEOUT_S, "bento build", name)
     bento = out.strip().splitlines()[-1]
     argv = containerize_argv(bentoml_cli(), bento, plan["image"], plan["backend"], plan["options"])
-    _run(argv, env, ctx.env.images.timeout_s, f"bentoml containerize --backend {plan['backend']}", name)
+    # BentoML copies the bento to a temporary build context and insists that a custom Dockerfile template
+    # in it lies under the working directory (and under no dot folder): both are this scratch folder.
+    with tempfile.TemporaryDirectory(prefix="specd-containerize-") as scratch:
+        _run(argv, {**env, "TMPDIR": scratch}, ctx.env.images.timeout_s, f"bentoml containerize --backend {plan['backend']}", name,
+             cwd=Path(scratch))
     entry = {k: v for k, v in plan.items() if k != "default_image"} | {"bento": bento}
     if plan["default_image"] is not None:  # a pinned deploy.image.tag keeps naming what it pins
         entry = record_build(ctx.home, name, plan["default_image"], entry)
