@@ -53,12 +53,16 @@ def build_settings(settings: Mapping[str, Any], env: Any) -> dict[str, Any]:
             "preinstalled": images.preinstalled if settings.get("preinstalled") is None else bool(settings["preinstalled"])}
 
 
-def containerize_argv(bentoml: str, bento_tag: str, image: str, backend: str, options: Mapping[str, str]) -> list[str]:
-    """The `bentoml containerize` command line (argv, no shell): one image tag, the backend, and each
-    backend option as `--opt KEY=VALUE` (BentoML passes it on as `--KEY VALUE`)."""
+def containerize_argv(bentoml: str, bento_tag: str, image: str, backend: str, options: Mapping[str, str],
+                      labels: Mapping[str, str] | None = None) -> list[str]:
+    """The `bentoml containerize` command line (argv, no shell): one image tag, the backend, each
+    backend option as `--opt KEY=VALUE` (BentoML passes it on as `--KEY VALUE`) and each image label
+    as `--opt label=KEY=VALUE` (the image carries its lineage: service, fingerprint, git sha, release)."""
     argv = [bentoml, "containerize", bento_tag, "--backend", backend, "--image-tag", image]
     for key, value in sorted(options.items()):
         argv += ["--opt", f"{key}={value}" if value != "" else key]
+    for key, value in sorted((labels or {}).items()):
+        argv += ["--opt", f"label={key}={value.replace(',', '_')}"]
     return argv
 
 

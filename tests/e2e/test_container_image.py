@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = os.environ.get("SPECD_E2E_BASE_IMAGE", "localhost/specd-base:bookworm")
 STORAGE = {"STORAGE_DRIVER": os.environ["STORAGE_DRIVER"]} if os.environ.get("STORAGE_DRIVER") else {}  # vfs without overlayfs
 # crun cannot set rlimits here ("cgroups in hybrid mode"): runc, cgroupfs and explicit ulimits work.
+BUILDAH_ROOT, BUILDAH_RUNROOT = "/var/lib/containers/storage", "/run/containers/storage"  # buildah's default (root) store
 PODMAN_RUN = ["--runtime", "runc", "--cgroup-manager=cgroupfs", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
 
 
@@ -75,6 +77,7 @@ def test_the_image_of_a_service_answers_like_bentoml_serve(tmp_path: Path, base_
     adapter = cs.adapter(home, revision="cafe" * 10)
     container = f"specd-e2e-{os.getpid()}"
     image = None
+    podman: list[str] = []
     try:
         outcome = cs.deploy(adapter, resource)
         image = outcome.details["image"]["image"]
@@ -85,7 +88,12 @@ def test_the_image_of_a_service_answers_like_bentoml_serve(tmp_path: Path, base_
         assert labels.get("specd.fingerprint") == resource.fingerprint  # the bento's labels travel into the image
 
         port = cs.free_port()
-        _sh("podman", "run", "-d", "--name", container, *PODMAN_RUN, "-p", f"127.0.0.1:{port}:3000", image)
+        # podman gets a private store (removed below) and copies the image from the one buildah wrote:
+        # a shared store would tie the test to whichever graph driver podman first used on this host.
+        store = tmp_path / "podman"
+        podman = ["podman", "--root", str(store / "root"), "--runroot", str(store / "run"), "--storage-driver", "overlay"]
+        source = f"containers-storage:[overlay@{BUILDAH_ROOT}+{BUILDAH_RUNROOT}]{image}"
+        _sh(*podman, "run", "-d", "--name", container, *PODMAN_RUN, "-p", f"127.0.0.1:{port}:3000", source, timeout=1200)
         local, boxed = f"http://127.0.0.1:{spec.port}", f"http://127.0.0.1:{port}"
         _wait_ready(boxed)
         payloads = [{"features": cs.ROW, "user_id": f"u{i}"} for i in range(6)] + [{"instances": [cs.ROW, {**cs.ROW, "year": 2009}]}]
@@ -95,7 +103,10 @@ def test_the_image_of_a_service_answers_like_bentoml_serve(tmp_path: Path, base_
             assert (a.status_code, b.status_code) == (200, 200), (a.text, b.text)
             assert a.json() == b.json(), (body, a.json(), b.json())
     finally:
-        _sh("podman", "rm", "-f", container, check=False)
+        if podman:
+            _sh(*podman, "rm", "-f", container, check=False)
+            _sh(*podman, "rmi", "-a", "-f", check=False)
+            shutil.rmtree(tmp_path / "podman", ignore_errors=True)
         adapter.supervisor.stop("penguin_api")
         if image:
             _sh("buildah", "rmi", image, check=False)

@@ -186,7 +186,9 @@ def test_build_image_runs_bento_build_then_containerize_and_records_the_tag(tmp_
     assert runs.calls == [
         [sys.executable, "-m", "bentos.build", str(tmp_path / "routing.json"), "--base-image", "localhost/specd-base:bookworm", "--preinstalled"],
         [service_image.bentoml_cli(), "containerize", "specd_penguin_api:0123456789abcdef-1a2b3c4d", "--backend", "podman",
-         "--image-tag", image, "--opt", "isolation=chroot"],
+         "--image-tag", image, "--opt", "isolation=chroot", "--opt", "label=specd.bento=specd_penguin_api:0123456789abcdef-1a2b3c4d",
+         "--opt", f"label=specd.fingerprint={service.fingerprint}", "--opt", f"label=specd.git_sha={desired.revision}",
+         "--opt", "label=specd.release=penguin_sex:k3x9-1", "--opt", "label=specd.service=penguin_api"],
     ]
     assert entry["image"] == image and entry["release"] == "penguin_sex:k3x9-1" and entry["bento"].startswith("specd_penguin_api:")
     assert image in note and "podman" in note

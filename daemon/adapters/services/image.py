@@ -86,7 +86,9 @@ def build_image(ctx: AdapterContext, name: str, resource: Resource, routing_file
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home(ctx.home)), "BENTOML_DO_NOT_TRACK": "True"}
     out = _run(bento_argv(routing_file, plan), env, BENTO_TIMEOUT_S, "bento build", name)
     bento = out.strip().splitlines()[-1]
-    argv = containerize_argv(bentoml_cli(), bento, plan["image"], plan["backend"], plan["options"])
+    labels = {"specd.service": name, "specd.fingerprint": resource.fingerprint, "specd.git_sha": ctx.revision,
+              "specd.release": plan["release"] or "", "specd.bento": bento}
+    argv = containerize_argv(bentoml_cli(), bento, plan["image"], plan["backend"], plan["options"], labels)
     # BentoML copies the bento to a temporary build context and insists that a custom Dockerfile template
     # in it lies under the working directory (and under no dot folder): both are this scratch folder.
     with tempfile.TemporaryDirectory(prefix="specd-containerize-") as scratch:
