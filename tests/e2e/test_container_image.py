@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def test_the_image_of_a_service_answers_like_bentoml_serve(tmp_path: Path, base_
         port = cs.free_port()
         # podman gets a private store (removed below) and copies the image from the one buildah wrote:
         # a shared store would tie the test to whichever graph driver podman first used on this host.
-        store = tmp_path / "podman"
+        store = Path(tempfile.mkdtemp(prefix="specd-pm-", dir="/tmp"))  # podman wants a runroot under 50 characters
         podman = ["podman", "--root", str(store / "root"), "--runroot", str(store / "run"), "--storage-driver", "overlay"]
         source = f"containers-storage:[overlay@{BUILDAH_ROOT}+{BUILDAH_RUNROOT}]{image}"
         _sh(*podman, "run", "-d", "--name", container, *PODMAN_RUN, "-p", f"127.0.0.1:{port}:3000", source, timeout=1200)
@@ -106,7 +107,7 @@ def test_the_image_of_a_service_answers_like_bentoml_serve(tmp_path: Path, base_
         if podman:
             _sh(*podman, "rm", "-f", container, check=False)
             _sh(*podman, "rmi", "-a", "-f", check=False)
-            shutil.rmtree(tmp_path / "podman", ignore_errors=True)
+            shutil.rmtree(podman[2].rsplit("/", 1)[0], ignore_errors=True)
         adapter.supervisor.stop("penguin_api")
         if image:
             _sh("buildah", "rmi", image, check=False)
