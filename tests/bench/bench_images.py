@@ -2,7 +2,7 @@
 
 A temp repository holds N services on the `kubernetes` target (copies of the example service). Baseline,
 measured in the same run: observe + apply of every service's manifests with no image built (the tree's
-default references). Then the same with an image recorded for every service version (each observe and
+default references), and a converged observe of them. Then the same with an image recorded for every service version (each observe and
 apply reads `<home>/images/<service>.json` and the manifests name the built image), and the cost of
 recording N builds. CPU seconds, min/median/max over the repeats, ratios against the baseline; checks
 that every Deployment names the recorded image. (Building an image itself takes minutes and is the
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from daemon.shared.images import record_build
     from tests.bench.bench_render import make_repo
 
-    runs: dict[str, list[float]] = {"baseline observe+apply (no image)": [], "record N builds": [],
+    runs: dict[str, list[float]] = {"baseline observe+apply (no image)": [], "observe (converged, no image)": [], "record N builds": [],
                                     "observe+apply (images recorded)": [], "observe (converged, images)": []}
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             adapter = ManifestsAdapter(context_for(desired, home))
             seconds, _ = cpu(lambda adapter=adapter: observe_apply(adapter, resources))
             runs["baseline observe+apply (no image)"].append(seconds)
+            seconds, _ = cpu(lambda adapter=adapter: adapter.observe(resources))
+            runs["observe (converged, no image)"].append(seconds)
             built = {r.name: f"localhost/specd/{r.name.replace('_', '-')}:r1-{r.fingerprint[:12]}" for r in resources}
             seconds, _ = cpu(lambda home=home, built=built: [record_build(home, r.name, r.data["image"], {"image": built[r.name]}) for r in resources])
             runs["record N builds"].append(seconds)
@@ -87,6 +89,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     figures = {name: statistics.median(s) / base for name, s in runs.items()}
     for name in list(runs)[1:]:
         print(f"  ratio {name}/baseline (CPU, median): {figures[name]:.2f}")
+    converged = statistics.median(runs["observe (converged, images)"]) / statistics.median(runs["observe (converged, no image)"])
+    print(f"  ratio observe converged with/without recorded images (CPU, median): {converged:.2f}")
+    figures["converged observe with/without images"] = converged
     figures["services"] = float(args.services)
     return figures
 
