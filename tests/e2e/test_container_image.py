@@ -97,7 +97,7 @@ def test_the_image_of_a_service_answers_like_bentoml_serve(tmp_path: Path, base_
         _sh(*podman, "run", "-d", "--name", container, *PODMAN_RUN, "-p", f"127.0.0.1:{port}:3000", source, timeout=1200)
         local, boxed = f"http://127.0.0.1:{spec.port}", f"http://127.0.0.1:{port}"
         _wait_ready(boxed)
-        payloads = [{"features": cs.ROW, "user_id": f"u{i}"} for i in range(6)] + [{"instances": [cs.ROW, {**cs.ROW, "year": 2009}]}]
+        payloads = [{"features": cs.ROW, "user_id": f"u{i}"} for i in range(6)] + [{"instances": [cs.ROW, {**cs.ROW, "year": 2009}], "user_id": "batch"}]  # sticky: the same variant both sides
         for body in payloads:
             a = httpx.post(local + "/predict", json=body, timeout=30)
             b = httpx.post(boxed + "/predict", json=body, timeout=30)
