@@ -98,6 +98,13 @@ class FastJSONResponse(JSONResponse):
             return orjson.dumps(content)
         except TypeError:  # what orjson does not encode (an int beyond 64 bits): the standard encoder
             return super().render(content)
+def bento_model_root() -> str | None:
+    """Inside an image built from the bento (`bentoml containerize`), the models travel in the bento
+    itself ($BENTO_PATH/models), not in the $BENTOML_HOME store a `bentoml serve` beside the daemon uses."""
+    bento = os.environ.get("BENTO_PATH")
+    if os.environ.get("BENTOML_CONTAINERIZED") == "true" and bento and Path(bento, "models").is_dir():
+        return bento
+    return None
 
 
 def _error_response(exc: RequestError) -> JSONResponse:
@@ -132,7 +139,9 @@ class ABService:
         routing_file = os.environ.get(ROUTING_ENV)
         if not routing_file:
             raise RuntimeError(f"{ROUTING_ENV} is not set; the daemon's supervisor starts this service")
-        self.watcher = RoutingWatcher(Path(routing_file), load_predictor, self._make_batcher, self._on_swap)
+        root = bento_model_root()
+        loader = load_predictor if root is None else (lambda tag: load_predictor(tag, root))
+        self.watcher = RoutingWatcher(Path(routing_file), loader, self._make_batcher, self._on_swap)
         self.watcher.start()
         access.bind(lambda: self.watcher.live)
         bentoml_fixes.freeze_startup_objects()

@@ -27,6 +27,7 @@ from daemon.core.plan import Op
 from daemon.core.state import DEGRADED, HEALTHY, ApplyOutcome, Observed
 from daemon.shared.errors import SpecIssue
 from daemon.shared.fsio import atomic_write_text, fsync_dir
+from daemon.shared.images import with_built_image
 
 if TYPE_CHECKING:
     from daemon.core.graph import Graph, Resource
@@ -117,6 +118,8 @@ class ManifestsAdapter:
             drift.append(f"manifests differ from their render (edited by hand or half-written): {', '.join(changed)}")
         if extra:
             drift.append(f"files specd did not render: {', '.join(extra)}")
+        if resource is not None and (image := with_built_image(resource.data, self.ctx.home)["image"]) != data.get("image"):
+            drift.append(f"image {data.get('image')} → {image} (built for this service version)")
         details = {"spec": data, "folder": str(folder), "files": {n: _digest(t) for n, t in present.items()}}
         return Observed(True, fingerprint, revision, DEGRADED if drift else HEALTHY,
                         f"{len(present)} manifests in {folder}", prune=data.get("prune"), details=details, drift=tuple(drift))
@@ -125,14 +128,15 @@ class ManifestsAdapter:
     def describe(self, action: Action, resource: Resource | None, live: Observed | None = None) -> str:
         if resource is None:
             return f"remove the manifests folder {live.details.get('folder') if live else ''}".rstrip()
-        objects = render(resource.data, action.fingerprint or "", self.ctx.revision)
+        data = with_built_image(resource.data, self.ctx.home)
+        objects = render(data, action.fingerprint or "", self.ctx.revision)
         kinds = Counter(obj["kind"] for obj in objects.values())
         what = ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in sorted(kinds.items()))
         split = " / ".join(f"{v['name']} {v['weight']}" for v in resource.data["variants"])
         text = f"write {len(objects)} manifests ({what}) to {self.ctx.env.deploy.manifests_dir}/{directory_of(resource.data)}; HTTPRoute weights {split} (per mille)"
         before = (live.details.get("files") if live else None) or {}
         if before:
-            after = {n: _digest(t) for n, t in files_for(resource.data, action.fingerprint or "", self.ctx.revision).items()}
+            after = {n: _digest(t) for n, t in files_for(data, action.fingerprint or "", self.ctx.revision).items()}
             added = sorted(set(after) - set(before))
             removed = sorted(set(before) - set(after))
             text += f"; {len(added)} new, {len(removed)} removed file(s)" if added or removed else ""
@@ -146,10 +150,11 @@ class ManifestsAdapter:
         for resource in resources:
             if resource.kind != self.kind:
                 continue
-            key = hashlib.sha256(json.dumps(resource.data, sort_keys=True, default=str).encode()).hexdigest()
+            data = with_built_image(resource.data, self.ctx.home)
+            key = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
             problems = _CHECKED.get(key)
             if problems is None:
-                objects = render(resource.data, resource.fingerprint, self.ctx.revision)
+                objects = render(data, resource.fingerprint, self.ctx.revision)
                 problems = validate_files(objects, resource.data["kubernetes_versions"])
                 if len(_CHECKED) >= _CHECKED_MAX:
                     _CHECKED.clear()
@@ -178,7 +183,8 @@ class ManifestsAdapter:
         folder = self.root / directory_of(resource.data)
         old = self._live_folders().get(resource.name)
         folder.mkdir(parents=True, exist_ok=True)
-        files = files_for(resource.data, resource.fingerprint, self.ctx.revision)
+        data = with_built_image(resource.data, self.ctx.home)  # the image built for this service version, if any
+        files = files_for(data, resource.fingerprint, self.ctx.revision)
         config = next(n for n in files if n.startswith("configmap-") and n.endswith("-routing.yaml"))
         for name, text in files.items():  # the ConfigMap (the fingerprint observe reads) goes last
             if name != config:
@@ -189,5 +195,5 @@ class ManifestsAdapter:
         fsync_dir(folder)
         if old is not None and old != folder:  # moved to another namespace
             shutil.rmtree(old, ignore_errors=True)
-        return ApplyOutcome(f"wrote {len(files)} manifests of {k8s_name(resource.name)} to {folder}",
-                            details={"folder": str(folder), "files": sorted(files)})
+        return ApplyOutcome(f"wrote {len(files)} manifests of {k8s_name(resource.name)} to {folder} (image {data['image']})",
+                            details={"folder": str(folder), "files": sorted(files), "image": data["image"]})

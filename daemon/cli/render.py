@@ -52,21 +52,26 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="Hydra override (repeatable)")
 
 
-def rendered(desired: Any) -> dict[str, str]:
-    """{relative path: YAML} of every manifests resource of a desired state, validated (SpecErrors if not)."""
+def rendered(desired: Any, home: Path | None = None) -> dict[str, str]:
+    """{relative path: YAML} of every manifests resource of a desired state, validated (SpecErrors if not).
+    With `home`, a service version whose image specd built there names that image (`daemon.shared.images`);
+    without, every Deployment names the default reference (a function of the tree alone)."""
     from daemon.adapters.base import AdapterContext
     from daemon.adapters.manifests import ManifestsAdapter, files_for
     from daemon.core.manifests import directory_of
     from daemon.shared.errors import SpecErrors
+    from daemon.shared.images import with_built_image
 
     resources = [r for r in desired.graph.resources if r.kind == "manifests"]
-    ctx = AdapterContext(desired.composed.env, Path(tempfile.gettempdir()), Path(desired.checkout), desired.revision)
-    issues = ManifestsAdapter(ctx).check(resources, desired.graph)
+    with tempfile.TemporaryDirectory() as scratch:  # no home: an empty one, so no record is read
+        ctx = AdapterContext(desired.composed.env, home or Path(scratch), Path(desired.checkout), desired.revision)
+        issues = ManifestsAdapter(ctx).check(resources, desired.graph)
     if issues:
         raise SpecErrors(issues)
     out: dict[str, str] = {}
     for resource in resources:
-        for name, text in files_for(resource.data, resource.fingerprint, desired.revision).items():
+        data = with_built_image(resource.data, home)
+        for name, text in files_for(data, resource.fingerprint, desired.revision).items():
             out[f"{directory_of(resource.data)}/{name}"] = text
     return dict(sorted(out.items()))
 
@@ -129,7 +134,8 @@ def run_render(args: argparse.Namespace) -> int:
     from daemon.shared.paths import specd_home
 
     desired = _desired(args, args.rev)
-    files = rendered(desired)
+    home = specd_home(args.home)
+    files = rendered(desired, home if home.is_dir() else None)
     services = sorted({rel.split("/")[1] for rel in files})
     if args.branch:
         message = f"specd render: {len(services)} service(s) at {desired.revision[:12]} (env {args.env})\n\nSpecd-Revision: {desired.revision}\n"

@@ -61,6 +61,15 @@ def service_version(data: Mapping[str, Any]) -> str:
     return "v" + hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def default_image(name: str, data: Mapping[str, Any], env: Any) -> str:
+    """The image a service version's Deployments name from the tree alone: `deploy.image`, else
+    `<deploy.registry>/<service>:<service_version>`. A built image recorded for it replaces it at
+    apply (`daemon.shared.images.with_built_image`); a pinned `deploy.image.tag` is never replaced."""
+    image = (data.get("deploy") or {}).get("image") or {}
+    repository = image.get("repository") or f"{env.deploy.registry}/{k8s_name(name)}"
+    return f"{repository}:{image.get('tag') or service_version(data)}"
+
+
 def manifests_data(name: str, data: Mapping[str, Any], env: Any) -> dict[str, Any] | None:
     """The `manifests/<name>` data of one normalised service spec, or None when it deploys locally."""
     deploy = data.get("deploy") or {}
@@ -69,8 +78,6 @@ def manifests_data(name: str, data: Mapping[str, Any], env: Any) -> dict[str, An
         return None
     total = sum(float(v["weight"]) for v in data["variants"])
     weights = per_mille({v["name"]: float(v["weight"]) / total for v in data["variants"]})
-    image = deploy.get("image") or {}
-    repository = image.get("repository") or f"{section.registry}/{k8s_name(name)}"
     gateway = deploy.get("gateway") or {}
     auth = data.get("auth") or {}
     secrets = sorted({ref.split(":", 1)[1] for ref in auth.get("api_keys", [])})
@@ -91,7 +98,7 @@ def manifests_data(name: str, data: Mapping[str, Any], env: Any) -> dict[str, An
         "replicas": deploy.get("replicas", 1),
         "resources": deploy.get("resources") or {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": None, "memory": "1Gi"}},
         "autoscaling": deploy.get("autoscaling"),
-        "image": f"{repository}:{image.get('tag') or service_version(data)}",
+        "image": default_image(name, data, env),
         "container_port": deploy.get("container_port", 3000),
         "gateway": {"name": gateway.get("name") or section.gateway, "namespace": gateway.get("namespace"),
                     "hostnames": list(gateway.get("hostnames") or [])},

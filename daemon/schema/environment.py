@@ -13,6 +13,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from daemon.schema.base import SecretRef, SpecModel
 from daemon.schema.deploy import ApprovalsSection, DeploySection
+from daemon.schema.image import ImagesSection
 from daemon.schema.tls import TLSSection
 from daemon.shared.secrets import is_secret_ref
 
@@ -227,6 +228,7 @@ class EnvironmentSpec(SpecModel):
     online_store: OnlineStoreSection = OnlineStoreSection()
     privacy: PrivacySection = PrivacySection()
     deploy: DeploySection = DeploySection()  # Kubernetes manifests for services with deploy target kubernetes
+    images: ImagesSection = ImagesSection()  # how `artifact.image` builds service images (base, registry, backend)
     approvals: ApprovalsSection = ApprovalsSection()  # which changes need a reviewed merge by their owners
     tls: TLSSection = TLSSection()  # TLS on every socket specd opens (daemon/schema/tls.py)
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from daemon.schema.base import Ref, ResourceName, SecretRef, SpecModel
 from daemon.schema.deploy import DeploySpec
+from daemon.schema.image import ImageBuildSpec
 from daemon.schema.service_promotion import ServicePromotionSpec
 
 PORT_SPAN = 800  # default ports: env.services.port_base + a stable offset in [0, PORT_SPAN)
@@ -76,6 +77,21 @@ class PredictionLogSpec(SpecModel):
 
 class ArtifactSpec(SpecModel):
     build: bool = False  # `bentoml build` a versioned bento per service version (slow: opt-in)
+    image: ImageBuildSpec | None = None  # and `bentoml containerize` it into an image tagged with the release
+
+    @model_validator(mode="after")
+    def _image_needs_build(self) -> ArtifactSpec:
+        if self.image is not None and not self.build:
+            raise ValueError("image: an image is built from the service's bento; set build: true")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler):  # type: ignore[no-untyped-def]
+        # Without an image the normalised data (so every fingerprint and manifest tag) is what it was.
+        out = handler(self)
+        if out.get("image") is None:
+            out.pop("image", None)
+        return out
 
 
 class FeaturesFromSpec(SpecModel):

@@ -92,8 +92,10 @@ class ServiceAdapter:
             resource = desired.get(name)
             if resource is not None and self.on_kubernetes(resource.spec):  # the cluster serves it; a local copy must go
                 local = self.supervisor.routing_file(name).exists()
+                stale = self._image_drift(resource) if resource.spec.artifact.image is not None else None
                 out[f"{self.kind}/{name}"] = Observed(True, resource.fingerprint, self.ctx.revision, HEALTHY,
-                                                      f"served on Kubernetes (manifests/{name})", drift=(ON_KUBERNETES,) if local else ())
+                                                      f"served on Kubernetes (manifests/{name})",
+                                                      drift=((ON_KUBERNETES,) if local else ()) + ((stale,) if stale else ()))
                 continue
             observed = self._observe_one(name, resource)
             if resource is not None and observed.exists and observed.fingerprint == resource.fingerprint:
@@ -104,6 +106,30 @@ class ServiceAdapter:
                     observed = replace(observed, drift=(*observed.drift, reason))
             out[f"{self.kind}/{name}"] = observed
         return out
+
+    def _image_drift(self, resource: Resource) -> str | None:
+        """A service on Kubernetes whose image was not built for this version and release (the plan builds it)."""
+        from daemon.adapters.services.desired_routing import resolve_variant
+        from daemon.core.manifests import default_image
+        from daemon.shared.images import read_record
+        from flows.training.registry import current_release
+
+        spec: ServiceSpec = resource.spec
+        if spec.deploy.image.tag is not None:
+            return None
+        entry = read_record(self.ctx.home, resource.name).get(default_image(resource.name, resource.data, self.ctx.env))
+        if entry is None:
+            return "image not built for this service version"
+        if entry.get("fingerprint") != resource.fingerprint:
+            return "image built for another fingerprint"
+        lead = next((v for v in spec.variants if v.role == "champion"), spec.variants[0])
+        try:
+            tag = resolve_variant(lead, current_release(spec.model, root=bentoml_home(self.ctx.home)), spec.model)
+        except (LookupError, ValueError):
+            return None
+        if tag is not None and tag != entry.get("release"):
+            return f"model {spec.model} has a new release for the image ({entry.get('release')} → {tag})"
+        return None
 
     def _release_drift(self, spec: ServiceSpec, live_variants: dict[str, Any]) -> str | None:
         """A model retrained on new data keeps its fingerprint but gets a new release: the routing of the
@@ -203,12 +229,14 @@ class ServiceAdapter:
         if self.on_kubernetes(resource.spec):
             stopped = self.supervisor.stop(action.name)
             self.supervisor.routing_file(action.name).unlink(missing_ok=True)
+            image = self._cluster_image(resource) if resource.spec.artifact.image is not None else None
             return ApplyOutcome(f"service {action.name} is served on Kubernetes (manifests/{action.name}); "
-                                f"local process {'stopped' if stopped else 'not running'}")
+                                f"local process {'stopped' if stopped else 'not running'}" + (f"; {image[0]}" if image else ""),
+                                {"image": image[1]} if image else {})
         return self.deploy(resource)
 
-    def deploy(self, resource: Resource) -> ApplyOutcome:
-        from bentos.routing import read_routing, write_routing
+    def _resolve(self, resource: Resource) -> tuple[Any, list[str]]:
+        """The routing this service version serves (model tags of the current release), and notes."""
         from daemon.adapters.services.desired_routing import build_routing
         from daemon.shared.access_policy import load_source
 
@@ -216,13 +244,30 @@ class ServiceAdapter:
         store = bentoml_home(self.ctx.home)
         self._import_models(name, spec.model, store)
         try:
-            routing, notes = build_routing(name, spec, fingerprint=resource.fingerprint, revision=self.ctx.revision,
-                                           store=store, storage_root=self.ctx.storage_root,
-                                           storage_options=dict(self.ctx.env.storage.storage_options),
-                                           online_store=store_settings(self.ctx.env.online_store, self.ctx.env.tls),
-                                           access=load_source(self.ctx.repo_dir), tls=tls_settings(self.ctx.env.tls))
+            return build_routing(name, spec, fingerprint=resource.fingerprint, revision=self.ctx.revision,
+                                 store=store, storage_root=self.ctx.storage_root,
+                                 storage_options=dict(self.ctx.env.storage.storage_options),
+                                 online_store=store_settings(self.ctx.env.online_store, self.ctx.env.tls),
+                                 access=load_source(self.ctx.repo_dir), tls=tls_settings(self.ctx.env.tls))
         except (LookupError, ValueError, FileNotFoundError) as exc:
             raise ApplyError(f"service {name}: {exc}") from None
+
+    def _cluster_image(self, resource: Resource) -> tuple[str, dict[str, Any]]:
+        """A service on Kubernetes runs no process here, but its image is built here: from the routing
+        it would serve, written beside (not as) the live routing file."""
+        from bentos.routing import write_routing
+        from daemon.adapters.services.image import build_image
+
+        routing, _ = self._resolve(resource)
+        routing_file = self.supervisor.service_dir(resource.name) / "image" / "routing.json"
+        write_routing(routing_file, routing)
+        return build_image(self.ctx, resource.name, resource, routing_file, routing)
+
+    def deploy(self, resource: Resource) -> ApplyOutcome:
+        from bentos.routing import read_routing, write_routing
+
+        name, spec = resource.name, resource.spec
+        routing, notes = self._resolve(resource)
         if spec.prediction_log.enabled:
             self._ensure_tables(routing.settings["prediction_log"], self.ctx.home)
         routing_file = self.supervisor.routing_file(name)
@@ -245,11 +290,17 @@ class ServiceAdapter:
             raise ApplyError(f"service {name}: {exc}", transient=True) from None
         (self.supervisor.service_dir(name) / "apply_error.json").unlink(missing_ok=True)
         self._remember(name, routing)
-        if spec.artifact.build:
+        image: dict[str, Any] | None = None
+        if spec.artifact.image is not None:  # the bento, then its image (recorded for the manifests)
+            from daemon.adapters.services.image import build_image
+
+            note, image = build_image(self.ctx, name, resource, routing_file, routing)
+            notes.append(note)
+        elif spec.artifact.build:
             notes.append(self._build_bento(name, routing_file))
         split = ", ".join(f"{v.name} {v.weight:.0%} ({v.model_tag})" for v in routing.variants)
         return ApplyOutcome(f"service {name} on {launch.host}:{launch.port}: {split}" + (f"; {'; '.join(notes)}" if notes else ""),
-                            {"port": launch.port, "variants": {v.name: v.model_tag for v in routing.variants}})
+                            {"port": launch.port, "variants": {v.name: v.model_tag for v in routing.variants}, **({"image": image} if image else {})})
 
     def _import_models(self, name: str, model: str, store: Path) -> None:
         """A serving host whose local store lacks the release's models imports them from the shared
