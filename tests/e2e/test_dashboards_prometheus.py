@@ -53,7 +53,9 @@ for table in tables:
     tables_metrics.record_build(table, result, 1.5)
 for model in models:
     for candidate in ("a", "b"):
-        models_metrics.record_candidate(model, candidate, {"roc_auc": 0.9, "accuracy": 0.8,
+        models_metrics.record_candidate(model, candidate, {"roc_auc": 0.9, "accuracy": 0.8, "ece": 0.04, "ece_uncalibrated": 0.09,
+            "roc_curve": [[0.0, 0.0], [0.1, 0.7], [1.0, 1.0]], "pr_curve": [[0.0, 1.0], [0.7, 0.9], [1.0, 0.5]],
+            "calibration_curve": [[0.15, 0.1], [0.55, 0.6], [0.9, 0.85]],
             "fairness": {"island": {"demographic_parity_difference": 0.05, "equal_opportunity_difference": 0.07}}}, 12.0)
     models_metrics.record_champion(model, f"{model}:a-0123456789abcdef")
     models_metrics.record_promotion(model, "promoted")
