@@ -6,6 +6,7 @@ server start costs 10–20 s) and only by tests that ask for it.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -29,14 +30,22 @@ def _no_leaked_state_home_env() -> Iterator[None]:
     """In-process CLI calls (`specd apply` sets BENTOML_HOME and PREFECT_API_URL for itself and its
     children, and stops its Prefect server on the way out) and benchmarks must not point later tests at
     their model store, state home or a Prefect server that is gone."""
-    keys = ("BENTOML_HOME", "SPECD_HOME", "PREFECT_API_URL")
+    keys = ("BENTOML_HOME", "SPECD_HOME", "PREFECT_API_URL", "SPECD_REPO_URL")
     before = {key: os.environ.get(key) for key in keys}
+    root = logging.getLogger()
+    handlers = set(root.handlers)
     yield
     for key, value in before.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    # An in-process Prefect run configures logging (a console handler on the captured stream of that test):
+    # later tests' log lines would go to a closed stream ("--- Logging error ---"). pytest's own capture
+    # handlers come and go with each phase and are left to it.
+    for handler in list(root.handlers):
+        if handler not in handlers and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
 
 
 def free_port() -> int:

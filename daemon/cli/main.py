@@ -270,7 +270,7 @@ def cmd_apply(args) -> int:
 
 def _apply_locked(args, home: Path) -> int:
     os.environ.setdefault("BENTOML_HOME", str(bentoml_home(home)))
-    os.environ.setdefault("SPECD_REPO_URL", args.repo if "://" in args.repo else str(Path(args.repo).resolve()))  # work-pool workers clone from here
+    os.environ["SPECD_REPO_URL"] = (args.repo if "://" in args.repo else str(Path(args.repo).resolve()))  # work-pool workers clone from here
     saved = None
     if args.plan_file:
         from daemon.cli.ops import load_plan

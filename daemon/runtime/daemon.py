@@ -134,7 +134,7 @@ class Daemon:
             self._install_signal_handlers()
             os.environ.setdefault("BENTOML_HOME", str(bentoml_home(self.home)))
             # work-pool workers clone the applied sha from here (training.repo_url overrides)
-            os.environ.setdefault("SPECD_REPO_URL", self.source.repo if self.source.remote else str(Path(self.source.repo).resolve()))
+            os.environ["SPECD_REPO_URL"] = (self.source.repo if self.source.remote else str(Path(self.source.repo).resolve()))
             env = self._bootstrap_environment()
             if env is not None:
                 self._start_metrics(env)

@@ -66,6 +66,7 @@ def test_train_on_one_home_serve_from_another_that_imports_from_s3(spec_repo, tm
 
         spec_repo.write("specs/services/penguin_api.yaml", SERVICE)
         spec_repo.commit("serve it")
+        base["SPECD_SERVICE_PORT_BASE"] = str(free_port())  # picked now: the training above left time for another process to take one
         second = specd("apply", "--no-prefect", repo=spec_repo.path, home=server, env={**base, "BENTOML_HOME": str(server / "bentoml")})
         assert second.returncode == 0, second.stdout + second.stderr
         assert "imported release" in second.stderr and "no training" in second.stderr, second.stderr

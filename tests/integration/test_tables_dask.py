@@ -80,6 +80,12 @@ def _meta(uri: str) -> dict:
 HASH_KEY = ("DASK_TEST_HASH_KEY", "a-hash-key-for-the-dask-test")
 
 
+@pytest.fixture(autouse=True)
+def _hash_key(monkeypatch):
+    """Every build here hashes with this key (the builds and LocalCluster workers inherit it)."""
+    monkeypatch.setenv(*HASH_KEY)
+
+
 @pytest.fixture(scope="module")
 def scheduler():
     """One running cluster (a scheduler and 2 workers on 127.0.0.1) for the tests that use an existing
