@@ -44,7 +44,10 @@ def _no_leaked_state_home_env() -> Iterator[None]:
     # later tests' log lines would go to a closed stream ("--- Logging error ---"). pytest's own capture
     # handlers come and go with each phase and are left to it.
     for handler in list(root.handlers):
-        if handler not in handlers and not type(handler).__module__.startswith("_pytest"):
+        if type(handler).__module__.startswith("_pytest"):
+            continue
+        stream = getattr(handler, "stream", None)
+        if handler not in handlers or getattr(stream, "closed", False):
             root.removeHandler(handler)
 
 
