@@ -82,8 +82,15 @@ HASH_KEY = ("DASK_TEST_HASH_KEY", "a-hash-key-for-the-dask-test")
 
 @pytest.fixture(autouse=True)
 def _hash_key(monkeypatch):
-    """Every build here hashes with this key (the builds and LocalCluster workers inherit it)."""
+    """Every build here hashes with this key (the builds and LocalCluster workers inherit it). The warm
+    build processes an earlier test left in this process were started without it: they are stopped
+    first, so the builds here run in processes that see the key."""
+    from daemon.adapters.tables import workers
+
+    workers.shutdown()
     monkeypatch.setenv(*HASH_KEY)
+    yield
+    workers.shutdown()
 
 
 @pytest.fixture(scope="module")
