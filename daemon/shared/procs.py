@@ -115,6 +115,22 @@ def stop_group(pid: int, start_time: int | None = None, *, grace_s: float = 10.0
     return True
 
 
+def stop_child_group(process: subprocess.Popen, *, grace_s: float = 10.0) -> None:
+    """Stop a child started in its own session (start_new_session=True) with everything it started:
+    SIGTERM to its process group, SIGKILL after `grace_s`, then reap it."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace_s)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
 def _reap(pid: int) -> None:
     try:
         os.waitpid(pid, os.WNOHANG)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -145,20 +144,6 @@ def _environment(extra: Mapping[str, str], gpus: Sequence[GpuId] | None) -> dict
     return env
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
-
-
 def run_jobs(
     jobs: Sequence[Mapping[str, Any]],
     work_dir: Path,
@@ -204,7 +189,7 @@ def run_jobs(
                 process, gpus, started, started_at, handle, job_path, log_path = running[index]
                 code = process.poll()
                 if code is None and timeout_s and time.monotonic() - started > timeout_s:
-                    _stop(process)
+                    procs.stop_child_group(process)
                     code = process.returncode
                 if code is None:
                     continue
@@ -223,7 +208,7 @@ def run_jobs(
             time.sleep(0.05)
     finally:
         for process, _, _, _, handle, _, _ in running.values():  # interrupted: leave no process behind
-            _stop(process)
+            procs.stop_child_group(process)
             CHILDREN.untrack(process)
             handle.close()
     return [results[i] for i in range(len(jobs))]

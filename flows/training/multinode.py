@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daemon.shared import procs
+
 DEFAULT_TIMEOUT_S = 300.0
 LOOPBACK = "127.0.0.1"
 
@@ -165,20 +167,6 @@ def gather_digests(digest: str) -> list[str]:
     return [str(d) for d in out]
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
-
-
 def start_node(job_path: Path | str, node: Node, log_path: Path, *, env: Mapping[str, str] | None = None,
                cwd: Path | None = None) -> subprocess.Popen:
     """Start one node (its own session, so it and its ranks stop as a unit); the caller waits and stops it."""
@@ -217,7 +205,7 @@ def run_local(job: Mapping[str, Any], job_path: Path, nnodes: int, *, log_dir: P
             time.sleep(0.1)
     finally:
         for process in processes:
-            _stop(process)
+            procs.stop_child_group(process)
     return [int(p.returncode) for p in processes]
 
 

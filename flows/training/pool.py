@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from typing import Any
 
 from prefect import flow
 
+from daemon.shared import procs
 from flows.pool_checkout import ensure_checkout, worker_dir, worker_name
 from flows.training.gpu_lease import gpu_lease
 
@@ -108,20 +108,6 @@ class Heartbeat:
                 print(f"heartbeat failed: {exc}", file=sys.stderr)
 
 
-def _stop_group(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
-
-
 def _publish(run_id: str, result: dict[str, Any]) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import ArtifactCreate
@@ -147,7 +133,7 @@ def train_candidate(job: dict[str, Any], git_sha: str, repo_url: str) -> dict[st
     def superseded(why: str) -> None:
         print(why)
         for process in child:
-            _stop_group(process)
+            procs.stop_child_group(process)
 
     with Heartbeat(run_id, superseded) as beat:
         if beat.superseded:  # declared lost before it even started: another run has this candidate
@@ -179,7 +165,7 @@ def train_candidate(job: dict[str, Any], git_sha: str, repo_url: str) -> dict[st
             try:
                 code = process.wait()
             finally:
-                _stop_group(process)
+                procs.stop_child_group(process)
         if beat.superseded:
             raise RuntimeError(f"{base['worker']}: run superseded by the daemon; training stopped")
         tail = "\n".join((run_dir / "train.log").read_text(encoding="utf-8", errors="replace").splitlines()[-12:])

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from daemon.schema.model import ModelSpec
+from daemon.shared import procs
 from flows.training import multinode
 from flows.training.jobs import train_job
 from tests.helpers.models import gold_uri, small_spec, write_penguin_table
@@ -76,7 +77,7 @@ def test_killing_node_one_makes_node_zero_exit_within_the_timeout(tmp_path: Path
         exited_after = time.monotonic() - killed
     finally:
         for process in processes:
-            multinode._stop(process)
+            procs.stop_child_group(process)
     log = logs[0].read_text()
     assert processes[0].returncode != 0
     assert exited_after < timeout, f"node 0 took {exited_after:.1f} s to give up"
