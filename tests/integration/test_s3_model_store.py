@@ -20,6 +20,7 @@ import yaml
 from deltalake import DeltaTable
 
 from tests.conftest import ROOT, free_port
+from tests.helpers.journeys import free_service_port
 from tests.helpers.models import small_spec
 from tests.helpers.s3 import SECRET_KEY
 
@@ -66,7 +67,9 @@ def test_train_on_one_home_serve_from_another_that_imports_from_s3(spec_repo, tm
 
         spec_repo.write("specs/services/penguin_api.yaml", SERVICE)
         spec_repo.commit("serve it")
-        base["SPECD_SERVICE_PORT_BASE"] = str(free_port())  # picked now: the training above left time for another process to take one
+        # picked now (the training above left time for another process to take a port), and so that the
+        # service's stable default port (base + an offset from its name) is the free one, not just the base
+        base["SPECD_SERVICE_PORT_BASE"] = str(free_service_port("penguin_api")[0])
         second = specd("apply", "--no-prefect", repo=spec_repo.path, home=server, env={**base, "BENTOML_HOME": str(server / "bentoml")})
         assert second.returncode == 0, second.stdout + second.stderr
         assert "imported release" in second.stderr and "no training" in second.stderr, second.stderr

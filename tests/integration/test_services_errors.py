@@ -78,3 +78,22 @@ def test_failed_predictions_are_logged_per_variant_and_block_the_winner(home):
         assert verdict.winner is None and any("guardrail: error rate 100.00%" in r for r in verdict.reasons), verdict.reasons
     finally:
         Supervisor(home).stop_all()
+
+
+def test_a_port_another_process_listens_on_is_named_and_nothing_is_started(home):
+    import socket
+
+    from daemon.shared.errors import ApplyError
+
+    models = cs.make_models(home, ("a",))
+    cs.release(home, "m1", models["a"])
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        spec = cs.service_spec(port, workers=1)
+        with pytest.raises(ApplyError) as failure:
+            cs.deploy(cs.adapter(home), cs.resource(spec, "fp1"), Op.CREATE)
+    assert f"port 127.0.0.1:{port} is already in use" in str(failure.value)
+    assert failure.value.transient  # the next cycle retries: the port may be freed
+    assert Supervisor(home).read_record("penguin_api") is None  # no process was started

@@ -20,10 +20,12 @@ speak HTTPS and verify the service against the CA.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -91,6 +93,23 @@ def is_ready(host: str, port: int, timeout: float = 1.0, tls: tlslib.TLSFiles | 
             return response.status == 200
     except (urllib.error.URLError, OSError, ValueError, ssl.SSLError):
         return False
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether something already listens on host:port (checked the way `bentoml serve` binds, with
+    SO_REUSEADDR, so a port of our own just-stopped process in TIME_WAIT does not count)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False  # an unresolvable host is bentoml's error to report
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def launch_tls(launch: Launch, home: Path) -> tlslib.TLSFiles | None:
@@ -169,6 +188,9 @@ class Supervisor:
         else:
             if record and self._alive(record):
                 self._kill_group(record)
+            if port_taken(launch.host, launch.port):
+                raise RuntimeError(f"port {launch.host}:{launch.port} is already in use by another process; set `port:` "
+                                   "in the service spec or `services.port_base` in the environment")
             self._start(launch, restarts=0, crashes=0)
         if wait:
             self.wait_ready(launch.name)
