@@ -43,3 +43,6 @@ def test_bench_tables_transforms_prints_sane_ratios() -> None:
         _spread(out, f"privacy {mode}")
         _spread(out, f"privacy {mode} per CPU-second")
     assert _spread(out, "ratio privacy/plain (per CPU-second)")[1] <= 1.5, out
+    for label in ("encrypt_array per CPU-second", "encrypt Python loop (baseline) per CPU-second",
+                  "ratio encrypt/Python loop (per CPU-second)"):
+        _spread(out, label)  # printed after both encrypt paths decrypted back to their input (asserted)
