@@ -169,6 +169,7 @@ class TablesSection(SpecModel):
     work_queue: PoolName | None = None  # the queue builds go to; unset: the pool's default
     build_timeout_s: float = Field(default=3600.0, gt=0)  # a build with no result this long is given up (transient)
     run_attempts: int = Field(default=2, ge=1)  # submissions per build (a crashed run is submitted again)
+    heartbeat_timeout_s: float = Field(default=60.0, gt=0)  # a build whose worker is silent this long is lost: resubmitted
 
 
 class OnlineStoreSection(SpecModel):

@@ -12,7 +12,10 @@ sha, the repository URL); this flow, on the worker:
 3. runs `python -m flows.tables.build job.json result.json` from the checkout — the one build entry point,
    so lineage, the quarantine and exactly-once (Delta app transactions keyed by the build) are the
    daemon's own, whichever machine commits;
-4. publishes the build's result payload (version, rows, quality, or the error) as a `specd-result`
+4. beats the run's heartbeat meanwhile (flows.pool_heartbeat, shared with training), so the daemon tells
+   a lost worker from a slow build; when the daemon has declared this run lost (no longer Running), the
+   build process is stopped here too (another worker builds it again; Delta commits it once either way);
+5. publishes the build's result payload (version, rows, quality, or the error) as a `specd-result`
    artifact, which the daemon reads over the Prefect API.
 
 The lake must be reachable from every worker (s3://, or a path all of them mount): validate says so.
@@ -31,7 +34,9 @@ from typing import Any
 
 from prefect import flow
 
+from daemon.shared import procs
 from flows.pool_checkout import ensure_checkout, worker_dir, worker_name
+from flows.pool_heartbeat import Heartbeat
 
 FLOW_NAME = "specd-build-table"
 DEPLOYMENT = "specd-build-table"
@@ -71,27 +76,39 @@ def build_table(job: dict[str, Any], git_sha: str, repo_url: str) -> dict[str, A
     context = FlowRunContext.get()
     run_id = str(context.flow_run.id) if context and context.flow_run else "local"
     started_at = time.time()
-    checkout = ensure_checkout(repo_url, git_sha, worker_dir())
-    run_dir = worker_dir() / "runs" / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    local = worker_job(job, checkout, worker_dir() / "tables-state")
-    job_path, result_path = run_dir / "job.json", run_dir / "result.json"
-    job_path.write_text(json.dumps(local, default=str), encoding="utf-8")
-    job_path.chmod(0o600)  # resolved storage credentials
-    env = {**os.environ, "PYTHONPATH": str(checkout), "PYTHONHASHSEED": "0"}
-    print(f"{worker_name()}: building table {job.get('name')} at {git_sha[:12]} from {checkout}")
-    with (run_dir / "build.log").open("w", encoding="utf-8") as log:
-        code = subprocess.run([sys.executable, "-m", "flows.tables.build", str(job_path), str(result_path)], cwd=checkout,
-                              env=env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
-    job_path.unlink(missing_ok=True)
-    if result_path.is_file():
-        result = json.loads(result_path.read_text(encoding="utf-8"))
-    else:
-        tail = (run_dir / "build.log").read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
-        result = {"ok": False, "transient": True, "reason": "BuildCrashed",
-                  "error": f"table {job.get('name')}: build process on {worker_name()} exited {code}: " + " | ".join(tail)}
-    result = {**result, "worker": worker_name(), "run_id": run_id, "started_at": started_at, "ended_at": time.time()}
-    _publish(run_id, result)
+    with Heartbeat(run_id, tags=TAGS) as beat:
+        if beat.superseded:  # declared lost before it even started: another run builds this table
+            raise RuntimeError(f"{worker_name()}: run superseded by the daemon before it started")
+        checkout = ensure_checkout(repo_url, git_sha, worker_dir())
+        run_dir = worker_dir() / "runs" / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        local = worker_job(job, checkout, worker_dir() / "tables-state")
+        job_path, result_path = run_dir / "job.json", run_dir / "result.json"
+        env = {**os.environ, "PYTHONPATH": str(checkout), "PYTHONHASHSEED": "0"}
+        print(f"{worker_name()}: building table {job.get('name')} at {git_sha[:12]} from {checkout}")
+        try:
+            job_path.write_text(json.dumps(local, default=str), encoding="utf-8")
+            job_path.chmod(0o600)  # resolved storage credentials
+            with (run_dir / "build.log").open("w", encoding="utf-8") as log:
+                process = subprocess.Popen([sys.executable, "-m", "flows.tables.build", str(job_path), str(result_path)],
+                                           cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                beat.children.append(process)  # stopped if the daemon declares this run lost
+                try:
+                    code = process.wait()
+                finally:
+                    procs.stop_child_group(process)
+        finally:
+            job_path.unlink(missing_ok=True)
+        if beat.superseded:
+            raise RuntimeError(f"{worker_name()}: run superseded by the daemon; build stopped")
+        if result_path.is_file():
+            result = json.loads(result_path.read_text(encoding="utf-8"))
+        else:
+            tail = (run_dir / "build.log").read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
+            result = {"ok": False, "transient": True, "reason": "BuildCrashed",
+                      "error": f"table {job.get('name')}: build process on {worker_name()} exited {code}: " + " | ".join(tail)}
+        result = {**result, "worker": worker_name(), "run_id": run_id, "started_at": started_at, "ended_at": time.time()}
+        _publish(run_id, result)
     return {k: result.get(k) for k in ("ok", "version", "worker")}
 
 

@@ -12,7 +12,7 @@ the repository URL); this flow, on the worker:
    worker finished it: nothing trains twice to completion for one candidate fingerprint);
 3. runs `python -m flows.training.run job.json` from that checkout, in its own session, on a set of
    this server's GPUs no other run of the worker holds (`gpu_lease`);
-4. beats a heartbeat (a Prefect variable `specd-hb-<run id>`, a counter) every few seconds, so the
+4. beats a heartbeat (flows.pool_heartbeat: a Prefect variable `specd-hb-<run id>`, a counter) every few seconds, so the
    daemon can tell a lost worker from a slow one; when the daemon has declared this run lost (its state
    is no longer RUNNING), the training is stopped here too, so a worker that only lost its network
    never finishes a candidate that another worker is training again;
@@ -31,7 +31,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
@@ -39,6 +38,7 @@ from prefect import flow
 
 from daemon.shared import procs
 from flows.pool_checkout import ensure_checkout, worker_dir, worker_name
+from flows.pool_heartbeat import Heartbeat, heartbeat_name  # noqa: F401  (shared with table builds; the name, for callers)
 from flows.training.gpu_lease import gpu_lease
 
 FLOW_NAME = "specd-train-candidate"
@@ -46,66 +46,10 @@ DEPLOYMENT = "specd-train-candidate"
 ENTRYPOINT = "flows.training.pool.train_candidate"  # importable by the worker (not __main__)
 RESULT_TYPE = "specd-result"
 TAGS = ("specd", "training")
-HEARTBEAT_PREFIX = "specd-hb-"
-
-
-def heartbeat_s() -> float:
-    return float(os.environ.get("SPECD_HEARTBEAT_S", "2"))
-
-
-def heartbeat_name(run_id: str) -> str:
-    return f"{HEARTBEAT_PREFIX}{run_id}"
 
 
 def fingerprint_tag(candidate_fp: str) -> str:
     return f"specd-fp:{candidate_fp[:32]}"
-
-
-class Heartbeat:
-    """A counter in a Prefect variable, bumped every `heartbeat_s()`; watches this run's own state."""
-
-    def __init__(self, run_id: str, on_superseded: Any):
-        self.run_id = run_id
-        self.name = heartbeat_name(run_id)
-        self.on_superseded = on_superseded
-        self.beats = 0
-        self.superseded = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="specd-heartbeat", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._beat()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _beat(self) -> None:
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.actions import VariableCreate, VariableUpdate
-
-        with get_client(sync_client=True) as client:
-            state = client.read_flow_run(self.run_id).state  # first: a beat that fails must not hide this
-            if state is not None and state.type.value not in ("RUNNING", "PENDING"):
-                if not self.superseded:  # the daemon declared this run lost and resubmitted it: stop training
-                    self.superseded = True
-                    self.on_superseded(f"run {self.run_id} is {state.type.value.lower()} on the server: stopping")
-                return
-            self.beats += 1
-            value = {"beats": self.beats, "worker": worker_name(), "pid": os.getpid()}
-            if client.read_variable_by_name(self.name) is None:
-                client.create_variable(VariableCreate(name=self.name, value=value, tags=list(TAGS)))
-            else:
-                client.update_variable(VariableUpdate(name=self.name, value=value))
-
-    def _loop(self) -> None:
-        while not self._stop.wait(heartbeat_s()):
-            try:
-                self._beat()
-            except Exception as exc:  # the server being briefly away must not stop the training
-                print(f"heartbeat failed: {exc}", file=sys.stderr)
 
 
 def _publish(run_id: str, result: dict[str, Any]) -> None:
@@ -128,14 +72,7 @@ def train_candidate(job: dict[str, Any], git_sha: str, repo_url: str) -> dict[st
     started_at = time.time()
     base = {"worker": worker_name(), "run_id": run_id, "started_at": started_at, "candidate": job.get("candidate"),
             "tag": job.get("tag"), "git_sha": git_sha}
-    child: list[subprocess.Popen] = []
-
-    def superseded(why: str) -> None:
-        print(why)
-        for process in child:
-            procs.stop_child_group(process)
-
-    with Heartbeat(run_id, superseded) as beat:
+    with Heartbeat(run_id, tags=TAGS) as beat:
         if beat.superseded:  # declared lost before it even started: another run has this candidate
             raise RuntimeError(f"{base['worker']}: run superseded by the daemon before it started")
         options = {k: resolve_secret(v) if is_secret_ref(v) else v for k, v in (job["data"].get("storage_options") or {}).items()}
@@ -161,7 +98,7 @@ def train_candidate(job: dict[str, Any], git_sha: str, repo_url: str) -> dict[st
                 print(f"{base['worker']}: GPUs {env['CUDA_VISIBLE_DEVICES']}")
             process = subprocess.Popen([sys.executable, "-m", "flows.training.run", str(job_path)], cwd=checkout, env=env,
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            child.append(process)
+            beat.children.append(process)  # stopped if the daemon declares this run lost
             try:
                 code = process.wait()
             finally:

@@ -27,9 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from flows.pool_heartbeat import HeartbeatWatch, forget_heartbeat, mark_crashed
+
 ACTIVE = ("SCHEDULED", "PENDING", "RUNNING")
 RETRYABLE = ("CRASHED",)
-PENDING_GRACE = 3  # × heartbeat_timeout_s for a run that has not beaten yet (picked up, still starting)  # the infrastructure failed (or the daemon declared the worker lost): submit again
 
 
 @dataclass
@@ -87,8 +88,7 @@ class _Tracker:
     run: PoolRun
     run_id: str | None = None
     submitted: float = 0.0
-    beats: int = -1
-    beat_seen: float = 0.0  # monotonic time the heartbeat last changed
+    watch: HeartbeatWatch = field(default_factory=HeartbeatWatch)  # the run's heartbeat (flows.pool_heartbeat)
     done: bool = False
 
 
@@ -144,15 +144,8 @@ def _submit(client: Any, deployment_id: Any, tracker: _Tracker, training: Any, g
                  f"{' queue ' + training.work_queue if training.work_queue else ''} (attempt {attempt})")
     tracker.run_id = str(flow_run.id)
     tracker.submitted = time.monotonic()
-    tracker.beats, tracker.beat_seen = -1, time.monotonic()
+    tracker.watch.restart()
     tracker.run.attempts.append({"run": str(flow_run.id), "name": flow_run.name, "worker": None, "state": "SCHEDULED", "message": ""})
-
-
-def _heartbeat(client: Any, run_id: str) -> dict[str, Any] | None:
-    from flows.training.pool import heartbeat_name
-
-    variable = client.read_variable_by_name(heartbeat_name(run_id))
-    return variable.value if variable is not None and isinstance(variable.value, dict) else None
 
 
 def _poll(client: Any, deployment_id: Any, tracker: _Tracker, training: Any, git_sha: str, repo_url: str,
@@ -161,30 +154,20 @@ def _poll(client: Any, deployment_id: Any, tracker: _Tracker, training: Any, git
     state = flow_run.state_type.value if flow_run.state_type is not None else "SCHEDULED"
     attempt = tracker.run.attempts[-1]
     attempt["state"] = state
-    if state in ("PENDING", "RUNNING"):
-        beat = _heartbeat(client, tracker.run_id)
-        now = time.monotonic()
-        if beat is not None:
-            attempt["worker"] = beat.get("worker")
-            if beat.get("beats") != tracker.beats:
-                tracker.beats, tracker.beat_seen = beat.get("beats"), now
-        # before its first beat a run is still starting (a fresh process importing Prefect): more grace
-        limit = training.heartbeat_timeout_s * (1 if tracker.beats >= 1 else PENDING_GRACE)
-        if now - tracker.beat_seen > limit:
-            worker = f"worker {attempt['worker']}" if attempt["worker"] else "its worker (never started)"
-            reason = f"{worker} lost: no heartbeat for {now - tracker.beat_seen:.0f} s"
-            _mark_crashed(client, tracker.run_id, reason)
-            _forget_heartbeat(client, tracker.run_id)
-            attempt.update(state="CRASHED", message=reason)
-            progress(f"candidate {tracker.job['candidate']}: run {attempt['name']}: {reason}")
-            _retry_or_fail(client, deployment_id, tracker, training, git_sha, repo_url, storage_options, progress)
+    reason = tracker.watch.lost(client, tracker.run_id, state, training.heartbeat_timeout_s)
+    attempt["worker"] = tracker.watch.worker or attempt["worker"]
+    if reason is not None:
+        mark_crashed(client, tracker.run_id, reason)
+        forget_heartbeat(client, tracker.run_id)
+        attempt.update(state="CRASHED", message=reason)
+        progress(f"candidate {tracker.job['candidate']}: run {attempt['name']}: {reason}")
+        _retry_or_fail(client, deployment_id, tracker, training, git_sha, repo_url, storage_options, progress)
         return
-    if state == "SCHEDULED":
-        tracker.beat_seen = time.monotonic()  # waiting for a free worker slot is not a lost worker
+    if state in ACTIVE:
         return
     message = (flow_run.state.message if flow_run.state else "") or ""
     attempt["message"] = message
-    _forget_heartbeat(client, tracker.run_id)  # finished one way or another: its heartbeat variable goes
+    forget_heartbeat(client, tracker.run_id)  # finished one way or another: its heartbeat variable goes
     if state == "COMPLETED":
         result = _result(client, tracker.run_id)
         if result is None:
@@ -213,8 +196,8 @@ def _retry_or_fail(client: Any, deployment_id: Any, tracker: _Tracker, training:
 
 
 def _give_up(client: Any, tracker: _Tracker, reason: str) -> None:
-    _mark_crashed(client, tracker.run_id, f"specd: {reason}")  # terminal: no worker starts it later
-    _forget_heartbeat(client, tracker.run_id)
+    mark_crashed(client, tracker.run_id, f"specd: {reason}")  # terminal: no worker starts it later
+    forget_heartbeat(client, tracker.run_id)
     tracker.run.attempts[-1].update(state="CRASHED", message=reason)
     _finish(tracker, None, 1, reason)
 
@@ -230,24 +213,6 @@ def _finish(tracker: _Tracker, result: dict[str, Any] | None, code: int, message
         run.seconds = max(0.0, run.ended_at - run.started_at)
     else:
         run.seconds = time.monotonic() - tracker.submitted
-
-
-def _forget_heartbeat(client: Any, run_id: str | None) -> None:
-    from flows.training.pool import heartbeat_name
-
-    if run_id is None:
-        return
-    try:
-        client.delete_variable_by_name(heartbeat_name(run_id))
-    except Exception:  # never there (the run did not start), or already gone
-        pass
-
-
-def _mark_crashed(client: Any, run_id: str | None, reason: str) -> None:
-    from prefect.states import Crashed
-
-    if run_id is not None:
-        client.set_flow_run_state(run_id, Crashed(message=reason), force=True)
 
 
 def _result(client: Any, run_id: str) -> dict[str, Any] | None:

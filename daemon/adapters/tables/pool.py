@@ -11,6 +11,9 @@ a build submitted twice commits once. A daemon restarted mid-build adopts the ru
 running for the same table and fingerprint instead of submitting another; a run that Prefect reports
 Crashed is submitted again, up to `tables.run_attempts` times; one with no result after
 `tables.build_timeout_s` is marked Crashed and the action fails as transient (retried next cycle).
+A lost worker (killed, its machine gone) is noticed by the run's heartbeat, as for training candidates
+(flows.pool_heartbeat): silent for `tables.heartbeat_timeout_s` (3× before its first beat), the run is
+marked Crashed with that reason and submitted again like any crashed run — not only at the timeout.
 
 Secrets: the job carries the storage options as `${secret:NAME}` references (Prefect stores
 parameters), resolved on the worker. Prefect is imported inside the functions.
@@ -25,6 +28,7 @@ from typing import Any
 
 from daemon.adapters.base import AdapterContext
 from daemon.shared.errors import ApplyError
+from flows.pool_heartbeat import HeartbeatWatch, forget_heartbeat, mark_crashed
 
 ACTIVE = ("SCHEDULED", "PENDING", "RUNNING")
 
@@ -82,7 +86,6 @@ def _dispatch(ctx: AdapterContext, job: dict[str, Any], git_sha: str, url: str, 
               progress: Callable[[str], None]) -> dict[str, Any]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterTags
-    from prefect.states import Crashed
 
     from flows.tables.pool import TAGS, table_tag
 
@@ -106,17 +109,23 @@ def _dispatch(ctx: AdapterContext, job: dict[str, Any], git_sha: str, url: str, 
                 progress(f"table {name}: submitted build run {run.name} to pool {tables.work_pool}")
             attempts.append(run.name)
             started = time.monotonic()
-            state = "SCHEDULED"
+            state, lost, watch = "SCHEDULED", None, HeartbeatWatch()
             while state in ACTIVE:
                 if time.monotonic() - started > tables.build_timeout_s:
-                    client.set_flow_run_state(run.id, Crashed(message=f"specd: no result after {tables.build_timeout_s:.0f} s"), force=True)
+                    mark_crashed(client, str(run.id), f"specd: no result after {tables.build_timeout_s:.0f} s")
+                    forget_heartbeat(client, str(run.id))
                     return {"ok": False, "transient": True, "reason": "PoolTimeout",
                             "error": f"table {name}: build run {run.name} on pool {tables.work_pool}: no result after "
                                      f"{tables.build_timeout_s:.0f} s (nothing committed by specd's side; retried next cycle)"}
                 time.sleep(poll_s)
                 current = client.read_flow_run(run.id)
                 state = current.state_type.value if current.state_type is not None else "SCHEDULED"
-            message = (current.state.message if current.state else "") or ""
+                lost = watch.lost(client, str(run.id), state, tables.heartbeat_timeout_s)
+                if lost is not None:  # its worker died: Crashed now, submitted again below
+                    mark_crashed(client, str(run.id), lost)
+                    state = "CRASHED"
+            forget_heartbeat(client, str(run.id))  # finished one way or another: its heartbeat variable goes
+            message = lost or (current.state.message if current.state else "") or ""
             result = _result(client, str(run.id))
             if state == "COMPLETED" and result is not None:
                 note = f" (attempts: {', '.join(attempts)})" if len(attempts) > 1 else ""
