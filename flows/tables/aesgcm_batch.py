@@ -15,8 +15,9 @@ batch (each value its own 12 bytes, so none is reused); the key only from the se
 by the caller); the key schedule lives in the EVP context, which `EVP_CIPHER_CTX_free` cleanses, and the
 key's copy handed to the kernel is zeroed afterwards. Every EVP return code is checked.
 
-The calls are `numba.types.ExternalFunction`s resolved by symbol name, so the machine code caches under
-__pycache__ like flows.tables.hmac_batch. `available()` is False where no libcrypto ≥ 1.1 loads; the
+The calls are `numba.types.ExternalFunction`s resolved by symbol name, each name registered with LLVM at
+the address in that one libcrypto (so no other library exporting the same names is ever called), and the
+machine code caches under __pycache__ like flows.tables.hmac_batch. `available()` is False where no libcrypto ≥ 1.1 loads; the
 caller then keeps its Python loop, which gives the same layout.
 """
 
@@ -63,14 +64,21 @@ def _kernel():
         version.restype = ctypes.c_ulong
         if version() < 0x10100000:
             return None
+        if not all(hasattr(lib, name) for name in _SYMBOLS):
+            return None
     except (OSError, AttributeError):
         return None
     import llvmlite.binding as llvm
 
-    llvm.load_library_permanently(path)  # before the first call: the kernel's symbols resolve by name
+    # before the first call: the kernel's symbols resolve by name, and explicit symbols come first, so every
+    # call goes to this one library even where another exports the same names
+    for name in _SYMBOLS:
+        llvm.add_symbol(name, ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
     return encrypt_rows
 
 
+_SYMBOLS = ("EVP_CIPHER_CTX_new", "EVP_CIPHER_CTX_free", "EVP_aes_256_gcm", "EVP_EncryptInit_ex", "EVP_EncryptUpdate",
+            "EVP_EncryptFinal_ex", "EVP_CIPHER_CTX_ctrl")
 _P, _I = types.uintp, types.intc  # pointers pass as addresses (uintp); the C ints of the EVP calls
 _ctx_new = types.ExternalFunction("EVP_CIPHER_CTX_new", _P())
 _ctx_free = types.ExternalFunction("EVP_CIPHER_CTX_free", types.void(_P))
