@@ -35,6 +35,7 @@ from typing import Any
 from prefect import flow
 
 from daemon.shared import procs
+from daemon.shared.fsio import atomic_write_json
 from flows.pool_checkout import ensure_checkout, worker_dir, worker_name
 from flows.pool_heartbeat import Heartbeat
 
@@ -87,8 +88,7 @@ def build_table(job: dict[str, Any], git_sha: str, repo_url: str) -> dict[str, A
         env = {**os.environ, "PYTHONPATH": str(checkout), "PYTHONHASHSEED": "0"}
         print(f"{worker_name()}: building table {job.get('name')} at {git_sha[:12]} from {checkout}")
         try:
-            job_path.write_text(json.dumps(local, default=str), encoding="utf-8")
-            job_path.chmod(0o600)  # resolved storage credentials
+            atomic_write_json(job_path, local)  # 0600 from its first byte: it holds resolved storage credentials
             with (run_dir / "build.log").open("w", encoding="utf-8") as log:
                 process = subprocess.Popen([sys.executable, "-m", "flows.tables.build", str(job_path), str(result_path)],
                                            cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -37,6 +37,7 @@ from typing import Any
 from prefect import flow
 
 from daemon.shared import procs
+from daemon.shared.fsio import atomic_write_json
 from flows.pool_checkout import ensure_checkout, worker_dir, worker_name
 from flows.pool_heartbeat import Heartbeat, heartbeat_name  # noqa: F401  (shared with table builds; the name, for callers)
 from flows.training.gpu_lease import gpu_lease
@@ -89,7 +90,7 @@ def train_candidate(job: dict[str, Any], git_sha: str, repo_url: str) -> dict[st
         local_job = {**job, "data": {**job["data"], "storage_options": options}, "result_path": str(run_dir / "result.json"),
                      "tensorboard_dir": str(run_dir / "tensorboard"), "store_root": store}
         job_path = run_dir / "job.json"
-        job_path.write_text(json.dumps(local_job, indent=1, default=str), encoding="utf-8")
+        atomic_write_json(job_path, local_job)  # 0600 from its first byte: it holds resolved storage credentials
         env = {**os.environ, "PYTHONPATH": str(checkout), "BENTOML_HOME": store, "PYTHONHASHSEED": "0"}
         print(f"{base['worker']}: training {job.get('candidate')} ({job['tag']}) at {git_sha[:12]} from {checkout}")
         with (run_dir / "train.log").open("w", encoding="utf-8") as log, gpu_lease(job.get("resources") or {}, worker_dir()) as gpus:
