@@ -43,7 +43,7 @@ from bentos.live_routing import Live, RoutingWatcher
 from bentos.request_body import body_limit, closes_connection, read_body
 from bentos.request_ids import RequestIds
 from bentos.validation import RequestError, check_api_key, parse_body, sticky_key_of, validate_request
-from bentos.worker import die_with_arbiter, model_loader, storage_options
+from bentos.worker import die_with_arbiter, model_loader, server_stack, storage_options
 
 log = logging.getLogger("specd.service")
 ROUTING_ENV = "SPECD_ROUTING_FILE"
@@ -387,6 +387,7 @@ class ABService:
         out = self.watcher.status()
         out["prediction_log"] = {name: {"uri": lg.uri, "written": lg.written, "dropped": lg.dropped, "last_error": lg.last_error}
                                  for name, lg in self.logs.items()}
+        out["server"] = server_stack()
         return out
 
 
