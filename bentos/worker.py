@@ -60,7 +60,7 @@ def model_loader(environ: Mapping[str, str] = os.environ) -> Callable[[str], Any
 def server_stack() -> dict[str, str]:
     """The event loop this worker runs on and the HTTP parser uvicorn's "auto" setting (BentoML's worker
     sets neither) picks in it: uvloop + httptools when installed (pyproject.toml), else asyncio + h11,
-    whose pure-Python parsing and writing cost ~15 % of a request. Shown in the A/B service's /status."""
+    pure Python, with 20-35 % more CPU per request (bench_services.py). Shown in the A/B service's /status."""
     import asyncio
     import importlib.util
 
