@@ -43,7 +43,7 @@ from bentos.live_routing import Live, RoutingWatcher
 from bentos.request_body import body_limit, closes_connection, read_body
 from bentos.request_ids import RequestIds
 from bentos.validation import RequestError, check_api_key, parse_body, sticky_key_of, validate_request
-from bentos.worker import die_with_arbiter, storage_options
+from bentos.worker import die_with_arbiter, model_loader, server_stack, storage_options
 
 log = logging.getLogger("specd.service")
 ROUTING_ENV = "SPECD_ROUTING_FILE"
@@ -98,15 +98,6 @@ class FastJSONResponse(JSONResponse):
             return orjson.dumps(content)
         except TypeError:  # what orjson does not encode (an int beyond 64 bits): the standard encoder
             return super().render(content)
-def bento_model_root() -> str | None:
-    """Inside an image built from the bento (`bentoml containerize`), the models travel in the bento
-    itself ($BENTO_PATH/models), not in the $BENTOML_HOME store a `bentoml serve` beside the daemon uses."""
-    bento = os.environ.get("BENTO_PATH")
-    if os.environ.get("BENTOML_CONTAINERIZED") == "true" and bento and Path(bento, "models").is_dir():
-        return bento
-    return None
-
-
 def _error_response(exc: RequestError) -> JSONResponse:
     headers = {"Connection": "close"} if closes_connection(exc) else None
     return FastJSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
@@ -122,7 +113,6 @@ class ABService:
     def __init__(self) -> None:
         from bentos.prediction_log import warm_up  # fail at start, not on the first request
         from bentos.service_metrics import create_metrics
-        from flows.training.artifact import load_predictor
 
         die_with_arbiter()
         warm_up()
@@ -139,9 +129,7 @@ class ABService:
         routing_file = os.environ.get(ROUTING_ENV)
         if not routing_file:
             raise RuntimeError(f"{ROUTING_ENV} is not set; the daemon's supervisor starts this service")
-        root = bento_model_root()
-        loader = load_predictor if root is None else (lambda tag: load_predictor(tag, root))
-        self.watcher = RoutingWatcher(Path(routing_file), loader, self._make_batcher, self._on_swap)
+        self.watcher = RoutingWatcher(Path(routing_file), model_loader(), self._make_batcher, self._on_swap)
         self.watcher.start()
         access.bind(lambda: self.watcher.live)
         bentoml_fixes.freeze_startup_objects()
@@ -399,6 +387,7 @@ class ABService:
         out = self.watcher.status()
         out["prediction_log"] = {name: {"uri": lg.uri, "written": lg.written, "dropped": lg.dropped, "last_error": lg.last_error}
                                  for name, lg in self.logs.items()}
+        out["server"] = server_stack()
         return out
 
 

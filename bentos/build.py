@@ -66,7 +66,8 @@ def build(routing_file: Path, base_image: str | None = None, preinstalled: bool 
                 description=f"specd service {routing.service} at {routing.revision[:12]}",
                 include=["bentos/**/*.py", "daemon/**/*.py", "flows/**/*.py", "routing.json"],
                 envs=[BentoEnvSchema(name="SPECD_ROUTING_FILE", value=BENTO_ROUTING)],
-                python={"packages": ["torch", "numpy", "pydantic", "pydantic-settings", "deltalake", "pyarrow", "PyYAML", "orjson"]},
+                python={"packages": ["torch", "numpy", "pydantic", "pydantic-settings", "deltalake", "pyarrow", "PyYAML", "orjson",
+                                  "uvloop", "httptools"]},  # uvicorn picks them (pyproject.toml)
                 models=sorted({v.model_tag for v in routing.variants}),
                 build_ctx=str(context),
                 docker=docker or None,

@@ -4,7 +4,8 @@
 same request body, same worker count — the difference is what routing, validation, metrics and
 prediction logging cost. So it runs on the same BentoML settings and fixes (`bentoml_fixes`): without
 them its p99 is BentoML's garbage-collection pauses, not the cost of serving. The model tag comes from
-`SPECD_MODEL_TAG`.
+`SPECD_MODEL_TAG`; in a containerized bento the model is the bento's own ($BENTO_PATH/models, as for the
+A/B service: `worker.model_loader`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import bentoml
 
 from bentos import bentoml_fixes
+from bentos.worker import model_loader
 
 bentoml_fixes.apply()
 
@@ -23,9 +25,7 @@ bentoml_fixes.apply()
                  **bentoml_fixes.serving_config(["/predict"]))
 class SingleModel:
     def __init__(self) -> None:
-        from flows.training.artifact import load_predictor
-
-        self.predictor = load_predictor(os.environ["SPECD_MODEL_TAG"])
+        self.predictor = model_loader()(os.environ["SPECD_MODEL_TAG"])
         bentoml_fixes.freeze_startup_objects()
 
     @bentoml.api

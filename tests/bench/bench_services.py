@@ -234,6 +234,9 @@ def main() -> int:
         print(f"rounds: {rounds} (wrk {max(1, round(args.size))} s per run; one worker process per server)")
         print(f"load average (1 min) during the runs: {spread(loads)}  (cores: {os.cpu_count()})")
         print(f"same predictor bare/single: {'yes' if same else 'NO'}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{ab_port}/status", timeout=10) as response:
+            stack = json.loads(response.read())["server"]
+        print(f"server stack of the A/B worker: loop {stack['loop']}, http {stack['http']}  (uvicorn's auto choice, as in the bare app)")
         for name, label in servers:
             print(f"{label} c8 req/s: {spread(column(name, 8, 'rps'), 0)}")
         for name, label in servers:

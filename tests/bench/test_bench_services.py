@@ -31,6 +31,7 @@ def test_bench_services_prints_every_figure_of_a_sound_run():
 
     assert re.search(r"^rounds: 3 ", out, re.M), out
     assert "same predictor bare/single: yes" in out, out
+    assert "server stack of the A/B worker: loop uvloop, http httptools" in out, out
     assert spread("load average (1 min) during the runs:")[0] >= 0
     for server in ("A/B service ", "bare app    ", "single-model", "trivial-bento"):
         assert spread(f"{server} c8 req/s:")[0] > 0

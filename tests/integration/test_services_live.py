@@ -72,6 +72,16 @@ def test_split_matches_weights_within_tolerance(live):
     assert tags == {"champion": live["models"]["a"], "challenger": live["models"]["b"]}
 
 
+def test_workers_run_uvloop_and_httptools_and_log_no_access_line(live):
+    """uvicorn's "auto" picks uvloop + httptools in BentoML's worker (installed with specd); BentoML's
+    access log is off unless SPECD_ACCESS_LOG=1, so 800 answered requests left no access line."""
+    for _ in range(5):  # the worker that answers: each of the two reports its own loop
+        assert live["client"].get(live["url"] + "/status").json()["server"] == {"loop": "uvloop", "http": "httptools"}
+    log = Supervisor(live["home"]).log_file("penguin_api").read_text(errors="replace")
+    assert "Starting production HTTP BentoServer" in log, log[-2000:]  # the right log
+    assert "path=/predict" not in log, [line for line in log.splitlines() if "path=/predict" in line][:3]
+
+
 def test_sticky_keys_stay_on_their_variant(live):
     routing = read_routing(Supervisor(live["home"]).routing_file("penguin_api"))
     for i in range(40):
