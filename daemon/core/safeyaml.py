@@ -75,8 +75,13 @@ def read_text(path: Path, limit: int = MAX_FILE_BYTES) -> str:
         raise YamlSyntaxError(0, 0, "not a regular file")
     if st.st_size > limit:
         raise YamlSyntaxError(0, 0, f"file is {st.st_size:,} bytes; spec files are limited to {limit:,} bytes")
-    with open(path, "rb") as handle:
-        data = handle.read(limit + 1)
+    with open(path, "rb", buffering=0) as handle:  # read what stat saw (not a `limit`-sized buffer), to EOF
+        data = handle.read(st.st_size + 1)
+        while len(data) <= limit:
+            more = handle.read(limit + 1 - len(data))
+            if not more:
+                break
+            data += more
     if len(data) > limit:
         raise YamlSyntaxError(0, 0, f"file is over {limit:,} bytes; spec files are limited to {limit:,} bytes")
     return decode(data)
@@ -311,47 +316,58 @@ def _fast(text: str) -> Any:
         root = loader.get_single_node()
         if root is None:
             return None
-        constructors = loader.yaml_constructors
-        sizes = [1, 0]  # nodes, keys
-        scalar_node, mapping_node = yaml.ScalarNode, yaml.MappingNode
-
-        def scalar(node: Any) -> Any:
-            tag = node.tag
-            if tag == _STR:
-                return node.value
-            if tag not in _PLAIN_SCALARS:
-                raise _NotSure
-            return constructors[tag](loader, node)
-
-        def build(node: Any, depth: int) -> Any:
-            if node.__class__ is scalar_node:
-                return scalar(node)
-            if depth > MAX_DEPTH:
-                raise _NotSure
-            items = node.value
-            if node.__class__ is mapping_node:
-                if node.tag != _MAP:
-                    raise _NotSure
-                sizes[0] += 2 * len(items)
-                sizes[1] += len(items)
-                out = {}
-                names: set[str] = set()
-                for key, value in items:
-                    if key.__class__ is not scalar_node or key.value in names:
-                        raise _NotSure
-                    names.add(key.value)
-                    out[scalar(key)] = value.value if value.__class__ is scalar_node and value.tag == _STR else build(value, depth + 1)
-                return out
-            if node.tag != _SEQ:
-                raise _NotSure
-            sizes[0] += len(items)
-            return [v.value if v.__class__ is scalar_node and v.tag == _STR else build(v, depth + 1) for v in items]
-
-        data = build(root, 1)
-        if sizes[0] > MAX_NODES or sizes[1] > MAX_KEYS:
+        walk = _Walk(loader)
+        data = walk.build(root, 1)
+        if walk.nodes > MAX_NODES or walk.keys > MAX_KEYS:
             return _DECLINED
         return data
     except Exception:  # _NotSure, or anything the bounded parser must answer
         return _DECLINED
     finally:
         loader.dispose()
+
+
+class _Walk:
+    """One bounded walk of a C-composed, alias-free node tree into plain data (see the module docstring)."""
+
+    __slots__ = ("loader", "constructors", "nodes", "keys")
+
+    def __init__(self, loader: Any):
+        self.loader = loader
+        self.constructors = loader.yaml_constructors
+        self.nodes = 1
+        self.keys = 0
+
+    def scalar(self, node: Any) -> Any:
+        tag = node.tag
+        if tag == _STR:
+            return node.value
+        if tag not in _PLAIN_SCALARS:
+            raise _NotSure
+        return self.constructors[tag](self.loader, node)
+
+    def build(self, node: Any, depth: int) -> Any:
+        cls = node.__class__
+        if cls is yaml.ScalarNode:
+            return self.scalar(node)
+        if depth > MAX_DEPTH:
+            raise _NotSure
+        items = node.value
+        scalar_node = yaml.ScalarNode
+        if cls is yaml.MappingNode:
+            if node.tag != _MAP:
+                raise _NotSure
+            self.nodes += 2 * len(items)
+            self.keys += len(items)
+            out = {}
+            names: set[str] = set()
+            for key, value in items:
+                if key.__class__ is not scalar_node or key.value in names:
+                    raise _NotSure  # a complex key, or a duplicate: `load` says which
+                names.add(key.value)
+                out[self.scalar(key)] = value.value if value.__class__ is scalar_node and value.tag == _STR else self.build(value, depth + 1)
+            return out
+        if node.tag != _SEQ:
+            raise _NotSure
+        self.nodes += len(items)
+        return [v.value if v.__class__ is scalar_node and v.tag == _STR else self.build(v, depth + 1) for v in items]
