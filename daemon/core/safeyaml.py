@@ -21,6 +21,8 @@ composer and builds the plain data in one bounded walk of its nodes, and gives t
   shallow: every block level needs a larger indentation column (or, once per mapping level, an
   indentless `- `), and every flow level a `[` or `{`, so depth ≤ 2·(longest line + 1) + 2·`[` + `{`,
   which must be ≤ FAST_MAX_NESTING before the C composer runs (libyaml ≥ 0.2.6 also stops at 1,000);
+- at most FAST_MAX_CHARS characters: the C composer builds the whole tree before the walk counts it,
+  so an oversized file costs the bounded parser's early stop plus at most 64 KiB of C parsing;
 - the walk refuses (falls back) past MAX_DEPTH, MAX_NODES, MAX_KEYS, on any key seen twice (compared
   on its text, as `load` does), a merge key, a non-scalar key, a tag outside the core schema's plain
   map/seq/str/null/bool/int/float/timestamp/binary, or any error: constructing is done by the same
@@ -47,6 +49,7 @@ MAX_NODES = 50_000  # keys + items + scalars, every alias expanded
 MAX_KEYS = 10_000  # mapping keys, every alias expanded
 MAX_ALIASES = 1_000  # alias references (`*name`) in one file
 FAST_MAX_NESTING = 2_000  # bound on the nesting a text may have for the C composer (see load_data)
+FAST_MAX_CHARS = 64 << 10  # larger texts go straight to the bounded parser, which stops at the first limit
 
 
 class YamlSyntaxError(ValueError):
@@ -309,7 +312,7 @@ def _nesting_bound(text: str) -> int:
 
 def _fast(text: str) -> Any:
     """The data, or _DECLINED where `load` must answer."""
-    if "&" in text or _nesting_bound(text) > FAST_MAX_NESTING:
+    if len(text) > FAST_MAX_CHARS or "&" in text or _nesting_bound(text) > FAST_MAX_NESTING:
         return _DECLINED
     loader = _Loader(text)
     try:

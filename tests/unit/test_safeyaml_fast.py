@@ -67,6 +67,8 @@ HOSTILE = {
     "many_keys_10001": "big: {" + ", ".join(f"k{i}: 1" for i in range(10_000)) + "}\nz: 1\n",
     "many_nodes": "l:\n" + "".join(f"- {i}\n" for i in range(50_001)),
     "many_nodes_edge": "l:\n" + "".join(f"- {i}\n" for i in range(49_997)),
+    "many_keys_small": "big:\n" + "".join(f"  k{i}: 1\n" for i in range(3_000)),
+    "oversized_plain": "l: [" + ",".join("1" for _ in range(40_000)) + "]\n",
     "huge_scalar_line": "description: " + "x" * 300_000 + "\n",
     "huge_scalar_folded": "description: >\n" + "".join("  " + "y" * 70 + "\n" for _ in range(4_000)),
     "huge_integer": "n: " + "9" * 10_000 + "\n",
@@ -172,11 +174,11 @@ def test_the_fast_path_declines_what_only_the_bounded_parser_may_answer():
     declined = {name for name, text in HOSTILE.items() if safeyaml._fast(text) is safeyaml._DECLINED}
     for must in ("alias_bomb", "alias_small", "aliases_many", "alias_recursive", "alias_undefined", "deep_flow_65",
                  "deep_flow_10k", "deep_block_65", "deep_block_500", "deep_dashes_65", "deep_dashes_900", "many_keys_10001",
-                 "many_nodes", "huge_scalar_line", "huge_integer", "duplicate_key", "duplicate_nested", "duplicate_typed",
+                 "many_nodes", "many_nodes_edge", "oversized_plain", "huge_scalar_line", "huge_integer", "duplicate_key", "duplicate_nested", "duplicate_typed",
                  "duplicate_in_flow", "merge_key", "value_key", "value_value", "complex_key_map", "complex_key_seq", "python_tag",
                  "local_tag", "str_tag_on_map", "set_tag", "omap_tag", "two_documents", "tabs_indent", "nul_byte", "unclosed_flow"):
         assert must in declined, must
-    for fast in ("star_without_anchor", "deep_flow_64", "deep_block_64", "deep_dashes_64", "many_nodes_edge", "timestamps_ok",
+    for fast in ("star_without_anchor", "deep_flow_64", "deep_block_64", "deep_dashes_64", "many_keys_small", "timestamps_ok",
                  "booleans", "explicit_core_tags", "bom", "crlf", "unicode_keys", "block_scalar", "flow_pairs", "equal_keys_distinct_text"):
         assert fast not in declined, fast
 
