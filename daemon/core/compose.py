@@ -24,8 +24,7 @@ from daemon.core.compose_cache import ComposeCache, Dependencies, cache_key, dig
 from daemon.core.documents import Composed, SpecDoc
 from daemon.core.kinds import KINDS, Kind, load_object
 from daemon.core.presets import merge_layers, resolve
-from daemon.core.safeyaml import load as load_yaml
-from daemon.core.safeyaml import read_text
+from daemon.core.safeyaml import load_data, read_text
 from daemon.core.spec_help import pydantic_issues, raw_references
 from daemon.core.tls_guard import plaintext_issues
 from daemon.core.treeguard import skipped, tree_issues
@@ -65,23 +64,41 @@ class _FileLoader:
     def __init__(self, root: Path):
         self.root = root
         self._raw: dict[Path, tuple[str, Any]] = {}
+        self._texts: dict[Path, str] = {}  # read (for a cache key) but not parsed yet
         self._digests: dict[str, str | None] = {}
+        self._rels: dict[Path, str] = {}
+        self._presets: dict[tuple[Path, str], tuple[Path, bool, bool]] = {}
 
     def read(self, path: Path) -> tuple[str, Any]:
         """(text, data) of one file, parsed under the limits of `safeyaml`. Raises YamlSyntaxError
         carrying the file's repo-relative path."""
         if path not in self._raw:
             try:
-                text = read_text(path)
-                data, _ = load_yaml(text)
+                text = self.text(path)
+                data = load_data(text)  # positions only when an error is reported (`_line`)
             except YamlSyntaxError as exc:
                 exc.path = exc.path or self.rel(path)
                 raise
             self._raw[path] = (text, data if data is not None else {})
+            self._texts.pop(path, None)
         return self._raw[path]
 
     def text(self, path: Path) -> str:
-        return self._raw[path][0] if path in self._raw else read_text(path)
+        """A file's text, read once per run (a cache miss parses what was read for its key)."""
+        if path in self._raw:
+            return self._raw[path][0]
+        if path not in self._texts:
+            self._texts[path] = read_text(path)
+        return self._texts[path]
+
+    def preset(self, group_root: Path, entry: str) -> tuple[Path, bool, bool]:
+        """(file, escapes group_root, is a file) of one `defaults:` entry, once per run."""
+        key = (group_root, entry)
+        if key not in self._presets:
+            target = (group_root / entry.lstrip("/")).with_suffix(".yaml")
+            escapes = not target.resolve().is_relative_to(group_root.resolve())
+            self._presets[key] = (target, escapes, not escapes and target.is_file())
+        return self._presets[key]
 
     def digest(self, rel: str) -> str | None:
         """sha1 of a file's text (None if unreadable or over the limits), once per run: compose-cache dependency checks."""
@@ -96,10 +113,12 @@ class _FileLoader:
         return Dependencies.of([(self.rel(p), self.read(p)[0]) for p in files], env_digest, self.rel(own))
 
     def rel(self, path: Path) -> str:
-        try:
-            return path.relative_to(self.root).as_posix()
-        except ValueError:
-            return path.as_posix()
+        if path not in self._rels:
+            try:
+                self._rels[path] = path.relative_to(self.root).as_posix()
+            except ValueError:
+                self._rels[path] = path.as_posix()
+        return self._rels[path]
 
 
 def _defaults_chain(
@@ -128,13 +147,12 @@ def _defaults_chain(
             raise SpecErrors(
                 [SpecIssue(rel, _line(path, ("defaults", index)), f"defaults[{index}]", "must be a preset path string")]
             )
-        target = (group_root / entry.lstrip("/")).with_suffix(".yaml")
-        resolved = target.resolve()
-        if not resolved.is_relative_to(group_root.resolve()):
+        target, escapes, is_file = loader.preset(group_root, entry)
+        if escapes:
             raise SpecErrors(
                 [SpecIssue(rel, _line(path, ("defaults", index)), f"defaults[{index}]", f"{entry!r} escapes {loader.rel(group_root)}/")]
             )
-        if not target.is_file():
+        if not is_file:
             raise SpecErrors(
                 [SpecIssue(rel, _line(path, ("defaults", index)), f"defaults[{index}]", f"preset {loader.rel(target)} not found")]
             )

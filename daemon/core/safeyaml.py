@@ -9,6 +9,27 @@ nodes *with every alias expanded*, alias references. The first limit crossed sto
 error naming the file and line. The same pass finds duplicate keys in a mapping (YAML says they are an
 error; PyYAML lets the last one win silently, so a second `weight:` would override the one a reviewer
 read). The file size is checked with `stat` before a byte is read.
+
+Fast path (`load_data`, what compose reads spec files with; positions are not needed until an error
+must be reported): most spec files are small, alias-free mappings of plain scalars, and for those the
+event-by-event composition above costs twice the parse. `load_data` hands such a text to libyaml's C
+composer and builds the plain data in one bounded walk of its nodes, and gives the text to `load`
+(above, positions, every error message) whenever it is not *sure* the result is the same:
+- no `&` anywhere in the text: without an anchor there is no alias (an alias to an undefined anchor is
+  a composer error, which falls back), so no bomb and no shared node can reach the C composer;
+- the C composer recurses once per nesting level, so it only sees texts whose nesting is provably
+  shallow: every block level needs a larger indentation column (or, once per mapping level, an
+  indentless `- `), and every flow level a `[` or `{`, so depth ≤ 2·(longest line + 1) + 2·`[` + `{`,
+  which must be ≤ FAST_MAX_NESTING before the C composer runs (libyaml ≥ 0.2.6 also stops at 1,000);
+- at most FAST_MAX_CHARS characters: the C composer builds the whole tree before the walk counts it,
+  so an oversized file costs the bounded parser's early stop plus at most 64 KiB of C parsing;
+- the walk refuses (falls back) past MAX_DEPTH, MAX_NODES, MAX_KEYS, on any key seen twice (compared
+  on its text, as `load` does), a merge key, a non-scalar key, a tag outside the core schema's plain
+  map/seq/str/null/bool/int/float/timestamp/binary, or any error: constructing is done by the same
+  PyYAML constructor functions `load` uses, node by node;
+so every text the fast path answers, `load` answers with the same data, and every text it does not, is
+`load`'s: errors, lines and messages are unchanged (tests/unit/test_safeyaml_fast.py feeds the hostile
+families and random mutations of real specs to both and compares).
 """
 
 from __future__ import annotations
@@ -27,6 +48,8 @@ MAX_DEPTH = 64  # nesting of mappings and sequences (aliases expanded)
 MAX_NODES = 50_000  # keys + items + scalars, every alias expanded
 MAX_KEYS = 10_000  # mapping keys, every alias expanded
 MAX_ALIASES = 1_000  # alias references (`*name`) in one file
+FAST_MAX_NESTING = 2_000  # bound on the nesting a text may have for the C composer (see load_data)
+FAST_MAX_CHARS = 64 << 10  # larger texts go straight to the bounded parser, which stops at the first limit
 
 
 class YamlSyntaxError(ValueError):
@@ -55,8 +78,13 @@ def read_text(path: Path, limit: int = MAX_FILE_BYTES) -> str:
         raise YamlSyntaxError(0, 0, "not a regular file")
     if st.st_size > limit:
         raise YamlSyntaxError(0, 0, f"file is {st.st_size:,} bytes; spec files are limited to {limit:,} bytes")
-    with open(path, "rb") as handle:
-        data = handle.read(limit + 1)
+    with open(path, "rb", buffering=0) as handle:  # read what stat saw (not a `limit`-sized buffer), to EOF
+        data = handle.read(st.st_size + 1)
+        while len(data) <= limit:
+            more = handle.read(limit + 1 - len(data))
+            if not more:
+                break
+            data += more
     if len(data) > limit:
         raise YamlSyntaxError(0, 0, f"file is over {limit:,} bytes; spec files are limited to {limit:,} bytes")
     return decode(data)
@@ -247,10 +275,102 @@ def load(text: str) -> tuple[Any, Any]:
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         raise _marked(exc) from None
-    except (yaml.YAMLError, ValueError, TypeError) as exc:
+    except Exception as exc:  # PyYAML's constructors also raise AttributeError (`!!timestamp x`), ...
         raise YamlSyntaxError(_mark_line(node.start_mark), 0, f"YAML error: {exc}") from None
     finally:
         dispose = getattr(loader, "dispose", None)
         if dispose:
             dispose()
     return data, node
+
+
+_CORE = "tag:yaml.org,2002:"
+_STR, _MAP, _SEQ = _CORE + "str", _CORE + "map", _CORE + "seq"
+_PLAIN_SCALARS = frozenset(_CORE + t for t in ("null", "bool", "int", "float", "timestamp", "binary"))
+
+
+class _NotSure(Exception):
+    """Inside the fast path: let `load` answer this text."""
+
+
+def load_data(text: str) -> Any:
+    """The plain data of one YAML document under the limits, as `load(text)[0]`, faster for the common
+    file (see the module docstring). Raises YamlSyntaxError exactly as `load` does."""
+    data = _fast(text)
+    if data is _DECLINED:
+        data, _ = load(text)
+    return data
+
+
+_DECLINED: Any = object()
+
+
+def _nesting_bound(text: str) -> int:
+    longest = max(map(len, text.split("\n")))
+    return 2 * (longest + 1) + 2 * text.count("[") + text.count("{")
+
+
+def _fast(text: str) -> Any:
+    """The data, or _DECLINED where `load` must answer."""
+    if len(text) > FAST_MAX_CHARS or "&" in text or _nesting_bound(text) > FAST_MAX_NESTING:
+        return _DECLINED
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        walk = _Walk(loader)
+        data = walk.build(root, 1)
+        if walk.nodes > MAX_NODES or walk.keys > MAX_KEYS:
+            return _DECLINED
+        return data
+    except Exception:  # _NotSure, or anything the bounded parser must answer
+        return _DECLINED
+    finally:
+        loader.dispose()
+
+
+class _Walk:
+    """One bounded walk of a C-composed, alias-free node tree into plain data (see the module docstring)."""
+
+    __slots__ = ("loader", "constructors", "nodes", "keys")
+
+    def __init__(self, loader: Any):
+        self.loader = loader
+        self.constructors = loader.yaml_constructors
+        self.nodes = 1
+        self.keys = 0
+
+    def scalar(self, node: Any) -> Any:
+        tag = node.tag
+        if tag == _STR:
+            return node.value
+        if tag not in _PLAIN_SCALARS:
+            raise _NotSure
+        return self.constructors[tag](self.loader, node)
+
+    def build(self, node: Any, depth: int) -> Any:
+        cls = node.__class__
+        if cls is yaml.ScalarNode:
+            return self.scalar(node)
+        if depth > MAX_DEPTH:
+            raise _NotSure
+        items = node.value
+        scalar_node = yaml.ScalarNode
+        if cls is yaml.MappingNode:
+            if node.tag != _MAP:
+                raise _NotSure
+            self.nodes += 2 * len(items)
+            self.keys += len(items)
+            out = {}
+            names: set[str] = set()
+            for key, value in items:
+                if key.__class__ is not scalar_node or key.value in names:
+                    raise _NotSure  # a complex key, or a duplicate: `load` says which
+                names.add(key.value)
+                out[self.scalar(key)] = value.value if value.__class__ is scalar_node and value.tag == _STR else self.build(value, depth + 1)
+            return out
+        if node.tag != _SEQ:
+            raise _NotSure
+        self.nodes += len(items)
+        return [v.value if v.__class__ is scalar_node and v.tag == _STR else self.build(v, depth + 1) for v in items]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+from daemon.schema import overrides_fast
 from daemon.shared.errors import SpecErrors, SpecIssue
 
 
@@ -32,6 +33,9 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
 @lru_cache(maxsize=4096)
 def _parse_one(text: str) -> tuple[str, Any, str | None]:
     """(key, value, None), or ("", None, the parser's message) for a malformed override."""
+    plain = overrides_fast.parse(text)  # the plain forms without importing Hydra (same values)
+    if plain is not None:
+        return plain[0], plain[1], None
     try:
         (override,) = _parser().parse_overrides([text])
     except Exception as exc:  # hydra raises OverrideParseException with a readable message
