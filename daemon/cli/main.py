@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from daemon import __version__
+from daemon.cli import importgc  # first: the collector is paused while the CLI imports
 from daemon.core.compose_cache import ComposeCache
 from daemon.core.executor import SUCCEEDED
 from daemon.core.status import resource_statuses
@@ -476,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         logging.getLogger("specd").debug("%s took %.3fs", args.command, time.monotonic() - started)
+
+
+importgc.restore()  # last statement of the module body: see daemon/cli/importgc.py
 
 
 if __name__ == "__main__":

@@ -201,7 +201,11 @@ def make_plan(
 
 
 def _with_summary(action: Action, summary: str) -> Action:
-    return replace(action, summary=summary)
+    """`replace(action, summary=summary)`, without `dataclasses.replace`'s per-call field walk (a third of
+    `make_plan` for 2,000 actions): Action has no `__post_init__`, so a copy of its fields is the same."""
+    copy = object.__new__(Action)
+    copy.__dict__.update(action.__dict__, summary=summary)
+    return copy
 
 
 def _diff(resource: Resource, live: Observed) -> Action:
