@@ -225,7 +225,7 @@ def cmd_plan(args) -> int:
     from daemon.core.owners import approvals_json, approvals_text, owners_by_path, required_approvals
 
     approvals = required_approvals(result, {r.key: r.path for r in desired.graph.resources}, owners_by_path(desired.composed.docs),
-                                   desired.composed.env.approvals.model_dump())
+                                   dict(desired.composed.env.approvals))  # flat: its model_dump(), without building a serializer
     form = args.format or ("json" if args.json else "text")
     if form == "json":
         print(json.dumps({**result.to_json(), "approvals": approvals_json(approvals)}, indent=2))
