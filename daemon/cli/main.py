@@ -446,9 +446,13 @@ COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    tuned = next((w for w in words if not w.startswith("-")), None) in SHORT_LIVED  # the command, before the
+    if tuned:  # parser imports the extensions: their imports are as long-lived as the CLI's own
+        _tune_gc()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in SHORT_LIVED:
+    if args.command in SHORT_LIVED and not tuned:
         _tune_gc()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from daemon.shared import scrub

@@ -236,9 +236,12 @@ def load(path: Path) -> tuple[dict, dict[str, dict], dict[str, dict]]:
         return empty
     if not blob.startswith(MAGIC):
         return empty
-    head, _, payload = blob[len(MAGIC):].partition(b"\n")
+    end = blob.find(b"\n", len(MAGIC))
+    if end < 0:
+        return empty
+    payload = memoryview(blob)[end + 1:]  # not a copy: the file is ~10 MB, and every copy is page faults
     try:
-        version, code, checksum = head.decode("ascii").split(" ")
+        version, code, checksum = blob[len(MAGIC):end].decode("ascii").split(" ")
     except (UnicodeDecodeError, ValueError):
         return empty
     if version != str(FORMAT) or code != code_digest() or hashlib.sha256(payload).hexdigest() != checksum:

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import pytest
+
 from daemon.core import deferred
 from daemon.core.compose_cache import ComposeCache
-from daemon.core.plan import Action, Op, _with_summary
+from daemon.core.plan import Action, Op, _evolve, _with_summary
 from daemon.runtime.reconcile import context_for, load_desired, make_adapters
 from tests.unit.test_compose_cache import write_repo
 
@@ -56,11 +58,14 @@ def test_a_dashboard_plan_line_counted_from_data_matches_its_model(spec_repo, tm
             assert adapter.describe(Action("dashboard", resource.name, op, "r", restore_from="h1"), resource) == expected
 
 
-def test_with_summary_is_replace():
+def test_evolve_is_replace():
     action = Action("table", "t", Op.UPDATE, "spec changed", "f1", "f0", None, ("table/u",), 2, "", ("table/u",), ("d",))
     copied = _with_summary(action, "rebuild")
     assert copied == replace(action, summary="rebuild") and hash(copied) == hash(replace(action, summary="rebuild"))
     assert action.summary == "" and copied.key == "table/t"
+    assert _evolve(action, follows=("table/v",), reason="r") == replace(action, follows=("table/v",), reason="r")
+    with pytest.raises(TypeError):
+        _evolve(action, folows=("table/v",))
 
 
 def test_importing_the_cli_leaves_the_collector_as_it_was():
