@@ -73,3 +73,16 @@ def test_importing_the_cli_leaves_the_collector_as_it_was():
     for state in ("1", "0"):
         out = subprocess.run([sys.executable, "-c", script, state], capture_output=True, text=True, check=True).stdout.strip()
         assert out == str(state == "1")
+
+
+@pytest.mark.parametrize("argv", [["plan", "--bogus"], ["-h", "plan"], ["plan", "--help"], ["validate", "--format", "x"], ["plan", "extra"]])
+def test_plan_without_the_extension_parsers_prints_every_help_and_error_as_the_whole_parser(argv, capsys):
+    from daemon.cli.main import build_parser, main
+
+    with pytest.raises(SystemExit) as whole:
+        build_parser().parse_args(argv)
+    expected = capsys.readouterr()
+    with pytest.raises(SystemExit) as got:
+        main(argv)
+    assert got.value.code == whole.value.code and capsys.readouterr() == expected
+    assert "models" in expected.out + expected.err or argv[-1] == "--help"  # the whole parser's text, extensions listed
