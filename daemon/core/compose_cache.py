@@ -12,7 +12,9 @@ The daemon keeps one cache in memory across cycles. The CLI keeps one on disk un
 code the cached objects come from (schema models, compose) and a sha256 of the pickled payload are
 checked before anything is unpickled, so a truncated, corrupt, foreign or stale file is only a miss
 (and rewritten); it is written to a temporary file and renamed, so a crash never leaves half a file.
-The state home is trusted like the rest of it (it holds the journal and lake too).
+The state home is trusted like the rest of it (it holds the journal and lake too). The file stores the
+derive hooks' models (generated dashboards) as `daemon.core.deferred.Deferred`: a warm plan reads their
+normalised data and unpickles a model only where something reads `.spec`.
 """
 
 from __future__ import annotations
