@@ -165,10 +165,12 @@ class DashboardAdapter:
             return f"remove dashboard {dashboard_uid(action.name)} and its alert rules from {target}"
         if resource is None:
             return ""
-        spec: DashboardSpec = resource.spec
-        what = f"{len(spec.all_panels())} panels, {len(spec.alerts)} alerts"
-        if spec.scrape:
-            what += f", scrape config for {sum(len(t.targets) for t in spec.scrape)} targets"
+        # counted from the normalised data (the same lists as the model's): a plan reads no dashboard model
+        data = resource.data
+        panels = len(data["panels"]) + sum(len(row["panels"]) for row in data["rows"])
+        what = f"{panels} panels, {len(data['alerts'])} alerts"
+        if data["scrape"]:
+            what += f", scrape config for {sum(len(t['targets']) for t in data['scrape'])} targets"
         if op == Op.RESTORE:
             return f"re-publish the dashboard of {action.restore_from} ({what}) to {target}"
         return f"publish {what} to {target}"

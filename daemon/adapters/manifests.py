@@ -144,12 +144,13 @@ class ManifestsAdapter:
 
     def check(self, resources: Sequence[Resource], graph: Graph) -> list[SpecIssue]:
         """Every rendered manifest against the pinned Kubernetes schemas of each `kubernetes_versions`."""
+        resources = [r for r in resources if r.kind == self.kind]
+        if not resources:  # no Kubernetes target: the schemas (built as they are imported) stay unimported
+            return []
         from daemon.adapters.k8s_schemas import validate_files
 
         issues: list[SpecIssue] = []
         for resource in resources:
-            if resource.kind != self.kind:
-                continue
             data = with_built_image(resource.data, self.ctx.home)
             key = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
             problems = _CHECKED.get(key)

@@ -301,29 +301,34 @@ def load_environment(root: Path, env_name: str, overrides: Sequence[str] = ()) -
         raise SpecErrors(_pydantic_issues(exc, files, loader, data, EnvironmentSpec)) from None
 
 
-def _environment(root: Path, env_name: str, overrides: Sequence[str], cache: ComposeCache | None) -> EnvironmentSpec:
+def _environment(root: Path, env_name: str, overrides: Sequence[str], cache: ComposeCache | None) -> tuple[EnvironmentSpec, dict[str, Any]]:
     """load_environment through the compose cache: keyed by the overlay's text and `env.*` overrides,
-    checked against its defaults chain and the `oc.env` variables it reads (a warm plan needs no OmegaConf)."""
+    checked against its defaults chain and the `oc.env` variables it reads (a warm plan needs no OmegaConf).
+    With its normalised data, cached with it (a warm compose serialises no model: no validator is built)."""
     path = root / ENVIRONMENTS_DIR / f"{env_name}.yaml"
     if cache is None or not path.is_file():
-        return load_environment(root, env_name, overrides)
+        return _with_data(load_environment(root, env_name, overrides))
     loader = _FileLoader(root)
     env_overrides = tuple((k, v) for k, v in parse_overrides(overrides) if k.startswith("env."))
     try:
         text = read_text(path)
     except (OSError, YamlSyntaxError):
-        return load_environment(root, env_name, overrides)  # raises the error with its file and line
+        return _with_data(load_environment(root, env_name, overrides))  # raises the error with its file and line
     key = cache_key("environment", env_name, text, env_overrides)
     hit = cache.get(key, "", loader.digest)
     if hit is not None:
         return hit
-    env = load_environment(root, env_name, overrides)
+    value = _with_data(load_environment(root, env_name, overrides))
     try:
         files = [p for p, _ in _defaults_chain(loader, path, root / ENVIRONMENTS_DIR)]
     except (SpecErrors, YamlSyntaxError, OSError):
-        return env
-    cache.put(key, env, loader.dependencies(files, path, ""))
-    return env
+        return value
+    cache.put(key, value, loader.dependencies(files, path, ""))
+    return value
+
+
+def _with_data(env: EnvironmentSpec) -> tuple[EnvironmentSpec, dict[str, Any]]:
+    return env, env.model_dump(mode="json", by_alias=True)
 
 
 def _spec_files(root: Path, kind: Kind) -> list[Path]:
@@ -341,10 +346,9 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
         raise SpecErrors(link_issues)  # the environment itself cannot be read safely
     issues: list[SpecIssue] = list(link_issues)
     try:
-        env = _environment(root, env_name, overrides, cache)
+        env, env_data = _environment(root, env_name, overrides, cache)
     except SpecErrors as exc:
         raise SpecErrors(issues + exc.issues) from None
-    env_data = env.model_dump(mode="json", by_alias=True)
     env_digest = hashlib.sha1(json.dumps(env_data, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
     parsed = parse_overrides(overrides)
     loader = _FileLoader(root)

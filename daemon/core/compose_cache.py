@@ -12,7 +12,9 @@ The daemon keeps one cache in memory across cycles. The CLI keeps one on disk un
 code the cached objects come from (schema models, compose) and a sha256 of the pickled payload are
 checked before anything is unpickled, so a truncated, corrupt, foreign or stale file is only a miss
 (and rewritten); it is written to a temporary file and renamed, so a crash never leaves half a file.
-The state home is trusted like the rest of it (it holds the journal and lake too).
+The state home is trusted like the rest of it (it holds the journal and lake too). The file stores the
+derive hooks' models (generated dashboards) as `daemon.core.deferred.Deferred`: a warm plan reads their
+normalised data and unpickles a model only where something reads `.spec`.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from daemon.core import datamemo
+from daemon.core.deferred import Deferred
 from daemon.core.kinds import KINDS
 from daemon.shared.fsio import atomic_write_bytes
 from daemon.shared.gcpause import paused
 
-FORMAT = 3
+FORMAT = 4  # 4: derived documents' models stored as `Deferred`
 MAGIC = b"specd-compose-cache\n"
 _OC_ENV = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
 _CODE_DIGEST: str | None = None
@@ -56,7 +59,7 @@ def code_digest() -> str:
     global _CODE_DIGEST
     if _CODE_DIGEST is None:
         here = Path(__file__).resolve().parent
-        sources = sorted((here.parent / "schema").glob("*.py")) + [here / "compose.py", here / "presets.py", here / "kinds.py"]
+        sources = sorted((here.parent / "schema").glob("*.py")) + [here / "compose.py", here / "presets.py", here / "kinds.py", here / "deferred.py"]
         for kind in KINDS:  # derive hooks memoise their output with the cache (`ComposeCache.memo`)
             if kind.derive:
                 spec = importlib.util.find_spec(kind.derive.split(":")[0])
@@ -116,6 +119,16 @@ def _extras(value: Any) -> tuple | None:
         return None
     found = tuple(datamemo.export(part) if isinstance(part, dict) else None for part in value)
     return found if any(found) else None
+
+
+def _deferring(value: Any) -> Any:
+    """A memo value with its validated models as `Deferred` (derived documents: a warm plan reads
+    their normalised data, and unpickles a model only where something reads `.spec`)."""
+    if not isinstance(value, tuple):
+        return value
+    from pydantic import BaseModel
+
+    return tuple(Deferred.of(part) if isinstance(part, BaseModel) else part for part in value)
 
 
 def _adopt(value: Any, extras: tuple | None) -> None:
@@ -204,7 +217,7 @@ class ComposeCache:
         if not (self.path and (self.dirty or any(m.dirty for m in self.memos.values()))):
             return
         kept = {k: (*v[:2], _extras(v[1])) for k, v in self.entries.items() if k in self.used}
-        memos = {name: memo.kept() for name, memo in self.memos.items()}
+        memos = {name: {k: _deferring(v) for k, v in memo.kept().items()} for name, memo in self.memos.items()}
         extras = {name: {k: found for k, v in kept_memo.items() if (found := _extras(v))} for name, kept_memo in memos.items()}
         with paused():  # no cycles to find among these objects: the collector only costs time here
             payload = pickle.dumps((FORMAT, kept, memos, extras), protocol=pickle.HIGHEST_PROTOCOL)
@@ -225,9 +238,12 @@ def load(path: Path) -> tuple[dict, dict[str, dict], dict[str, dict]]:
         return empty
     if not blob.startswith(MAGIC):
         return empty
-    head, _, payload = blob[len(MAGIC):].partition(b"\n")
+    end = blob.find(b"\n", len(MAGIC))
+    if end < 0:
+        return empty
+    payload = memoryview(blob)[end + 1:]  # not a copy: the file is ~10 MB, and every copy is page faults
     try:
-        version, code, checksum = head.decode("ascii").split(" ")
+        version, code, checksum = blob[len(MAGIC):end].decode("ascii").split(" ")
     except (UnicodeDecodeError, ValueError):
         return empty
     if version != str(FORMAT) or code != code_digest() or hashlib.sha256(payload).hexdigest() != checksum:

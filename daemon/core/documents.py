@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from daemon.core import deferred
 from daemon.schema.environment import EnvironmentSpec
 
 
@@ -20,8 +21,11 @@ class SpecDoc:
     kind: str
     name: str
     path: str  # repo-relative, for messages
-    spec: BaseModel
+    spec: BaseModel  # may be stored as a `deferred.Deferred` (from the compose cache file): loaded on first read
     data: dict[str, Any] = field(repr=False)  # normalised: validated, defaults filled, secrets as markers
+
+
+deferred.install(SpecDoc)
 
 
 @dataclass(frozen=True)

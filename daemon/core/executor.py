@@ -9,7 +9,6 @@ Deletes run last, in reverse dependency order.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -63,6 +62,8 @@ async def execute(
     backoff_s: float = 1.0,
     on_result: Callable[[ActionResult], None] | None = None,
 ) -> list[ActionResult]:
+    import asyncio  # here, not at module level: `specd plan` imports this module and runs no loop (~15 ms)
+
     actions = [a for a in plan.actions if a.op in CHANGING]
     by_key = {a.key: a for a in actions}
     done: dict[str, asyncio.Event] = {a.key: asyncio.Event() for a in actions}

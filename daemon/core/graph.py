@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.core import datamemo
+from daemon.core import datamemo, deferred
 from daemon.core.documents import Composed, SpecDoc
 from daemon.core.kinds import kind_by_name
 from daemon.core.yamlpos import line_for, parse_with_lines
@@ -47,11 +47,14 @@ class Resource:
     kind: str
     name: str
     path: str
-    spec: Any  # the validated pydantic model
+    spec: Any  # the validated pydantic model (stored as a `deferred.Deferred` until first read)
     data: Mapping[str, Any]
     depends_on: tuple[str, ...]
     fingerprint: str
     wave: int
+
+
+deferred.install(Resource)
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ def resolve_references(
     issues: list[SpecIssue] = []
     deps: dict[str, tuple[str, ...]] = {}
     for key, doc in docs.items():
-        refs = doc.spec.references() if hasattr(doc.spec, "references") else []
+        refs = deferred.references(deferred.raw_spec(doc))
         targets = []
         for ref in refs:
             target = f"{ref.kind}/{ref.name}"
@@ -184,7 +187,7 @@ def build_graph(composed: Composed, read_text: Callable[[str], str] | None = Non
         kind = kind_by_name(doc.kind)
         upstream = {d: fingerprints[d] for d in deps[key] if d.split("/", 1)[0] not in kind.data_inputs}
         fingerprints[key] = doc_fingerprint(doc.kind, doc.name, doc.data, upstream, kind.code_version)
-        resources.append(Resource(key, doc.kind, doc.name, doc.path, doc.spec, doc.data, deps[key], fingerprints[key], waves[key]))
+        resources.append(Resource(key, doc.kind, doc.name, doc.path, deferred.raw_spec(doc), doc.data, deps[key], fingerprints[key], waves[key]))
     resources.sort(key=lambda r: (r.wave, kind_by_name(r.kind).order, r.name))
     return Graph(tuple(resources))
 

@@ -172,7 +172,7 @@ def make_plan(
         if follows:
             if action.op == Op.UNCHANGED:
                 action = replace(action, op=Op.UPDATE, reason=f"follows {', '.join(follows)} (changes in this apply)")
-            action = replace(action, follows=follows)
+            action = _evolve(action, follows=follows)
         if resource.key in suspended and action.op in CHANGING:
             action = replace(action, op=Op.SUSPENDED, reason=f"suspended (specd resume {resource.key}); would {action.op}: {action.reason}")
         if action.op in CHANGING and not action.reason.startswith(METADATA_REASON):  # metadata moves no data
@@ -201,7 +201,18 @@ def make_plan(
 
 
 def _with_summary(action: Action, summary: str) -> Action:
-    return replace(action, summary=summary)
+    return _evolve(action, summary=summary)
+
+
+def _evolve(action: Action, **changes: Any) -> Action:
+    """`replace(action, **changes)`, without `dataclasses.replace`'s per-call field walk (a third of
+    `make_plan` for 2,000 actions): Action has no `__post_init__`, so a copy of its fields is the same."""
+    unknown = set(changes) - action.__dict__.keys()
+    if unknown:
+        raise TypeError(f"Action has no field {sorted(unknown)}")
+    copy = object.__new__(Action)
+    copy.__dict__.update(action.__dict__, **changes)
+    return copy
 
 
 def _diff(resource: Resource, live: Observed) -> Action:

@@ -18,8 +18,6 @@ Prefect is imported inside the functions only, like `prefect_runner`.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -48,6 +46,8 @@ def run_monitor_in_prefect(name: str, labels: Mapping[str, str], fn: Callable[[]
 
 async def _flow_run(name: str, labels: dict[str, str], fn: Callable[[], Any], describe: Callable[[Any], str] | None,
                     outcome: dict[str, Any]) -> Any:
+    import asyncio
+
     from prefect import flow, tags
     from prefect.artifacts import acreate_markdown_artifact
     from prefect.states import Failed
@@ -83,6 +83,9 @@ async def _flow_run(name: str, labels: dict[str, str], fn: Callable[[], Any], de
 
 def _run_sync(coro_factory: Callable[[], Any]) -> Any:
     """Run a coroutine to completion from sync code (observe), also when this thread already has a loop."""
+    import asyncio  # not at module level: `specd plan` imports this module and runs no loop
+    import concurrent.futures
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -18,7 +18,6 @@ Prefect is imported inside the functions only: importing this module stays light
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Callable
@@ -111,6 +110,8 @@ async def run_plan_in_prefect(
     )
     async def reconcile(revision: str, env: str, changes: int) -> list[ActionResult]:
         # The plan artifact is written while the first actions run (one API round trip off every cycle's path).
+        import asyncio  # not at module level: `specd plan` imports this module and runs no loop
+
         artifact = asyncio.create_task(acreate_markdown_artifact(markdown=plan_markdown(plan), key="specd-plan", description=f"plan for {revision[:12]}"))
         try:
             # Retries are Prefect's (above); the executor only orders, blocks and isolates.

@@ -6,7 +6,6 @@ sees is the text the daemon logs. Each step passes immutable data; only adapters
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -179,6 +178,7 @@ def apply(
     resources = desired.graph.by_key()
     env = desired.composed.env
     register_referenced([dict(r.data) for r in desired.graph.resources] + [env.model_dump(mode="json")])  # for the scrubber
+    import asyncio  # only apply runs a loop: `specd plan` does not import asyncio
 
     async def run_action(action: Action):
         adapter = adapters[action.kind]

@@ -30,8 +30,8 @@ class Amounts(SpecModel):
 
 
 class ResourcesSpec(SpecModel):
-    requests: Amounts = Amounts(cpu="250m", memory="512Mi")
-    limits: Amounts = Amounts(memory="1Gi")
+    requests: Amounts = Field(default_factory=lambda: Amounts(cpu="250m", memory="512Mi"))
+    limits: Amounts = Field(default_factory=lambda: Amounts(memory="1Gi"))
 
 
 class AutoscalingSpec(SpecModel):
@@ -69,10 +69,10 @@ class DeploySpec(SpecModel):
     target: Literal["local", "kubernetes"] | None = None  # None: env deploy.target (local: bentoml serve here)
     namespace: str | None = Field(default=None, pattern=DNS_LABEL)
     replicas: int = Field(default=1, ge=0, le=1000)  # per variant, without autoscaling
-    resources: ResourcesSpec = ResourcesSpec()
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     autoscaling: AutoscalingSpec | None = None
-    image: ImageSpec = ImageSpec()
-    gateway: GatewayRef = GatewayRef()
+    image: ImageSpec = Field(default_factory=ImageSpec)
+    gateway: GatewayRef = Field(default_factory=GatewayRef)
     container_port: int = Field(default=3000, ge=1, le=65535)  # BentoML's default port inside the image
 
 

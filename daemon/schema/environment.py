@@ -162,7 +162,7 @@ class TablesSection(SpecModel):
     callable_modules: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\.?$")]] = Field(
         default_factory=list
     )
-    dask: DaskSection = DaskSection()  # the cluster `engine: dask` tables are built on
+    dask: DaskSection = Field(default_factory=DaskSection)  # the cluster `engine: dask` tables are built on
     # Each table build as a run of `specd-build-table` on this work pool (workers: `specd worker --pool P`),
     # at the applied sha; unset: the daemon's own build processes. Needs a lake every worker reaches.
     work_pool: PoolName | None = None
@@ -218,20 +218,20 @@ class EnvironmentSpec(SpecModel):
     prune: bool = False  # delete live resources whose spec was removed (per-resource `prune` overrides)
     schedules_enabled: bool = True
     auto_promote: bool = False  # online A/B verdicts commit to the watched branch instead of a proposal branch
-    storage: StorageSection = StorageSection()
-    daemon: DaemonSection = DaemonSection()
-    prefect: PrefectSection = PrefectSection()
-    training: TrainingSection = TrainingSection()
-    services: ServicesSection = ServicesSection()
-    grafana: GrafanaSection = GrafanaSection()
-    prometheus: PrometheusSection = PrometheusSection()
-    tables: TablesSection = TablesSection()
-    online_store: OnlineStoreSection = OnlineStoreSection()
-    privacy: PrivacySection = PrivacySection()
-    deploy: DeploySection = DeploySection()  # Kubernetes manifests for services with deploy target kubernetes
-    images: ImagesSection = ImagesSection()  # how `artifact.image` builds service images (base, registry, backend)
-    approvals: ApprovalsSection = ApprovalsSection()  # which changes need a reviewed merge by their owners
-    tls: TLSSection = TLSSection()  # TLS on every socket specd opens (daemon/schema/tls.py)
+    storage: StorageSection = Field(default_factory=StorageSection)
+    daemon: DaemonSection = Field(default_factory=DaemonSection)
+    prefect: PrefectSection = Field(default_factory=PrefectSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    services: ServicesSection = Field(default_factory=ServicesSection)
+    grafana: GrafanaSection = Field(default_factory=GrafanaSection)
+    prometheus: PrometheusSection = Field(default_factory=PrometheusSection)
+    tables: TablesSection = Field(default_factory=TablesSection)
+    online_store: OnlineStoreSection = Field(default_factory=OnlineStoreSection)
+    privacy: PrivacySection = Field(default_factory=PrivacySection)
+    deploy: DeploySection = Field(default_factory=DeploySection)  # Kubernetes manifests for services with deploy target kubernetes
+    images: ImagesSection = Field(default_factory=ImagesSection)  # how `artifact.image` builds service images (base, registry, backend)
+    approvals: ApprovalsSection = Field(default_factory=ApprovalsSection)  # which changes need a reviewed merge by their owners
+    tls: TLSSection = Field(default_factory=TLSSection)  # TLS on every socket specd opens (daemon/schema/tls.py)
 
     @field_validator("training")
     @classmethod

@@ -94,8 +94,8 @@ class ColumnPrep(SpecModel):
 
 
 class PreprocessingSpec(SpecModel):
-    numeric: NumericPrep = NumericPrep()
-    categorical: CategoricalPrep = CategoricalPrep()
+    numeric: NumericPrep = Field(default_factory=NumericPrep)
+    categorical: CategoricalPrep = Field(default_factory=CategoricalPrep)
     columns: dict[str, ColumnPrep] = Field(default_factory=dict)  # per-column overrides
 
 
@@ -160,15 +160,15 @@ class ModelSpec(SpecModel):
     tags: list[str] = Field(default_factory=list)
     data: DataSpec
     task: Task
-    split: SplitSpec = SplitSpec()
-    preprocessing: PreprocessingSpec = PreprocessingSpec()
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
     model: dict[str, Any] = Field(default_factory=lambda: {"_target_": "flows.training.models.TabularMLP"})
-    optim: OptimSpec = OptimSpec()
-    trainer: TrainerSpec = TrainerSpec()
+    optim: OptimSpec = Field(default_factory=OptimSpec)
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
     candidates: dict[str, list[str]] = Field(default_factory=lambda: {"a": []})
     promotion: PromotionSpec
     sensitive_attributes: list[str] = Field(default_factory=list)
-    retrain: RetrainSpec = RetrainSpec()  # when new data in the table retrains (daemon.schema.retrain)
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec)  # when new data in the table retrains (daemon.schema.retrain)
     prune: bool | None = None
     monitoring: MonitoringSpec | None = None  # drift of production traffic (daemon/schema/monitoring.py)
     calibration: CalibrationSpec | None = None  # probability calibration after training (binary; applied at serving)

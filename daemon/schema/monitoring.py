@@ -33,7 +33,7 @@ class WindowSpec(SpecModel):
 class MonitoringSpec(SpecModel):
     features: list[str] = Field(default_factory=list)  # empty: the model's features
     service: str | None = None  # whose prediction log to read (default: every local service log, rows of this model)
-    window: WindowSpec = WindowSpec()
+    window: WindowSpec = Field(default_factory=WindowSpec)
     numeric: NumericMethod = "wasserstein"
     categorical: CategoricalMethod = "jensenshannon"
     threshold: float | None = Field(default=None, gt=0)  # per-column drift threshold (default: the method's)

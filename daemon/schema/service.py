@@ -112,19 +112,19 @@ class ServiceSpec(SpecModel):
     owners: list[str] = Field(default_factory=list)  # metadata: people or teams (@org/team) whose approval a change needs
     model: ResourceName
     variants: list[VariantSpec] = Field(min_length=1)
-    routing: RoutingSpec = RoutingSpec()
-    batching: BatchingSpec = BatchingSpec()
+    routing: RoutingSpec = Field(default_factory=RoutingSpec)
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
     max_request_rows: int = Field(default=256, ge=1, le=1_000_000)  # larger requests get 413
     workers: int | None = Field(default=None, ge=1, le=64)  # None: env.services.workers
     host: str | None = None  # None: env.services.host (127.0.0.1)
     port: int | None = Field(default=None, ge=1024, le=65535)  # None: env.services.port_base + stable offset
-    slo: SLOSpec = SLOSpec()
-    auth: AuthSpec = AuthSpec()
-    prediction_log: PredictionLogSpec = PredictionLogSpec()
-    artifact: ArtifactSpec = ArtifactSpec()
+    slo: SLOSpec = Field(default_factory=SLOSpec)
+    auth: AuthSpec = Field(default_factory=AuthSpec)
+    prediction_log: PredictionLogSpec = Field(default_factory=PredictionLogSpec)
+    artifact: ArtifactSpec = Field(default_factory=ArtifactSpec)
     features_from: FeaturesFromSpec | None = None  # serve by entity key from the online store
-    promotion: ServicePromotionSpec = ServicePromotionSpec()  # online A/B verdicts become Git commits
-    deploy: DeploySpec = DeploySpec()  # metadata for the local process; target kubernetes: manifests/<name>
+    promotion: ServicePromotionSpec = Field(default_factory=ServicePromotionSpec)  # online A/B verdicts become Git commits
+    deploy: DeploySpec = Field(default_factory=DeploySpec)  # metadata for the local process; target kubernetes: manifests/<name>
     prune: bool | None = None
 
     @model_validator(mode="after")

@@ -214,12 +214,12 @@ class TableSpec(SpecModel):
     features: FeaturesSpec | None = None
     quality: QualitySpec | None = None
     privacy: PrivacySpec | None = None
-    write: WriteSpec = WriteSpec()
+    write: WriteSpec = Field(default_factory=WriteSpec)
     incremental: IncrementalSpec | None = None
     partition_by: list[str] = Field(default_factory=list)
-    schema_: SchemaSpec = Field(default=SchemaSpec(), alias="schema")
-    retention: RetentionSpec = RetentionSpec()
-    maintenance: MaintenanceSpec = MaintenanceSpec()
+    schema_: SchemaSpec = Field(default_factory=SchemaSpec, alias="schema")
+    retention: RetentionSpec = Field(default_factory=RetentionSpec)
+    maintenance: MaintenanceSpec = Field(default_factory=MaintenanceSpec)
     schedule: str | None = None  # cron: refresh as a Prefect deployment
     prune: bool | None = None  # None: the environment's prune policy decides
     online: OnlineSpec | None = None  # also serve the latest row per key from the online store

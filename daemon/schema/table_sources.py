@@ -99,7 +99,7 @@ class HttpSource(SpecModel):
     headers: dict[str, str] = Field(default_factory=dict)  # non-secret headers; credentials go in `auth`
     auth: HttpAuth | None = None
     records: str = Field(default="", pattern=_DOTTED)  # dotted path to the list of records; '' = the body
-    pagination: PaginationSpec = PaginationSpec()
+    pagination: PaginationSpec = Field(default_factory=PaginationSpec)
     cursor_param: str | None = None  # incremental tables: also send the watermark as this query parameter
     timeout_s: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=5, ge=0, le=20)

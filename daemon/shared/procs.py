@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from daemon.shared.fsio import atomic_write_json, read_json
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -25,6 +23,8 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def process_start_time(pid: int) -> int | None:
     """Start time in clock ticks since boot (psutil; the unit pid files have always recorded, so records
     written before stay valid); None if gone, a zombie or not ours to see."""
+    import psutil  # here: `specd plan` reads pid files but needs no process table (~8 ms)
+
     if pid <= 0:
         return None
     try:
@@ -38,6 +38,8 @@ def process_start_time(pid: int) -> int | None:
 
 def processes_with_env(key: str, value: str) -> list[int]:
     """Live processes (not this one) whose environment has `key=value`: children that left our group."""
+    import psutil  # here: `specd plan` reads pid files but needs no process table (~8 ms)
+
     found = []
     for process in psutil.process_iter():
         if process.pid == os.getpid():

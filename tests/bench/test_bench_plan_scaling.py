@@ -70,3 +70,52 @@ def test_compose_cache_on_a_preset_repository(tmp_path: Path):
     assert cache.misses == len(users) and cache.hits == total - len(users)  # exactly the files that use it
     silver = {d.name: d.data for d in third.docs if d.kind == "table" and d.data["layer"] == "silver"}
     assert silver and all(data["retention"]["vacuum_hours"] == 170 for data in silver.values())
+
+
+# Runs `specd plan` as a new process and reports what it loaded: whether OmegaConf was imported (a miss
+# composes with it) and how many models the compose cache file's `Deferred` entries unpickled, by class.
+_PLAN_PROBE = """
+import collections, json, sys
+from daemon.core import deferred
+loaded = collections.Counter()
+load = deferred.Deferred.load
+deferred.Deferred.load = lambda self: (lambda m: (loaded.update([type(m).__name__]), m)[1])(load(self))
+from daemon.cli.main import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "omegaconf": "omegaconf" in sys.modules, "loaded": loaded}), file=sys.stderr)
+"""
+
+
+def test_second_cli_plan_prints_the_same_and_loads_no_dashboard_model(tmp_path: Path):
+    """A second `specd plan` (the compose cache file of the first) prints byte for byte what the first
+    printed, as text and as JSON, composes without OmegaConf (every file a hit) and unpickles no generated
+    dashboard's model; a damaged cache file is only a slower run with the same output."""
+    import json
+    import subprocess
+    import sys
+
+    repo = generate(tmp_path / "repo", 100)
+    home = tmp_path / "home"
+    home.mkdir()
+
+    def plan(*flags: str) -> tuple[str, dict]:
+        proc = subprocess.run([sys.executable, "-c", _PLAN_PROBE, "plan", "--repo", str(repo), "--home", str(home), *flags],
+                              capture_output=True, text=True, check=True)
+        return proc.stdout, json.loads(proc.stderr.strip().splitlines()[-1])
+
+    cold_text, cold = plan()
+    assert cold["omegaconf"] and "create" in cold_text
+    warm_text, warm = plan()
+    assert warm_text == cold_text and not warm["omegaconf"]
+    assert warm["loaded"] == {}  # the generated dashboards' models stayed pickled
+    warm_json, warm = plan("--format", "json")
+    assert not warm["omegaconf"] and warm["loaded"] == {}
+    cache_file = home / "cache" / "compose-dev.bin"
+    from daemon.core.compose_cache import ComposeCache
+    from daemon.core.deferred import Deferred
+
+    memo = ComposeCache(cache_file).memos["derive:dashboard"]  # one per table, model and service, and the platform's
+    assert len(memo) == 101 and all(type(value[0]) is Deferred for value in memo.values())
+    cache_file.write_bytes(cache_file.read_bytes()[:-100])  # damaged: ignored and rewritten
+    cold_json, cold = plan("--format", "json")
+    assert cold["omegaconf"] and json.loads(cold_json) == json.loads(warm_json) and cold_json == warm_json

@@ -1,0 +1,79 @@
+"""A validated spec model kept pickled until something reads it, so a warm `specd plan` unpickles only
+the models it uses.
+
+Why: the compose cache file of 1,000 specs holds ~10⁴ generated dashboard models (rows, panels,
+queries), and unpickling a pydantic model costs a Python `__setstate__` call per object — ~⅕ of a
+second `specd plan`, which never looks inside those models (a dashboard's plan line is counted from its
+normalised data, its references are stored here). The cache writes such a model as a `Deferred`: its
+pickle (one bytes object to load) plus its `references()`. `SpecDoc.spec` and `Resource.spec` are
+descriptors that turn a `Deferred` into the model on first read and keep it, so every caller sees a
+model as before; `references(spec)` answers without unpickling.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from daemon.shared.gcpause import paused
+
+
+class Deferred:
+    """A model's pickle and its references, unpickled on first `load`."""
+
+    __slots__ = ("blob", "refs")
+
+    def __init__(self, blob: bytes, refs: tuple):
+        self.blob = blob
+        self.refs = refs
+
+    @classmethod
+    def of(cls, model: Any) -> Deferred:
+        refs = tuple(model.references()) if hasattr(model, "references") else ()
+        return cls(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), refs)
+
+    def load(self) -> Any:
+        with paused():  # no cycles among a model's objects (daemon/shared/gcpause.py)
+            return pickle.loads(self.blob)
+
+    def __reduce__(self) -> tuple:
+        return (Deferred, (self.blob, self.refs))
+
+
+def references(spec: Any) -> list:
+    """`spec.references()` (the spec as stored: a model or a `Deferred`), [] for a kind without any."""
+    if type(spec) is Deferred:
+        return list(spec.refs)
+    return spec.references() if hasattr(spec, "references") else []
+
+
+class LazySpec:
+    """Data descriptor for a frozen dataclass's `spec` field: stores what it is given, and on read turns
+    a `Deferred` into its model once (kept in the instance); `raw_spec` reads without loading."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name]
+        if type(value) is Deferred:
+            value = obj.__dict__[self.name] = value.load()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = value
+
+
+def install(cls: type) -> None:
+    """Put a `LazySpec` on the `spec` field of an already created dataclass (a descriptor in the class
+    body would be taken for the field's default)."""
+    descriptor = LazySpec()
+    descriptor.__set_name__(cls, "spec")
+    cls.spec = descriptor  # type: ignore[attr-defined]
+
+
+def raw_spec(obj: Any) -> Any:
+    """The stored `spec` of a SpecDoc or Resource: the model, or a `Deferred` not loaded yet."""
+    return obj.__dict__["spec"]
