@@ -43,7 +43,7 @@ def chunked_frame(rows: int, seed: int) -> pl.DataFrame:
     """Numeric columns of every width (some with nulls), strings, booleans; three chunks; duplicate rows."""
     rng = np.random.default_rng(seed)
     parts = []
-    for part in range(3):
+    for _ in range(3):
         n = rows // 3
         parts.append(pl.DataFrame({
             "f64": rng.normal(size=n),
