@@ -5,14 +5,20 @@ transform training applied (no train/serve skew). Numpy only: the BentoML servic
 polars or Lightning. Columns arrive as a mapping {name: list | ndarray}; the output is one float32
 matrix with a stable column order.
 
-Speed on wide tables (the loader must outrun training): `fit` takes the medians of all numeric
-columns in one polars selection (the two middle order statistics, combined exactly as `np.median`
-combines them — polars is only imported when fitting, which serving never does) and makes no copy of a
-column without missing values; `transform` writes each column once into a column-major float32 matrix and
-transposes it once (measured faster than filling row blocks of a row-major one), instead of
-concatenating float64 blocks and converting them afterwards, and replaces non-finite values only when
-there are any. The
-arithmetic per value is unchanged, so the numbers are the same as before.
+Speed on wide tables (the loader must outrun training), with the numbers unchanged bit for bit:
+
+- medians by sample-bounded selection: two order statistics of a 4,096-value strided sample bound the
+  middle ranks, only the values between the bounds (about 5 %) are partitioned, and the bounds are
+  checked against exact counts (a miss partitions the whole column), so the result is exactly
+  `np.median`'s; a zero among the middle values (whose sign the selection decides) still goes to the
+  polars selection used before (polars is only imported when fitting, which serving never does);
+- `fit` takes the mean first and uses it as the NaN probe (a finite mean means no NaN and no inf, so no
+  isnan pass and no mask), and hands it to `np.std(mean=...)` (numpy's own steps, one sum fewer); no copy
+  of a column without missing values;
+- `transform` divides each column straight into a row of a column-major float32 matrix (float64
+  arithmetic, one rounding), checks each row once after the fact (finite: nothing to fill or zero) and
+  transposes once at the end — measured in the same process against cache-sized row tiles of the
+  row-major matrix, which took about twice the CPU time.
 """
 
 from __future__ import annotations
