@@ -314,14 +314,15 @@ def columns_at(frame: Any, names: Sequence[str], rows: np.ndarray) -> dict[str, 
     """Selected rows as {name: ndarray (numeric, NaN for nulls) | list (strings)}."""
     from flows.training.preprocess import NUMERIC_TYPES
 
-    taken = frame[rows] if rows.size != frame.height else frame
+    whole = rows.size == frame.height
     out: dict[str, Any] = {}
-    for name in names:
-        series = taken[name]
+    for name in names:  # only the named columns are gathered (not the target and the rest of the frame)
+        series = frame[name]
         if schema_type(str(series.dtype)) in NUMERIC_TYPES:
-            out[name] = series.cast(float).to_numpy()
+            values = series.cast(float).to_numpy()
+            out[name] = values if whole else np.take(values, rows)
         else:
-            out[name] = series.cast(str).to_list()
+            out[name] = (series if whole else series.gather(rows)).cast(str).to_list()
     return out
 
 
