@@ -186,13 +186,24 @@ def take_rows(frame: Any, rows: np.ndarray, dense: Mapping[str, list[np.ndarray]
     schema = frame.schema  # built anew on every access
     for dtype in dict.fromkeys(dense[name][0].dtype for name in plain):  # one block per numpy dtype
         names = [name for name in plain if dense[name][0].dtype == dtype]
-        block = np.empty((len(names), rows.size), dtype=dtype)
+        block = _block(len(names), rows.size, dtype)
         scratch = np.empty(frame.height, dtype=dtype)
         for row, name in zip(block, names, strict=True):
             np.concatenate(dense[name], out=scratch)
             np.take(scratch, rows, out=row, mode="clip")  # rows are in range; "raise" would buffer `out`
             gathered[name] = pl.Series(name, row, dtype=schema[name])
     return pl.DataFrame([gathered[name] if name in gathered else taken[name] for name in frame.columns])
+
+
+def _block(count: int, length: int, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised (count, length) array in Arrow's memory pool, which keeps freed memory for the next
+    load (numpy maps and unmaps an array this size, and every load pays its page faults again)."""
+    import pyarrow as pa
+
+    size = count * length * np.dtype(dtype).itemsize
+    if size == 0:
+        return np.empty((count, length), dtype=dtype)
+    return np.frombuffer(pa.allocate_buffer(size), dtype=dtype).reshape(count, length)
 
 
 def canonical_order(frame: Any) -> Any:
