@@ -113,7 +113,7 @@ def _dense(series: Any) -> list[np.ndarray] | None:
     if series.null_count() or series.dtype not in (pl.Float64, pl.Float32, pl.Int64, pl.Int32, pl.Int16, pl.Int8,
                                                    pl.UInt64, pl.UInt32, pl.UInt16, pl.UInt8):
         return None
-    return [chunk.to_numpy() for chunk in series.get_chunks()]
+    return [chunk.to_numpy() for chunk in series.get_chunks()] or None
 
 
 def row_keys(frame: Any, dense: Mapping[str, list[np.ndarray] | None] | None = None) -> np.ndarray | None:
