@@ -95,8 +95,10 @@ def fit_once(job: dict[str, Any], prepared: Prepared, train_rows: np.ndarray, lo
 
     config, resources = job["config"], job.get("resources", {})
     trainer_cfg = config["trainer"]
-    state = preprocess.fit(prepared.columns(train_rows), prepared.schema, _prep_options(config, prepared.schema))
-    features = torch.from_numpy(preprocess.transform(state, prepared.columns(train_rows)))
+    columns = prepared.columns(train_rows)  # gathered once, for the fit and the transform
+    state = preprocess.fit(columns, prepared.schema, _prep_options(config, prepared.schema))
+    features = torch.from_numpy(preprocess.transform(state, columns))
+    del columns
     targets = torch.from_numpy(prepared.targets(train_rows))
     target_scale = (0.0, 1.0)
     if prepared.task == "regression":
