@@ -172,3 +172,17 @@ def test_a_pinned_version_loads_into_the_same_bytes_and_appends_change_only_new_
     rebuilt = str(tmp_path / "rebuilt")  # the same rows written anew, in another order, as one file
     write_deltalake(rebuilt, pl.concat([first, frame1.filter(pl.Series(~old))]).sample(fraction=1.0, shuffle=True, seed=3).to_arrow())
     assert _load(rebuilt, 0, names)[2].tobytes() == tensor1.tobytes()
+
+
+def test_columns_at_applies_a_same_size_permutation():
+    import numpy as np
+    import polars as pl
+
+    from flows.training.data import columns_at
+
+    frame = pl.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "s": ["a", "b", "c", "d"]})
+    rows = np.array([3, 2, 1, 0])
+    picked = columns_at(frame, ["x", "s"], rows)
+    assert picked["x"].tolist() == [4.0, 3.0, 2.0, 1.0] and picked["s"] == ["d", "c", "b", "a"]
+    same = columns_at(frame, ["x"], np.arange(4))
+    assert same["x"].tolist() == [1.0, 2.0, 3.0, 4.0]
