@@ -43,7 +43,7 @@ def guards_off() -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         for target, value in [
             ("daemon.core.compose.tree_issues", lambda root, roots: ([], set())),
-            ("daemon.core.compose.load_yaml", lambda text: (yaml.load(text, Loader=loader), None)),
+            ("daemon.core.compose.load_data", lambda text: yaml.load(text, Loader=loader)),
             ("daemon.core.compose.read_text", lambda path: Path(path).read_text(encoding="utf-8")),
             ("flows.tables.sql_guard.check_select", lambda sql, tables: None),
             ("flows.tables.sql_guard.tree_problems", lambda parsed, tables: []),
