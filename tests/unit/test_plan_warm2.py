@@ -1,0 +1,86 @@
+"""The second `specd plan`'s cheaper paths give what the paths they replace gave.
+
+File sources' input digest (one stat and one realpath per file, the roots resolved once), DuckDB's
+version read from its dist-info folder (no importlib.metadata), and the exit freeze of a short-lived
+command only when main() is the program.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+
+from daemon.schema.table import TableSpec
+from flows.tables.sources import SourceContext, SourceError
+from flows.tables.sources.files import digest_files, input_digest, resolve_files
+
+
+def _source(path: str):
+    return TableSpec.model_validate({"source": {"type": "file", "path": path, "format": "csv"}}).source
+
+
+def test_input_digest_is_the_digest_of_the_resolved_files(tmp_path: Path) -> None:
+    repo, data = tmp_path / "repo", tmp_path / "repo" / "data"
+    data.mkdir(parents=True)
+    for name in ("b.csv", "a.csv"):
+        (data / name).write_text(f"x\n{name}\n")
+    (data / "sub").mkdir()  # a directory the glob matches is no file
+    (data / "sub.csv").mkdir()
+    (data / "link.csv").symlink_to(data / "a.csv")  # inside the root: allowed
+    ctx = SourceContext("orders", repo, repo)
+    spec = _source("data/*.csv")
+    files = resolve_files(spec, ctx)
+    assert [p.name for p in files] == ["a.csv", "b.csv", "link.csv"]
+    before = input_digest(spec, ctx)
+    assert before == digest_files(files, repo.resolve(), repo.resolve())
+    (data / "b.csv").write_text("x\nchanged\n")  # inside the checkout: by content
+    assert input_digest(spec, ctx) == digest_files(files, repo.resolve(), repo.resolve()) != before
+    one = _source("data/a.csv")
+    assert input_digest(one, ctx) == digest_files([data / "a.csv"], repo.resolve(), repo.resolve())
+    assert input_digest(_source("data/none.csv"), ctx) == "missing"
+    assert input_digest(_source("data/sub.csv"), ctx) == "missing"  # a directory is not a file
+
+
+def test_a_match_resolving_outside_the_root_is_refused_and_digests_as_missing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "secret.csv").write_text("x\n1\n")
+    (root / "evil.csv").symlink_to(tmp_path / "secret.csv")
+    ctx = SourceContext("orders", root, root)
+    with pytest.raises(SourceError, match=r"table orders: source.path 'evil.csv' resolves outside the data root"):
+        resolve_files(_source("evil.csv"), ctx)
+    assert input_digest(_source("evil.csv"), ctx) == "missing"
+
+
+def test_a_stat_error_other_than_no_file_is_raised_as_path_is_file_raised_it(tmp_path: Path) -> None:
+    name = "x" * 300 + ".csv"  # ENAMETOOLONG: not one of the errors Path.is_file takes for "no file"
+    with pytest.raises(OSError) as before:
+        (tmp_path / name).is_file()
+    with pytest.raises(OSError) as now:
+        resolve_files(_source(name), SourceContext("orders", tmp_path, tmp_path))
+    assert now.value.errno == before.value.errno
+
+
+def test_duckdb_version_is_the_installed_distribution() -> None:
+    from importlib.metadata import version
+
+    from flows.tables.expressions import _duckdb_version
+
+    assert _duckdb_version() == f"duckdb-{version('duckdb')}"
+
+
+def test_exit_freeze_only_when_main_is_the_program(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.cli import main as cli
+
+    frozen: list[int] = []
+    monkeypatch.setattr(cli, "_exit_lean", lambda: frozen.append(1))
+    monkeypatch.setattr(gc, "freeze", lambda: None)  # _tune_gc's own freeze: not what is counted here
+    home = tmp_path / "home"
+    argv = ["validate", "--repo", str(tmp_path / "none"), "--home", str(home)]
+    cli.main(argv)
+    assert frozen == []  # a caller that goes on in the same process
+    monkeypatch.setattr("sys.argv", ["specd", *argv])
+    cli.main()
+    assert frozen == [1]
