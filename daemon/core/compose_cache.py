@@ -28,13 +28,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from daemon.core import datamemo
+from daemon.core import datamemo, modelpickle
 from daemon.core.deferred import Deferred
 from daemon.core.kinds import KINDS
 from daemon.shared.fsio import atomic_write_bytes
 from daemon.shared.gcpause import paused
 
-FORMAT = 4  # 4: derived documents' models stored as `Deferred`
+FORMAT = 5  # 4: derived documents' models stored as `Deferred`; 5: models pickled by `modelpickle`
 MAGIC = b"specd-compose-cache\n"
 _OC_ENV = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
 _CODE_DIGEST: str | None = None
@@ -59,7 +59,7 @@ def code_digest() -> str:
     global _CODE_DIGEST
     if _CODE_DIGEST is None:
         here = Path(__file__).resolve().parent
-        sources = sorted((here.parent / "schema").glob("*.py")) + [here / "compose.py", here / "presets.py", here / "kinds.py", here / "deferred.py"]
+        sources = sorted((here.parent / "schema").glob("*.py")) + [here / "compose.py", here / "presets.py", here / "kinds.py", here / "deferred.py", here / "modelpickle.py"]
         for kind in KINDS:  # derive hooks memoise their output with the cache (`ComposeCache.memo`)
             if kind.derive:
                 spec = importlib.util.find_spec(kind.derive.split(":")[0])
@@ -220,7 +220,7 @@ class ComposeCache:
         memos = {name: {k: _deferring(v) for k, v in memo.kept().items()} for name, memo in self.memos.items()}
         extras = {name: {k: found for k, v in kept_memo.items() if (found := _extras(v))} for name, kept_memo in memos.items()}
         with paused():  # no cycles to find among these objects: the collector only costs time here
-            payload = pickle.dumps((FORMAT, kept, memos, extras), protocol=pickle.HIGHEST_PROTOCOL)
+            payload = modelpickle.dumps((FORMAT, kept, memos, extras))  # models unpickle without __setstate__
         header = MAGIC + f"{FORMAT} {code_digest()} {hashlib.sha256(payload).hexdigest()}\n".encode()
         atomic_write_bytes(self.path, header + payload, durable=False)  # a cache: losing it costs one slow plan
         self.dirty = False

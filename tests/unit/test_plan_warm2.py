@@ -11,10 +11,28 @@ import gc
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, PrivateAttr
 
 from daemon.schema.table import TableSpec
 from flows.tables.sources import SourceContext, SourceError
 from flows.tables.sources.files import digest_files, input_digest, resolve_files
+
+
+class Inner(BaseModel):
+    n: int = 1
+    _seen: int = PrivateAttr(default=0)
+
+
+class Outer(BaseModel, extra="allow"):
+    inner: Inner = Inner()
+    items: list[Inner] = []
+
+
+class Own(BaseModel):
+    x: int = 0
+
+    def __getstate__(self):  # a pickling of its own is kept
+        return {**super().__getstate__(), "__dict__": {"x": 99}}
 
 
 def _source(path: str):
@@ -84,3 +102,27 @@ def test_exit_freeze_only_when_main_is_the_program(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr("sys.argv", ["specd", *argv])
     cli.main()
     assert frozen == [1]
+
+
+def test_model_pickles_restore_what_pydantics_own_pickling_restores() -> None:
+    import pickle
+
+    from daemon.core import modelpickle
+
+    modelpickle._TABLE = None  # these classes are new: the table is built again
+    value = Outer.model_validate({"inner": {"n": 2}, "items": [{"n": 3}], "other": [1, 2]})
+    value.inner._seen = 7
+    spec = TableSpec.model_validate({"source": {"type": "file", "path": "data/x.csv", "format": "csv"}, "description": "d"})
+    for original in (value, spec, Own(x=1)):
+        mine, theirs = pickle.loads(modelpickle.dumps(original)), pickle.loads(pickle.dumps(original))
+        assert mine == theirs and type(mine) is type(theirs)
+        assert mine.model_fields_set == theirs.model_fields_set
+        assert mine.__pydantic_extra__ == theirs.__pydantic_extra__
+        assert mine.__pydantic_private__ == theirs.__pydantic_private__
+    assert b"_restore" in modelpickle.dumps(spec) and b"_restore" not in modelpickle.dumps(Own(x=1))
+    restored = pickle.loads(modelpickle.dumps(value))
+    assert restored.inner._seen == 7 and restored.other == [1, 2]
+    assert restored.model_dump() == value.model_dump()
+    restored.inner.n = 5  # still a working model: assignment and serialisation as before
+    assert restored.model_dump()["inner"]["n"] == 5
+    modelpickle._TABLE = None
