@@ -8,6 +8,7 @@ command only when main() is the program.
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,85 @@ def test_model_pickles_restore_what_pydantics_own_pickling_restores() -> None:
     restored.inner.n = 5  # still a working model: assignment and serialisation as before
     assert restored.model_dump()["inner"]["n"] == 5
     modelpickle._TABLE = None
+
+
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The spec files `compose` reads from now on (the environment's overlay aside)."""
+    from daemon.core import compose as composing
+
+    read: list[str] = []
+    real = composing.read_text
+
+    def counting(path, *args, **kwargs):
+        if "/specs/" in str(path):
+            read.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(composing, "read_text", counting)
+    return read
+
+
+def test_the_stat_index_skips_unchanged_files_and_catches_a_same_size_same_mtime_edit(
+        spec_repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.core import statindex
+    from daemon.core.compose import compose
+    from daemon.core.compose_cache import ComposeCache
+    from tests.unit.test_compose_cache import write_repo
+
+    write_repo(spec_repo)
+    monkeypatch.setattr(statindex, "MARGIN_NS", 0)  # the files were written just now: trust them at once
+    path = tmp_path / "cache" / "compose-dev.bin"
+    first = ComposeCache(path)
+    docs = {d.name: d.data for d in compose(spec_repo.path, "dev", cache=first).docs if d.kind == "table"}
+    first.save()
+    reads = _reads(monkeypatch)
+    second = ComposeCache(path)
+    assert {d.name: d.data for d in compose(spec_repo.path, "dev", cache=second).docs if d.kind == "table"} == docs
+    assert reads == [] and second.misses == 0  # every spec file and preset known by its stat: none read
+    second.save()
+
+    target = spec_repo.path / "specs" / "tables" / "t0.yaml"
+    before = target.stat()
+    text = target.read_text()
+    edited = text.replace("t0 in", "T0 in")
+    assert len(edited) == len(text)
+    target.write_text(edited)  # same size, and the mtime put back: only the ctime tells
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (target.stat().st_size, target.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    third = ComposeCache(path)
+    now = {d.name: d.data for d in compose(spec_repo.path, "dev", cache=third).docs if d.kind == "table"}
+    assert now["t0"]["description"] == "T0 in dev"
+    assert reads == ["t0.yaml", "bronze.yaml"]  # the edited file, and its preset to compose it again
+    assert {k: v for k, v in now.items() if k != "t0"} == {k: v for k, v in docs.items() if k != "t0"}
+
+
+def test_files_changed_within_the_margin_are_hashed_every_time(spec_repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.core.compose import compose
+    from daemon.core.compose_cache import ComposeCache
+    from tests.unit.test_compose_cache import write_repo
+
+    write_repo(spec_repo)  # written now: within the one-second margin
+    path = tmp_path / "cache" / "compose-dev.bin"
+    first = ComposeCache(path)
+    compose(spec_repo.path, "dev", cache=first)
+    first.save()
+    assert first.stats is not None and first.stats.seen == {}
+    reads = _reads(monkeypatch)
+    second = ComposeCache(path)
+    compose(spec_repo.path, "dev", cache=second)
+    assert second.hits == 8 and len(reads) >= 7  # hits by content, every file read and hashed
+
+
+def test_a_damaged_stat_index_is_only_a_miss(tmp_path: Path) -> None:
+    import hashlib
+    import pickle
+
+    from daemon.core import compose_cache
+
+    path = tmp_path / "compose-dev.bin"
+    payload = pickle.dumps((compose_cache.FORMAT, {}, {}, {}, ["not", "a", "dict"]))
+    header = compose_cache.MAGIC + f"{compose_cache.FORMAT} {compose_cache.code_digest()} {hashlib.sha256(payload).hexdigest()}\n".encode()
+    path.write_bytes(header + payload)
+    assert compose_cache.load(path) == ({}, {}, {}, {})
+    cache = compose_cache.ComposeCache(path)
+    assert cache.stats is not None and cache.stats.known == {}
