@@ -14,7 +14,10 @@ checked before anything is unpickled, so a truncated, corrupt, foreign or stale 
 (and rewritten); it is written to a temporary file and renamed, so a crash never leaves half a file.
 The state home is trusted like the rest of it (it holds the journal and lake too). The file stores the
 derive hooks' models (generated dashboards) as `daemon.core.deferred.Deferred`: a warm plan reads their
-normalised data and unpickles a model only where something reads `.spec`.
+normalised data and unpickles a model only where something reads `.spec`. Its models are pickled by
+`daemon.core.modelpickle` (restored without pydantic's Python `__setstate__`), and it keeps a stat
+index of the files read (`daemon.core.statindex`): a second `specd plan` takes the sha1 of a file whose
+(device, inode, size, mtime, ctime) is unchanged from it instead of reading the file.
 """
 
 from __future__ import annotations
