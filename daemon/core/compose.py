@@ -377,7 +377,7 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
     env_digest = hashlib.sha1(json.dumps(env_data, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
     parsed = parse_overrides(overrides)
     loader = _FileLoader(root)
-    loader.stats = cache.stats if cache is not None else None
+    loader.stats = getattr(cache, "stats", None)  # the disk cache's stat index (statindex.py)
     group_root = root / SPECS_DIR
     docs: list[SpecDoc] = []
     seen: dict[tuple[str, str], str] = {}
