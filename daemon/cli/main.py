@@ -460,6 +460,16 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
+def _exit_lean() -> None:
+    """Before a short-lived command's process exits: CPython's shutdown runs one full collection over
+    every object still alive (the compose cache, the graph: ~10⁶ containers, ~15 ms of a second
+    `specd plan` of 1,000 specs) although none is garbage; frozen, they are skipped. Only when main()
+    runs as the program (argv from sys.argv), never for a caller that goes on in the same process."""
+    import gc
+
+    gc.freeze()
+
+
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run, "status": cmd_status}
 
 
@@ -501,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         logging.getLogger("specd").debug("%s took %.3fs", args.command, time.monotonic() - started)
+        if tuned and argv is None:  # the process ends now: see _exit_lean
+            _exit_lean()
 
 
 importgc.restore()  # last statement of the module body: see daemon/cli/importgc.py

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from daemon.core import interp_guard
-from daemon.core.compose_cache import ComposeCache, Dependencies, cache_key, digest_text
+from daemon.core.compose_cache import ComposeCache, Dependencies, cache_key, cache_key_of, digest_text
 from daemon.core.documents import Composed, SpecDoc
 from daemon.core.kinds import KINDS, Kind, load_object
 from daemon.core.presets import merge_layers, resolve
 from daemon.core.safeyaml import load_data, read_text
 from daemon.core.spec_help import pydantic_issues, raw_references
+from daemon.core.statindex import StatIndex
 from daemon.core.tls_guard import plaintext_issues
 from daemon.core.treeguard import skipped, tree_issues
 from daemon.core.yamlpos import YamlSyntaxError, line_for, parse_with_lines
@@ -68,6 +70,8 @@ class _FileLoader:
         self._digests: dict[str, str | None] = {}
         self._rels: dict[Path, str] = {}
         self._presets: dict[tuple[Path, str], tuple[Path, bool, bool]] = {}
+        self.stats: StatIndex | None = None  # the disk cache's: files known unchanged by their stat
+        self._shas: dict[Path, str] = {}  # sha1 of texts read with a stat index
 
     def read(self, path: Path) -> tuple[str, Any]:
         """(text, data) of one file, parsed under the limits of `safeyaml`. Raises YamlSyntaxError
@@ -88,8 +92,29 @@ class _FileLoader:
         if path in self._raw:
             return self._raw[path][0]
         if path not in self._texts:
-            self._texts[path] = read_text(path)
+            name = os.fspath(path)
+            if self.stats is None or not os.path.isabs(name):
+                self._texts[path] = read_text(path)
+            else:  # remembered by its stat for the next run (presets, the files of a miss)
+                before = self.stats.stat_before_read(name)
+                self._texts[path] = read_text(path)
+                self._shas[path] = digest_text(self._texts[path])
+                self.stats.record(name, before, self._shas[path])
         return self._texts[path]
+
+    def sha(self, path: Path) -> str:
+        """sha1 of a file's text (its cache key), without reading it where the stat index knows it
+        unchanged (daemon/core/statindex.py). Raises YamlSyntaxError as `text` does."""
+        if path in self._shas:
+            return self._shas[path]
+        name = os.fspath(path)
+        if self.stats is None or path in self._raw or path in self._texts or not os.path.isabs(name):
+            return digest_text(self.text(path))
+        known = self.stats.sha(name)
+        if known is None:
+            self.text(path)  # reads, hashes and records it
+            known = self._shas[path]
+        return known
 
     def preset(self, group_root: Path, entry: str) -> tuple[Path, bool, bool]:
         """(file, escapes group_root, is a file) of one `defaults:` entry, once per run."""
@@ -104,7 +129,7 @@ class _FileLoader:
         """sha1 of a file's text (None if unreadable or over the limits), once per run: compose-cache dependency checks."""
         if rel not in self._digests:
             try:
-                self._digests[rel] = digest_text(read_text(self.root / rel))
+                self._digests[rel] = self.sha(self.root / rel) if self.stats is not None else digest_text(read_text(self.root / rel))
             except (OSError, YamlSyntaxError):
                 self._digests[rel] = None
         return self._digests[rel]
@@ -352,6 +377,7 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
     env_digest = hashlib.sha1(json.dumps(env_data, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
     parsed = parse_overrides(overrides)
     loader = _FileLoader(root)
+    loader.stats = getattr(cache, "stats", None)  # the disk cache's stat index (statindex.py)
     group_root = root / SPECS_DIR
     docs: list[SpecDoc] = []
     seen: dict[tuple[str, str], str] = {}
@@ -375,11 +401,11 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
             key = None
             if cache is not None:
                 try:
-                    text = loader.text(path)
+                    sha = loader.sha(path)
                 except YamlSyntaxError as exc:
                     issues.extend(_yaml_issues(exc, rel))
                     continue
-                key = cache_key(kind.name, name, text, own)
+                key = cache_key_of(kind.name, name, sha, own)
                 hit = cache.get(key, env_digest, loader.digest)
                 if hit is not None:
                     docs.append(SpecDoc(kind.name, name, rel, hit[0], hit[1]))
@@ -408,6 +434,7 @@ def compose(root: Path, env_name: str, overrides: Sequence[str] = (), cache: Com
             normalised = spec.model_dump(mode="json", by_alias=True)
             docs.append(SpecDoc(kind.name, name, rel, spec, normalised))
             if cache is not None and not credentials:  # a refused file must be refused again
+                key = cache_key_of(kind.name, name, digest_text(loader.read(path)[0]), own)  # the text validated
                 cache.put(key, (spec, normalised), loader.dependencies(files, path, env_digest))
     known_override_prefixes = ("env.",) + tuple(k.directory + "." for k in KINDS)
     for key, _ in parsed:

@@ -14,7 +14,10 @@ checked before anything is unpickled, so a truncated, corrupt, foreign or stale 
 (and rewritten); it is written to a temporary file and renamed, so a crash never leaves half a file.
 The state home is trusted like the rest of it (it holds the journal and lake too). The file stores the
 derive hooks' models (generated dashboards) as `daemon.core.deferred.Deferred`: a warm plan reads their
-normalised data and unpickles a model only where something reads `.spec`.
+normalised data and unpickles a model only where something reads `.spec`. Its models are pickled by
+`daemon.core.modelpickle` (restored without pydantic's Python `__setstate__`), and it keeps a stat
+index of the files read (`daemon.core.statindex`): a second `specd plan` takes the sha1 of a file whose
+(device, inode, size, mtime, ctime) is unchanged from it instead of reading the file.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from daemon.core import datamemo
+from daemon.core import datamemo, modelpickle
 from daemon.core.deferred import Deferred
 from daemon.core.kinds import KINDS
+from daemon.core.statindex import StatIndex
 from daemon.shared.fsio import atomic_write_bytes
 from daemon.shared.gcpause import paused
 
-FORMAT = 4  # 4: derived documents' models stored as `Deferred`
+FORMAT = 6  # 4: derived documents' models stored as `Deferred`; 5: models pickled by `modelpickle`; 6: the stat index
 MAGIC = b"specd-compose-cache\n"
 _OC_ENV = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
 _CODE_DIGEST: str | None = None
@@ -46,7 +50,12 @@ def digest_text(text: str) -> str:
 
 def cache_key(kind: str, name: str, text: str, overrides: Iterable[tuple[str, Any]] = ()) -> tuple:
     """The key for one file's validated document (what else it depends on is checked by `get`)."""
-    return (kind, name, digest_text(text), repr(tuple(overrides)))
+    return cache_key_of(kind, name, digest_text(text), overrides)
+
+
+def cache_key_of(kind: str, name: str, sha: str, overrides: Iterable[tuple[str, Any]] = ()) -> tuple:
+    """`cache_key` from the text's sha1 (`digest_text`), e.g. as the stat index knows it."""
+    return (kind, name, sha, repr(tuple(overrides)))
 
 
 def process_env_digest(names: Iterable[str]) -> str:
@@ -59,7 +68,7 @@ def code_digest() -> str:
     global _CODE_DIGEST
     if _CODE_DIGEST is None:
         here = Path(__file__).resolve().parent
-        sources = sorted((here.parent / "schema").glob("*.py")) + [here / "compose.py", here / "presets.py", here / "kinds.py", here / "deferred.py"]
+        sources = sorted((here.parent / "schema").glob("*.py")) + [here / "compose.py", here / "presets.py", here / "kinds.py", here / "deferred.py", here / "modelpickle.py", here / "statindex.py"]
         for kind in KINDS:  # derive hooks memoise their output with the cache (`ComposeCache.memo`)
             if kind.derive:
                 spec = importlib.util.find_spec(kind.derive.split(":")[0])
@@ -177,9 +186,11 @@ class ComposeCache:
         self.dirty = False
         self.hits = 0
         self.misses = 0
+        self.stats: StatIndex | None = None  # files' sha1 by their stat: only with a disk file (statindex.py)
         if path is not None:
-            self.entries, memos, extras = load(path)
+            self.entries, memos, extras, stats = load(path)
             self.memos = {name: Memo(data, extras.get(name)) for name, data in memos.items()}
+            self.stats = StatIndex(stats)
 
     def memo(self, name: str) -> Memo:
         """The named memo (e.g. a derive hook's), persisted with the entries."""
@@ -214,24 +225,27 @@ class ComposeCache:
 
     def save(self) -> None:
         """Write the entries this process used (what the checkout holds now) atomically."""
-        if not (self.path and (self.dirty or any(m.dirty for m in self.memos.values()))):
+        if not (self.path and (self.dirty or any(m.dirty for m in self.memos.values()) or (self.stats and self.stats.changed))):
             return
         kept = {k: (*v[:2], _extras(v[1])) for k, v in self.entries.items() if k in self.used}
         memos = {name: {k: _deferring(v) for k, v in memo.kept().items()} for name, memo in self.memos.items()}
         extras = {name: {k: found for k, v in kept_memo.items() if (found := _extras(v))} for name, kept_memo in memos.items()}
         with paused():  # no cycles to find among these objects: the collector only costs time here
-            payload = pickle.dumps((FORMAT, kept, memos, extras), protocol=pickle.HIGHEST_PROTOCOL)
+            stats = self.stats.seen if self.stats is not None else {}
+            payload = modelpickle.dumps((FORMAT, kept, memos, extras, stats))  # models unpickle without __setstate__
         header = MAGIC + f"{FORMAT} {code_digest()} {hashlib.sha256(payload).hexdigest()}\n".encode()
         atomic_write_bytes(self.path, header + payload, durable=False)  # a cache: losing it costs one slow plan
         self.dirty = False
         for memo in self.memos.values():
             memo.dirty = False
+        if self.stats is not None:
+            self.stats.changed = False
 
 
-def load(path: Path) -> tuple[dict, dict[str, dict], dict[str, dict]]:
-    """(entries, memos, what was derived from the memos' values) of a cache file; empty for a missing,
-    truncated, corrupt, foreign or stale one."""
-    empty: tuple[dict, dict[str, dict], dict[str, dict]] = ({}, {}, {})
+def load(path: Path) -> tuple[dict, dict[str, dict], dict[str, dict], dict[str, tuple]]:
+    """(entries, memos, what was derived from the memos' values, the stat index) of a cache file;
+    empty for a missing, truncated, corrupt, foreign or stale one."""
+    empty: tuple[dict, dict[str, dict], dict[str, dict], dict[str, tuple]] = ({}, {}, {}, {})
     try:
         blob = path.read_bytes()
     except OSError:
@@ -250,9 +264,9 @@ def load(path: Path) -> tuple[dict, dict[str, dict], dict[str, dict]]:
         return empty
     try:
         with paused(freeze=True):  # ~10⁵ long-lived objects: see daemon/shared/gcpause.py
-            fmt, entries, memos, extras = pickle.loads(payload)
+            fmt, entries, memos, extras, stats = pickle.loads(payload)
     except Exception:  # checksummed, so only a file written by a different build gets here
         return empty
-    if fmt != FORMAT or not isinstance(entries, dict) or not isinstance(memos, dict) or not isinstance(extras, dict):
+    if fmt != FORMAT or not all(isinstance(part, dict) for part in (entries, memos, extras, stats)):
         return empty
-    return entries, memos, extras
+    return entries, memos, extras, stats

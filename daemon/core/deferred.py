@@ -30,7 +30,9 @@ class Deferred:
     @classmethod
     def of(cls, model: Any) -> Deferred:
         refs = tuple(model.references()) if hasattr(model, "references") else ()
-        return cls(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), refs)
+        from daemon.core.modelpickle import dumps
+
+        return cls(dumps(model), refs)
 
     def load(self) -> Any:
         with paused():  # no cycles among a model's objects (daemon/shared/gcpause.py)

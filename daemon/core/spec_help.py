@@ -8,7 +8,6 @@ literally in the file, so a value that came from `${oc.env:...}` never lands in 
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from collections.abc import Callable
@@ -93,6 +92,8 @@ def pydantic_issues(exc: ValidationError, where: Callable[[tuple], tuple[tuple, 
         message = error["msg"]
         kind = error.get("type", "")
         if kind == "extra_forbidden" and loc:
+            import difflib  # here: only a misspelt key needs it, and every `specd plan` would import it
+
             names = field_names_at(model, loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
             if close:

@@ -38,30 +38,37 @@ _URL_SECRET_PARAMS = (
     r"api[_-]?key|apikey|access[_-]?token|auth[_-]?token|token|secret|client[_-]?secret|password|passwd|pwd|"
     r"sig|signature|x-amz-signature|x-goog-signature"
 )
-_CREDENTIAL_VALUES = [
-    (re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b"), "an AWS access key id"),
-    (re.compile(r"(?i)aws_secret_access_key\s*[=:]\s*[A-Za-z0-9/+=]{40}"), "an AWS secret access key"),
-    (re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"), "a private key"),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"), "a GitHub token"),
-    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{40,}"), "a GitHub fine-grained token"),
-    (re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}"), "a GitLab token"),
-    (re.compile(r"\bxox[abposre]-[A-Za-z0-9-]{10,}"), "a Slack token"),
-    (re.compile(r"https://hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/[A-Za-z0-9_]+"), "a Slack webhook URL"),
-    (re.compile(r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}"), "a Stripe secret key"),
-    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), "a Google API key"),
-    (re.compile(r"\bya29\.[0-9A-Za-z_-]{20,}"), "a Google OAuth token"),
-    (re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{32,}"), "an OpenAI/Anthropic API key"),
-    (re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"), "a Hugging Face token"),
-    (re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"), "an npm token"),
-    (re.compile(r"\bpypi-AgE[A-Za-z0-9_-]{50,}"), "a PyPI token"),
-    (re.compile(r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b"), "a SendGrid key"),
-    (re.compile(r"\bgl(?:sa|c)_[A-Za-z0-9_=+/-]{20,}"), "a Grafana token"),
-    (re.compile(r"(?i)\bAccountKey=[A-Za-z0-9+/=]{40,}"), "an Azure storage key"),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"), "a JWT"),
-    (re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@${}]*:(?!\$\{|secret:)[^/\s@]+@"), "a URL with an embedded password"),
-    (re.compile(rf"(?i)[?&;](?:{_URL_SECRET_PARAMS})=(?!\$\{{|secret:)[^&#\s]{{4,}}"), "an API key in a URL query"),
-    (re.compile(r"(?i)\bbearer\s+(?!\$\{|secret:)[A-Za-z0-9._~+/=-]{16,}"), "a bearer token"),
+_CREDENTIAL_SOURCES = [  # compiled on first use (_credential_values): ~3 ms of every command otherwise
+    (r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b", "an AWS access key id"),
+    (r"(?i)aws_secret_access_key\s*[=:]\s*[A-Za-z0-9/+=]{40}", "an AWS secret access key"),
+    (r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----", "a private key"),
+    (r"\bgh[pousr]_[A-Za-z0-9]{30,}", "a GitHub token"),
+    (r"\bgithub_pat_[A-Za-z0-9_]{40,}", "a GitHub fine-grained token"),
+    (r"\bglpat-[A-Za-z0-9_-]{16,}", "a GitLab token"),
+    (r"\bxox[abposre]-[A-Za-z0-9-]{10,}", "a Slack token"),
+    (r"https://hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/[A-Za-z0-9_]+", "a Slack webhook URL"),
+    (r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}", "a Stripe secret key"),
+    (r"\bAIza[0-9A-Za-z_-]{35}\b", "a Google API key"),
+    (r"\bya29\.[0-9A-Za-z_-]{20,}", "a Google OAuth token"),
+    (r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{32,}", "an OpenAI/Anthropic API key"),
+    (r"\bhf_[A-Za-z0-9]{30,}\b", "a Hugging Face token"),
+    (r"\bnpm_[A-Za-z0-9]{36}\b", "an npm token"),
+    (r"\bpypi-AgE[A-Za-z0-9_-]{50,}", "a PyPI token"),
+    (r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b", "a SendGrid key"),
+    (r"\bgl(?:sa|c)_[A-Za-z0-9_=+/-]{20,}", "a Grafana token"),
+    (r"(?i)\bAccountKey=[A-Za-z0-9+/=]{40,}", "an Azure storage key"),
+    (r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}", "a JWT"),
+    (r"[a-z][a-z0-9+.-]*://[^/\s:@${}]*:(?!\$\{|secret:)[^/\s@]+@", "a URL with an embedded password"),
+    (rf"(?i)[?&;](?:{_URL_SECRET_PARAMS})=(?!\$\{{|secret:)[^&#\s]{{4,}}", "an API key in a URL query"),
+    (r"(?i)\bbearer\s+(?!\$\{|secret:)[A-Za-z0-9._~+/=-]{16,}", "a bearer token"),
 ]
+
+
+@lru_cache(maxsize=1)
+def _credential_values() -> list[tuple[re.Pattern[str], str]]:
+    return [(re.compile(source), what) for source, what in _CREDENTIAL_SOURCES]
+
+
 _BASIC = re.compile(r"(?i)\bbasic\s+([A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])")
 _HEX = re.compile(r"^(?:0x)?[0-9a-fA-F]+$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -72,7 +79,7 @@ _TOKENISH = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 def credential_kind(value: str) -> str | None:
     """What a string looks like if it contains a credential (a known token format, a URL with a
     password or an API-key query parameter, a bearer token), else None."""
-    for pattern, what in _CREDENTIAL_VALUES:
+    for pattern, what in _credential_values():
         if pattern.search(value):
             return what
     for match in _BASIC.finditer(value):  # "Basic <base64 of user:pass>", not the word "basic"

@@ -80,9 +80,13 @@ from daemon.core import deferred
 loaded = collections.Counter()
 load = deferred.Deferred.load
 deferred.Deferred.load = lambda self: (lambda m: (loaded.update([type(m).__name__]), m)[1])(load(self))
+from daemon.core import compose
+reads = []
+read_text = compose.read_text
+compose.read_text = lambda path, *a, **k: (reads.append(str(path)) if "/specs/" in str(path) else None, read_text(path, *a, **k))[1]
 from daemon.cli.main import main
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "omegaconf": "omegaconf" in sys.modules, "loaded": loaded}), file=sys.stderr)
+print(json.dumps({"code": code, "omegaconf": "omegaconf" in sys.modules, "loaded": loaded, "reads": len(reads)}), file=sys.stderr)
 """
 
 
@@ -93,8 +97,10 @@ def test_second_cli_plan_prints_the_same_and_loads_no_dashboard_model(tmp_path: 
     import json
     import subprocess
     import sys
+    import time
 
     repo = generate(tmp_path / "repo", 100)
+    generated = time.time()
     home = tmp_path / "home"
     home.mkdir()
 
@@ -105,11 +111,13 @@ def test_second_cli_plan_prints_the_same_and_loads_no_dashboard_model(tmp_path: 
 
     cold_text, cold = plan()
     assert cold["omegaconf"] and "create" in cold_text
+    time.sleep(max(0.0, generated + 1.1 - time.time()))  # the files are older than the stat index's margin
     warm_text, warm = plan()
     assert warm_text == cold_text and not warm["omegaconf"]
     assert warm["loaded"] == {}  # the generated dashboards' models stayed pickled
     warm_json, warm = plan("--format", "json")
     assert not warm["omegaconf"] and warm["loaded"] == {}
+    assert warm["reads"] == 0  # every spec file known unchanged by its stat (daemon/core/statindex.py)
     cache_file = home / "cache" / "compose-dev.bin"
     from daemon.core.compose_cache import ComposeCache
     from daemon.core.deferred import Deferred

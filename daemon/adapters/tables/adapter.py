@@ -215,9 +215,10 @@ class TableAdapter:
         home = self.ctx.home
         verdicts = home / "cache" / "sql-checks.json" if home.is_dir() else None  # kept like the compose cache
         checked = check_many_table_expressions([r.spec for r in resources], verdicts)  # one DuckDB query for all
+        data_root = self.ctx.data_root  # a property that builds the path: once, not per table
         for resource, expression_problems in zip(resources, checked, strict=True):
             problems = (expression_problems + pii_derivations(resource.spec)
-                        + source_problems(resource.spec, self.ctx.data_root, prefixes) + columns.get(resource.name, []))
+                        + source_problems(resource.spec, data_root, prefixes) + columns.get(resource.name, []))
             if not problems:
                 continue
             try:

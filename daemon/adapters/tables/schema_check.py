@@ -12,7 +12,6 @@ reported for it (the build still fails with DuckDB's error).
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from collections.abc import Sequence
@@ -120,6 +119,8 @@ class _Columns:
 
 
 def _suggest(name: str, columns: list[str]) -> str:
+    import difflib  # here: only an unknown column needs it, and every `specd plan` would import it
+
     close = difflib.get_close_matches(name, columns, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 

@@ -9,11 +9,14 @@ missing input is a clear error naming the table and the path.
 
 from __future__ import annotations
 
+import errno
 import glob as globlib
 import hashlib
+import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Any
 
 from flows.tables.sources import SourceContext, SourceError
@@ -22,34 +25,55 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 _OPTION_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_NO_FILE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)  # what Path.is_file takes for "no file"
 
 
 def resolve_files(spec: Any, ctx: SourceContext) -> list[Path]:
     """The files a local path or glob matches, sorted; each must stay inside the data root."""
-    root = ctx.data_root.resolve()
+    return [path for path, _, _ in _matched(spec, ctx.table, ctx.data_root.resolve())]
+
+
+def _matched(spec: Any, table: str, root: Path) -> list[tuple[Path, str, os.stat_result]]:
+    """resolve_files with what it learnt on the way, for input_digest: (path, its real path, its stat)
+    of each file — one stat and one realpath per file, the data root resolved once by the caller."""
     pattern = str(root / spec.path)
     matches = (
         sorted(Path(p) for p in globlib.glob(pattern, recursive=True))
         if globlib.has_magic(spec.path)
         else [Path(pattern)]
     )
-    files = [p for p in matches if p.is_file()]
+    files = []
+    for path in matches:
+        try:
+            stat = os.stat(path)
+        except OSError as exc:  # as Path.is_file: a missing file is no match, a refused one an error
+            if exc.errno not in _NO_FILE:
+                raise
+            continue
+        except ValueError:
+            continue
+        if S_ISREG(stat.st_mode):
+            files.append((path, stat))
     if not files:
-        raise SourceError(f"table {ctx.table}: source.path {spec.path!r} matched no files under {root}")
-    for path in files:
-        if not path.resolve().is_relative_to(root):
-            raise SourceError(f"table {ctx.table}: source.path {spec.path!r} resolves outside the data root ({path})")
-    return files
+        raise SourceError(f"table {table}: source.path {spec.path!r} matched no files under {root}")
+    found = []
+    for path, stat in files:
+        real = os.path.realpath(path)
+        if not Path(real).is_relative_to(root):
+            raise SourceError(f"table {table}: source.path {spec.path!r} resolves outside the data root ({path})")
+        found.append((path, real, stat))
+    return found
 
 
 def input_digest(spec: Any, ctx: SourceContext) -> str | None:
     if "://" in spec.path:
         return None
+    root = ctx.data_root.resolve()
     try:
-        files = resolve_files(spec, ctx)
+        found = _matched(spec, ctx.table, root)
     except SourceError:
         return "missing"
-    return digest_files(files, ctx.data_root.resolve(), ctx.repo_dir.resolve() if ctx.repo_dir else None)
+    return _digest(found, root, ctx.repo_dir.resolve() if ctx.repo_dir else None)
 
 
 _content_digests: dict[tuple[str, int, int], str] = {}
@@ -59,11 +83,14 @@ def digest_files(files: list[Path], root: Path, repo: Path | None = None) -> str
     """Files inside the Git checkout by content (every commit has a fresh checkout, so their mtimes mean
     nothing); files outside it, the big ones, by size + mtime (cheap; an in-place rewrite that keeps
     both is not seen). Content hashes are cached by (path, size, mtime) for the life of the process."""
+    return _digest([(path, os.path.realpath(path), path.stat()) for path in files], root, repo)
+
+
+def _digest(found: list[tuple[Path, str, os.stat_result]], root: Path, repo: Path | None) -> str:
     h = hashlib.sha256()
-    for path in files:
-        stat = path.stat()
+    for path, real, stat in found:
         rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
-        if repo is not None and path.resolve().is_relative_to(repo):
+        if repo is not None and Path(real).is_relative_to(repo):
             key = (str(path), stat.st_size, stat.st_mtime_ns)
             if key not in _content_digests:
                 content = hashlib.sha256()
