@@ -95,3 +95,33 @@ def test_function_lists_from_one_catalogue_scan_equal_the_separate_queries():
     assert sql_guard.allowed_functions() == frozenset(n.lower() for n, _, _ in scalar) - denied
     assert sql_guard.denied_table_functions() == frozenset(n.lower() for (n,) in table) - sql_guard.SAFE_TABLE_FUNCTIONS
     assert "read_csv_auto" in sql_guard.denied_table_functions() and "getenv" not in sql_guard.allowed_functions()
+
+
+def test_generated_dashboards_validate_back_from_their_data(tmp_path):
+    """What lets the compose cache store a generated dashboard as its data alone (`Deferred.rebuilt_from`):
+    its class validates that data into an equal model, field types included, for every kind's generator."""
+    import pickle
+
+    from daemon.core.compose_cache import ComposeCache
+    from daemon.core.deferred import Deferred
+    from daemon.runtime.reconcile import load_desired
+    from daemon.schema.dashboard import DashboardSpec
+    from tests.bench.repo_gen import generate
+
+    repo = generate(tmp_path / "repo", 60)
+    cache = ComposeCache(tmp_path / "compose-dev.bin")
+    load_desired(repo, "dev", "test", (), cache)
+    cache.save()
+    stored = ComposeCache(tmp_path / "compose-dev.bin").memos["derive:dashboard"]
+    assert stored.keys() == cache.memos["derive:dashboard"].keys()
+    for key, (kept, data) in stored.items():  # the file holds each dashboard's data once, no pickle of it
+        assert type(kept) is Deferred and kept.blob == b"" and kept.rebuild[1] is data
+        assert kept.load() == cache.memos["derive:dashboard"][key][0]
+    memo = cache.memos["derive:dashboard"]
+    kinds = set()
+    for spec, data in memo.values():
+        again = pickle.loads(pickle.dumps(Deferred.rebuilt_from(spec, data))).load()
+        assert type(again) is DashboardSpec and again == spec and repr(again) == repr(spec)
+        assert again.model_dump(mode="json", by_alias=True) == data
+        kinds.add(str(spec.generated_for).split("/")[0])
+    assert len(memo) > 60 and len(kinds) >= 3, kinds
