@@ -89,7 +89,11 @@ def derive_all(composed: Composed, memo: MutableMapping[Any, Any] | None = None)
 def _content_digest(data: dict[str, Any]) -> str:
     """sha1 of a document's normalised data; once per data object (`daemon.core.datamemo`: the compose
     cache hands the same immutable object every cycle, and keeps the digest with it on disk)."""
-    return datamemo.text(data, "content-sha1", lambda: hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode(), usedforsecurity=False).hexdigest())
+    return datamemo.text(data, "content-sha1", lambda: hashlib.sha1(_SORTED.encode(data).encode(), usedforsecurity=False).hexdigest())
+
+
+# `json.dumps(data, sort_keys=True, default=str)`'s encoder, made once (json.dumps builds one per call).
+_SORTED = json.JSONEncoder(sort_keys=True, default=str)
 
 
 _GENERATORS: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {

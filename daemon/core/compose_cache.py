@@ -14,8 +14,9 @@ checked before anything is unpickled, so a truncated, corrupt, foreign or stale 
 (and rewritten); it is written to a temporary file and renamed, so a crash never leaves half a file.
 The state home is trusted like the rest of it (it holds the journal and lake too). The file stores the
 derive hooks' models (generated dashboards) as `daemon.core.deferred.Deferred`: a warm plan reads their
-normalised data and unpickles a model only where something reads `.spec`. Its models are pickled by
-`daemon.core.modelpickle` (restored without pydantic's Python `__setstate__`), and it keeps a stat
+normalised data and unpickles a model only where something reads `.spec` (a generated dashboard is
+stored as its normalised data alone, validated again on that first read). Its other models are pickled
+by `daemon.core.modelpickle` (restored without pydantic's Python `__setstate__`), and it keeps a stat
 index of the files read (`daemon.core.statindex`): a second `specd plan` takes the sha1 of a file whose
 (device, inode, size, mtime, ctime) is unchanged from it instead of reading the file.
 """
@@ -38,7 +39,7 @@ from daemon.core.statindex import StatIndex
 from daemon.shared.fsio import atomic_write_bytes
 from daemon.shared.gcpause import paused
 
-FORMAT = 6  # 4: derived documents' models stored as `Deferred`; 5: models pickled by `modelpickle`; 6: the stat index
+FORMAT = 7  # 4: derived documents' models stored as `Deferred`; 5: models pickled by `modelpickle`; 6: the stat index; 7: generated dashboards as their data
 MAGIC = b"specd-compose-cache\n"
 _OC_ENV = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
 _CODE_DIGEST: str | None = None
@@ -130,13 +131,20 @@ def _extras(value: Any) -> tuple | None:
     return found if any(found) else None
 
 
-def _deferring(value: Any) -> Any:
+# Memos whose values are (model, its normalised data) pairs that the model's class validates back into
+# an equal model (generated dashboards: tests/unit/test_cold_plan_paths.py): stored as the data alone.
+_REBUILT_FROM_DATA = frozenset({"derive:dashboard"})
+
+
+def _deferring(value: Any, rebuild: bool = False) -> Any:
     """A memo value with its validated models as `Deferred` (derived documents: a warm plan reads
-    their normalised data, and unpickles a model only where something reads `.spec`)."""
+    their normalised data, and unpickles or revalidates a model only where something reads `.spec`)."""
     if not isinstance(value, tuple):
         return value
     from pydantic import BaseModel
 
+    if rebuild and len(value) == 2 and isinstance(value[0], BaseModel) and isinstance(value[1], dict):
+        return (Deferred.rebuilt_from(value[0], value[1]), value[1])
     return tuple(Deferred.of(part) if isinstance(part, BaseModel) else part for part in value)
 
 
@@ -228,7 +236,7 @@ class ComposeCache:
         if not (self.path and (self.dirty or any(m.dirty for m in self.memos.values()) or (self.stats and self.stats.changed))):
             return
         kept = {k: (*v[:2], _extras(v[1])) for k, v in self.entries.items() if k in self.used}
-        memos = {name: {k: _deferring(v) for k, v in memo.kept().items()} for name, memo in self.memos.items()}
+        memos = {name: {k: _deferring(v, name in _REBUILT_FROM_DATA) for k, v in memo.kept().items()} for name, memo in self.memos.items()}
         extras = {name: {k: found for k, v in kept_memo.items() if (found := _extras(v))} for name, kept_memo in memos.items()}
         with paused():  # no cycles to find among these objects: the collector only costs time here
             stats = self.stats.seen if self.stats is not None else {}

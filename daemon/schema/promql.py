@@ -73,7 +73,9 @@ def parse(expr: str) -> Any:
 # The value of an exact (`="..."`) or negated (`!="..."`) label matcher never decides whether a query is
 # valid, so generated queries that differ only in resource names share one parse (a "shape" cache):
 # compose derives ~20 queries per resource on every plan, and one parse costs ~0.2 ms.
-_EXACT_MATCHER_VALUE = re.compile(r'(!?=)"(?:[^"\\]|\\.)*"')
+# Matched from the quote (a look-behind for the `=` of `=` or `!=`), so the replacement is a plain string
+# that `re` substitutes in C: the same replacements as `(!?=)"…"` → `\1"_"`, without a Python call per match.
+_EXACT_MATCHER_VALUE = re.compile(r'(?<==)"(?:[^"\\]|\\.)*"')
 
 
 @lru_cache(maxsize=8192)
@@ -91,7 +93,7 @@ def _shape_problem(shape: str) -> str:
 
 def check_instant_query(expr: str) -> str:
     """A panel or alert query: must parse and evaluate to an instant vector or scalar (not a range)."""
-    problem = _shape_problem(_EXACT_MATCHER_VALUE.sub(r'\1"_"', expr.strip()))
+    problem = _shape_problem(_EXACT_MATCHER_VALUE.sub('"_"', expr.strip()))
     if problem:
         raise PromQLError(f"invalid PromQL {expr!r}: {problem}")
     return expr.strip()

@@ -167,6 +167,8 @@ def pin_env(values: dict[str, str | None] | None) -> None:
 
 def find_credential_literals(data: Any, path: tuple = ()) -> Iterator[tuple[tuple, str]]:
     """Yield (key path, message) for every literal in raw spec data that looks like a credential."""
+    if not path and not _any_credential_literal(data):  # the common answer, without a generator per node
+        return
     if isinstance(data, dict):
         for key, value in data.items():
             sub = path + (key,)
@@ -189,6 +191,37 @@ def find_credential_literals(data: Any, path: tuple = ()) -> Iterator[tuple[tupl
         what = _literal_kind(data) if len(data) <= 512 else credential_kind(data)  # the memo stays small
         if what:
             yield path, f"contains what looks like {what}; secrets belong in the environment or a secret file"
+
+
+def _any_credential_literal(data: Any) -> bool:
+    """Whether `find_credential_literals(data)` yields anything: the same tests, iteratively, stopping
+    at the first (a plan runs this over every spec, and nearly all of them have none)."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if (
+                    isinstance(key, str)
+                    and _secret_key_name(key)
+                    and isinstance(value, str)
+                    and value
+                    and not is_secret_ref(value)
+                    and "${secret:" not in value
+                    and not _REF_INSIDE.search(value)
+                ):
+                    return True
+                stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and (_literal_kind(item) if len(item) <= 512 else credential_kind(item)):
+            return True
+    return False
+
+
+@lru_cache(maxsize=8192)
+def _secret_key_name(key: str) -> bool:
+    return SECRET_KEY_NAMES.search(key) is not None
 
 
 @lru_cache(maxsize=8192)
