@@ -80,3 +80,17 @@ class Lifecycle(Protocol):
     def tick(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def pool_repo_url(ctx: AdapterContext, setting: str) -> str:
+    """Where a work pool's workers clone the applied sha from: training.repo_url, else the repository the
+    daemon (or the CLI) watches. `setting` names the pool setting in the error (training.work_pool, ...)."""
+    import os
+
+    from daemon.shared.errors import ApplyError
+
+    url = ctx.env.training.repo_url or os.environ.get("SPECD_REPO_URL")
+    if not url:
+        raise ApplyError(f"{setting}: no repository URL for the workers to clone the applied revision from: "
+                         "set training.repo_url (or run the daemon, which passes the repository it watches)")
+    return url

@@ -38,11 +38,11 @@ from daemon.shared import procs
 from daemon.shared.fsio import atomic_write_json
 from flows.pool_checkout import ensure_checkout, worker_dir, worker_name
 from flows.pool_heartbeat import Heartbeat
+from flows.pool_result import RESULT_TYPE, publish_result  # noqa: F401 - RESULT_TYPE re-exported
 
 FLOW_NAME = "specd-build-table"
 DEPLOYMENT = "specd-build-table"
 ENTRYPOINT = "flows.tables.pool.build_table"
-RESULT_TYPE = "specd-result"
 TAGS = ("specd", "tables")
 
 
@@ -62,12 +62,7 @@ def worker_job(job: dict[str, Any], checkout: Path, state_dir: Path) -> dict[str
 
 
 def _publish(run_id: str, result: dict[str, Any]) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import ArtifactCreate
-
-    with get_client(sync_client=True) as client:
-        client.create_artifact(ArtifactCreate(type=RESULT_TYPE, data=result, flow_run_id=run_id,
-                                              description=f"specd table build result (ok={result.get('ok')})"))
+    publish_result(run_id, result, f"specd table build result (ok={result.get('ok')})")
 
 
 @flow(name=FLOW_NAME, retries=0, persist_result=False, log_prints=True)

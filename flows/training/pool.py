@@ -40,12 +40,12 @@ from daemon.shared import procs
 from daemon.shared.fsio import atomic_write_json
 from flows.pool_checkout import ensure_checkout, worker_dir, worker_name
 from flows.pool_heartbeat import Heartbeat, heartbeat_name  # noqa: F401  (shared with table builds; the name, for callers)
+from flows.pool_result import RESULT_TYPE, publish_result  # noqa: F401 - RESULT_TYPE re-exported
 from flows.training.gpu_lease import gpu_lease
 
 FLOW_NAME = "specd-train-candidate"
 DEPLOYMENT = "specd-train-candidate"
 ENTRYPOINT = "flows.training.pool.train_candidate"  # importable by the worker (not __main__)
-RESULT_TYPE = "specd-result"
 TAGS = ("specd", "training")
 
 
@@ -54,12 +54,7 @@ def fingerprint_tag(candidate_fp: str) -> str:
 
 
 def _publish(run_id: str, result: dict[str, Any]) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import ArtifactCreate
-
-    with get_client(sync_client=True) as client:
-        client.create_artifact(ArtifactCreate(type=RESULT_TYPE, data=result, flow_run_id=run_id,
-                                              description=f"specd candidate result ({result.get('status')})"))
+    publish_result(run_id, result, f"specd candidate result ({result.get('status')})")
 
 
 @flow(name=FLOW_NAME, retries=0, persist_result=False, log_prints=True)

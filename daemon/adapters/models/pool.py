@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flows.pool_heartbeat import HeartbeatWatch, forget_heartbeat, mark_crashed
+from flows.pool_result import read_result
 
 ACTIVE = ("SCHEDULED", "PENDING", "RUNNING")
 RETRYABLE = ("CRASHED",)
@@ -169,7 +170,7 @@ def _poll(client: Any, deployment_id: Any, tracker: _Tracker, training: Any, git
     attempt["message"] = message
     forget_heartbeat(client, tracker.run_id)  # finished one way or another: its heartbeat variable goes
     if state == "COMPLETED":
-        result = _result(client, tracker.run_id)
+        result = read_result(client, tracker.run_id)
         if result is None:
             attempt["message"] = "completed without a specd-result artifact"
             _retry_or_fail(client, deployment_id, tracker, training, git_sha, repo_url, storage_options, progress)
@@ -214,18 +215,6 @@ def _finish(tracker: _Tracker, result: dict[str, Any] | None, code: int, message
     else:
         run.seconds = time.monotonic() - tracker.submitted
 
-
-def _result(client: Any, run_id: str) -> dict[str, Any] | None:
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
-
-    from flows.training.pool import RESULT_TYPE
-
-    found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
-                                                                 type=ArtifactFilterType(any_=[RESULT_TYPE])))
-    for artifact in found:
-        if isinstance(artifact.data, dict):
-            return artifact.data
-    return None
 
 
 def attempts_note(runs: Sequence[PoolRun]) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.adapters.base import AdapterContext
+from daemon.adapters.base import AdapterContext, pool_repo_url
 from daemon.adapters.models import metrics as models_metrics
 from daemon.adapters.models.check import live_columns
 from daemon.core.kinds import kind_by_name
@@ -234,14 +234,6 @@ def train_model(ctx: AdapterContext, resource: Resource, uri: str, options: dict
                                                      for c, info in candidates.items()]})
 
 
-def pool_repo_url(ctx: AdapterContext) -> str:
-    """Where a pool's workers clone the applied sha from: training.repo_url, else the watched repository."""
-    url = ctx.env.training.repo_url or os.environ.get("SPECD_REPO_URL")
-    if not url:
-        raise ApplyError("training.work_pool: no repository URL for the workers to clone the applied revision from: "
-                         "set training.repo_url (or run the daemon, which passes the repository it watches)")
-    return url
-
 
 def pool_record(pool: str, pool_runs: Mapping[str, Any]) -> dict[str, Any]:
     """What the release keeps of a pool apply: where each candidate ran, every attempt, and a status note."""
@@ -262,7 +254,7 @@ def train_on_pool(ctx: AdapterContext, name: str, to_train: list[dict[str, Any]]
     if ctx.env.storage.models_uri:  # no shared disk: each worker trains into its own store and exports there
         to_train = [{**job, "models_uri": ctx.env.storage.models_uri} for job in to_train]
     try:
-        runs = dispatch(to_train, ctx.env.training, git_sha=ctx.revision, repo_url=pool_repo_url(ctx),
+        runs = dispatch(to_train, ctx.env.training, git_sha=ctx.revision, repo_url=pool_repo_url(ctx, "training.work_pool"),
                         storage_options=ctx.env.storage.storage_options, progress=ctx.progress)
     except ApplyError:
         raise

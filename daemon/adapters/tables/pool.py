@@ -21,14 +21,14 @@ parameters), resolved on the worker. Prefect is imported inside the functions.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-from daemon.adapters.base import AdapterContext
+from daemon.adapters.base import AdapterContext, pool_repo_url
 from daemon.shared.errors import ApplyError
 from flows.pool_heartbeat import HeartbeatWatch, forget_heartbeat, mark_crashed
+from flows.pool_result import read_result
 
 ACTIVE = ("SCHEDULED", "PENDING", "RUNNING")
 
@@ -40,13 +40,6 @@ def pool_job(ctx: AdapterContext, job: dict[str, Any]) -> dict[str, Any]:
     out["data_root_rel"] = ctx.env.storage.data_root
     return out
 
-
-def repo_url(ctx: AdapterContext) -> str:
-    url = ctx.env.training.repo_url or os.environ.get("SPECD_REPO_URL")
-    if not url:
-        raise ApplyError("tables.work_pool: no repository URL for the workers to clone the applied revision from: "
-                         "set training.repo_url (or run the daemon, which passes the repository it watches)")
-    return url
 
 
 def _ensure(client: Any, pool: str, queue: str | None) -> Any:
@@ -74,7 +67,7 @@ def build_on_pool(ctx: AdapterContext, job: dict[str, Any], *, poll_s: float = 1
     if len(git_sha) != 40 or any(ch not in "0123456789abcdef" for ch in git_sha):
         raise ApplyError(f"table {job['name']}: tables.work_pool: workers check out a commit; revision {git_sha!r} is not one")
     try:
-        return _dispatch(ctx, pool_job(ctx, job), git_sha, repo_url(ctx), poll_s, progress or ctx.progress)
+        return _dispatch(ctx, pool_job(ctx, job), git_sha, pool_repo_url(ctx, "tables.work_pool"), poll_s, progress or ctx.progress)
     except ApplyError:
         raise
     except Exception as exc:  # the Prefect API refused or went away: retried next cycle
@@ -126,7 +119,7 @@ def _dispatch(ctx: AdapterContext, job: dict[str, Any], git_sha: str, url: str, 
                     state = "CRASHED"
             forget_heartbeat(client, str(run.id))  # finished one way or another: its heartbeat variable goes
             message = lost or (current.state.message if current.state else "") or ""
-            result = _result(client, str(run.id))
+            result = read_result(client, str(run.id))
             if state == "COMPLETED" and result is not None:
                 note = f" (attempts: {', '.join(attempts)})" if len(attempts) > 1 else ""
                 if result.get("ok"):
@@ -139,15 +132,3 @@ def _dispatch(ctx: AdapterContext, job: dict[str, Any], git_sha: str, url: str, 
             return {"ok": False, "transient": state == "CRASHED", "reason": "PoolRunFailed",
                     "error": f"table {name}: build run {run.name} on pool {tables.work_pool} {state.lower()}: {message}"}
 
-
-def _result(client: Any, run_id: str) -> dict[str, Any] | None:
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
-
-    from flows.tables.pool import RESULT_TYPE
-
-    found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
-                                                                 type=ArtifactFilterType(any_=[RESULT_TYPE])))
-    for artifact in found:
-        if isinstance(artifact.data, dict):
-            return artifact.data
-    return None
