@@ -31,16 +31,18 @@ of it and is the job's own, deterministic order. Rows of a new version that were
 their relative order (appends only interleave new rows), and a pinned version always loads into the
 same bytes (tests/unit/test_loader_determinism.py).
 
-Cost. The gather that applies the order is the one step the hand-written `read_delta → numpy` path
-does not have: numeric columns without nulls are gathered by numpy from a cache-resident copy of the
-column into one block (the polars columns of the result are zero-copy views of it), the key folds the
-column chunks as they were read (no rechunk), and only the other columns go through polars' gather.
+Cost. The rows are never moved as a whole: `read_table` returns a `Table`, the stored columns plus the
+permutation `order`, and a selection gathers through it once (`columns_at`, and for training
+`flows.training.fused`, which gathers each numeric column into a cache-resident buffer and takes every
+statistic from there). The key folds the column chunks as they were read (no rechunk), over row ranges
+on the loader's threads (`flows.training.kernels`); only `Table.to_frame` copies every column into
+canonical order, for callers that want one DataFrame.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,13 +50,76 @@ import numpy as np
 from flows.training.schema import FLOAT_TYPES, INT_TYPES, STRING_TYPES, resolve_features, schema_type  # noqa: F401 - re-exported
 
 
-def read_table(uri: str, version: int | None, columns: Sequence[str], storage_options: Mapping[str, str] | None = None) -> Any:
-    """The pinned Delta version as a Polars DataFrame (only the needed columns)."""
+def read_table(uri: str, version: int | None, columns: Sequence[str], storage_options: Mapping[str, str] | None = None) -> Table:
+    """The pinned Delta version (only the needed columns), with its canonical row order."""
     import polars as pl
 
     names = list(dict.fromkeys(columns))
     frame = pl.read_delta(uri, version=version, columns=names, storage_options=dict(storage_options or {}) or None)
-    return canonical_order(frame)
+    return canonical_table(frame)
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    """A table's rows as stored, and the canonical order over them (module docstring).
+
+    The rows are not moved when read: canonical position i is stored row `order[i]`, and a selection
+    (`columns_at`, one column, a filter) gathers through it straight from the stored columns, once,
+    instead of first copying every column into canonical order and then gathering again."""
+
+    frame: Any  # polars DataFrame, rows as stored
+    order: np.ndarray | None  # None: the stored rows are in canonical order already
+    _series: dict[str, Any] = field(default_factory=dict, repr=False)
+    _dense: dict[str, list[np.ndarray] | None] = field(default_factory=dict, repr=False)
+    _types: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def height(self) -> int:
+        return self.frame.height if self.order is None else int(self.order.size)
+
+    @property
+    def columns(self) -> list[str]:
+        return self.frame.columns
+
+    @property
+    def schema(self) -> Any:
+        return self.frame.schema
+
+    def positions(self, rows: np.ndarray) -> np.ndarray:
+        """The stored rows at canonical positions `rows`."""
+        return rows if self.order is None else self.order[rows]
+
+    def __getitem__(self, name: str) -> Any:
+        """One column in canonical order (a polars Series, gathered once)."""
+        if name not in self._series:
+            series = self.frame[name]
+            self._series[name] = series if self.order is None else series.gather(self.order)
+        return self._series[name]
+
+    def numeric(self, name: str) -> bool:
+        """Whether the column is read as a number (float64) rather than a string."""
+        from flows.training.preprocess import NUMERIC_TYPES
+
+        if not self._types:  # polars builds the schema anew on every access
+            self._types.update((column, str(dtype)) for column, dtype in self.frame.schema.items())
+        return schema_type(self._types[name]) in NUMERIC_TYPES
+
+    def dense(self, name: str) -> list[np.ndarray] | None:
+        """A numeric column without nulls as numpy views of its stored chunks (`_dense`), or None."""
+        if name not in self._dense:
+            self._dense[name] = _dense(self.frame[name])
+        return self._dense[name]
+
+    def filter(self, mask: Any) -> Table:
+        """The rows where `mask` (a boolean Series or array in canonical order) is true, still in order."""
+        keep = np.asarray(mask.to_numpy() if hasattr(mask, "to_numpy") else mask, dtype=bool)
+        if keep.all():
+            return self
+        return Table(self.frame, self.positions(np.flatnonzero(keep)))
+
+    def to_frame(self) -> Any:
+        """The rows in canonical order as one DataFrame (a copy of every column)."""
+        return self.frame if self.order is None else take_rows(self.frame, self.order, {n: self.dense(n) for n in self.columns})
 
 
 def _multipliers(count: int) -> list[int]:
@@ -120,33 +185,44 @@ def row_keys(frame: Any, dense: Mapping[str, list[np.ndarray] | None] | None = N
     """One uint64 key per row folded from its value codes (see the module docstring); None: unsupported.
 
     `dense` (from `_dense`, per column) lets a Float64 or Int64 column's codes be views of its chunks:
-    the very bits `_value_codes` gives, without concatenating the chunks first."""
+    the very bits `_value_codes` gives, without concatenating the chunks first. The folding steps run
+    over row ranges on the loader's threads (each range folds every column in order)."""
     import polars as pl
 
-    keys = np.full(frame.height, 0x243F6A8885A308D3, dtype=np.uint64)
+    from flows.training import kernels
+
     constants = iter(_multipliers(2 * frame.width))
+    steps: list[tuple[list[np.ndarray], np.uint64]] = []  # (the codes, chunk by chunk; the multiplier)
     schema = frame.schema  # built anew on every access
     for name in frame.columns:
         chunks = (dense or {}).get(name)
         if chunks is not None and schema[name] in (pl.Float64, pl.Int64):
-            start = 0
-            for chunk in chunks:
-                keys[start:start + chunk.size] ^= chunk.view(np.uint64)
-                start += chunk.size
-            keys *= np.uint64(next(constants))
+            steps.append(([chunk.view(np.uint64) for chunk in chunks], np.uint64(next(constants))))
             next(constants)
             continue
         coded = _value_codes(frame[name])
         if coded is None:
             return None
         codes, nulls = coded
-        keys ^= codes
-        keys *= np.uint64(next(constants))
+        steps.append(([codes], np.uint64(next(constants))))
         if nulls is not None:
-            keys ^= nulls.astype(np.uint64)
-            keys *= np.uint64(next(constants))
+            steps.append(([nulls.astype(np.uint64)], np.uint64(next(constants))))
         else:
             next(constants)
+    keys = np.full(frame.height, 0x243F6A8885A308D3, dtype=np.uint64)
+
+    def fold(bounds: tuple[int, int]) -> None:
+        low, high = bounds
+        for chunks, multiplier in steps:
+            start = 0
+            for chunk in chunks:
+                stop = start + chunk.size
+                if stop > low and start < high:
+                    first, last = max(low, start), min(high, stop)
+                    kernels.fold_keys(keys, first, chunk[first - start:last - start], multiplier)
+                start = stop
+
+    kernels.on_threads(fold, kernels.row_ranges(frame.height))
     return keys
 
 
@@ -206,15 +282,22 @@ def _block(count: int, length: int, dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(pa.allocate_buffer(size), dtype=dtype).reshape(count, length)
 
 
-def canonical_order(frame: Any) -> Any:
-    """The frame with its rows in an order that depends on their contents only (module docstring)."""
+def canonical_table(frame: Any) -> Table:
+    """`frame` with the order of its rows that depends on their contents only (module docstring): a
+    permutation over the stored rows, or — for a column type without codes — the frame sorted by all
+    columns."""
     if frame.height < 2:
-        return frame
-    dense = {name: _dense(frame[name]) for name in frame.columns}
-    order = canonical_permutation(frame, dense)
+        return Table(frame, None)
+    table = Table(frame, None)
+    order = canonical_permutation(frame, {name: table.dense(name) for name in frame.columns})
     if order is None:
-        return frame.sort(frame.columns, nulls_last=True, maintain_order=True)
-    return take_rows(frame, order, dense)
+        return Table(frame.sort(frame.columns, nulls_last=True, maintain_order=True), None)
+    return Table(frame, order, _dense=table._dense)
+
+
+def canonical_order(frame: Any) -> Any:
+    """The frame with its rows in canonical order, as one DataFrame."""
+    return canonical_table(frame).to_frame()
 
 
 @dataclass(frozen=True)
@@ -321,20 +404,52 @@ def make_split(frame: Any, split: Mapping[str, Any]) -> Split:
     return Split(train, holdout, tuple(folds))
 
 
-def columns_at(frame: Any, names: Sequence[str], rows: np.ndarray) -> dict[str, Any]:
-    """Selected rows as {name: ndarray (numeric, NaN for nulls) | list (strings)}."""
-    from flows.training.preprocess import NUMERIC_TYPES
+def columns_at(table: Any, names: Sequence[str], rows: np.ndarray) -> Columns:
+    """Selected rows (canonical positions) of the named columns, as a `Columns` mapping."""
+    if not isinstance(table, Table):
+        table = Table(table, None)
+    positions = table.positions(np.asarray(rows, dtype=np.int64))
+    identity = positions.size == table.frame.height and (positions.size == 0 or (
+        positions[0] == 0 and bool(np.all(np.diff(positions) == 1))))
+    return Columns(table, list(names), None if identity else positions)
 
-    whole = rows.size == frame.height and (rows.size == 0 or (rows[0] == 0 and bool(np.all(np.diff(rows) == 1))))  # identity only
-    out: dict[str, Any] = {}
-    for name in names:  # only the named columns are gathered (not the target and the rest of the frame)
-        series = frame[name]
-        if schema_type(str(series.dtype)) in NUMERIC_TYPES:
+
+class Columns(Mapping[str, Any]):
+    """{name: ndarray (numeric, float64, NaN for nulls) | list (strings)} at selected rows, each column
+    gathered from the stored rows when first read. `flows.training.fused` reads the numeric columns
+    without nulls straight from `stored` and `positions`, without this copy."""
+
+    def __init__(self, table: Table, names: list[str], positions: np.ndarray | None):
+        self.table, self.names, self.positions = table, names, positions  # positions None: every stored row, in order
+        self.rows = table.frame.height if positions is None else int(positions.size)
+        self._gathered: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.names:
+            raise KeyError(name)
+        if name not in self._gathered:
+            self._gathered[name] = self._gather(name)
+        return self._gathered[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def __iter__(self) -> Any:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def stored(self, name: str) -> list[np.ndarray] | None:
+        """The stored chunks of a numeric column without nulls (numpy views), or None."""
+        return self.table.dense(name) if self.table.numeric(name) else None
+
+    def _gather(self, name: str) -> Any:
+        series = self.table.frame[name]
+        if self.table.numeric(name):
             values = series.cast(float).to_numpy()
-            out[name] = values if whole else np.take(values, rows)
-        else:
-            out[name] = (series if whole else series.gather(rows)).cast(str).to_list()
-    return out
+            return values if self.positions is None else np.take(values, self.positions)
+        return (series if self.positions is None else series.gather(self.positions)).cast(str).to_list()
 
 
 def target_classes(frame: Any, target: str, task: str) -> list[Any] | None:

@@ -66,6 +66,49 @@ def _medians_polars(columns: Mapping[str, np.ndarray]) -> dict[str, float | None
     return out
 
 
+def _split_around(values: np.ndarray, low: float, high: float) -> tuple[int, np.ndarray]:
+    """(how many values are below `low` or NaN, the values in [low, high])."""
+    keep = values >= low  # False for NaN
+    below = values.size - int(np.count_nonzero(keep))
+    np.logical_and(keep, values <= high, out=keep)
+    return below, np.compress(keep, values)
+
+
+def sample_step(size: int) -> int | None:
+    """The stride of the median's sample of a column of `size` values (None: too short to sample)."""
+    return max(4, size // _SAMPLE) if size >= 4 * _SAMPLE else None
+
+
+def sample_bounds(sample: np.ndarray, count: int) -> tuple[float, float] | None:
+    """Bounds from a strided sample (NaN-free) that very likely enclose ranks (count-1)//2 and count//2
+    of `count` values: two order statistics of the sample, 3 sd of a sample rank apart from the middle."""
+    size = sample.size
+    if size < 1024:
+        return None
+    low_rank, high_rank = (count - 1) // 2, count // 2
+    margin = int(1.5 * size**0.5) + 8  # 3 sd: a sample rank's sd is at most √size / 2
+    first, last = low_rank * size // count - margin, high_rank * size // count + margin
+    bounds = [r for r in (first, last) if 0 <= r < size]
+    picked = np.partition(sample, bounds) if bounds else sample
+    return (picked[first] if first >= 0 else -np.inf), (picked[last] if last < size else np.inf)
+
+
+def middle_after_split(values: np.ndarray, count: int, nan_free: bool, split: tuple[int, np.ndarray] | None) -> tuple[float, float]:
+    """The order statistics of ranks (count-1)//2 and count//2 of the non-NaN values, exactly, given the
+    values below a lower bound (NaN not counted) and those between the bounds; where the bounds miss the
+    middle ranks (an unlucky sample), or with no split, the whole column is partitioned."""
+    low_rank, high_rank = (count - 1) // 2, count // 2
+    if split is not None:
+        below, inside = split
+        if below <= low_rank and below + inside.size > high_rank:
+            ranks = [low_rank - below, high_rank - below]
+            part = np.partition(inside, ranks)
+            return float(part[ranks[0]]), float(part[ranks[1]])
+    present = values if nan_free else values[~np.isnan(values)]
+    part = np.partition(present, [low_rank, high_rank])
+    return float(part[low_rank]), float(part[high_rank])
+
+
 def _middle_values(values: np.ndarray, count: int, nan_free: bool) -> tuple[float, float]:
     """The order statistics of ranks (count-1)//2 and count//2 of the non-NaN values, exactly.
 
@@ -73,44 +116,31 @@ def _middle_values(values: np.ndarray, count: int, nan_free: bool) -> tuple[floa
     ranks; the values between them (about 5 %) are counted and partitioned. The bounds are checked against the
     counts, and where they miss (an unlucky sample) the whole column is partitioned, so the result never
     depends on the sample — only the time does."""
-    low_rank, high_rank = (count - 1) // 2, count // 2
-    if values.size >= 4 * _SAMPLE:
-        sample = values[:: max(4, values.size // _SAMPLE)]
-        if not nan_free:
-            sample = sample[~np.isnan(sample)]
-        size = sample.size
-        if size >= 1024:
-            margin = int(1.5 * size**0.5) + 8  # 3 sd: a sample rank's sd is at most √size / 2
-            first, last = low_rank * size // count - margin, high_rank * size // count + margin
-            bounds = [r for r in (first, last) if 0 <= r < size]
-            picked = np.partition(sample, bounds) if bounds else sample
-            low = picked[first] if first >= 0 else -np.inf
-            high = picked[last] if last < size else np.inf
-            keep = values >= low  # False for NaN
-            below = count - int(np.count_nonzero(keep))
-            np.logical_and(keep, values <= high, out=keep)
-            inside = np.compress(keep, values)
-            if below <= low_rank and below + inside.size > high_rank:
-                ranks = [low_rank - below, high_rank - below]
-                part = np.partition(inside, ranks)
-                return float(part[ranks[0]]), float(part[ranks[1]])
-    present = values if nan_free else values[~np.isnan(values)]
-    part = np.partition(present, [low_rank, high_rank])
-    return float(part[low_rank]), float(part[high_rank])
+    step = sample_step(values.size)
+    if step is not None:
+        sample = values[::step]
+        bounds = sample_bounds(sample if nan_free else sample[~np.isnan(sample)], count)
+        if bounds is not None:
+            below, inside = _split_around(values, *bounds)
+            return middle_after_split(values, count, nan_free, (below - (values.size - count), inside))
+    return middle_after_split(values, count, nan_free, None)
 
 
-def _median(values: np.ndarray, nan_free: bool = False) -> float | None:
-    """`np.median` of the non-NaN values (None where there are none), bit for bit: the mean (np.mean) of
-    the middle one or two order statistics. A zero among them goes to polars' selection, which decides
-    the sign of that zero as before."""
-    count = values.size if nan_free else values.size - int(np.count_nonzero(np.isnan(values)))
-    if count == 0:
-        return None
-    low, high = _middle_values(values, count, nan_free)
+def median_of_middle(values: np.ndarray, count: int, low: float, high: float) -> float:
+    """`np.median` from the middle order statistics: the mean (np.mean) of the middle one or two. A zero
+    among them goes to polars' selection, which decides the sign of that zero as before."""
     if low == 0.0 or high == 0.0:
         return _medians_polars({"v": values})["v"]
     middle = [low] if count % 2 else [low, high]
     return float(np.mean(np.array(middle, dtype=np.float64)))
+
+
+def _median(values: np.ndarray, nan_free: bool = False) -> float | None:
+    """`np.median` of the non-NaN values (None where there are none), bit for bit."""
+    count = values.size if nan_free else values.size - int(np.count_nonzero(np.isnan(values)))
+    if count == 0:
+        return None
+    return median_of_middle(values, count, *_middle_values(values, count, nan_free))
 
 
 def medians(columns: Mapping[str, np.ndarray]) -> dict[str, float | None]:

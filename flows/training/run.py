@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.training import calibration, multinode, preprocess
+from flows.training import calibration, fused, multinode, preprocess
 from flows.training import data as datapath
 from flows.training.metrics import calibration as calibration_curve
 from flows.training.metrics import evaluate
@@ -52,7 +52,7 @@ class Prepared:
         needed = self.features + [self.target] + self.sensitive + ([split["column"]] if split.get("column") else [])
         frame = datapath.read_table(source["uri"], source.get("version"), needed, source.get("storage_options"))
         self.frame = frame.filter(frame[self.target].is_not_null())
-        self.schema = {name: datapath.schema_type(str(self.frame[name].dtype)) or "string" for name in self.features}
+        self.schema = {name: datapath.schema_type(str(self.frame.schema[name])) or "string" for name in self.features}
         self.classes = datapath.target_classes(self.frame, self.target, self.task)
         self.split = datapath.make_split(self.frame, split)
 
@@ -95,10 +95,8 @@ def fit_once(job: dict[str, Any], prepared: Prepared, train_rows: np.ndarray, lo
 
     config, resources = job["config"], job.get("resources", {})
     trainer_cfg = config["trainer"]
-    columns = prepared.columns(train_rows)  # gathered once, for the fit and the transform
-    state = preprocess.fit(columns, prepared.schema, _prep_options(config, prepared.schema))
-    features = torch.from_numpy(preprocess.transform(state, columns))
-    del columns
+    state, matrix = fused.fit_transform(prepared.columns(train_rows), prepared.schema, _prep_options(config, prepared.schema))
+    features = torch.from_numpy(matrix)
     targets = torch.from_numpy(prepared.targets(train_rows))
     target_scale = (0.0, 1.0)
     if prepared.task == "regression":

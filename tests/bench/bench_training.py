@@ -64,12 +64,12 @@ def our_loader(uri: str, names: list[str]):
     import torch
 
     from flows.training import data as datapath
-    from flows.training import preprocess
+    from flows.training import fused
 
     loaded = datapath.read_table(uri, None, names)
     columns = datapath.columns_at(loaded, names, np.arange(loaded.height))
-    state = preprocess.fit(columns, dict.fromkeys(names, "float64"), {n: {} for n in names})
-    return torch.from_numpy(preprocess.transform(state, columns))
+    _, matrix = fused.fit_transform(columns, dict.fromkeys(names, "float64"), {n: {} for n in names})
+    return torch.from_numpy(matrix)
 
 
 def timed(function: Callable[[], object]) -> tuple[float, float]:

@@ -10,7 +10,7 @@
    PyTorch loop over the same device-resident tensors, same batch size, optimizer and precision. Prints
    samples/s of each and the ratio (target ≥ 0.9). The first epoch of each is warm-up and not timed.
 3. Loader: rows/s of specd's Delta → tensor path (`read_table` with the canonical order → `columns_at` →
-   `preprocess.fit` + `transform` → tensor on the device) over a Delta table of synthetic rows, printed
+   `fused.fit_transform` → tensor on the device) over a Delta table of synthetic rows, printed
    next to the training rate; the loader must not be the bottleneck (loading ÷ training ≥ 1, target ≥ 3).
 4. With more than one GPU visible (or `--multi-gpu N` on CPU, where the "GPUs" are gloo processes):
    (a) N candidates of the example at once on disjoint GPU sets (`launch.gpu_slots`, one GPU each), checking
@@ -155,7 +155,7 @@ def loader_rate(rows: int, width: int, device: str, runs: int = 2) -> float:
     from deltalake import write_deltalake
 
     from flows.training import data as datapath
-    from flows.training import preprocess
+    from flows.training import fused
 
     rng = np.random.default_rng(0)
     names = [f"f{i}" for i in range(width)]
@@ -167,8 +167,8 @@ def loader_rate(rows: int, width: int, device: str, runs: int = 2) -> float:
             started = time.perf_counter()
             loaded = datapath.read_table(uri, 0, names)
             columns = datapath.columns_at(loaded, names, np.arange(loaded.height))
-            state = preprocess.fit(columns, dict.fromkeys(names, "float64"), {n: {} for n in names})
-            tensor = torch.from_numpy(preprocess.transform(state, columns)).to(device)
+            _, matrix = fused.fit_transform(columns, dict.fromkeys(names, "float64"), {n: {} for n in names})
+            tensor = torch.from_numpy(matrix).to(device)
             _sync(device)
             best = max(best, rows / (time.perf_counter() - started))
             assert tuple(tensor.shape) == (rows, width)

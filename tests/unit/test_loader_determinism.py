@@ -137,11 +137,19 @@ def test_fit_equals_numpy_on_large_columns(impute: str, scale: str) -> None:
 
 
 def _load(uri: str, version: int, names: list[str]) -> tuple[pl.DataFrame, dict, np.ndarray]:
-    frame = datapath.read_table(uri, version, names)
+    """The canonical frame, and the fitted state and tensor of every row, by preprocess and by the fused
+    path training takes (which must agree to the byte)."""
+    from flows.training import fused
+
+    table = datapath.read_table(uri, version, names)
     features = [n for n in names if n != "id"]
-    columns = datapath.columns_at(frame, features, np.arange(frame.height))
-    state = preprocess.fit(columns, dict.fromkeys(features, "float64"), {n: {} for n in features})
-    return frame, state, preprocess.transform(state, columns)
+    schema, options = dict.fromkeys(features, "float64"), {n: {} for n in features}
+    columns = datapath.columns_at(table, features, np.arange(table.height))
+    state = preprocess.fit(columns, schema, options)
+    tensor = preprocess.transform(state, columns)
+    fused_state, fused_tensor = fused.fit_transform(datapath.columns_at(table, features, np.arange(table.height)), schema, options)
+    assert fused_state == state and fused_tensor.tobytes() == tensor.tobytes()
+    return table.to_frame(), state, tensor
 
 
 def test_a_pinned_version_loads_into_the_same_bytes_and_appends_change_only_new_rows(tmp_path) -> None:

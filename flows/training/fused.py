@@ -1,0 +1,127 @@
+"""Fit the preprocessing on the training rows and transform them, column by column in cache, on threads.
+
+Why: `preprocess.fit` then `preprocess.transform` over gathered columns reads every numeric column from
+memory about eight times (the gather's write, the mean, the deviations, their squares and sum, the median's
+passes, the scaling, the rounding) and then transposes the whole matrix. Here each numeric column
+without nulls is gathered from its stored chunks into a buffer that stays in cache, and its mean, its
+standard deviation, its median and its float32 output all come from that buffer
+(`flows.training.kernels`, which release the GIL); the columns are shared out over threads, and the
+column-major result is transposed in cache-sized tiles, by row ranges on the same threads.
+
+Same bytes: the state and the matrix are exactly `preprocess.fit(columns, …)` and
+`preprocess.transform(state, columns)` (tests/unit/test_fused_fit_transform.py): the sums are numpy's own
+pairwise sums, the median the same exact selection, the rounding the same cast. A column this path does
+not cover — strings, nulls, a NaN or an infinity, robust scaling, an unknown option — goes through
+`preprocess`'s own functions, which also raise its errors.
+
+Threads: `kernels.loader_threads()` (`OMP_NUM_THREADS` when set, else the CPUs this process may run on, at
+most 8).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from flows.training import kernels, preprocess
+from flows.training.data import Columns, _block
+
+FAST_IMPUTE = ("median", "mean", "zero", "none")
+FAST_SCALE = ("standard", "minmax", "none")
+
+
+def fit_transform(columns: Mapping[str, Any], schema: Mapping[str, str],
+                  options: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], np.ndarray]:
+    """(state, matrix): `preprocess.fit` and `preprocess.transform` of the same columns, in one go."""
+    if not isinstance(columns, Columns) or columns.rows == 0:
+        state = preprocess.fit(columns, schema, options)
+        return state, preprocess.transform(state, columns)
+    rows = columns.rows
+    fitted: list[dict[str, Any] | None] = []
+    fast: list[tuple[int, str, list[np.ndarray]]] = []  # (index in the state, name, stored chunks)
+    for name, dtype in schema.items():
+        opts = options[name]
+        stored = columns.stored(name) if dtype in preprocess.NUMERIC_TYPES else None
+        if stored is not None and opts.get("impute", "median") in FAST_IMPUTE and opts.get("scale", "standard") in FAST_SCALE:
+            fast.append((len(fitted), name, stored))
+            fitted.append(None)
+        else:
+            fitted.append(preprocess.fit({name: columns[name]}, {name: dtype}, {name: opts})["columns"][0])
+    starts = np.cumsum([0] + [1 if state is None else int(state["width"]) for state in fitted])
+    width = int(starts[-1])
+    columns_first = _block(width, rows, np.dtype(np.float32))
+    for index, state in enumerate(fitted):  # the columns fitted by preprocess are transformed by it too
+        if state is not None:
+            columns_first[starts[index]:starts[index + 1]] = preprocess.transform(
+                {"columns": [state], "output_dim": state["width"]}, {state["name"]: columns[state["name"]]}).T
+    workers = min(kernels.loader_threads(), max(1, len(fast)))
+
+    def run_share(share: list[tuple[int, str, list[np.ndarray]]]) -> None:
+        buffers = _Buffers(columns.table.frame.height, rows)
+        for index, name, stored in share:
+            fitted[index] = _fit_transform_column(columns, name, schema[name], options[name], stored,
+                                                  columns_first[starts[index]], buffers)
+
+    kernels.on_threads(run_share, [share for share in (fast[i::workers] for i in range(workers)) if share])
+    out = _block(rows, width, np.dtype(np.float32))
+    kernels.on_threads(lambda bounds: kernels.transpose_rows(columns_first, out, *bounds), kernels.row_ranges(rows))
+    states = [state for state in fitted if state is not None]
+    return {"columns": states, "output_dim": int(sum(c["width"] for c in states))}, out
+
+
+class _Buffers:
+    """One thread's scratch: the stored column made contiguous, the gathered rows, the median's middle."""
+
+    def __init__(self, stored_rows: int, rows: int):
+        self.stored = np.empty(stored_rows, dtype=np.float64)
+        self.gathered = np.empty(rows, dtype=np.float64)
+        self.inside = np.empty(rows, dtype=np.float64)
+
+
+def _fit_transform_column(columns: Columns, name: str, dtype: str, opts: Mapping[str, Any], stored: list[np.ndarray],
+                          out: np.ndarray, buffers: _Buffers) -> dict[str, Any]:
+    """One numeric column without nulls: its fitted state (as `preprocess.fit` makes it), its output row written.
+
+    One pass gathers the rows and splits them around the median's sample bounds (the sample is taken at
+    the very rows `preprocess` samples); the sums and the output come from the gathered buffer, in cache."""
+    if len(stored) == 1 and stored[0].dtype == np.float64:
+        source = stored[0]
+    else:
+        source = np.concatenate(stored, out=buffers.stored, casting="same_kind")
+    positions, rows = columns.positions, columns.rows
+    impute, scale = opts.get("impute", "median"), opts.get("scale", "standard")
+    step = preprocess.sample_step(rows) if impute == "median" else None
+    bounds = None
+    if step is not None:
+        bounds = preprocess.sample_bounds(source[::step] if positions is None else source[positions[::step]], rows)
+    low, high = bounds if bounds is not None else (np.inf, -np.inf)  # no bounds: nothing is kept
+    if positions is None:
+        values = source
+        total = kernels.pairwise_sum(values, 0, rows)
+        below, kept = kernels.split_around(values, low, high, buffers.inside) if bounds is not None else (0, 0)
+    else:
+        below, kept = kernels.gather_split(source, positions, buffers.gathered, low, high, buffers.inside)
+        values = buffers.gathered
+        total = kernels.pairwise_sum(values, 0, rows)
+    mean = total / rows
+    if not math.isfinite(mean):  # a NaN or an infinity: preprocess's own path
+        state = preprocess.fit({name: values}, {name: dtype}, {name: opts})["columns"][0]
+        out[...] = preprocess.transform({"columns": [state], "output_dim": 1}, {name: values})[:, 0]
+        return state
+    fill: float | None = {"none": None, "mean": mean, "zero": 0.0}.get(impute)
+    if impute == "median":
+        split = (below, buffers.inside[:kept]) if bounds is not None else None
+        fill = preprocess.median_of_middle(values, rows, *preprocess.middle_after_split(values, rows, True, split))
+    center, spread = 0.0, 1.0
+    if scale == "standard":
+        center, spread = mean, math.sqrt(kernels.pairwise_squared_deviations(values, mean, 0, rows) / rows)
+    elif scale == "minmax":
+        low, high = float(values.min()), float(values.max())
+        center, spread = low, high - low
+    state = {"impute": fill, "center": float(center), "scale": spread if spread > 1e-12 else 1.0, "width": 1, "kind": "numeric"}
+    if not kernels.scale_into(values, state["center"], state["scale"], out):
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return {"name": name, "dtype": dtype, **state}

@@ -1,0 +1,80 @@
+"""The fused fit + transform of the training rows equals `preprocess.fit` then `preprocess.transform`,
+state and bytes, on every kind of column and option, on one thread and on several."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from flows.training import data as datapath
+from flows.training import fused, preprocess
+
+
+def mixed(rows: int, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    with_nan = rng.normal(size=rows)
+    with_nan[rng.random(rows) < 0.05] = np.nan
+    with_inf = rng.normal(size=rows)
+    with_inf[min(3, rows - 1)] = np.inf
+    zeros_middle = np.concatenate([np.zeros(rows // 2), rng.normal(size=rows - rows // 2)])
+    nulls = pl.Series("nulls", rng.normal(size=rows)).scatter(list(range(0, rows, 11)), None)
+    return pl.DataFrame({
+        "a": rng.normal(size=rows) * 100 + 7, "b": rng.gamma(2.0, 1.0, rows), "n": with_nan, "inf": with_inf,
+        "z": zeros_middle, "i": rng.integers(-5, 1000, rows), "f32": rng.normal(size=rows).astype(np.float32),
+        "const": np.full(rows, 2.5), "s": rng.choice(["x", "y", "z"], rows), "nulls": nulls,
+    })
+
+
+SCHEMA = {"a": "float64", "b": "float64", "n": "float64", "inf": "float64", "z": "float64", "i": "int64",
+          "f32": "float64", "const": "float64", "s": "string", "nulls": "float64"}
+
+
+def options(impute: str, scale: str) -> dict[str, dict[str, str]]:
+    out = {name: {"impute": impute, "scale": scale} for name in SCHEMA}
+    out["s"] = {"impute": "most_frequent", "encode": "onehot"}
+    return out
+
+
+def both(table: datapath.Table, rows: np.ndarray, opts: dict) -> tuple[tuple, tuple]:
+    reference_columns = datapath.columns_at(table, list(SCHEMA), rows)
+    state = preprocess.fit(reference_columns, SCHEMA, opts)
+    reference = (state, preprocess.transform(state, reference_columns).tobytes())
+    got_state, matrix = fused.fit_transform(datapath.columns_at(table, list(SCHEMA), rows), SCHEMA, opts)
+    assert matrix.flags.c_contiguous and matrix.dtype == np.float32
+    return reference, (got_state, matrix.tobytes())
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "5"])
+@pytest.mark.parametrize(("impute", "scale"), [("median", "standard"), ("mean", "minmax"), ("zero", "none"),
+                                               ("none", "standard"), ("median", "robust")])
+def test_fused_equals_fit_then_transform(threads: str, impute: str, scale: str, monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    calls = []
+    column_pass = fused._fit_transform_column
+    monkeypatch.setattr(fused, "_fit_transform_column", lambda *args: calls.append(args[1]) or column_pass(*args))
+    frame = pl.concat([mixed(30_000, 1), mixed(12_345, 2)], rechunk=False)  # two chunks per column
+    table = datapath.canonical_table(frame)
+    assert table.order is not None
+    rng = np.random.default_rng(3)
+    for rows in (np.arange(table.height), np.sort(rng.permutation(table.height)[:33_000]), rng.permutation(table.height)[:20_000]):
+        reference, got = both(table, rows, options(impute, scale))
+        assert got == reference
+    # the columns without nulls took the compiled path (robust scaling is preprocess's alone)
+    assert set(calls) == (set() if scale == "robust" else {"a", "b", "n", "inf", "z", "i", "f32", "const"})
+
+
+def test_small_tables_single_rows_and_the_stored_order() -> None:
+    for rows in (1, 2, 9, 200):
+        table = datapath.Table(mixed(rows, rows), None)  # no order: every stored row, in order
+        reference, got = both(table, np.arange(rows), options("median", "standard"))
+        assert got == reference
+
+
+def test_a_plain_mapping_and_an_unknown_option_take_preprocess_and_its_errors() -> None:
+    columns = {"a": np.array([1.0, 2.0, 4.0])}
+    state, matrix = fused.fit_transform(columns, {"a": "float64"}, {"a": {}})
+    assert state == preprocess.fit(columns, {"a": "float64"}, {"a": {}})
+    table = datapath.Table(pl.DataFrame({"a": np.arange(50_000, dtype=np.float64)}), None)
+    with pytest.raises(ValueError, match="unknown scaling 'cubic'"):
+        fused.fit_transform(datapath.columns_at(table, ["a"], np.arange(50_000)), {"a": "float64"}, {"a": {"scale": "cubic"}})
