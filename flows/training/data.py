@@ -51,12 +51,34 @@ from flows.training.schema import FLOAT_TYPES, INT_TYPES, STRING_TYPES, resolve_
 
 
 def read_table(uri: str, version: int | None, columns: Sequence[str], storage_options: Mapping[str, str] | None = None) -> Table:
-    """The pinned Delta version (only the needed columns), with its canonical row order."""
+    """The pinned Delta version (only the needed columns), with its canonical row order.
+
+    A wide read is shared out over the loader's threads, a set of columns each (polars decodes one file's
+    columns on one thread): the parts read the same version, resolved first when none is pinned, so they
+    are one snapshot even while a writer commits."""
     import polars as pl
 
+    from flows.training import kernels
+
     names = list(dict.fromkeys(columns))
-    frame = pl.read_delta(uri, version=version, columns=names, storage_options=dict(storage_options or {}) or None)
-    return canonical_table(frame)
+    options = dict(storage_options or {}) or None
+    parts = max(1, min(kernels.loader_threads(), len(names) // COLUMNS_PER_READ))
+    if parts == 1:
+        return canonical_table(pl.read_delta(uri, version=version, columns=names, storage_options=options))
+    if version is None:
+        from deltalake import DeltaTable
+
+        version = DeltaTable(uri, storage_options=options).version()
+    frames: list[Any] = [None] * parts
+
+    def read_part(part: int) -> None:
+        frames[part] = pl.read_delta(uri, version=version, columns=names[part::parts], storage_options=options)
+
+    kernels.on_threads(read_part, range(parts))
+    return canonical_table(pl.concat(frames, how="horizontal").select(names))
+
+
+COLUMNS_PER_READ = 8  # a read of fewer columns is not shared out over threads
 
 
 @dataclass(frozen=True, eq=False)

@@ -78,3 +78,25 @@ def test_a_plain_mapping_and_an_unknown_option_take_preprocess_and_its_errors() 
     table = datapath.Table(pl.DataFrame({"a": np.arange(50_000, dtype=np.float64)}), None)
     with pytest.raises(ValueError, match="unknown scaling 'cubic'"):
         fused.fit_transform(datapath.columns_at(table, ["a"], np.arange(50_000)), {"a": "float64"}, {"a": {"scale": "cubic"}})
+
+
+def test_a_wide_read_shared_out_over_threads_reads_one_version_like_a_single_read(tmp_path, monkeypatch) -> None:
+    from deltalake import write_deltalake
+
+    rng = np.random.default_rng(8)
+    names = [f"c{i}" for i in range(21)]
+    uri = str(tmp_path / "wide")
+    for _ in range(2):  # two versions, two files in the second
+        write_deltalake(uri, pl.DataFrame({n: rng.normal(size=3000) for n in names}).to_arrow(), mode="append")
+    reads = []
+    real_read = pl.read_delta
+    monkeypatch.setattr(pl, "read_delta", lambda *a, **k: reads.append(k) or real_read(*a, **k))
+    for version in (0, None):
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        single = datapath.read_table(uri, version, names).to_frame()
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        reads.clear()
+        shared = datapath.read_table(uri, version, names)
+        assert len(reads) == 2 and {k["version"] for k in reads} == {0 if version == 0 else 1}  # one pinned snapshot
+        assert shared.columns == names and shared.to_frame().equals(single)
+        assert single.height == (3000 if version == 0 else 6000)
