@@ -21,7 +21,7 @@ most 8).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,6 @@ def fit_transform(columns: Mapping[str, Any], schema: Mapping[str, str],
     if not isinstance(columns, Columns) or columns.rows == 0:
         state = preprocess.fit(columns, schema, options)
         return state, preprocess.transform(state, columns)
-    rows = columns.rows
     fitted: list[dict[str, Any] | None] = []
     fast: list[tuple[int, str, list[np.ndarray]]] = []  # (index in the state, name, stored chunks)
     for name, dtype in schema.items():
@@ -50,10 +49,43 @@ def fit_transform(columns: Mapping[str, Any], schema: Mapping[str, str],
             fitted.append(None)
         else:
             fitted.append(preprocess.fit({name: columns[name]}, {name: dtype}, {name: opts})["columns"][0])
-    starts = np.cumsum([0] + [1 if state is None else int(state["width"]) for state in fitted])
-    width = int(starts[-1])
-    columns_first = _block(width, rows, np.dtype(np.float32))
-    for index, state in enumerate(fitted):  # the columns fitted by preprocess are transformed by it too
+
+    def column_pass(index: int, name: str, stored: list[np.ndarray], out: np.ndarray, buffers: _Buffers) -> None:
+        fitted[index] = _fit_transform_column(columns, name, schema[name], options[name], stored, out, buffers)
+
+    widths = [1 if state is None else int(state["width"]) for state in fitted]
+    matrix = _assemble(columns, widths, fitted, fast, column_pass)
+    states = [state for state in fitted if state is not None]
+    return {"columns": states, "output_dim": int(sum(c["width"] for c in states))}, matrix
+
+
+def transform(state: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray:
+    """`preprocess.transform(state, columns)`: the numeric columns without nulls gathered and scaled in one
+    pass each, on threads; the others by preprocess, which also raises its errors."""
+    fitted = list(state["columns"])
+    if not isinstance(columns, Columns) or columns.rows == 0 or not fitted or any(c["name"] not in columns for c in fitted):
+        return preprocess.transform(state, columns)
+    fast = [(index, column["name"], stored) for index, column in enumerate(fitted)
+            if column["kind"] == "numeric" and (stored := columns.stored(column["name"])) is not None]
+
+    def column_pass(index: int, name: str, stored: list[np.ndarray], out: np.ndarray, buffers: _Buffers) -> None:
+        values = _gathered(columns, stored, buffers)
+        if not kernels.scale_into(values, fitted[index]["center"], fitted[index]["scale"], out):
+            preprocess._numeric_into(fitted[index], values, out, np.empty(values.size))  # NaN to fill, or overflow
+
+    compiled = {index for index, _, _ in fast}
+    by_preprocess = [None if index in compiled else column for index, column in enumerate(fitted)]
+    return _assemble(columns, [int(c["width"]) for c in fitted], by_preprocess, fast, column_pass)
+
+
+def _assemble(columns: Columns, widths: list[int], by_preprocess: list[dict[str, Any] | None],
+              fast: list[tuple[int, str, list[np.ndarray]]], column_pass: Callable[..., None]) -> np.ndarray:
+    """The row-major float32 matrix: the states in `by_preprocess` transformed by preprocess, the `fast`
+    columns by `column_pass` on the loader's threads (each with its own buffers), then one tiled transpose."""
+    rows = columns.rows
+    starts = np.cumsum([0, *widths])
+    columns_first = _block(int(starts[-1]), rows, np.dtype(np.float32))
+    for index, state in enumerate(by_preprocess):
         if state is not None:
             columns_first[starts[index]:starts[index + 1]] = preprocess.transform(
                 {"columns": [state], "output_dim": state["width"]}, {state["name"]: columns[state["name"]]}).T
@@ -62,14 +94,12 @@ def fit_transform(columns: Mapping[str, Any], schema: Mapping[str, str],
     def run_share(share: list[tuple[int, str, list[np.ndarray]]]) -> None:
         buffers = _Buffers(columns.table.frame.height, rows)
         for index, name, stored in share:
-            fitted[index] = _fit_transform_column(columns, name, schema[name], options[name], stored,
-                                                  columns_first[starts[index]], buffers)
+            column_pass(index, name, stored, columns_first[starts[index]], buffers)
 
     kernels.on_threads(run_share, [share for share in (fast[i::workers] for i in range(workers)) if share])
-    out = _block(rows, width, np.dtype(np.float32))
+    out = _block(rows, int(starts[-1]), np.dtype(np.float32))
     kernels.on_threads(lambda bounds: kernels.transpose_rows(columns_first, out, *bounds), kernels.row_ranges(rows))
-    states = [state for state in fitted if state is not None]
-    return {"columns": states, "output_dim": int(sum(c["width"] for c in states))}, out
+    return out
 
 
 class _Buffers:
@@ -87,10 +117,7 @@ def _fit_transform_column(columns: Columns, name: str, dtype: str, opts: Mapping
 
     One pass gathers the rows and splits them around the median's sample bounds (the sample is taken at
     the very rows `preprocess` samples); the sums and the output come from the gathered buffer, in cache."""
-    if len(stored) == 1 and stored[0].dtype == np.float64:
-        source = stored[0]
-    else:
-        source = np.concatenate(stored, out=buffers.stored, casting="same_kind")
+    source = _contiguous(stored, buffers)
     positions, rows = columns.positions, columns.rows
     impute, scale = opts.get("impute", "median"), opts.get("scale", "standard")
     step = preprocess.sample_step(rows) if impute == "median" else None
@@ -125,3 +152,19 @@ def _fit_transform_column(columns: Columns, name: str, dtype: str, opts: Mapping
     if not kernels.scale_into(values, state["center"], state["scale"], out):
         np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     return {"name": name, "dtype": dtype, **state}
+
+
+def _contiguous(stored: list[np.ndarray], buffers: _Buffers) -> np.ndarray:
+    """The stored column as one float64 array: its own chunk, or the chunks copied into the thread's buffer."""
+    if len(stored) == 1 and stored[0].dtype == np.float64:
+        return stored[0]
+    return np.concatenate(stored, out=buffers.stored, casting="same_kind")
+
+
+def _gathered(columns: Columns, stored: list[np.ndarray], buffers: _Buffers) -> np.ndarray:
+    """The selected rows of a stored column, in order (the stored column itself when every row is selected)."""
+    source = _contiguous(stored, buffers)
+    if columns.positions is None:
+        return source
+    kernels.gather(source, columns.positions, buffers.gathered)
+    return buffers.gathered

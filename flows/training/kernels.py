@@ -132,6 +132,13 @@ def pairwise_squared_deviations(values: np.ndarray, mean: float, start: int, cou
 
 
 @njit(nogil=True, cache=True)
+def gather(source: np.ndarray, positions: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """out[i] = source[positions[i]] (positions are in range: the caller's own row indices)."""
+    for i in range(positions.size):
+        out[i] = source[positions[i]]
+
+
+@njit(nogil=True, cache=True)
 def gather_split(source: np.ndarray, positions: np.ndarray, out: np.ndarray, low: float, high: float,
                  inside: np.ndarray) -> tuple[int, int]:  # pragma: no cover - compiled
     """out[i] = source[positions[i]], and in the same pass what `split_around` returns for them: (values below

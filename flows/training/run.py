@@ -120,7 +120,7 @@ def fit_once(job: dict[str, Any], prepared: Prepared, train_rows: np.ndarray, lo
 
         logger = TensorBoardLogger(job["tensorboard_dir"], name=job["model"], version=log_name, default_hp_metric=False)
         if validation_rows is not None and validation_rows.size:
-            matrix, truth = preprocess.transform(state, prepared.columns(validation_rows)), _truth(prepared, validation_rows)
+            matrix, truth = fused.transform(state, prepared.columns(validation_rows)), _truth(prepared, validation_rows)
             callbacks.append(ValidationCurves(lambda net: evaluate(prepared.task, truth, _outputs(net, matrix, prepared.task, target_scale))))
     trainer = pl.Trainer(
         accelerator=resources.get("accelerator", "cpu"), devices=resources.get("devices", 1),
@@ -140,7 +140,7 @@ def fit_once(job: dict[str, Any], prepared: Prepared, train_rows: np.ndarray, lo
 
 
 def _score(fitted: dict[str, Any], prepared: Prepared, rows: np.ndarray, with_groups: bool) -> dict[str, Any]:
-    matrix = preprocess.transform(fitted["state"], prepared.columns(rows))
+    matrix = fused.transform(fitted["state"], prepared.columns(rows))
     output = _outputs(fitted["module"].net, matrix, prepared.task, fitted["target_scale"])
     if not np.all(np.isfinite(output)):
         raise FloatingPointError("non-finite predictions")
@@ -199,7 +199,7 @@ def train(job: dict[str, Any]) -> dict[str, Any] | None:
         return {**result, **stats, "status": "diverged", "message": f"training loss is not finite (final {fitted['final_loss']})"}
     if calibration_rows is not None:
         stats["calibration_rows"] = int(calibration_rows.size)
-        raw = _outputs(fitted["module"].net, preprocess.transform(fitted["state"], prepared.columns(calibration_rows)),
+        raw = _outputs(fitted["module"].net, fused.transform(fitted["state"], prepared.columns(calibration_rows)),
                        prepared.task, fitted["target_scale"])
         try:
             fitted["calibrator"] = calibration.fit(declared["method"], raw, _truth(prepared, calibration_rows))

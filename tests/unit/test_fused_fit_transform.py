@@ -42,6 +42,10 @@ def both(table: datapath.Table, rows: np.ndarray, opts: dict) -> tuple[tuple, tu
     reference = (state, preprocess.transform(state, reference_columns).tobytes())
     got_state, matrix = fused.fit_transform(datapath.columns_at(table, list(SCHEMA), rows), SCHEMA, opts)
     assert matrix.flags.c_contiguous and matrix.dtype == np.float32
+    # the fitted state applied to other rows (a holdout, in another order), by both transforms
+    other = np.random.default_rng(rows.size).permutation(table.height)[: max(1, table.height // 3)]
+    expected = preprocess.transform(state, datapath.columns_at(table, list(SCHEMA), other))
+    assert fused.transform(state, datapath.columns_at(table, list(SCHEMA), other)).tobytes() == expected.tobytes()
     return reference, (got_state, matrix.tobytes())
 
 
@@ -72,6 +76,10 @@ def test_small_tables_single_rows_and_the_stored_order() -> None:
 
 
 def test_a_plain_mapping_and_an_unknown_option_take_preprocess_and_its_errors() -> None:
+    table = datapath.Table(pl.DataFrame({"a": np.arange(10.0)}), None)
+    state = preprocess.fit({"a": np.arange(10.0)}, {"a": "float64"}, {"a": {}})
+    with pytest.raises(KeyError, match="missing feature column 'b'"):
+        fused.transform({"columns": [{**state["columns"][0], "name": "b"}], "output_dim": 1}, datapath.columns_at(table, ["a"], np.arange(10)))
     columns = {"a": np.array([1.0, 2.0, 4.0])}
     state, matrix = fused.fit_transform(columns, {"a": "float64"}, {"a": {}})
     assert state == preprocess.fit(columns, {"a": "float64"}, {"a": {}})
