@@ -78,7 +78,7 @@ def read_table(uri: str, version: int | None, columns: Sequence[str], storage_op
     return canonical_table(pl.concat(frames, how="horizontal").select(names))
 
 
-COLUMNS_PER_READ = 8  # a read of fewer columns is not shared out over threads
+COLUMNS_PER_READ = 2  # the fewest columns a read shares out to one thread
 
 
 @dataclass(frozen=True, eq=False)
@@ -248,15 +248,30 @@ def row_keys(frame: Any, dense: Mapping[str, list[np.ndarray] | None] | None = N
     return keys
 
 
+def _key_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row indices in ascending key order, where adjacent sorted keys may be equal or out of order).
+
+    One sort of plain uint64 values (numpy's SIMD sort, about 4× an argsort): each key's low bits are
+    replaced by its row index, so the sorted values are the keys ordered by their high bits, ties by
+    row. Adjacent rows with equal high bits are flagged; the caller orders those runs by the full key
+    and the row's codes, so the result is the same as sorting by the full key first."""
+    bits = max(1, int(keys.size - 1).bit_length())
+    low = np.uint64((1 << bits) - 1)
+    packed = keys & ~low
+    packed |= np.arange(keys.size, dtype=np.uint64)
+    packed.sort()
+    order = (packed & low).astype(np.int64)
+    packed >>= np.uint64(bits)
+    return order, packed[1:] == packed[:-1]
+
+
 def canonical_permutation(frame: Any, dense: Mapping[str, list[np.ndarray] | None] | None = None) -> np.ndarray | None:
     """Row indices that put `frame` in canonical order (module docstring); None: a column type without
     codes (the caller sorts by all columns)."""
     keys = row_keys(frame, dense)
     if keys is None:
         return None
-    order = np.argsort(keys)  # ties are resolved below; rows still tied after that are equal
-    ordered = keys[order]
-    same = ordered[1:] == ordered[:-1]
+    order, same = _key_order(keys)
     if same.any():  # order colliding rows among themselves by their codes
         tied = np.flatnonzero(np.concatenate([same, [False]]) | np.concatenate([[False], same]))
         rows = order[tied]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -47,16 +48,30 @@ def row_ranges(rows: int) -> list[tuple[int, int]]:
     return [(start, min(rows, start + size)) for start in range(0, rows, size)] if rows else []
 
 
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool): kept between loads
+_POOL_LOCK = threading.Lock()
+_THREAD_PREFIX = "specd-loader"
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The loader's thread pool, made once per process and size (a forked child makes its own)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < workers:
+            _POOL = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix=_THREAD_PREFIX))
+        return _POOL[2]
+
+
 def on_threads(work: Callable[[Any], None], shares: Sequence[Any]) -> None:
-    """`work(share)` for every share, on as many threads as there are shares (here when there is one);
-    the kernels release the GIL, so the shares run side by side. An exception in any share is raised."""
-    if len(shares) <= 1:
+    """`work(share)` for every share, side by side on the loader's threads (the kernels release the GIL);
+    here, one after another, when there is one share or when called from a loader thread. An exception in
+    any share is raised."""
+    if len(shares) <= 1 or threading.current_thread().name.startswith(_THREAD_PREFIX):
         for share in shares:
             work(share)
         return
-    with ThreadPoolExecutor(len(shares), thread_name_prefix="specd-loader") as pool:
-        for _ in pool.map(work, shares):
-            pass
+    for _ in _pool(len(shares)).map(work, shares):
+        pass
 
 
 @njit(nogil=True, cache=True)
