@@ -16,6 +16,7 @@ Light: Prefect is imported inside the functions (the daemon's adapters import th
 
 from __future__ import annotations
 
+import contextvars
 import os
 import subprocess
 import sys
@@ -54,16 +55,23 @@ class Heartbeat:
         self.beats = 0
         self.superseded = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="specd-heartbeat", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Heartbeat:
         self._beat()
+        # The later beats run in a copy of this thread's context: a new thread starts with an empty one, so
+        # its Prefect client would read the process's root settings (frozen when prefect was first imported)
+        # instead of the settings this beat used (a flow run's, or temporary_settings): another API URL, even
+        # an ephemeral server of its own, and the daemon would see one beat and declare a live worker lost.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._loop,), name="specd-heartbeat", daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
     def stop_children(self, why: str) -> None:
         print(why)
