@@ -78,6 +78,9 @@ def read_table(uri: str, version: int | None, columns: Sequence[str], storage_op
     return canonical_table(pl.concat(frames, how="horizontal").select(names))
 
 
+_UNSET = object()
+TALL_ROWS = 300_000  # from here a float64 column outgrows a core's L2 cache: gather in two streaming passes
+BUCKET_SHIFT = 16  # the two-pass gather's buckets: 65,536 output rows (512 KiB of float64)
 COLUMNS_PER_READ = 2  # the fewest columns a read shares out to one thread
 
 
@@ -243,7 +246,6 @@ def row_keys(frame: Any, dense: Mapping[str, list[np.ndarray] | None] | None = N
                     first, last = max(low, start), min(high, stop)
                     kernels.fold_keys(keys, first, chunk[first - start:last - start], multiplier)
                 start = stop
-
     kernels.on_threads(fold, kernels.row_ranges(frame.height))
     return keys
 
@@ -255,12 +257,15 @@ def _key_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     replaced by its row index, so the sorted values are the keys ordered by their high bits, ties by
     row. Adjacent rows with equal high bits are flagged; the caller orders those runs by the full key
     and the row's codes, so the result is the same as sorting by the full key first."""
+    from flows.training import kernels
+
     bits = max(1, int(keys.size - 1).bit_length())
-    low = np.uint64((1 << bits) - 1)
-    packed = keys & ~low
-    packed |= np.arange(keys.size, dtype=np.uint64)
+    packed = np.empty_like(keys)
+    kernels.pack_rows(keys, bits, packed)
     packed.sort()
-    order = (packed & low).astype(np.int64)
+    order = np.empty(keys.size, dtype=np.int64)
+    if kernels.unpack_rows(packed, bits, order) == 0:
+        return order, np.zeros(max(0, keys.size - 1), dtype=bool)
     packed >>= np.uint64(bits)
     return order, packed[1:] == packed[:-1]
 
@@ -460,6 +465,7 @@ class Columns(Mapping[str, Any]):
         self.table, self.names, self.positions = table, names, positions  # positions None: every stored row, in order
         self.rows = table.frame.height if positions is None else int(positions.size)
         self._gathered: dict[str, Any] = {}
+        self._plan: Any = _UNSET
 
     def __getitem__(self, name: str) -> Any:
         if name not in self.names:
@@ -476,6 +482,19 @@ class Columns(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def scatter_plan(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(slot, dest) of the two-pass gather (`kernels.scatter_plan`) when the stored rows are too many
+        for a column to stay in cache and the rows are selected through `positions`; else None."""
+        if self._plan is _UNSET:
+            plan = None
+            if self.positions is not None and self.table.frame.height >= TALL_ROWS:
+                from flows.training import kernels
+
+                slot, dest, ok = kernels.scatter_plan(self.positions, self.table.frame.height, BUCKET_SHIFT)
+                plan = (slot, dest) if ok else None
+            self._plan = plan
+        return self._plan
 
     def stored(self, name: str) -> list[np.ndarray] | None:
         """The stored chunks of a numeric column without nulls (numpy views), or None."""

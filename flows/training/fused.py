@@ -90,6 +90,8 @@ def _assemble(columns: Columns, widths: list[int], by_preprocess: list[dict[str,
             columns_first[starts[index]:starts[index + 1]] = preprocess.transform(
                 {"columns": [state], "output_dim": state["width"]}, {state["name"]: columns[state["name"]]}).T
     workers = min(kernels.loader_threads(), max(1, len(fast)))
+    if fast:
+        columns.scatter_plan()  # made once, before the threads share it
 
     def run_share(share: list[tuple[int, str, list[np.ndarray]]]) -> None:
         buffers = _Buffers(columns.table.frame.height, rows)
@@ -103,44 +105,38 @@ def _assemble(columns: Columns, widths: list[int], by_preprocess: list[dict[str,
 
 
 class _Buffers:
-    """One thread's scratch: the stored column made contiguous, the gathered rows, the median's middle."""
+    """One thread's scratch, made on first use: the stored column made contiguous, the bucket-ordered
+    values of the two-pass gather, the gathered rows, the median's middle."""
 
     def __init__(self, stored_rows: int, rows: int):
-        self.stored = np.empty(stored_rows, dtype=np.float64)
-        self.gathered = np.empty(rows, dtype=np.float64)
-        self.inside = np.empty(rows, dtype=np.float64)
+        self.sizes = {"stored": stored_rows, "buckets": rows + 1, "gathered": rows, "inside": rows}
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        sizes, arrays = self.__dict__["sizes"], self.__dict__["arrays"]
+        if name not in sizes:
+            raise AttributeError(name)
+        if name not in arrays:
+            arrays[name] = np.empty(sizes[name], dtype=np.float64)
+        return arrays[name]
 
 
 def _fit_transform_column(columns: Columns, name: str, dtype: str, opts: Mapping[str, Any], stored: list[np.ndarray],
                           out: np.ndarray, buffers: _Buffers) -> dict[str, Any]:
     """One numeric column without nulls: its fitted state (as `preprocess.fit` makes it), its output row written.
 
-    One pass gathers the rows and splits them around the median's sample bounds (the sample is taken at
-    the very rows `preprocess` samples); the sums and the output come from the gathered buffer, in cache."""
-    source = _contiguous(stored, buffers)
-    positions, rows = columns.positions, columns.rows
+    One pass gathers the rows and splits them around the median's sample bounds; the sums and the output
+    come from the gathered buffer (in cache, for a column that fits)."""
+    rows = columns.rows
     impute, scale = opts.get("impute", "median"), opts.get("scale", "standard")
-    step = preprocess.sample_step(rows) if impute == "median" else None
-    bounds = None
-    if step is not None:
-        bounds = preprocess.sample_bounds(source[::step] if positions is None else source[positions[::step]], rows)
-    low, high = bounds if bounds is not None else (np.inf, -np.inf)  # no bounds: nothing is kept
-    if positions is None:
-        values = source
-        total = kernels.pairwise_sum(values, 0, rows)
-        below, kept = kernels.split_around(values, low, high, buffers.inside) if bounds is not None else (0, 0)
-    else:
-        below, kept = kernels.gather_split(source, positions, buffers.gathered, low, high, buffers.inside)
-        values = buffers.gathered
-        total = kernels.pairwise_sum(values, 0, rows)
-    mean = total / rows
+    values, split = _selected(columns, stored, buffers, preprocess.sample_step(rows) if impute == "median" else None)
+    mean = kernels.pairwise_sum(values, 0, rows) / rows
     if not math.isfinite(mean):  # a NaN or an infinity: preprocess's own path
         state = preprocess.fit({name: values}, {name: dtype}, {name: opts})["columns"][0]
         out[...] = preprocess.transform({"columns": [state], "output_dim": 1}, {name: values})[:, 0]
         return state
     fill: float | None = {"none": None, "mean": mean, "zero": 0.0}.get(impute)
     if impute == "median":
-        split = (below, buffers.inside[:kept]) if bounds is not None else None
         fill = preprocess.median_of_middle(values, rows, *preprocess.middle_after_split(values, rows, True, split))
     center, spread = 0.0, 1.0
     if scale == "standard":
@@ -154,6 +150,38 @@ def _fit_transform_column(columns: Columns, name: str, dtype: str, opts: Mapping
     return {"name": name, "dtype": dtype, **state}
 
 
+def _selected(columns: Columns, stored: list[np.ndarray], buffers: _Buffers,
+              median_step: int | None) -> tuple[np.ndarray, tuple[int, np.ndarray] | None]:
+    """(the selected rows of a stored column, in order; the median's split of them, when `median_step` asks
+    for one and the sample gives bounds): one pass over the column, or two streaming passes for a tall one.
+
+    The sample only bounds the search (the median is exact whatever it is): a strided sample of the
+    selected values, in whatever order the pass holds them."""
+    rows, positions, plan = columns.rows, columns.positions, columns.scatter_plan()
+    if plan is not None:  # tall: stored order → buckets → output order
+        slot, dest = plan
+        start = 0
+        for chunk in stored:
+            kernels.scatter_to_buckets(chunk.astype(np.float64, copy=False), start, slot, buffers.buckets)
+            start += chunk.size
+        bounds = preprocess.sample_bounds(buffers.buckets[:rows:median_step], rows) if median_step else None
+        low, high = bounds if bounds is not None else (np.inf, -np.inf)  # no bounds: nothing is kept
+        below, kept = kernels.scatter_split(buffers.buckets, dest, buffers.gathered, low, high, buffers.inside)
+        return buffers.gathered, (below, buffers.inside[:kept]) if bounds is not None else None
+    source = _contiguous(stored, buffers)
+    bounds = None
+    if median_step:
+        bounds = preprocess.sample_bounds(source[::median_step] if positions is None else source[positions[::median_step]], rows)
+    low, high = bounds if bounds is not None else (np.inf, -np.inf)
+    if positions is None:
+        values = source
+        below, kept = kernels.split_around(values, low, high, buffers.inside) if bounds is not None else (0, 0)
+    else:
+        values = buffers.gathered
+        below, kept = kernels.gather_split(source, positions, values, low, high, buffers.inside)
+    return values, (below, buffers.inside[:kept]) if bounds is not None else None
+
+
 def _contiguous(stored: list[np.ndarray], buffers: _Buffers) -> np.ndarray:
     """The stored column as one float64 array: its own chunk, or the chunks copied into the thread's buffer."""
     if len(stored) == 1 and stored[0].dtype == np.float64:
@@ -163,8 +191,4 @@ def _contiguous(stored: list[np.ndarray], buffers: _Buffers) -> np.ndarray:
 
 def _gathered(columns: Columns, stored: list[np.ndarray], buffers: _Buffers) -> np.ndarray:
     """The selected rows of a stored column, in order (the stored column itself when every row is selected)."""
-    source = _contiguous(stored, buffers)
-    if columns.positions is None:
-        return source
-    kernels.gather(source, columns.positions, buffers.gathered)
-    return buffers.gathered
+    return _selected(columns, stored, buffers, None)[0]

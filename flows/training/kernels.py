@@ -170,6 +170,83 @@ def gather_split(source: np.ndarray, positions: np.ndarray, out: np.ndarray, low
 
 
 @njit(nogil=True, cache=True)
+def scatter_plan(positions: np.ndarray, stored_rows: int, shift: int) -> tuple[np.ndarray, np.ndarray, bool]:  # pragma: no cover
+    """The two-pass gather of a tall column (`scatter_to_buckets` then `scatter_split`): (slot, dest, ok).
+
+    Output rows are cut into buckets of 2**shift rows (a bucket's values fit in L2). Stored row q, the
+    output row i that selects it, goes to slot[q] in a bucket-ordered buffer (within a bucket, in stored
+    order; unselected rows to the spare slot at the end), and dest[k] is the output row of slot k. Both
+    passes then stream through memory instead of missing the cache on every value. ok is False when
+    `positions` repeats a row (the caller gathers directly)."""
+    count = positions.size
+    output_of = np.full(stored_rows, -1, dtype=np.int64)
+    for i in range(count):
+        if output_of[positions[i]] >= 0:
+            return np.empty(0, np.int32), np.empty(0, np.int32), False
+        output_of[positions[i]] = i
+    buckets = (count + (1 << shift) - 1) >> shift
+    cursor = np.empty(buckets, dtype=np.int64)
+    for bucket in range(buckets):
+        cursor[bucket] = bucket << shift
+    slot = np.empty(stored_rows, dtype=np.int32)
+    dest = np.empty(count, dtype=np.int32)
+    for q in range(stored_rows):
+        i = output_of[q]
+        if i >= 0:
+            k = cursor[i >> shift]
+            cursor[i >> shift] = k + 1
+            slot[q] = k
+            dest[k] = i
+        else:
+            slot[q] = count
+    return slot, dest, True
+
+
+@njit(nogil=True, cache=True)
+def scatter_to_buckets(chunk: np.ndarray, start: int, slot: np.ndarray, buckets: np.ndarray) -> None:  # pragma: no cover
+    """First pass of the two-pass gather: buckets[slot[start + q]] = chunk[q], reading the stored chunk in order."""
+    for q in range(chunk.size):
+        buckets[slot[start + q]] = chunk[q]
+
+
+@njit(nogil=True, cache=True)
+def scatter_split(buckets: np.ndarray, dest: np.ndarray, out: np.ndarray, low: float, high: float,
+                  inside: np.ndarray) -> tuple[int, int]:  # pragma: no cover - compiled
+    """Second pass: out[dest[k]] = buckets[k] (each bucket's writes stay in cache), and what `split_around`
+    returns for these values."""
+    below, kept = 0, 0
+    for k in range(dest.size):
+        value = buckets[k]
+        out[dest[k]] = value
+        at_least = value >= low
+        below += not at_least
+        inside[kept] = value
+        kept += at_least & (value <= high)
+    return below, kept
+
+
+@njit(nogil=True, cache=True)
+def pack_rows(keys: np.ndarray, bits: int, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """out[i] = the key's high bits with the row index i in its low `bits` bits (sorting these values sorts
+    the rows by the keys' high bits, ties by row)."""
+    high = ~np.uint64((1 << bits) - 1)
+    for i in range(keys.size):
+        out[i] = (keys[i] & high) | np.uint64(i)
+
+
+@njit(nogil=True, cache=True)
+def unpack_rows(packed: np.ndarray, bits: int, order: np.ndarray) -> int:  # pragma: no cover - compiled
+    """order[i] = the row index in sorted packed value i; returns how many adjacent values have equal high bits."""
+    low = np.uint64((1 << bits) - 1)
+    equal = 0
+    for i in range(packed.size):
+        order[i] = np.int64(packed[i] & low)
+        if i and (packed[i] ^ packed[i - 1]) <= low:
+            equal += 1
+    return equal
+
+
+@njit(nogil=True, cache=True)
 def fold_keys(keys: np.ndarray, start: int, bits: np.ndarray, multiplier: np.uint64) -> None:  # pragma: no cover
     """keys[start + i] = (keys[start + i] ^ bits[i]) * multiplier, wrapping: one folding step of the row key."""
     for i in range(bits.size):

@@ -49,11 +49,15 @@ def both(table: datapath.Table, rows: np.ndarray, opts: dict) -> tuple[tuple, tu
     return reference, (got_state, matrix.tobytes())
 
 
+@pytest.mark.parametrize("tall", [False, True], ids=["in-cache", "two-pass"])
 @pytest.mark.parametrize("threads", ["1", "2", "5"])
 @pytest.mark.parametrize(("impute", "scale"), [("median", "standard"), ("mean", "minmax"), ("zero", "none"),
                                                ("none", "standard"), ("median", "robust")])
-def test_fused_equals_fit_then_transform(threads: str, impute: str, scale: str, monkeypatch) -> None:
+def test_fused_equals_fit_then_transform(threads: str, impute: str, scale: str, tall: bool, monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    if tall:  # the two-pass gather of tall tables, with buckets small enough to be many here
+        monkeypatch.setattr(datapath, "TALL_ROWS", 1000)
+        monkeypatch.setattr(datapath, "BUCKET_SHIFT", 10)
     calls = []
     column_pass = fused._fit_transform_column
     monkeypatch.setattr(fused, "_fit_transform_column", lambda *args: calls.append(args[1]) or column_pass(*args))

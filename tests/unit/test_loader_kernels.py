@@ -87,3 +87,22 @@ def test_an_error_in_a_thread_reaches_the_caller() -> None:
 
     with pytest.raises(ValueError, match="share 1 failed"):
         kernels.on_threads(work, [0, 1])
+
+
+def test_the_two_pass_gather_equals_a_direct_gather_and_refuses_repeated_rows() -> None:
+    rng = np.random.default_rng(9)
+    values = rng.normal(size=30_000)
+    chunks = [values[:12_345], values[12_345:]]
+    for positions in (rng.permutation(values.size), np.sort(rng.permutation(values.size)[:20_000]), rng.permutation(values.size)[:7]):
+        slot, dest, ok = kernels.scatter_plan(positions, values.size, 8)
+        assert ok
+        buckets, out, inside = np.empty(positions.size + 1), np.empty(positions.size), np.empty(positions.size)
+        start = 0
+        for chunk in chunks:
+            kernels.scatter_to_buckets(chunk, start, slot, buckets)
+            start += chunk.size
+        below, kept = kernels.scatter_split(buckets, dest, out, -0.1, 0.1, inside)
+        assert np.array_equal(out, values[positions])
+        expected_below, expected_inside = preprocess._split_around(values[positions], -0.1, 0.1)
+        assert below == expected_below and np.array_equal(np.sort(inside[:kept]), np.sort(expected_inside))
+    assert not kernels.scatter_plan(np.array([3, 1, 3]), 10, 8)[2]
