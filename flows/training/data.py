@@ -450,10 +450,13 @@ def columns_at(table: Any, names: Sequence[str], rows: np.ndarray) -> Columns:
     """Selected rows (canonical positions) of the named columns, as a `Columns` mapping."""
     if not isinstance(table, Table):
         table = Table(table, None)
-    positions = table.positions(np.asarray(rows, dtype=np.int64))
-    identity = positions.size == table.frame.height and (positions.size == 0 or (
-        positions[0] == 0 and bool(np.all(np.diff(positions) == 1))))
-    return Columns(table, list(names), None if identity else positions)
+    from flows.training import kernels
+
+    rows = np.asarray(rows, dtype=np.int64)
+    every_row = rows.size == table.height and kernels.is_identity(rows)  # every row, in canonical order
+    if table.order is None:
+        return Columns(table, list(names), None if every_row else rows)
+    return Columns(table, list(names), table.order if every_row else table.order[rows])
 
 
 class Columns(Mapping[str, Any]):
@@ -488,7 +491,7 @@ class Columns(Mapping[str, Any]):
         for a column to stay in cache and the rows are selected through `positions`; else None."""
         if self._plan is _UNSET:
             plan = None
-            if self.positions is not None and self.table.frame.height >= TALL_ROWS:
+            if self.positions is not None and TALL_ROWS <= self.table.frame.height < 2**31:  # int32 slots
                 from flows.training import kernels
 
                 slot, dest, ok = kernels.scatter_plan(self.positions, self.table.frame.height, BUCKET_SHIFT)

@@ -168,7 +168,7 @@ def _selected(columns: Columns, stored: list[np.ndarray], buffers: _Buffers,
         low, high = bounds if bounds is not None else (np.inf, -np.inf)  # no bounds: nothing is kept
         below, kept = kernels.scatter_split(buffers.buckets, dest, buffers.gathered, low, high, buffers.inside)
         return buffers.gathered, (below, buffers.inside[:kept]) if bounds is not None else None
-    source = _contiguous(stored, buffers)
+    source = _contiguous(stored, buffers, warm=positions is not None)
     bounds = None
     if median_step:
         bounds = preprocess.sample_bounds(source[::median_step] if positions is None else source[positions[::median_step]], rows)
@@ -182,9 +182,11 @@ def _selected(columns: Columns, stored: list[np.ndarray], buffers: _Buffers,
     return values, (below, buffers.inside[:kept]) if bounds is not None else None
 
 
-def _contiguous(stored: list[np.ndarray], buffers: _Buffers) -> np.ndarray:
-    """The stored column as one float64 array: its own chunk, or the chunks copied into the thread's buffer."""
-    if len(stored) == 1 and stored[0].dtype == np.float64:
+def _contiguous(stored: list[np.ndarray], buffers: _Buffers, warm: bool = False) -> np.ndarray:
+    """The stored column as one float64 array: its own chunk, or the chunks copied into the thread's buffer.
+    `warm`: copied even when it is one chunk, for a gather to read it at random from cache rather than from
+    memory (the copy streams; the gather's reads would each miss)."""
+    if len(stored) == 1 and stored[0].dtype == np.float64 and not warm:
         return stored[0]
     return np.concatenate(stored, out=buffers.stored, casting="same_kind")
 

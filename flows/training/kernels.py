@@ -170,6 +170,15 @@ def gather_split(source: np.ndarray, positions: np.ndarray, out: np.ndarray, low
 
 
 @njit(nogil=True, cache=True)
+def is_identity(rows: np.ndarray) -> bool:  # pragma: no cover - compiled
+    """rows[i] == i for every i (stops at the first that is not)."""
+    for i in range(rows.size):
+        if rows[i] != i:
+            return False
+    return True
+
+
+@njit(nogil=True, cache=True)
 def scatter_plan(positions: np.ndarray, stored_rows: int, shift: int) -> tuple[np.ndarray, np.ndarray, bool]:  # pragma: no cover
     """The two-pass gather of a tall column (`scatter_to_buckets` then `scatter_split`): (slot, dest, ok).
 
@@ -179,7 +188,7 @@ def scatter_plan(positions: np.ndarray, stored_rows: int, shift: int) -> tuple[n
     passes then stream through memory instead of missing the cache on every value. ok is False when
     `positions` repeats a row (the caller gathers directly)."""
     count = positions.size
-    output_of = np.full(stored_rows, -1, dtype=np.int64)
+    output_of = np.full(stored_rows, -1, dtype=np.int32)  # the caller keeps rows under 2**31
     for i in range(count):
         if output_of[positions[i]] >= 0:
             return np.empty(0, np.int32), np.empty(0, np.int32), False

@@ -13,6 +13,9 @@ Prints, each as min/median/max over N runs (N ≥ 3 by default):
   run (target ≥ 0.8), also per CPU-second of the process (steadier where other work shares the cores);
 - specd's loading rate over specd's training rate (target ≥ 3: loading must not be the bottleneck).
 
+`--shapes 2000000x8,200000x64:int,...` prints only the loader ratios, on tables of other shapes and
+types (the default shape is the issue's: 64 float columns).
+
 It also checks what the speed must not cost: the same table rewritten in another row order and split
 into several files loads into a byte-identical tensor (a rebuilt table trains the same model).
 """
@@ -32,14 +35,22 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "gpu"))
 
 
-def write_tables(rows: int, width: int, scratch: Path) -> tuple[str, str, list[str]]:
-    """The same data twice: one file in generation order, and shuffled into three files."""
+def write_tables(rows: int, width: int, scratch: Path, kind: str = "float") -> tuple[str, str, list[str]]:
+    """The same data twice: one file in generation order, and shuffled into three files. `kind`: float
+    (normal values), int (integers 0–999) or mixed (floats, small integer codes stored as floats, and ints)."""
     import numpy as np
     import polars as pl
     from deltalake import write_deltalake
 
     rng = np.random.default_rng(0)
-    frame = pl.DataFrame({f"f{i}": rng.normal(size=rows) for i in range(width)})
+    def column(i: int) -> np.ndarray:
+        if kind == "int" or (kind == "mixed" and i % 3 == 2):
+            return rng.integers(0, 1000, rows)
+        if kind == "mixed" and i % 3 == 1:
+            return rng.integers(0, 50, rows).astype(np.float64)
+        return rng.normal(size=rows)
+
+    frame = pl.DataFrame({f"f{i}": column(i) for i in range(width)})
     first, rebuilt = str(scratch / "table"), str(scratch / "rebuilt")
     write_deltalake(first, frame.to_arrow(), mode="overwrite")
     shuffled = frame[rng.permutation(rows)]
@@ -83,6 +94,35 @@ def spread(values: list[float], fmt: str = "{:,.0f}") -> str:
     return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
 
 
+def compare_loaders(uri: str, names: list[str], rows: int, runs: int) -> tuple[list[float], list[float], list[float], list[float]]:
+    """(hand-written rows/s, specd rows/s, their ratio, the ratio per CPU-second), one of each per run,
+    after a warm-up of both; who goes first alternates."""
+    hand_load, our_load, load_ratio, cpu_ratio = [], [], [], []
+    hand_loader(uri, names), our_loader(uri, names)  # warm-up: imports, page cache
+    for run in range(runs):
+        pair = [("hand", lambda: hand_loader(uri, names)), ("ours", lambda: our_loader(uri, names))]
+        seconds = {name: timed(f) for name, f in (pair if run % 2 == 0 else pair[::-1])}
+        hand_load.append(rows / seconds["hand"][0])
+        our_load.append(rows / seconds["ours"][0])
+        load_ratio.append(our_load[-1] / hand_load[-1])
+        cpu_ratio.append(seconds["hand"][1] / seconds["ours"][1])
+    return hand_load, our_load, load_ratio, cpu_ratio
+
+
+def loader_shapes(shapes: str, runs: int) -> int:
+    """The loader comparison on other shapes of table: tall and narrow, wide, integers, mixed."""
+    print(f"loader ratios specd/hand-written over {runs} runs (min / median / max), per shape:")
+    for shape in shapes.split(","):
+        size, _, kind = shape.partition(":")
+        rows, width = (int(v) for v in size.lower().split("x"))
+        with tempfile.TemporaryDirectory() as scratch:
+            uri, _, names = write_tables(rows, width, Path(scratch), kind or "float")
+            hand_load, our_load, load_ratio, cpu_ratio = compare_loaders(uri, names, rows, runs)
+        print(f"{rows} x {width} {kind or 'float'}: hand-written {spread(hand_load)} rows/s, specd {spread(our_load)} rows/s, "
+              f"ratio {spread(load_ratio, '{:.2f}')}, per CPU-second {spread(cpu_ratio, '{:.2f}')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="specd training benchmark (CPU)")
     parser.add_argument("--size", type=int, default=200_000, help="rows of synthetic training data")
@@ -92,21 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--shapes", default=None,
+                        help="only the loaders, on tables of these shapes: ROWSxWIDTH[:float|int|mixed],... (e.g. 2000000x8,200000x64:int)")
     args = parser.parse_args(argv)
+    if args.shapes:
+        return loader_shapes(args.shapes, args.runs)
     import torch
     from run_gpu_check import hand_loop, our_path, synthetic
 
-    hand_load, our_load, load_ratio, cpu_ratio = [], [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         uri, rebuilt, names = write_tables(args.size, args.width, Path(scratch))
-        hand_loader(uri, names), our_loader(uri, names)  # warm-up: imports, page cache
-        for run in range(args.runs):
-            pair = [("hand", lambda: hand_loader(uri, names)), ("ours", lambda: our_loader(uri, names))]
-            seconds = {name: timed(f) for name, f in (pair if run % 2 == 0 else pair[::-1])}  # alternate who goes first
-            hand_load.append(args.size / seconds["hand"][0])
-            our_load.append(args.size / seconds["ours"][0])
-            load_ratio.append(our_load[-1] / hand_load[-1])
-            cpu_ratio.append(seconds["hand"][1] / seconds["ours"][1])
+        hand_load, our_load, load_ratio, cpu_ratio = compare_loaders(uri, names, args.size, args.runs)
         tensor = our_loader(uri, names)
         same = bool(torch.equal(tensor, our_loader(rebuilt, names)))
         assert tuple(tensor.shape) == (args.size, args.width) and tensor.dtype == torch.float32

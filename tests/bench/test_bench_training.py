@@ -33,3 +33,16 @@ def test_bench_training_prints_sane_ratios() -> None:
     # both loops ran and are within an order of magnitude of each other; so are both loaders
     assert 0.1 < figures["ratio training specd/hand-written"] < 10.0
     assert 0.02 < figures["ratio loading specd/hand-written"] < 10.0
+
+
+@pytest.mark.bench
+def test_bench_training_compares_the_loaders_on_other_shapes() -> None:
+    done = subprocess.run([sys.executable, str(BENCH), "--shapes", "6000x4,3000x12:int,4000x9:mixed", "--runs", "3"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = re.findall(rf"^(\d+) x (\d+) (\w+): hand-written {SPREAD} rows/s, specd {SPREAD} rows/s, ratio {SPREAD}",
+                       done.stdout, re.MULTILINE)
+    assert [line[:3] for line in lines] == [("6000", "4", "float"), ("3000", "12", "int"), ("4000", "9", "mixed")], done.stdout
+    for line in lines:
+        low, median, high = (float(v.replace(",", "")) for v in line[9:12])
+        assert 0 < low <= median <= high, done.stdout
