@@ -53,9 +53,9 @@ from flows.training.schema import FLOAT_TYPES, INT_TYPES, STRING_TYPES, resolve_
 def read_table(uri: str, version: int | None, columns: Sequence[str], storage_options: Mapping[str, str] | None = None) -> Table:
     """The pinned Delta version (only the needed columns), with its canonical row order.
 
-    A wide read is shared out over the loader's threads, a set of columns each (polars decodes one file's
-    columns on one thread): the parts read the same version, resolved first when none is pinned, so they
-    are one snapshot even while a writer commits."""
+    A read of a table of 16 MiB or more of files is shared out over the loader's threads, a set of columns
+    each (polars decodes one file's columns on one thread): the parts read the same version, resolved
+    first when none is pinned, so they are one snapshot even while a writer commits."""
     import polars as pl
 
     from flows.training import kernels
@@ -63,12 +63,15 @@ def read_table(uri: str, version: int | None, columns: Sequence[str], storage_op
     names = list(dict.fromkeys(columns))
     options = dict(storage_options or {}) or None
     parts = max(1, min(kernels.loader_threads(), len(names) // COLUMNS_PER_READ))
-    if parts == 1:
-        return canonical_table(pl.read_delta(uri, version=version, columns=names, storage_options=options))
-    if version is None:
+    if parts > 1:
         from deltalake import DeltaTable
 
-        version = DeltaTable(uri, storage_options=options).version()
+        snapshot = DeltaTable(uri, version=version, storage_options=options)
+        version = snapshot.version()
+        stored_bytes = sum(snapshot.get_add_actions(flatten=True).column("size_bytes").to_pylist())
+        parts = 1 if stored_bytes < PARALLEL_READ_BYTES else parts
+    if parts == 1:
+        return canonical_table(pl.read_delta(uri, version=version, columns=names, storage_options=options))
     frames: list[Any] = [None] * parts
 
     def read_part(part: int) -> None:
@@ -82,6 +85,7 @@ _UNSET = object()
 TALL_ROWS = 300_000  # from here a float64 column outgrows a core's L2 cache: gather in two streaming passes
 BUCKET_SHIFT = 16  # the two-pass gather's buckets: 65,536 output rows (512 KiB of float64)
 COLUMNS_PER_READ = 2  # the fewest columns a read shares out to one thread
+PARALLEL_READ_BYTES = 16 << 20  # a smaller table is read at once (each read costs a few ms of its own)
 
 
 @dataclass(frozen=True, eq=False)

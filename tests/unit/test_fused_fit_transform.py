@@ -100,6 +100,7 @@ def test_a_wide_read_shared_out_over_threads_reads_one_version_like_a_single_rea
     uri = str(tmp_path / "wide")
     for _ in range(2):  # two versions, two files in the second
         write_deltalake(uri, pl.DataFrame({n: rng.normal(size=3000) for n in names}).to_arrow(), mode="append")
+    monkeypatch.setattr(datapath, "PARALLEL_READ_BYTES", 0)  # this small table is read in parts too
     reads = []
     real_read = pl.read_delta
     monkeypatch.setattr(pl, "read_delta", lambda *a, **k: reads.append(k) or real_read(*a, **k))
@@ -112,3 +113,16 @@ def test_a_wide_read_shared_out_over_threads_reads_one_version_like_a_single_rea
         assert len(reads) == 2 and {k["version"] for k in reads} == {0 if version == 0 else 1}  # one pinned snapshot
         assert shared.columns == names and shared.to_frame().equals(single)
         assert single.height == (3000 if version == 0 else 6000)
+
+
+def test_a_small_table_is_read_at_once(tmp_path, monkeypatch) -> None:
+    from deltalake import write_deltalake
+
+    names = [f"c{i}" for i in range(12)]
+    write_deltalake(str(tmp_path / "small"), pl.DataFrame({n: np.arange(500.0) for n in names}).to_arrow())
+    reads = []
+    real_read = pl.read_delta
+    monkeypatch.setattr(pl, "read_delta", lambda *a, **k: reads.append(k) or real_read(*a, **k))
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    table = datapath.read_table(str(tmp_path / "small"), None, names)
+    assert len(reads) == 1 and reads[0]["version"] == 0 and table.height == 500
