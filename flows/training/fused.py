@@ -6,7 +6,9 @@ passes, the scaling, the rounding) and then transposes the whole matrix. Here ea
 without nulls is gathered from its stored chunks into a buffer that stays in cache, and its mean, its
 standard deviation, its median and its float32 output all come from that buffer
 (`flows.training.kernels`, which release the GIL); the columns are shared out over threads, and the
-column-major result is transposed in cache-sized tiles, by row ranges on the same threads.
+column-major result is transposed in cache-sized tiles, by row ranges on the same threads. A tall table's
+column (more stored rows than a core's L2 holds) is gathered in two streaming passes through L2-sized
+buckets instead (`Columns.scatter_plan`), as a random gather from memory would miss on every value.
 
 Same bytes: the state and the matrix are exactly `preprocess.fit(columns, …)` and
 `preprocess.transform(state, columns)` (tests/unit/test_fused_fit_transform.py): the sums are numpy's own
