@@ -58,6 +58,7 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < workers:
+            # a smaller pool is left to its idle threads, not shut down: another loader may be using it
             _POOL = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix=_THREAD_PREFIX))
         return _POOL[2]
 
